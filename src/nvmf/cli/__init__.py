@@ -1,0 +1,1 @@
+"""nvmf.cli layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.config layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.media layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,56 @@
+"""The namespace storage contract, shared by every media type.
+
+A namespace's data lives in one :class:`Media`.  Offsets and lengths are in *bytes* (the command
+handler has already converted SLBA/NLB with the namespace's block size and range-checked them), and
+buffers are the request's staging buffer, so a media type moves payload between storage and that
+buffer without another copy (``preadv``/``pwritev``, io_uring registered buffers, or the SSD's DMA).
+
+I/O failures raise :class:`MediaError`; the I/O handler turns it into the media status the spec
+asks for (Write Fault, Unrecovered Read Error).  Anything else escaping a media call is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class MediaError(OSError):
+    """The medium failed an operation (EIO from a file, a device error from an SSD)."""
+
+
+@runtime_checkable
+class Media(Protocol):
+    """One namespace's backing store."""
+
+    #: Media type name as it appears in configuration (``ram``, ``file``, ``block``, ``null``).
+    kind: str
+    #: Logical block size in bytes (512 or 4096); the namespace's LBA format 0.
+    block_size: int
+    #: Capacity in bytes, a multiple of ``block_size``.
+    size: int
+    #: True when writes may sit in a volatile cache until Flush (Identify Controller VWC).
+    volatile_write_cache: bool
+
+    async def read(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset``; unwritten ranges read as zeroes."""
+        ...
+
+    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+        """Store ``buf`` at ``offset``; with ``fua`` it is durable before this returns."""
+        ...
+
+    async def flush(self) -> None:
+        """Make every completed write durable (the Flush command)."""
+        ...
+
+    async def write_zeroes(self, offset: int, length: int) -> None:
+        """Make ``length`` bytes at ``offset`` read as zeroes (Write Zeroes)."""
+        ...
+
+    async def deallocate(self, offset: int, length: int) -> None:
+        """Release a range (Dataset Management, AD): it reads as zeroes afterwards."""
+        ...
+
+    def close(self) -> None:
+        """Release files, mappings and memory; the media is unusable afterwards."""
+        ...

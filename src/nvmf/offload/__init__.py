@@ -1,0 +1,1 @@
+"""nvmf.offload layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.pci layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.platform layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.protocol layer (see ../shared/DESIGN.md)."""

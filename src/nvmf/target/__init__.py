@@ -1,0 +1,1 @@
+"""nvmf.target layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,145 @@
+"""The target's configuration model: hosts, ports, subsystems, namespaces, ANA groups, referrals.
+
+These are plain data, in nvmetcli's vocabulary (``allow_any_host``, ``traddr``, ``trsvcid``,
+``inline_data_size`` ...), so ``nvmf.config`` maps nvmetcli's JSON onto them field for field and
+back.  This project's own settings live in :class:`NvmfSettings` (the JSON's ``"nvmf"`` key) and
+:class:`NamespaceMedia` (a namespace's ``"nvmf"`` key).  The runtime (controllers, queues) lives
+elsewhere and only reads these.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+
+
+@dataclass
+class NamespaceMedia:
+    """How a namespace stores its data (this project's key; nvmetcli only knows ``device.path``).
+
+    ``kind``: ``ram``, ``file``, ``block``, ``null``; ``None`` means "infer from device.path": a
+    regular file uses ``file``, a block device ``block``.  ``size`` is in bytes (for ``ram``,
+    ``null``, and for creating a missing ``file``).  ``direct`` opens files with O_DIRECT.
+    """
+
+    kind: str | None = None
+    size: int | None = None
+    block_size: int = 512
+    direct: bool = False
+
+
+@dataclass
+class Namespace:
+    """One namespace of a subsystem (nvmetcli ``namespaces[]``)."""
+
+    nsid: int
+    path: str = ""
+    enable: bool = True
+    uuid: str | None = None
+    nguid: str | None = None
+    ana_grpid: int = 1
+    media: NamespaceMedia = field(default_factory=NamespaceMedia)
+
+
+@dataclass
+class Subsystem:
+    """An NVM subsystem (nvmetcli ``subsystems[]``)."""
+
+    nqn: str
+    allow_any_host: bool = True
+    allowed_hosts: list[str] = field(default_factory=list)
+    serial: str = ""
+    model: str = "nvmf"
+    version: str = "1.3"
+    cntlid_min: int = 1
+    cntlid_max: int = 0xFFEF
+    #: Most I/O queues a controller may create (nvmetcli ``attr.qid_max``); None: the target's.
+    qid_max: int | None = None
+    namespaces: list[Namespace] = field(default_factory=list)
+
+
+@dataclass
+class Referral:
+    """A discovery referral to another discovery controller (nvmetcli ``referrals[]``)."""
+
+    name: str
+    trtype: str
+    adrfam: str
+    traddr: str
+    trsvcid: str
+    portid: int = 0
+    treq: str = "not specified"
+    enable: bool = True
+
+
+@dataclass
+class AnaGroup:
+    """An ANA group's state on a port (nvmetcli ``ana_groups[]``)."""
+
+    grpid: int
+    state: str = "optimized"
+
+
+@dataclass
+class Port:
+    """A fabric port the target listens on (nvmetcli ``ports[]``)."""
+
+    portid: int
+    trtype: str = "tcp"
+    adrfam: str = "ipv4"
+    traddr: str = "127.0.0.1"
+    trsvcid: str = "4420"
+    treq: str = "not specified"
+    #: In-capsule data size the port offers (nvmetcli ``param.inline_data_size``); IOCCSZ follows.
+    inline_data_size: int = 8192
+    subsystems: list[str] = field(default_factory=list)
+    referrals: list[Referral] = field(default_factory=list)
+    ana_groups: list[AnaGroup] = field(default_factory=lambda: [AnaGroup(1)])
+
+
+@dataclass
+class Host:
+    """A host NQN the target knows (nvmetcli ``hosts[]``)."""
+
+    nqn: str
+
+
+@dataclass
+class NvmfSettings:
+    """This project's target settings (top-level ``"nvmf"`` key, ignored by nvmetcli).
+
+    ``max_io_queues``: the Number of Queues grant; default: one per core of this machine.
+    ``staging_bytes``: per-queue staging buffer pool size.  ``offload_workers``: data-plane
+    workers (0 = serve I/O queues in the control-plane process).  ``cmb``: place staging buffers
+    (and SSD queues) in the SSD's Controller Memory Buffer when one is present.
+    """
+
+    max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)
+    queue_depth: int = 128
+    staging_bytes: int = 4 << 20
+    offload_workers: int = 0
+    cmb: bool = False
+    kato_min_ms: int = 0
+
+
+@dataclass
+class TargetConfig:
+    """A whole target: what ``nvmf serve --config FILE`` runs and ``nvmf config save`` writes."""
+
+    hosts: list[Host] = field(default_factory=list)
+    ports: list[Port] = field(default_factory=list)
+    subsystems: list[Subsystem] = field(default_factory=list)
+    nvmf: NvmfSettings = field(default_factory=NvmfSettings)
+
+
+DEFAULT_SUBSYSTEM_NQN = "nqn.2024-01.io.nvmf:default"
+
+
+def default_config() -> TargetConfig:
+    """The embedded default: one subsystem, a 1 GiB RAM namespace, NVMe/TCP on 127.0.0.1:4420."""
+    ns = Namespace(nsid=1, media=NamespaceMedia(kind="ram", size=1 << 30))
+    sub = Subsystem(nqn=DEFAULT_SUBSYSTEM_NQN, serial="nvmf0000000001", namespaces=[ns])
+    port = Port(portid=1, subsystems=[sub.nqn])
+    return TargetConfig(ports=[port], subsystems=[sub])

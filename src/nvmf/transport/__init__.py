@@ -1,0 +1,1 @@
+"""nvmf.transport layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""nvmf.wire layer (see ../shared/DESIGN.md)."""
