@@ -1,0 +1,86 @@
+"""``null`` media: writes vanish, reads return zeroes (the kernel's ``null_blk``).
+
+It measures the fabric and the data path without a medium behind them.  It also owns the two
+helpers every media type shares, because they are the null device's whole behaviour: checking that
+a byte range lies inside the namespace, and filling a buffer with zeroes without allocating.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+#: Bytes of the shared zero source: large enough that zeroing a typical transfer is one copy.
+ZERO_CHUNK = 1 << 20
+
+# A read-only private anonymous mapping maps the kernel's zero page on access, so this costs no
+# memory; it is page aligned, so O_DIRECT writes may use it as their source.
+_ZERO_MAP = mmap.mmap(-1, ZERO_CHUNK, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+#: ``ZERO_CHUNK`` zero bytes, page aligned and read-only.
+ZEROES = memoryview(_ZERO_MAP)
+
+
+def check_range(size: int, offset: int, length: int) -> None:
+    """Reject a byte range outside ``[0, size)``.
+
+    The I/O handler range-checks LBAs before a media call, so a bad range here is a bug in the
+    caller; raising ``ValueError`` keeps it from silently truncating or touching another byte.
+    """
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ValueError(f"range {offset}+{length} outside the media's {size} bytes")
+
+
+def check_geometry(size: int, block_size: int) -> None:
+    """Reject a block size that is no power of two >= 512, or a size that is no block multiple."""
+    if block_size < 512 or block_size & (block_size - 1):
+        raise ValueError(f"block size {block_size} is not a power of two >= 512")
+    if size <= 0 or size % block_size:
+        raise ValueError(f"size {size} is not a positive multiple of the block size {block_size}")
+
+
+def zero_fill(buf: memoryview) -> None:
+    """Set every byte of ``buf`` to zero, copying from :data:`ZEROES` (no allocation)."""
+    done = 0
+    total = len(buf)
+    while done < total:
+        n = min(ZERO_CHUNK, total - done)
+        buf[done : done + n] = ZEROES[:n]
+        done += n
+
+
+class NullMedia:
+    """A namespace of ``size`` bytes that stores nothing.
+
+    Reads zero the caller's buffer, every other operation only checks its range.  There is no
+    cache to flush, so ``volatile_write_cache`` is False.
+    """
+
+    kind = "null"
+
+    def __init__(self, size: int, block_size: int = 512) -> None:
+        check_geometry(size, block_size)
+        self.size = size
+        self.block_size = block_size
+        self.volatile_write_cache = False
+
+    async def read(self, offset: int, buf: memoryview) -> None:
+        """Zero ``buf``: nothing was ever stored."""
+        check_range(self.size, offset, len(buf))
+        zero_fill(buf)
+
+    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+        """Discard ``buf``."""
+        check_range(self.size, offset, len(buf))
+
+    async def flush(self) -> None:
+        """Nothing to make durable."""
+
+    async def write_zeroes(self, offset: int, length: int) -> None:
+        """The range already reads as zeroes."""
+        check_range(self.size, offset, length)
+
+    async def deallocate(self, offset: int, length: int) -> None:
+        """The range already reads as zeroes."""
+        check_range(self.size, offset, length)
+
+    def close(self) -> None:
+        """Nothing to release."""
