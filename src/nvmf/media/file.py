@@ -1,0 +1,338 @@
+"""``file`` media: a namespace stored in a regular file, and the descriptor I/O path it shares.
+
+:class:`DescriptorMedia` is the I/O path for anything reached through a file descriptor (this
+module's regular files, :mod:`nvmf.media.block`'s block devices):
+
+* Reads and writes are ``os.preadv``/``os.pwritev`` straight into and out of the request's staging
+  buffer (zero copy), run on a small thread pool of the media's own so that many requests overlap
+  and the event loop never waits for the disk.
+* A read that runs past the end of the file (the file was truncated behind our back) reads zeroes
+  for the missing part.
+* FUA writes use ``RWF_DSYNC`` (the write returns once it is durable); a kernel without it gets an
+  ``fdatasync`` after the write.  Flush is ``fdatasync``.
+* Deallocate punches a hole (``fallocate(PUNCH_HOLE | KEEP_SIZE)``), so the file shrinks on disk;
+  Write Zeroes uses ``fallocate(ZERO_RANGE | KEEP_SIZE)``, which keeps the blocks allocated.  When
+  the filesystem supports neither, zeroes are written.
+* Every ``OSError`` becomes a :class:`~nvmf.media.base.MediaError` with the same ``errno`` and a
+  message naming the operation, the range and the path.
+
+``direct=True`` opens with ``O_DIRECT`` (no page cache).  The kernel then needs the buffer address,
+offset and length aligned to the device's logical block size.  Offsets and lengths are whole
+namespace blocks; the offload layer's staging buffers are page-aligned ``mmap`` memory, and a
+buffer that is not aligned to the namespace block size is refused with a ``MediaError(EINVAL)``
+that says so, before the kernel sees it.
+
+``volatile_write_cache`` is True for files in both modes: buffered writes sit in the page cache,
+and even ``O_DIRECT`` writes can leave a hole's new allocation in unwritten filesystem metadata
+and the data in the disk's own cache until ``fdatasync``.  Only Flush or FUA make them durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from nvmf.media.base import MediaError
+from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
+
+T = TypeVar("T")
+
+#: Threads per media: enough to keep a queue of requests in flight on one file or device.
+DEFAULT_IO_THREADS = 8
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
+_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def _load_fallocate() -> Callable[[int, int, int, int], int]:
+    """libc's ``fallocate`` (``os`` only has ``posix_fallocate``, which cannot punch holes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        func = libc.fallocate64
+    except AttributeError:
+        func = libc.fallocate
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    func.restype = ctypes.c_int
+    return func
+
+
+_fallocate = _load_fallocate()
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """Call ``fallocate(2)`` with ``mode`` flags; failure raises ``OSError`` with its errno."""
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def buffer_address(buf: memoryview) -> int | None:
+    """The address of ``buf``'s first byte, or None when it cannot be taken (read-only, empty)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    except (TypeError, ValueError):
+        return None
+
+
+class DescriptorMedia:
+    """The shared I/O path for media reached through an open file descriptor.
+
+    Subclasses open the descriptor, work out the geometry, then call ``__init__``; they may
+    override :meth:`_deallocate_sync` and :meth:`_write_zeroes_sync`.  The ``_*_sync`` methods
+    run on the media's thread pool and raise ``OSError``.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        *,
+        size: int,
+        block_size: int,
+        direct: bool,
+        volatile_write_cache: bool,
+        io_threads: int = DEFAULT_IO_THREADS,
+    ) -> None:
+        check_geometry(size, block_size)
+        self.size = size
+        self.block_size = block_size
+        self.volatile_write_cache = volatile_write_cache
+        self.path = path
+        self.direct = direct
+        self._fd = fd
+        self._dsync_flag = _RWF_DSYNC
+        self._can_punch = True
+        self._can_zero_range = True
+        name = os.path.basename(path) or "media"
+        self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"nvmf-{name}")
+
+    # -- the Media contract -------------------------------------------------------------------
+
+    async def read(self, offset: int, buf: memoryview) -> None:
+        """Read into ``buf`` from ``offset``; bytes past the end of the file read as zeroes."""
+        check_range(self.size, offset, len(buf))
+        self._check_aligned(buf)
+        await self._run("read", offset, len(buf), self._read_sync, offset, buf)
+
+    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+        """Write ``buf`` at ``offset``; with ``fua`` it is durable when this returns."""
+        check_range(self.size, offset, len(buf))
+        self._check_aligned(buf)
+        await self._run("write", offset, len(buf), self._write_sync, offset, buf, fua)
+
+    async def flush(self) -> None:
+        """``fdatasync``: every completed write (data and the metadata to find it) is durable."""
+        await self._run("flush", 0, self.size, os.fdatasync, self._fd)
+
+    async def write_zeroes(self, offset: int, length: int) -> None:
+        """Zero the range, keeping it allocated where the medium can."""
+        check_range(self.size, offset, length)
+        await self._run("write zeroes", offset, length, self._write_zeroes_sync, offset, length)
+
+    async def deallocate(self, offset: int, length: int) -> None:
+        """Release the range's storage; it reads as zeroes afterwards."""
+        check_range(self.size, offset, length)
+        await self._run("deallocate", offset, length, self._deallocate_sync, offset, length)
+
+    def close(self) -> None:
+        """Wait for requests in flight, then close the descriptor.  Safe to call twice."""
+        if self._fd < 0:
+            return
+        # The pool's threads may still be using the descriptor: closing it under them could make
+        # a pending write land in whatever file reuses the number.
+        self._executor.shutdown(wait=True)
+        os.close(self._fd)
+        self._fd = -1
+
+    # -- the blocking part, run on the pool ---------------------------------------------------
+
+    def _read_sync(self, offset: int, buf: memoryview) -> None:
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self._fd, [buf[done:]], offset + done)
+            if n == 0:  # end of file: what is not there reads as zeroes
+                zero_fill(buf[done:])
+                return
+            done += n
+
+    def _write_sync(self, offset: int, buf: memoryview, fua: bool) -> None:
+        flags = self._dsync_flag if fua else 0
+        try:
+            self._pwrite_all(offset, buf, flags)
+        except OSError as exc:
+            if not (flags and exc.errno in _UNSUPPORTED):
+                raise
+            self._dsync_flag = flags = 0  # a kernel without RWF_DSYNC: write, then fdatasync
+            self._pwrite_all(offset, buf, 0)
+        if fua and not flags:
+            os.fdatasync(self._fd)
+
+    def _pwrite_all(self, offset: int, buf: memoryview, flags: int) -> None:
+        done = 0
+        while done < len(buf):
+            done += os.pwritev(self._fd, [buf[done:]], offset + done, flags)
+
+    def _deallocate_sync(self, offset: int, length: int) -> None:
+        """Punch a hole; write zeroes where the filesystem cannot punch."""
+        if self._can_punch:
+            try:
+                fallocate(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                self._can_punch = False
+        self._copy_zeroes(offset, length)
+
+    def _write_zeroes_sync(self, offset: int, length: int) -> None:
+        """``ZERO_RANGE`` (blocks stay allocated), else deallocate (hole, else written zeroes)."""
+        if self._can_zero_range:
+            try:
+                fallocate(self._fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                self._can_zero_range = False
+        self._deallocate_sync(offset, length)
+
+    def _copy_zeroes(self, offset: int, length: int) -> None:
+        """Write zeroes from the shared page-aligned zero mapping (valid for ``O_DIRECT`` too)."""
+        done = 0
+        while done < length:
+            n = min(ZERO_CHUNK, length - done)
+            self._pwrite_all(offset + done, ZEROES[:n], 0)
+            done += n
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _check_aligned(self, buf: memoryview) -> None:
+        """Refuse, before the kernel does, an ``O_DIRECT`` buffer off the block size alignment."""
+        if not self.direct:
+            return
+        address = buffer_address(buf)
+        if address is not None and address % self.block_size:
+            raise MediaError(
+                errno.EINVAL,
+                f"O_DIRECT buffer at {address:#x} is not aligned to {self.block_size} bytes "
+                "(staging buffers must be page-aligned mmap memory)",
+                self.path,
+            )
+
+    async def _run(
+        self, op: str, offset: int, length: int, func: Callable[..., T], *args: object
+    ) -> T:
+        """Run ``func(*args)`` on the pool; an ``OSError`` becomes a ``MediaError``.
+
+        A thread cannot be interrupted in a system call, so if the caller is cancelled it still
+        waits for the call to finish before the cancellation propagates: the request's staging
+        buffer stays borrowed until the kernel is done with it, and cannot be reused under it.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, func, *args)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            while not fut.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([fut])
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller asked to stop, not to hear about it
+            raise
+        except MediaError:
+            raise
+        except OSError as exc:
+            raise self._error(exc, op, offset, length) from exc
+
+    def _error(self, exc: OSError, op: str, offset: int, length: int) -> MediaError:
+        code = exc.errno or errno.EIO
+        reason = exc.strerror or str(exc)
+        if self.direct and code == errno.EINVAL and op in ("read", "write"):
+            reason += (
+                " (O_DIRECT: the filesystem or device may need more alignment than the "
+                f"namespace's {self.block_size}-byte blocks)"
+            )
+        return MediaError(code, f"{op} at {offset}+{length}: {reason}", self.path)
+
+
+class FileMedia(DescriptorMedia):
+    """A namespace in a regular file.
+
+    A missing file is created (sparse) when ``size`` is given; an existing file shorter than
+    ``size`` is extended (sparse: existing data stays), and a longer one serves its first ``size``
+    bytes.  Without ``size`` the namespace is the file's size rounded down to ``block_size``.
+    ``read_only`` opens the file ``O_RDONLY``: every write then fails with ``MediaError(EBADF)``.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        size: int | None = None,
+        block_size: int = 512,
+        direct: bool = False,
+        read_only: bool = False,
+        io_threads: int = DEFAULT_IO_THREADS,
+    ) -> None:
+        path = os.fspath(path)
+        if size is not None:
+            check_geometry(size, block_size)
+        flags = os.O_CLOEXEC | (os.O_RDONLY if read_only else os.O_RDWR)
+        if direct:
+            flags |= os.O_DIRECT
+        if size is not None and not read_only:
+            flags |= os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            hint = " (does the filesystem support O_DIRECT?)" if direct else ""
+            raise MediaError(exc.errno, f"open: {exc.strerror}{hint}", path) from exc
+        try:
+            size = _file_size(fd, path, size, block_size, read_only)
+        except BaseException:
+            os.close(fd)
+            raise
+        super().__init__(
+            fd,
+            path,
+            size=size,
+            block_size=block_size,
+            direct=direct,
+            volatile_write_cache=True,
+            io_threads=io_threads,
+        )
+
+
+def _file_size(fd: int, path: str, size: int | None, block_size: int, read_only: bool) -> int:
+    """The namespace size for an open file, extending the file to ``size`` when it is shorter."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if size is None:
+        size = st.st_size // block_size * block_size
+        if size == 0:
+            raise ValueError(f"{path} holds less than one {block_size}-byte block; give a size")
+        return size
+    if st.st_size < size:
+        if read_only:
+            raise ValueError(f"{path} is {st.st_size} bytes, less than the size {size}")
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise MediaError(exc.errno, f"extend to {size} bytes: {exc.strerror}", path) from exc
+    return size
