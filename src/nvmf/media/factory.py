@@ -1,0 +1,103 @@
+"""Open a namespace's media from its configuration (:class:`~nvmf.target.model.Namespace`).
+
+``ns.media.kind`` picks the media type; when it is None the type follows ``ns.path``: a regular
+file is ``file``, a block device ``block``.  Other media types (the userspace NVMe driver) join
+with :func:`register_media_kind` instead of an edit here.  Every failure is a
+:class:`~nvmf.media.base.MediaError` (the system said no: ``errno`` kept) or a ``ValueError``
+(the configuration is wrong), with a message naming the namespace's nsid and path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+from nvmf.media.base import Media, MediaError
+from nvmf.media.block import BlockMedia
+from nvmf.media.file import FileMedia
+from nvmf.media.null import NullMedia
+from nvmf.media.ram import RamMedia
+
+if TYPE_CHECKING:  # only the type: the model must stay importable without the media layer
+    from nvmf.target.model import Namespace
+
+#: Size of a ``ram`` or ``null`` namespace whose configuration gives none (``ram`` costs memory
+#: only as it is written).
+DEFAULT_SIZE = 1 << 30
+
+Opener: TypeAlias = Callable[["Namespace"], Media]
+
+
+def _open_ram(ns: Namespace) -> Media:
+    return RamMedia(ns.media.size or DEFAULT_SIZE, ns.media.block_size)
+
+
+def _open_null(ns: Namespace) -> Media:
+    return NullMedia(ns.media.size or DEFAULT_SIZE, ns.media.block_size)
+
+
+def _open_file(ns: Namespace) -> Media:
+    _need_path(ns)
+    return FileMedia(
+        ns.path, size=ns.media.size, block_size=ns.media.block_size, direct=ns.media.direct
+    )
+
+
+def _open_block(ns: Namespace) -> Media:
+    """The device's logical block size wins over a smaller configured one (the 512 default)."""
+    _need_path(ns)
+    return BlockMedia(ns.path, block_size=ns.media.block_size, direct=ns.media.direct)
+
+
+_OPENERS: dict[str, Opener] = {
+    "ram": _open_ram,
+    "null": _open_null,
+    "file": _open_file,
+    "block": _open_block,
+}
+
+
+def register_media_kind(kind: str, opener: Opener) -> None:
+    """Make ``kind`` openable by :func:`open_media` (replacing any opener it had)."""
+    _OPENERS[kind] = opener
+
+
+def media_kinds() -> list[str]:
+    """The media types :func:`open_media` knows, sorted."""
+    return sorted(_OPENERS)
+
+
+def open_media(ns: Namespace) -> Media:
+    """Open the storage of namespace ``ns``; the caller closes it."""
+    where = f"namespace {ns.nsid} ({ns.path or 'no path'})"
+    try:
+        kind = ns.media.kind or _infer_kind(ns)
+        opener = _OPENERS.get(kind)
+        if opener is None:
+            raise ValueError(f"unknown media kind {kind!r} (known: {', '.join(media_kinds())})")
+        return opener(ns)
+    except MediaError as exc:
+        raise MediaError(exc.errno, f"{where}: {exc.strerror}", exc.filename) from exc
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _infer_kind(ns: Namespace) -> str:
+    """``file`` or ``block`` from what ``ns.path`` is."""
+    _need_path(ns)
+    try:
+        mode = os.stat(ns.path).st_mode
+    except OSError as exc:
+        raise MediaError(exc.errno, f"stat: {exc.strerror}", ns.path) from exc
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISBLK(mode):
+        return "block"
+    raise ValueError("the path is neither a regular file nor a block device; set a media kind")
+
+
+def _need_path(ns: Namespace) -> None:
+    if not ns.path:
+        raise ValueError("no device path given")
