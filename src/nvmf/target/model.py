@@ -41,6 +41,29 @@ class Namespace:
     nguid: str | None = None
     ana_grpid: int = 1
     media: NamespaceMedia = field(default_factory=NamespaceMedia)
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Passthru:
+    """An NVMe controller a subsystem passes through whole (nvmetcli ``subsystems[].passthru[0]``).
+
+    Only the Linux kernel target implements passthru; this project keeps it so that an nvmetcli
+    configuration survives a load -> save round trip and can be applied to the kernel.  ``path``
+    is the controller's character device (``/dev/nvme0``); the timeouts are in seconds, None
+    meaning the kernel's default.
+    """
+
+    path: str = ""
+    enable: bool = True
+    clear_ids: int | None = None
+    admin_timeout: int | None = None
+    io_timeout: int | None = None
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +81,11 @@ class Subsystem:
     #: Most I/O queues a controller may create (nvmetcli ``attr.qid_max``); None: the target's.
     qid_max: int | None = None
     namespaces: list[Namespace] = field(default_factory=list)
+    #: A passthru controller (nvmetcli ``passthru[0]``; the kernel target only), or None.
+    passthru: Passthru | None = None
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +100,9 @@ class Referral:
     portid: int = 0
     treq: str = "not specified"
     enable: bool = True
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +111,9 @@ class AnaGroup:
 
     grpid: int
     state: str = "optimized"
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +131,9 @@ class Port:
     subsystems: list[str] = field(default_factory=list)
     referrals: list[Referral] = field(default_factory=list)
     ana_groups: list[AnaGroup] = field(default_factory=lambda: [AnaGroup(1)])
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +141,9 @@ class Host:
     """A host NQN the target knows (nvmetcli ``hosts[]``)."""
 
     nqn: str
+    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
+    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

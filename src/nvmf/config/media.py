@@ -1,0 +1,83 @@
+"""Which media type serves a namespace: this project's ``nvmf.kind``, or what ``device.path`` is.
+
+nvmetcli only knows ``device.path``; the kernel opens it as a block device or, failing that, as a
+file.  This project says so explicitly with ``nvmf.kind`` (``ram`` and ``null`` need no path at
+all) and otherwise infers the kind the way the kernel does: a regular file is served by the
+``file`` media, a block device by ``block``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from nvmf.config.errors import ConfigError, show
+from nvmf.target.model import Namespace
+
+#: Kinds that need no backing path.
+PATHLESS_KINDS = ("ram", "null")
+
+
+def resolve_media_kind(ns: Namespace, *, where: str = "device.path") -> str:
+    """The media kind of ``ns``: ``nvmf.kind`` when set, else what ``os.stat(device.path)`` finds.
+
+    Raises :class:`ConfigError` (naming ``where``, the JSON path of the namespace's path) when
+    the kind is not set and the path is empty, missing, or neither a regular file nor a block
+    device.
+    """
+    if ns.media.kind is not None:
+        return ns.media.kind
+    problem = path_problem(ns.path, None, None)
+    if problem is not None:
+        raise ConfigError.at("", where, problem)
+    return _kind_of(ns.path) or ""
+
+
+def path_problem(
+    path: str, kind: str | None, size: int | None, *, check: bool = True
+) -> str | None:
+    """What is wrong with ``device.path`` for media ``kind`` (None: inferred), or None.
+
+    With ``check=False`` only the path's presence is checked, not the file system.
+    """
+    if kind in PATHLESS_KINDS:
+        return None
+    if not path:
+        return (
+            "is required (or set nvmf.kind to ram or null)"
+            if kind is None
+            else f"is required for nvmf.kind {kind}"
+        )
+    if not check:
+        return None
+    found = _kind_of(path)
+    if found is None:
+        if kind == "file" and size:
+            return None  # the file media creates it with nvmf.size bytes
+        if kind == "file":
+            return f"{show(path)} does not exist (set nvmf.size to create it)"
+        return (
+            f"{show(path)} does not exist (set nvmf.kind to ram or null, "
+            "or to file with nvmf.size to create it)"
+        )
+    if found == "other":
+        return f"{show(path)} must be a regular file or a block device"
+    if kind is not None and found != kind:
+        what = "a block device" if found == "block" else "a regular file"
+        return f"{show(path)} is {what}, not what nvmf.kind {kind} needs"
+    return None
+
+
+def _kind_of(path: str) -> str | None:
+    """``file``, ``block``, ``other``, or None when nothing is at ``path``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "other"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISBLK(mode):
+        return "block"
+    return "other"
