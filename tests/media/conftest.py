@@ -38,7 +38,10 @@ def buffer() -> Iterator[Buffer]:
     for view in views:
         view.release()
     for m in maps:
-        m.close()
+        try:
+            m.close()
+        except BufferError:  # a slice of it outlives the test (a traceback): unmapped with it
+            pass
 
 
 @pytest.fixture
