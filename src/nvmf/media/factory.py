@@ -23,19 +23,16 @@ from nvmf.media.ram import RamMedia
 if TYPE_CHECKING:  # only the type: the model must stay importable without the media layer
     from nvmf.target.model import Namespace
 
-#: Size of a ``ram`` or ``null`` namespace whose configuration gives none (``ram`` costs memory
-#: only as it is written).
-DEFAULT_SIZE = 1 << 30
-
+#: Opens one media kind for a namespace; raises ``MediaError`` or ``ValueError``.
 Opener: TypeAlias = Callable[["Namespace"], Media]
 
 
 def _open_ram(ns: Namespace) -> Media:
-    return RamMedia(ns.media.size or DEFAULT_SIZE, ns.media.block_size)
+    return RamMedia(_need_size(ns), ns.media.block_size)
 
 
 def _open_null(ns: Namespace) -> Media:
-    return NullMedia(ns.media.size or DEFAULT_SIZE, ns.media.block_size)
+    return NullMedia(_need_size(ns), ns.media.block_size)
 
 
 def _open_file(ns: Namespace) -> Media:
@@ -100,4 +97,12 @@ def _infer_kind(ns: Namespace) -> str:
 
 def _need_path(ns: Namespace) -> None:
     if not ns.path:
-        raise ValueError("no device path given")
+        what = f"media kind {ns.media.kind!r}" if ns.media.kind else "inferring the media kind"
+        raise ValueError(f"{what} needs a device path")
+
+
+def _need_size(ns: Namespace) -> int:
+    """The configured size; ``ram`` and ``null`` have no other source for it."""
+    if ns.media.size is None:
+        raise ValueError(f"media kind {ns.media.kind!r} needs a size")
+    return ns.media.size
