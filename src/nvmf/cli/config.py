@@ -1,0 +1,155 @@
+"""``nvmf config``: check, show, apply and clear nvmetcli-style JSON configurations.
+
+* ``check FILE``: validate; print a summary, or every problem (exit 1).
+* ``show [FILE]``: print the normalized JSON (what ``save`` would write); without FILE the
+  embedded default configuration.
+* ``apply FILE [--configfs DIR] [--clear]``: configure the Linux kernel target from FILE.
+* ``clear [--configfs DIR]``: remove the kernel target's whole configuration.
+
+All logic lives in :mod:`nvmf.config`; a bad file or a refused step prints its
+:class:`~nvmf.config.ConfigError` lines to stderr and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nvmf.config import ConfigError, config_to_json, load_config
+from nvmf.config.kernel import CONFIGFS_ROOT, apply_to_kernel, clear_kernel
+from nvmf.target.model import TargetConfig, default_config
+
+
+def register(sub: Any) -> None:
+    """Add the ``config`` command and its actions to the ``nvmf`` sub-command parsers."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "config",
+        help="check, show, apply or clear an nvmetcli-style JSON configuration",
+        description="Configurations are nvmetcli's JSON (nvmetcli save/restore) with this "
+        'project\'s settings under "nvmf" keys.',
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    check = actions.add_parser("check", help="validate FILE and summarize it")
+    check.add_argument("file", metavar="FILE")
+    _path_check_option(check)
+
+    show = actions.add_parser("show", help="print FILE (or the default) as normalized JSON")
+    show.add_argument("file", metavar="FILE", nargs="?")
+    _path_check_option(show)
+
+    apply = actions.add_parser("apply", help="configure the Linux kernel target (nvmet) from FILE")
+    apply.add_argument("file", metavar="FILE")
+    _configfs_option(apply)
+    apply.add_argument(
+        "--clear",
+        action="store_true",
+        help="replace an existing kernel configuration instead of refusing",
+    )
+
+    clear = actions.add_parser("clear", help="remove the kernel target's whole configuration")
+    _configfs_option(clear)
+
+    parser.set_defaults(func=run)
+
+
+def _path_check_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-path-check",
+        dest="check_paths",
+        action="store_false",
+        help="do not look at namespaces' device paths on this machine",
+    )
+
+
+def _configfs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfs",
+        metavar="DIR",
+        default=CONFIGFS_ROOT,
+        help=f"the nvmet configfs directory (default {CONFIGFS_ROOT})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``args.action``; 0 on success, 1 with the problem on stderr otherwise."""
+    try:
+        if args.action == "check":
+            cfg = load_config(args.file, check_paths=args.check_paths)
+            print(summary(cfg, args.file))
+        elif args.action == "show":
+            if args.file is None:
+                cfg = default_config()
+            else:
+                cfg = load_config(args.file, check_paths=args.check_paths)
+            sys.stdout.write(config_to_json(cfg))
+        elif args.action == "apply":
+            cfg = load_config(args.file)
+            notes = apply_to_kernel(cfg, args.configfs, clear_existing=args.clear, source=args.file)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            print(f"{args.file}: applied to {args.configfs}: {_counts(cfg)}")
+        elif args.action == "clear":
+            clear_kernel(args.configfs)
+            print(f"{args.configfs}: cleared")
+        else:  # argparse only lets the actions above through
+            raise AssertionError(args.action)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _counts(cfg: TargetConfig) -> str:
+    namespaces = sum(len(s.namespaces) for s in cfg.subsystems)
+    return (
+        f"{_plural(len(cfg.hosts), 'host')}, {_plural(len(cfg.subsystems), 'subsystem')} "
+        f"({_plural(namespaces, 'namespace')}), {_plural(len(cfg.ports), 'port')}"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f" {size >> shift} {unit}"
+    return f" {size} bytes"
+
+
+def summary(cfg: TargetConfig, source: str) -> str:
+    """A short human description of a valid configuration, for ``nvmf config check``."""
+    lines = [f"{source}: OK: {_counts(cfg)}"]
+    for host in cfg.hosts:
+        lines.append(f"  host {host.nqn}")
+    for sub in cfg.subsystems:
+        access = "any host" if sub.allow_any_host else (", ".join(sub.allowed_hosts) or "no host")
+        lines.append(f"  subsystem {sub.nqn} (access: {access})")
+        for ns in sub.namespaces:
+            kind = ns.media.kind or "path"
+            where = f" {ns.path}" if ns.path else ""
+            state = "" if ns.enable else " (disabled)"
+            lines.append(f"    nsid {ns.nsid}: {kind}{where}{_size(ns.media.size)}{state}")
+        if sub.passthru is not None:
+            lines.append(f"    passthru {sub.passthru.path}")
+    for port in cfg.ports:
+        address = f"[{port.traddr}]" if ":" in port.traddr else port.traddr
+        if port.trsvcid:
+            address = f"{address}:{port.trsvcid}"
+        lines.append(f"  port {port.portid}: {port.trtype} {address}".rstrip())
+        for nqn in port.subsystems:
+            lines.append(f"    -> {nqn}")
+        for ref in port.referrals:
+            lines.append(f"    referral {ref.name}: {ref.trtype} {ref.traddr}:{ref.trsvcid}")
+    settings = cfg.nvmf
+    lines.append(
+        f"  nvmf: {settings.max_io_queues} I/O queues x {settings.queue_depth} entries, "
+        f"{_size(settings.staging_bytes).strip()} staging per queue, "
+        f"{settings.offload_workers} offload workers{', CMB' if settings.cmb else ''}"
+    )
+    return "\n".join(lines)
