@@ -792,8 +792,9 @@ def _one_lbaf() -> list[LbaFormat]:
 class IdentifyNamespace:
     """Identify Namespace data structure, CNS 00h, 4096 bytes.
 
-    NVMe NVM Command Set 1.0 "Identify Namespace Data Structure, NVM Command Set" (Base 1.4
-    Figure 247); Linux ``struct nvme_id_ns``.  The layout is :data:`ID_NS_LAYOUT`.
+    NVMe NVM Command Set 1.0 "Identify Namespace Data Structure, NVM Command Set" (in Base 1.4
+    the Identify Namespace data structure); Linux ``struct nvme_id_ns``.  The layout is
+    :data:`ID_NS_LAYOUT`.
 
     ``lbaf`` holds the ``nlbaf + 1`` valid LBA formats (NLBAF is 0's based; up to 16 before
     Base 2.0, up to 64 since); encoding checks ``len(lbaf) == nlbaf + 1``, decoding returns that
