@@ -54,6 +54,9 @@ def show(value: Any, limit: int = 60) -> str:
     """A value as it appears in JSON (``"x"``, ``7``, ``null``), shortened for an error message."""
     try:
         text = json.dumps(value, ensure_ascii=False)
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: show it escaped, as JSON would
+        text = json.dumps(value)
     except (TypeError, ValueError):
         text = repr(value)
     if len(text) > limit:

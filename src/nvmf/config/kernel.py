@@ -50,8 +50,9 @@ DEFAULT_ANA_GROUP = 1
 class ConfigFs:
     """File operations on an nvmet configfs tree rooted at ``root`` (paths below are relative).
 
-    Attribute writes open the file without ``O_CREAT``: configfs attributes exist or not, and a
-    missing one must fail rather than be created in a plain directory mistaken for configfs.
+    Attribute writes open the file as ``echo >`` does but without ``O_CREAT``: configfs
+    attributes exist or not, and a missing one must fail rather than be created in a plain
+    directory mistaken for configfs.
     """
 
     def __init__(self, root: str) -> None:
@@ -85,7 +86,7 @@ class ConfigFs:
         os.rmdir(self.path(rel))
 
     def write(self, rel: str, value: str) -> None:
-        fd = os.open(self.path(rel), os.O_WRONLY)
+        fd = os.open(self.path(rel), os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, value.encode())
         finally:
@@ -131,6 +132,8 @@ class _Applier:
             )
         try:
             self.fs.write(rel, value)
+        except UnicodeEncodeError:
+            raise ConfigError.at(self.source, where, f"{show(value)} is not valid UTF-8") from None
         except OSError as e:
             raise self.fail(where, rel, e, value) from None
 

@@ -290,7 +290,8 @@ class _Reader:
         if "ana_grpid" in obj:
             grpid = self.integer(obj["ana_grpid"], _join(path, "ana_grpid"), Namespace, "ana_grpid")
             if grpid is not None:
-                if "grpid" in obj.get("ana", {}) and grpid != ns.ana_grpid:
+                ana = obj.get("ana")
+                if isinstance(ana, dict) and "grpid" in ana and grpid != ns.ana_grpid:
                     self.problem(
                         _join(path, "ana_grpid"),
                         f"is {grpid} but ana.grpid is {show(obj['ana']['grpid'])}; they name "

@@ -49,8 +49,11 @@ def check_nqn(nqn: str) -> str | None:
     want = 'must be an NQN ("nqn.YYYY-MM.reverse.domain:name" or the UUID form)'
     if not nqn.startswith("nqn.") or len(nqn) == len("nqn."):
         return f"{want}, got {show(nqn)}"
-    if len(nqn.encode()) > NQN_MAX_BYTES:
-        return f"must be at most {NQN_MAX_BYTES} bytes, got {len(nqn.encode())}"
+    size = utf8_len(nqn)
+    if size is None:
+        return f"must be valid UTF-8, got {show(nqn)}"
+    if size > NQN_MAX_BYTES:
+        return f"must be at most {NQN_MAX_BYTES} bytes, got {size}"
     if any(ch.isspace() or not ch.isprintable() or ch == "/" for ch in nqn):
         return f"must not contain spaces, control characters or '/', got {show(nqn)}"
     if nqn.startswith(UUID_NQN_PREFIX) and check_uuid(nqn[len(UUID_NQN_PREFIX) :]) is not None:
@@ -108,9 +111,18 @@ def check_traddr(adrfam: str, traddr: str) -> str | None:
             return f'must be "nn-0x<16 hex>:pn-0x<16 hex>" for adrfam fc, got {show(traddr)}'
     elif adrfam == "ib" and not traddr:
         return "must not be empty for adrfam ib"
-    if len(traddr.encode()) > 256:
-        return "must be at most 256 bytes"
+    size = utf8_len(traddr)
+    if size is None or size > 256:
+        return "must be at most 256 bytes of UTF-8"
     return None
+
+
+def utf8_len(text: str) -> int | None:
+    """Length of ``text`` in UTF-8 bytes; None if it cannot be encoded (a lone surrogate)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return None
 
 
 def check_trsvcid(trtype: str, trsvcid: str) -> str | None:
