@@ -210,7 +210,7 @@ def configs(draw: st.DrawFn) -> TargetConfig:
     return cfg
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -254,7 +254,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs(), st.data())
 def test_any_damage_is_a_config_error(cfg: TargetConfig, data: st.DataObject) -> None:
     """Replace one node of a valid file by arbitrary JSON: a ConfigError or a valid config."""
