@@ -41,8 +41,8 @@ class Namespace:
     nguid: str | None = None
     ana_grpid: int = 1
     media: NamespaceMedia = field(default_factory=NamespaceMedia)
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"resv": {"enable": "0"}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -61,8 +61,8 @@ class Passthru:
     clear_ids: int | None = None
     admin_timeout: int | None = None
     io_timeout: int | None = None
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"device": {...}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -83,8 +83,8 @@ class Subsystem:
     namespaces: list[Namespace] = field(default_factory=list)
     #: A passthru controller (nvmetcli ``passthru[0]``; the kernel target only), or None.
     passthru: Passthru | None = None
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"attr": {"pi_enable": "0"}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -100,8 +100,8 @@ class Referral:
     portid: int = 0
     treq: str = "not specified"
     enable: bool = True
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"addr": {...}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -111,8 +111,8 @@ class AnaGroup:
 
     grpid: int
     state: str = "optimized"
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"ana": {...}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -131,8 +131,8 @@ class Port:
     subsystems: list[str] = field(default_factory=list)
     referrals: list[Referral] = field(default_factory=list)
     ana_groups: list[AnaGroup] = field(default_factory=lambda: [AnaGroup(1)])
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"param": {"mdts": "-1"}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -141,8 +141,8 @@ class Host:
     """A host NQN the target knows (nvmetcli ``hosts[]``)."""
 
     nqn: str
-    #: nvmetcli attributes this model has no field for, by group (``{"resv": {"enable": "0"}}``),
-    #: as strings: kept so that load -> save loses nothing, and written to configfs by ``apply``.
+    #: nvmetcli attributes this model has no field for, by group: ``{"dhchap": {"hash": "none"}}``.
+    #: Strings, kept so that load -> save loses nothing; ``apply`` writes them to configfs.
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
