@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from nvmf.config import ConfigError, config_to_json, load_config
+from nvmf.config import ConfigError, config_to_json, load_config, resolve_media_kind
 from nvmf.config.kernel import CONFIGFS_ROOT, apply_to_kernel, clear_kernel
 from nvmf.target.model import TargetConfig, default_config
 
@@ -131,7 +131,10 @@ def summary(cfg: TargetConfig, source: str) -> str:
         access = "any host" if sub.allow_any_host else (", ".join(sub.allowed_hosts) or "no host")
         lines.append(f"  subsystem {sub.nqn} (access: {access})")
         for ns in sub.namespaces:
-            kind = ns.media.kind or "path"
+            try:
+                kind = resolve_media_kind(ns)
+            except ConfigError:  # checked with --no-path-check, for another machine
+                kind = "path"
             where = f" {ns.path}" if ns.path else ""
             state = "" if ns.enable else " (disabled)"
             lines.append(f"    nsid {ns.nsid}: {kind}{where}{_size(ns.media.size)}{state}")
