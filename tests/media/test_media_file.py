@@ -81,6 +81,18 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "odd").exists()  # refused before anything was created
 
 
+def test_refusals_leave_no_descriptor_open(tmp_path: Path) -> None:
+    path = tmp_path / "ns.img"
+    path.write_bytes(bytes(8192))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(ValueError, match="block size 1000"):
+            FileMedia(path, block_size=1000)
+        with pytest.raises(ValueError, match="less than one"):
+            FileMedia(path, block_size=16384)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 # -- deallocate and write zeroes ----------------------------------------------------------------
 
 
@@ -312,13 +324,24 @@ def test_direct_io_with_aligned_buffers(tmp_path: Path, buffer: Buffer) -> None:
             path.unlink()
 
 
-def test_direct_io_refused_by_the_kernel_explains_alignment(tmp_path: Path, buffer: Buffer) -> None:
-    """A read-only buffer cannot be checked up front; the kernel's EINVAL gets the explanation."""
+def test_direct_io_refused_by_the_kernel_explains_alignment(
+    tmp_path: Path, buffer: Buffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the kernel says EINVAL to O_DIRECT I/O, the error says alignment is the likely cause.
+
+    Read-only buffers cannot be checked up front, and what the kernel accepts depends on the
+    device's DMA alignment, so the kernel's refusal is simulated.
+    """
     where = direct_io_dir(tmp_path)
     if where is None:
         pytest.fail("no directory here accepts O_DIRECT")
-    path = where / f"direct-ro-{os.getpid()}.img"
+    path = where / f"direct-einval-{os.getpid()}.img"
     media = FileMedia(path, size=MiB, direct=True)
+
+    def refuse(*args: Any) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "pwritev", refuse)
     try:
         data = memoryview(b"\x01" * 513)[1:]  # 512 bytes at an odd address, read-only
         with pytest.raises(MediaError, match="O_DIRECT: the filesystem or device") as err:

@@ -29,7 +29,7 @@ import stat
 import struct
 
 from nvmf.media.base import MediaError
-from nvmf.media.file import DEFAULT_IO_THREADS, DescriptorMedia
+from nvmf.media.file import DEFAULT_IO_THREADS, DescriptorMedia, open_descriptor
 
 
 def _ioc(direction: int, number: int, size: int) -> int:
@@ -61,33 +61,13 @@ class BlockMedia(DescriptorMedia):
         io_threads: int = DEFAULT_IO_THREADS,
     ) -> None:
         path = os.fspath(path)
-        flags = os.O_CLOEXEC | os.O_EXCL | (os.O_RDONLY if read_only else os.O_RDWR)
-        if direct:
-            flags |= os.O_DIRECT
+        # O_EXCL claims the device, as mount does: a mounted or claimed device fails with EBUSY.
+        fd = open_descriptor(path, os.O_EXCL, read_only=read_only, direct=direct)
         try:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            raise MediaError(exc.errno, f"open: {exc.strerror}", path) from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISBLK(st.st_mode):
-                raise ValueError(f"{path} is not a block device")
-            device_block = _INT.unpack(fcntl.ioctl(fd, BLKSSZGET, bytes(_INT.size)))[0]
-            device_size = _U64.unpack(fcntl.ioctl(fd, BLKGETSIZE64, bytes(_U64.size)))[0]
-            lba = max(block_size or device_block, device_block)
-            if lba % device_block:
-                raise ValueError(f"block size {lba} is not a multiple of {path}'s {device_block}")
-            vwc = _write_cache(st.st_rdev) if direct else True
-        except OSError as exc:
-            os.close(fd)
-            raise MediaError(exc.errno, f"geometry: {exc.strerror}", path) from exc
+            lba, size, vwc = _geometry(fd, path, block_size, direct)
         except BaseException:
             os.close(fd)
             raise
-        size = device_size // lba * lba
-        if size == 0:
-            os.close(fd)
-            raise ValueError(f"{path} holds less than one {lba}-byte block")
         super().__init__(
             fd,
             path,
@@ -105,6 +85,25 @@ class BlockMedia(DescriptorMedia):
     def _write_zeroes_sync(self, offset: int, length: int) -> None:
         """``BLKZEROOUT``: the device zeroes the range and keeps it allocated."""
         fcntl.ioctl(self._fd, BLKZEROOUT, _RANGE.pack(offset, length))
+
+
+def _geometry(fd: int, path: str, block_size: int | None, direct: bool) -> tuple[int, int, bool]:
+    """The namespace's block size, size and volatile write cache for an open device."""
+    st = os.fstat(fd)
+    if not stat.S_ISBLK(st.st_mode):
+        raise ValueError(f"{path} is not a block device")
+    try:
+        device_block = _INT.unpack(fcntl.ioctl(fd, BLKSSZGET, bytes(_INT.size)))[0]
+        device_size = _U64.unpack(fcntl.ioctl(fd, BLKGETSIZE64, bytes(_U64.size)))[0]
+    except OSError as exc:
+        raise MediaError(exc.errno, f"geometry: {exc.strerror}", path) from exc
+    lba = max(block_size or device_block, device_block)
+    if lba % device_block:
+        raise ValueError(f"block size {lba} is not a multiple of {path}'s {device_block}")
+    size = device_size // lba * lba
+    if size == 0:
+        raise ValueError(f"{path} holds less than one {lba}-byte block")
+    return lba, size, _write_cache(st.st_rdev) if direct else True
 
 
 def _write_cache(rdev: int) -> bool:

@@ -16,11 +16,14 @@ module's regular files, :mod:`nvmf.media.block`'s block devices):
 * Every ``OSError`` becomes a :class:`~nvmf.media.base.MediaError` with the same ``errno`` and a
   message naming the operation, the range and the path.
 
-``direct=True`` opens with ``O_DIRECT`` (no page cache).  The kernel then needs the buffer address,
-offset and length aligned to the device's logical block size.  Offsets and lengths are whole
-namespace blocks; the offload layer's staging buffers are page-aligned ``mmap`` memory, and a
-buffer that is not aligned to the namespace block size is refused with a ``MediaError(EINVAL)``
-that says so, before the kernel sees it.
+``direct=True`` opens with ``O_DIRECT`` (no page cache).  The kernel then needs offsets and lengths
+aligned to the device's logical block size, and the buffer to the device's DMA alignment (which
+varies, up to that block size).  Offsets and lengths are whole namespace blocks; buffers must be
+aligned to the namespace block size, which holds on every device: the offload layer's staging
+buffers are page-aligned ``mmap`` memory.  A writable buffer off that alignment is refused with a
+``MediaError(EINVAL)`` that says so before the kernel sees it; the kernel's own ``EINVAL`` (a
+read-only buffer, or a filesystem needing more alignment than the namespace blocks) comes back
+with the same explanation.
 
 ``volatile_write_cache`` is True for files in both modes: buffered writes sit in the page cache,
 and even ``O_DIRECT`` writes can leave a hole's new allocation in unwritten filesystem metadata
@@ -85,12 +88,30 @@ def buffer_address(buf: memoryview) -> int | None:
         return None
 
 
+def open_descriptor(path: str, flags: int, *, read_only: bool, direct: bool) -> int:
+    """``os.open`` with the access mode, ``O_CLOEXEC`` and ``O_DIRECT`` added to ``flags``.
+
+    Failure raises a ``MediaError`` naming ``path``.
+    """
+    flags |= os.O_CLOEXEC | (os.O_RDONLY if read_only else os.O_RDWR)
+    if direct:
+        flags |= os.O_DIRECT
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        hint = ""
+        if direct and exc.errno == errno.EINVAL:
+            hint = " (the filesystem refuses O_DIRECT)"
+        raise MediaError(exc.errno, f"open: {exc.strerror}{hint}", path) from exc
+
+
 class DescriptorMedia:
     """The shared I/O path for media reached through an open file descriptor.
 
-    Subclasses open the descriptor, work out the geometry, then call ``__init__``; they may
-    override :meth:`_deallocate_sync` and :meth:`_write_zeroes_sync`.  The ``_*_sync`` methods
-    run on the media's thread pool and raise ``OSError``.
+    Subclasses open the descriptor, work out the geometry, then call ``__init__``, which takes
+    ownership of ``fd`` (closing it if the geometry is refused).  They may override
+    :meth:`_write_zeroes_sync` and :meth:`_copy_zeroes`.  The ``_*_sync`` methods run on the
+    media's thread pool and raise ``OSError``.
     """
 
     kind = "file"
@@ -106,7 +127,11 @@ class DescriptorMedia:
         volatile_write_cache: bool,
         io_threads: int = DEFAULT_IO_THREADS,
     ) -> None:
-        check_geometry(size, block_size)
+        try:
+            check_geometry(size, block_size)
+        except ValueError:
+            os.close(fd)
+            raise
         self.size = size
         self.block_size = block_size
         self.volatile_write_cache = volatile_write_cache
@@ -292,16 +317,8 @@ class FileMedia(DescriptorMedia):
         path = os.fspath(path)
         if size is not None:
             check_geometry(size, block_size)
-        flags = os.O_CLOEXEC | (os.O_RDONLY if read_only else os.O_RDWR)
-        if direct:
-            flags |= os.O_DIRECT
-        if size is not None and not read_only:
-            flags |= os.O_CREAT
-        try:
-            fd = os.open(path, flags, 0o644)
-        except OSError as exc:
-            hint = " (does the filesystem support O_DIRECT?)" if direct else ""
-            raise MediaError(exc.errno, f"open: {exc.strerror}{hint}", path) from exc
+        create = os.O_CREAT if size is not None and not read_only else 0
+        fd = open_descriptor(path, create, read_only=read_only, direct=direct)
         try:
             size = _file_size(fd, path, size, block_size, read_only)
         except BaseException:
