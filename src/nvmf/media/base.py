@@ -5,8 +5,17 @@ handler has already converted SLBA/NLB with the namespace's block size and range
 buffers are the request's staging buffer, so a media type moves payload between storage and that
 buffer without another copy (``preadv``/``pwritev``, io_uring registered buffers, or the SSD's DMA).
 
-I/O failures raise :class:`MediaError`; the I/O handler turns it into the media status the spec
-asks for (Write Fault, Unrecovered Read Error).  Anything else escaping a media call is a bug.
+Buffers are flat byte (format ``B``) memoryviews, writable for ``read``.  A media type may use a
+buffer until its call returns, and only until then: a call whose task is cancelled still returns
+only once the medium is done with the buffer, so the caller may hand the staging buffer back to
+its pool as soon as the ``await`` ends, whatever ended it.  Media that bypass the page cache
+(``O_DIRECT``, an SSD's DMA) need buffers aligned to ``block_size``; staging buffers are
+page-aligned ``mmap`` memory, which always is.
+
+I/O failures raise :class:`MediaError` (an ``OSError``: ``errno`` says what failed); the I/O
+handler turns it into the media status the spec asks for (Write Fault, Unrecovered Read Error).
+A range outside ``[0, size)`` raises ``ValueError``: the handler checks ranges first, so that is
+a bug, as is anything else escaping a media call.
 """
 
 from __future__ import annotations
