@@ -29,7 +29,7 @@ import stat
 import struct
 
 from nvmf.media.base import MediaError
-from nvmf.media.file import DEFAULT_IO_THREADS, DescriptorMedia, open_descriptor
+from nvmf.media.file import DEFAULT_IO_THREADS, DescriptorMedia, Geometry
 
 
 def _ioc(direction: int, number: int, size: int) -> int:
@@ -60,21 +60,12 @@ class BlockMedia(DescriptorMedia):
         read_only: bool = False,
         io_threads: int = DEFAULT_IO_THREADS,
     ) -> None:
-        path = os.fspath(path)
-        # O_EXCL claims the device, as mount does: a mounted or claimed device fails with EBUSY.
-        fd = open_descriptor(path, os.O_EXCL, read_only=read_only, direct=direct)
-        try:
-            lba, size, vwc = _geometry(fd, path, block_size, direct)
-        except BaseException:
-            os.close(fd)
-            raise
         super().__init__(
-            fd,
             path,
-            size=size,
-            block_size=lba,
+            flags=os.O_EXCL,  # claim the device, as mount does: a claimed one fails with EBUSY
+            read_only=read_only,
             direct=direct,
-            volatile_write_cache=vwc,
+            geometry=lambda fd, path: _geometry(fd, path, block_size, direct),
             io_threads=io_threads,
         )
 
@@ -87,7 +78,7 @@ class BlockMedia(DescriptorMedia):
         fcntl.ioctl(self._fd, BLKZEROOUT, _RANGE.pack(offset, length))
 
 
-def _geometry(fd: int, path: str, block_size: int | None, direct: bool) -> tuple[int, int, bool]:
+def _geometry(fd: int, path: str, block_size: int | None, direct: bool) -> Geometry:
     """The namespace's block size, size and volatile write cache for an open device."""
     st = os.fstat(fd)
     if not stat.S_ISBLK(st.st_mode):
@@ -103,7 +94,7 @@ def _geometry(fd: int, path: str, block_size: int | None, direct: bool) -> tuple
     size = device_size // lba * lba
     if size == 0:
         raise ValueError(f"{path} holds less than one {lba}-byte block")
-    return lba, size, _write_cache(st.st_rdev) if direct else True
+    return Geometry(lba, size, _write_cache(st.st_rdev) if direct else True)
 
 
 def _write_cache(rdev: int) -> bool:

@@ -40,7 +40,7 @@ import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from nvmf.media.base import MediaError
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
@@ -88,6 +88,14 @@ def buffer_address(buf: memoryview) -> int | None:
         return None
 
 
+class Geometry(NamedTuple):
+    """What a media type learns from its open descriptor."""
+
+    block_size: int
+    size: int
+    volatile_write_cache: bool
+
+
 def open_descriptor(path: str, flags: int, *, read_only: bool, direct: bool) -> int:
     """``os.open`` with the access mode, ``O_CLOEXEC`` and ``O_DIRECT`` added to ``flags``.
 
@@ -108,43 +116,41 @@ def open_descriptor(path: str, flags: int, *, read_only: bool, direct: bool) -> 
 class DescriptorMedia:
     """The shared I/O path for media reached through an open file descriptor.
 
-    Subclasses open the descriptor, work out the geometry, then call ``__init__``, which takes
-    ownership of ``fd`` (closing it if the geometry is refused).  They may override
-    :meth:`_write_zeroes_sync` and :meth:`_copy_zeroes`.  The ``_*_sync`` methods run on the
-    media's thread pool and raise ``OSError``.
+    ``__init__`` opens ``path`` (``flags`` added to the access mode) and asks ``geometry`` what
+    the open descriptor holds, closing it again if that fails.  Subclasses supply the flags and
+    the geometry, and may override :meth:`_write_zeroes_sync` and :meth:`_copy_zeroes`.  The
+    ``_*_sync`` methods run on the media's thread pool and raise ``OSError``.
     """
 
     kind = "file"
 
     def __init__(
         self,
-        fd: int,
-        path: str,
+        path: str | os.PathLike[str],
         *,
-        size: int,
-        block_size: int,
+        flags: int,
+        read_only: bool,
         direct: bool,
-        volatile_write_cache: bool,
+        geometry: Callable[[int, str], Geometry],
         io_threads: int = DEFAULT_IO_THREADS,
     ) -> None:
+        path = os.fspath(path)
+        fd = open_descriptor(path, flags, read_only=read_only, direct=direct)
         try:
-            check_geometry(size, block_size)
-        except ValueError:
+            self.block_size, self.size, self.volatile_write_cache = geometry(fd, path)
+            check_geometry(self.size, self.block_size)
+        except BaseException:
             os.close(fd)
             raise
-        self.size = size
-        self.block_size = block_size
-        self.volatile_write_cache = volatile_write_cache
         self.path = path
         self.direct = direct
         self._fd = fd
         self._dsync_flag = _RWF_DSYNC
-        self._can_punch = True
-        self._can_zero_range = True
+        self._unsupported_modes: set[int] = set()  # fallocate modes this filesystem refused
         name = os.path.basename(path) or "media"
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"nvmf-{name}")
 
-    # -- the Media contract -------------------------------------------------------------------
+    # -- the Media contract --------------------------------------------------------------------
 
     async def read(self, offset: int, buf: memoryview) -> None:
         """Read into ``buf`` from ``offset``; bytes past the end of the file read as zeroes."""
@@ -182,7 +188,7 @@ class DescriptorMedia:
         os.close(self._fd)
         self._fd = -1
 
-    # -- the blocking part, run on the pool ---------------------------------------------------
+    # -- the blocking part, run on the pool ----------------------------------------------------
 
     def _read_sync(self, offset: int, buf: memoryview) -> None:
         done = 0
@@ -212,27 +218,29 @@ class DescriptorMedia:
 
     def _deallocate_sync(self, offset: int, length: int) -> None:
         """Punch a hole; write zeroes where the filesystem cannot punch."""
-        if self._can_punch:
-            try:
-                fallocate(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
-                return
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-                self._can_punch = False
-        self._copy_zeroes(offset, length)
+        if not self._fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length):
+            self._copy_zeroes(offset, length)
 
     def _write_zeroes_sync(self, offset: int, length: int) -> None:
         """``ZERO_RANGE`` (blocks stay allocated), else deallocate (hole, else written zeroes)."""
-        if self._can_zero_range:
-            try:
-                fallocate(self._fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
-                return
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-                self._can_zero_range = False
-        self._deallocate_sync(offset, length)
+        if not self._fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length):
+            self._deallocate_sync(offset, length)
+
+    def _fallocate(self, mode: int, offset: int, length: int) -> bool:
+        """``fallocate`` with ``mode``; False when the filesystem does not support it.
+
+        A refusal is remembered, so later calls go straight to the caller's fallback.
+        """
+        if mode in self._unsupported_modes:
+            return False
+        try:
+            fallocate(self._fd, mode, offset, length)
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+            self._unsupported_modes.add(mode)
+            return False
+        return True
 
     def _copy_zeroes(self, offset: int, length: int) -> None:
         """Write zeroes from the shared page-aligned zero mapping (valid for ``O_DIRECT`` too)."""
@@ -242,7 +250,7 @@ class DescriptorMedia:
             self._pwrite_all(offset + done, ZEROES[:n], 0)
             done += n
 
-    # -- plumbing -----------------------------------------------------------------------------
+    # -- plumbing ------------------------------------------------------------------------------
 
     def _check_aligned(self, buf: memoryview) -> None:
         """Refuse, before the kernel does, an ``O_DIRECT`` buffer off the block size alignment."""
@@ -314,23 +322,18 @@ class FileMedia(DescriptorMedia):
         read_only: bool = False,
         io_threads: int = DEFAULT_IO_THREADS,
     ) -> None:
-        path = os.fspath(path)
-        if size is not None:
+        if size is not None:  # refuse a bad size before a file is created with it
             check_geometry(size, block_size)
-        create = os.O_CREAT if size is not None and not read_only else 0
-        fd = open_descriptor(path, create, read_only=read_only, direct=direct)
-        try:
-            size = _file_size(fd, path, size, block_size, read_only)
-        except BaseException:
-            os.close(fd)
-            raise
+
+        def geometry(fd: int, path: str) -> Geometry:
+            return Geometry(block_size, _file_size(fd, path, size, block_size, read_only), True)
+
         super().__init__(
-            fd,
             path,
-            size=size,
-            block_size=block_size,
+            flags=os.O_CREAT if size is not None and not read_only else 0,
+            read_only=read_only,
             direct=direct,
-            volatile_write_cache=True,
+            geometry=geometry,
             io_threads=io_threads,
         )
 
