@@ -1,0 +1,615 @@
+"""Sans-IO NVMe/TCP connection: bytes in, events out, buffers to send (DESIGN.md pattern 3).
+
+One :class:`TcpConnection` is one side (controller or host) of one NVMe/TCP connection, i.e. one
+NVMe queue.  It does no I/O.  Receiving follows :class:`asyncio.BufferedProtocol`'s shape::
+
+    view = conn.get_buffer()      # where the next bytes must land
+    n = sock.recv_into(view)
+    events = conn.buffer_updated(n)
+
+Headers land in the connection's own receive buffer.  A PDU's *data* lands where the owner says:
+when a data-carrying header is complete, the connection asks its :class:`DataPlacement` for the
+destination (the request's staging buffer) and, for whatever did not already arrive with the
+header, hands that destination out from :meth:`get_buffer`, so bulk payload is received straight
+into staging memory with no copy.  Sending is a set of functions returning the buffers of one
+PDU: header bytes plus the caller's payload memoryviews (for ``sendmsg``).
+
+Errors split the way h11's do: a *remote* protocol violation raises :class:`TcpFatalError`
+carrying the Fatal Error Status, the Fatal Error Information and the offending header; the owner
+sends :meth:`TcpConnection.term_req` and closes this connection only.  A data digest mismatch is
+not fatal: it is an event naming the command, which completes with Transient Transport Error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from nvmf.wire import tcp as w
+from nvmf.wire.tcp import Fes, PduFlags, PduType
+
+RECV_BUFFER_SIZE = 256 * 1024
+
+
+class Role(enum.Enum):
+    CONTROLLER = "controller"
+    HOST = "host"
+
+
+class TcpFatalError(Exception):
+    """A fatal NVMe/TCP transport error: terminate the connection with a TermReq."""
+
+    def __init__(self, fes: Fes, fei: int, header: bytes, reason: str) -> None:
+        super().__init__(f"{fes.name}: {reason}")
+        self.fes = fes
+        self.fei = fei
+        self.header = header
+        self.reason = reason
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ICReqReceived:
+    hpda: int
+    hdgst: bool
+    ddgst: bool
+    maxr2t: int
+
+
+@dataclass(slots=True)
+class ICRespReceived:
+    cpda: int
+    hdgst: bool
+    ddgst: bool
+    maxh2cdata: int
+
+
+@dataclass(slots=True)
+class CommandReceived:
+    """A CapsuleCmd: the SQE (a private copy) and in-capsule data, if any, where placed."""
+
+    sqe: bytes
+    data: memoryview | None
+
+
+@dataclass(slots=True)
+class ResponseReceived:
+    cqe: bytes
+
+
+@dataclass(slots=True)
+class H2CDataReceived:
+    cccid: int
+    ttag: int
+    datao: int
+    datal: int
+    last: bool
+
+
+@dataclass(slots=True)
+class C2HDataReceived:
+    cccid: int
+    datao: int
+    datal: int
+    last: bool
+    success: bool
+
+
+@dataclass(slots=True)
+class R2TReceived:
+    cccid: int
+    ttag: int
+    r2to: int
+    r2tl: int
+
+
+@dataclass(slots=True)
+class TermReqReceived:
+    fes: int
+    fei: int
+
+
+@dataclass(slots=True)
+class DataDigestError:
+    """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably)."""
+
+    cccid: int
+
+
+Event = (
+    ICReqReceived
+    | ICRespReceived
+    | CommandReceived
+    | ResponseReceived
+    | H2CDataReceived
+    | C2HDataReceived
+    | R2TReceived
+    | TermReqReceived
+    | DataDigestError
+)
+
+
+class DataPlacement(Protocol):
+    """Where received data goes; implemented by the queue that owns the requests.
+
+    Each method returns a writable memoryview of exactly the data length, or raises
+    :class:`TcpFatalError` (unknown tag, offset or length out of range).
+    """
+
+    def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
+        """Destination of ``length`` bytes of in-capsule data for the command ``sqe``."""
+        ...
+
+    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
+        """Destination of an H2CData PDU's data (controller side)."""
+        ...
+
+    def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
+        """Destination of a C2HData PDU's data (host side)."""
+        ...
+
+
+class _Phase(enum.Enum):
+    CH = 0
+    HEADER = 1
+    DATA = 2
+    DDGST = 3
+
+
+Buffers = list[bytes | memoryview]
+
+
+class TcpConnection:
+    """One side of an NVMe/TCP connection; see the module docstring."""
+
+    def __init__(
+        self,
+        role: Role,
+        placement: DataPlacement,
+        *,
+        max_incapsule: int = 8192,
+        maxh2cdata: int = 1 << 20,
+    ) -> None:
+        self.role = role
+        self.placement = placement
+        #: Negotiated by ICReq/ICResp.
+        self.hdgst = False
+        self.ddgst = False
+        self.hpda = 0  # alignment of C2H data (asked for by the host)
+        self.cpda = 0  # alignment of H2C data (asked for by the controller)
+        self.maxh2cdata = maxh2cdata
+        self.maxr2t = 0
+        self.max_incapsule = max_incapsule
+        self.established = False
+
+        self._buf = bytearray(RECV_BUFFER_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._phase = _Phase.CH
+        self._type = PduType.ICREQ
+        self._flags = 0
+        self._hlen = 0
+        self._pdo = 0
+        self._plen = 0
+        self._header_len = 0  # hlen + header digest
+        self._pad = 0
+        self._datal = 0
+        self._data_dgst = 0
+        self._pending: Event | None = None  # the event a data PDU emits once its data is in
+        self._dest: memoryview | None = None
+        self._dest_filled = 0
+        self._direct = False
+
+    # -- receive -------------------------------------------------------------------------------
+    def get_buffer(self) -> memoryview:
+        """The buffer the next received bytes must be written into (never empty)."""
+        if self._direct:
+            assert self._dest is not None
+            return self._dest[self._dest_filled :]
+        if self._end == len(self._buf):
+            self._compact()
+        return self._view[self._end :]
+
+    def _compact(self) -> None:
+        live = self._end - self._start
+        self._buf[:live] = self._buf[self._start : self._end]
+        self._start, self._end = 0, live
+
+    def buffer_updated(self, nbytes: int) -> list[Event]:
+        """``nbytes`` were written into the last :meth:`get_buffer`; parse what is complete."""
+        events: list[Event] = []
+        if self._direct:
+            self._dest_filled += nbytes
+            assert self._dest is not None
+            if self._dest_filled < len(self._dest):
+                return events
+            self._direct = False
+            self._data_done(events)
+        else:
+            self._end += nbytes
+        self._parse(events)
+        return events
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes (tests, and transports that are handed bytes): copies through buffers."""
+        events: list[Event] = []
+        mv = memoryview(data)
+        while mv:
+            target = self.get_buffer()
+            n = min(len(target), len(mv))
+            target[:n] = mv[:n]
+            mv = mv[n:]
+            events.extend(self.buffer_updated(n))
+        return events
+
+    def _header_bytes(self) -> bytes:
+        return bytes(self._buf[self._start : self._start + min(self._hlen or 8, 128)])
+
+    def _fatal(self, fes: Fes, fei: int, reason: str) -> TcpFatalError:
+        return TcpFatalError(fes, fei, self._header_bytes(), reason)
+
+    def _parse(self, events: list[Event]) -> None:
+        while True:
+            avail = self._end - self._start
+            phase = self._phase
+            if phase is _Phase.CH:
+                if avail < w.CH.size:
+                    return
+                self._parse_ch()
+                phase = self._phase = _Phase.HEADER
+            if phase is _Phase.HEADER:
+                if avail < self._header_len + self._pad:
+                    return
+                self._parse_header(events)
+                self._start += self._header_len + self._pad
+                if self._datal == 0:
+                    self._finish_pdu(events)
+                    continue
+                phase = self._phase = _Phase.DATA
+                avail = self._end - self._start
+            if phase is _Phase.DATA:
+                assert self._dest is not None
+                have = min(avail, len(self._dest) - self._dest_filled)
+                if have:
+                    self._dest[self._dest_filled : self._dest_filled + have] = self._view[
+                        self._start : self._start + have
+                    ]
+                    self._dest_filled += have
+                    self._start += have
+                if self._dest_filled < len(self._dest):
+                    if self._start == self._end:
+                        self._start = self._end = 0
+                    self._direct = True
+                    return
+                self._data_done(events)
+                continue
+            if phase is _Phase.DDGST:
+                if avail < w.DIGEST_LEN:
+                    return
+                (received,) = w.DIGEST.unpack_from(self._buf, self._start)
+                self._start += w.DIGEST_LEN
+                assert self._dest is not None
+                if received != w.crc32c(self._dest):
+                    pending = self._pending
+                    cccid = getattr(pending, "cccid", None)
+                    if cccid is None and isinstance(pending, CommandReceived):
+                        cccid = int.from_bytes(pending.sqe[2:4], "little")
+                    self._pending = None
+                    events.append(DataDigestError(cccid or 0))
+                    self._reset_pdu()
+                    continue
+                self._finish_pdu(events)
+
+    def _data_done(self, events: list[Event]) -> None:
+        """All data bytes are in: verify the digest next, or finish."""
+        if self._data_dgst:
+            self._phase = _Phase.DDGST
+        else:
+            self._finish_pdu(events)
+
+    def _finish_pdu(self, events: list[Event]) -> None:
+        if self._pending is not None:
+            events.append(self._pending)
+        self._reset_pdu()
+
+    def _reset_pdu(self) -> None:
+        self._pending = None
+        self._dest = None
+        self._dest_filled = 0
+        self._datal = 0
+        self._phase = _Phase.CH
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _parse_ch(self) -> None:
+        ptype, flags, hlen, pdo, plen = w.CH.unpack_from(self._buf, self._start)
+        self._flags, self._hlen, self._pdo, self._plen = flags, hlen, pdo, plen
+        try:
+            self._type = PduType(ptype)
+        except ValueError:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_TYPE, f"unknown PDU type {ptype:#x}"
+            ) from None
+        allowed = self._allowed_types()
+        if self._type not in allowed:
+            raise self._fatal(
+                Fes.PDU_SEQ_ERR,
+                w.OFF_TYPE,
+                f"{self._type.name} PDU not expected by the {self.role.value} "
+                f"{'after' if self.established else 'before'} connection initialization",
+            )
+        if hlen != w.HLEN[self._type]:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_HLEN, f"{self._type.name} hlen {hlen} is invalid"
+            )
+        hd = 0
+        if self._type in w.HAS_HDGST:
+            if bool(flags & PduFlags.HDGSTF) != self.hdgst:
+                raise self._fatal(
+                    Fes.INVALID_PDU_HDR, w.OFF_FLAGS, "HDGSTF flag disagrees with negotiation"
+                )
+            hd = w.DIGEST_LEN if self.hdgst else 0
+        self._header_len = hlen + hd
+        self._pad = 0
+        self._datal = 0
+        self._data_dgst = 0
+        if self._type in (PduType.ICREQ, PduType.ICRESP):
+            if plen != 128:
+                raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PLEN, f"IC plen {plen} is not 128")
+            return
+        if self._type in (PduType.H2C_TERM, PduType.C2H_TERM):
+            if not w.TERM.size <= plen <= w.MAX_TERM_PLEN:
+                raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PLEN, f"TermReq plen {plen}")
+            self._pad = plen - w.TERM.size  # the offending header that follows: skipped
+            return
+        if plen < self._header_len:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_PLEN, f"plen {plen} shorter than the header"
+            )
+        if self._type not in w.HAS_DATA:
+            if plen != self._header_len:
+                raise self._fatal(
+                    Fes.INVALID_PDU_HDR, w.OFF_PLEN, f"{self._type.name} plen {plen} carries data"
+                )
+            return
+        if plen == self._header_len:
+            if self._type is not PduType.CMD:
+                raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PLEN, "data PDU without data")
+            return  # a capsule with no in-capsule data
+        if bool(flags & PduFlags.DDGSTF) != self.ddgst:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_FLAGS, "DDGSTF flag disagrees with negotiation"
+            )
+        pda = self.cpda if self.role is Role.CONTROLLER else self.hpda
+        if pdo < self._header_len or pdo != w.pad_to(pdo, pda) or pdo >= plen:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PDO, f"pdo {pdo} is invalid")
+        self._data_dgst = w.DIGEST_LEN if self.ddgst else 0
+        self._pad = pdo - self._header_len
+        datal = plen - pdo - self._data_dgst
+        if datal <= 0:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PLEN, f"plen {plen} leaves no data")
+        self._datal = datal
+
+    def _allowed_types(self) -> frozenset[PduType]:
+        if self.role is Role.CONTROLLER:
+            if not self.established:
+                return _BEFORE_IC_CTRL
+            return _AFTER_IC_CTRL
+        if not self.established:
+            return _BEFORE_IC_HOST
+        return _AFTER_IC_HOST
+
+    def _parse_header(self, events: list[Event]) -> None:
+        try:
+            self._parse_header_fields()
+        except TcpFatalError as err:
+            if not err.header:  # raised by the placement: attach the offending header
+                err.header = self._header_bytes()
+            raise
+
+    def _parse_header_fields(self) -> None:
+        start = self._start
+        buf = self._buf
+        if self._header_len != self._hlen:
+            (received,) = w.DIGEST.unpack_from(buf, start + self._hlen)
+            if received != w.crc32c(self._view[start : start + self._hlen]):
+                raise self._fatal(Fes.HDR_DIGEST_ERR, 0, "header digest mismatch")
+        ptype = self._type
+        datal = self._datal
+        if ptype is PduType.CMD:
+            sqe = self._view[start + 8 : start + 72]
+            if datal:
+                if datal > self.max_incapsule:
+                    raise self._fatal(
+                        Fes.R2T_LIMIT_EXCEEDED,
+                        w.OFF_PLEN,
+                        f"{datal} bytes of in-capsule data exceed {self.max_incapsule}",
+                    )
+                self._dest = self.placement.capsule_data(sqe, datal)
+                self._pending = CommandReceived(bytes(sqe), self._dest)
+            else:
+                self._pending = CommandReceived(bytes(sqe), None)
+        elif ptype is PduType.H2C_DATA:
+            _, _, _, _, _, cccid, ttag, datao, dlen = w.DATA.unpack_from(buf, start)
+            self._check_datal(dlen, datal)
+            if dlen > self.maxh2cdata:
+                raise self._fatal(
+                    Fes.R2T_LIMIT_EXCEEDED,
+                    w.OFF_DATA_DATAL,
+                    f"H2CData datal {dlen} exceeds MAXH2CDATA {self.maxh2cdata}",
+                )
+            last = bool(self._flags & PduFlags.DATA_LAST)
+            self._dest = self.placement.h2c_data(cccid, ttag, datao, dlen)
+            self._pending = H2CDataReceived(cccid, ttag, datao, dlen, last)
+        elif ptype is PduType.C2H_DATA:
+            _, _, _, _, _, cccid, _, datao, dlen = w.DATA.unpack_from(buf, start)
+            self._check_datal(dlen, datal)
+            flags = self._flags
+            self._dest = self.placement.c2h_data(cccid, datao, dlen)
+            self._pending = C2HDataReceived(
+                cccid,
+                datao,
+                dlen,
+                bool(flags & PduFlags.DATA_LAST),
+                bool(flags & PduFlags.DATA_SUCCESS),
+            )
+        elif ptype is PduType.RSP:
+            self._pending = ResponseReceived(bytes(self._view[start + 8 : start + 24]))
+        elif ptype is PduType.R2T:
+            _, _, _, _, _, cccid, ttag, r2to, r2tl = w.R2T.unpack_from(buf, start)
+            self._pending = R2TReceived(cccid, ttag, r2to, r2tl)
+        elif ptype is PduType.ICREQ:
+            self._pending = self._parse_icreq()
+        elif ptype is PduType.ICRESP:
+            self._pending = self._parse_icresp()
+        else:  # TermReq
+            _, _, _, _, _, fes, fei = w.TERM.unpack_from(buf, start)
+            self._pending = TermReqReceived(fes, fei)
+        if self._dest is not None and len(self._dest) != datal:
+            raise AssertionError("placement returned a buffer of the wrong length")
+
+    def _check_datal(self, dlen: int, datal: int) -> None:
+        if dlen != datal:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR,
+                w.OFF_DATA_DATAL,
+                f"datal {dlen} disagrees with plen/pdo ({datal} data bytes)",
+            )
+
+    def _parse_icreq(self) -> ICReqReceived:
+        _, _, _, _, _, pfv, hpda, dgst, maxr2t = w.ICREQ.unpack_from(self._buf, self._start)
+        if pfv != w.PFV_1_0:
+            raise self._fatal(Fes.UNSUPPORTED_PARAM, w.OFF_ICREQ_PFV, f"PFV {pfv} unsupported")
+        if hpda > 31:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_ICREQ_HPDA, f"HPDA {hpda} > 31")
+        if dgst & ~(w.DGST_HDR | w.DGST_DATA):
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_ICREQ_DGST, f"DGST {dgst:#x}")
+        return ICReqReceived(hpda, bool(dgst & w.DGST_HDR), bool(dgst & w.DGST_DATA), maxr2t)
+
+    def _parse_icresp(self) -> ICRespReceived:
+        _, _, _, _, _, pfv, cpda, dgst, maxdata = w.ICRESP.unpack_from(self._buf, self._start)
+        if pfv != w.PFV_1_0:
+            raise self._fatal(Fes.UNSUPPORTED_PARAM, w.OFF_ICREQ_PFV, f"PFV {pfv} unsupported")
+        if cpda > 31:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_ICREQ_HPDA, f"CPDA {cpda} > 31")
+        if maxdata < w.MIN_MAXH2CDATA or maxdata % 4:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_ICREQ_MAXR2T, f"MAXH2CDATA {maxdata} invalid"
+            )
+        return ICRespReceived(cpda, bool(dgst & w.DGST_HDR), bool(dgst & w.DGST_DATA), maxdata)
+
+    # -- initialization ------------------------------------------------------------------------
+    def accept_icreq(self, ev: ICReqReceived, *, hdgst: bool, ddgst: bool) -> bytes:
+        """Controller: answer an ICReq; digests are on where the host asked and we allow."""
+        self.hpda = ev.hpda
+        self.maxr2t = ev.maxr2t
+        self.hdgst = ev.hdgst and hdgst
+        self.ddgst = ev.ddgst and ddgst
+        self.established = True
+        return w.icresp(
+            cpda=self.cpda, hdgst=self.hdgst, ddgst=self.ddgst, maxh2cdata=self.maxh2cdata
+        )
+
+    def start_icreq(self, *, hdgst: bool, ddgst: bool, hpda: int = 0) -> bytes:
+        """Host: the ICReq to send first."""
+        self.hpda = hpda
+        return w.icreq(hpda=hpda, hdgst=hdgst, ddgst=ddgst, maxr2t=0)
+
+    def accept_icresp(self, ev: ICRespReceived) -> None:
+        """Host: adopt the controller's answer."""
+        self.cpda = ev.cpda
+        self.hdgst = ev.hdgst
+        self.ddgst = ev.ddgst
+        self.maxh2cdata = ev.maxh2cdata
+        self.established = True
+
+    # -- send ----------------------------------------------------------------------------------
+    def _hflags(self) -> int:
+        return PduFlags.HDGSTF if self.hdgst else 0
+
+    def _with_hdgst(self, header: bytes) -> bytes:
+        return header + w.digest(header) if self.hdgst else header
+
+    def capsule_resp(self, cqe: bytes) -> bytes:
+        """Controller: a CapsuleResp PDU carrying ``cqe``."""
+        hd = w.DIGEST_LEN if self.hdgst else 0
+        header = w.CH.pack(PduType.RSP, self._hflags(), 24, 0, 24 + hd) + cqe
+        return self._with_hdgst(header)
+
+    def r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
+        """Controller: ask the host for ``r2tl`` bytes at offset ``r2to``."""
+        hd = w.DIGEST_LEN if self.hdgst else 0
+        header = w.R2T.pack(PduType.R2T, self._hflags(), 24, 0, 24 + hd, cccid, ttag, r2to, r2tl)
+        return self._with_hdgst(header)
+
+    def _data_pdu(
+        self,
+        ptype: PduType,
+        flags: int,
+        cccid: int,
+        ttag: int,
+        datao: int,
+        data: memoryview,
+        pda: int,
+    ) -> Buffers:
+        hd = w.DIGEST_LEN if self.hdgst else 0
+        dd = w.DIGEST_LEN if self.ddgst else 0
+        pdo = w.pad_to(24 + hd, pda)
+        plen = pdo + len(data) + dd
+        flags |= self._hflags() | (PduFlags.DDGSTF if self.ddgst else 0)
+        header = w.DATA.pack(ptype, flags, 24, pdo, plen, cccid, ttag, datao, len(data))
+        header = self._with_hdgst(header)
+        if pdo > 24 + hd:
+            header += bytes(pdo - 24 - hd)
+        out: Buffers = [header, data]
+        if dd:
+            out.append(w.digest(data))
+        return out
+
+    def c2h_data(
+        self, cccid: int, datao: int, data: memoryview, *, last: bool, success: bool = False
+    ) -> Buffers:
+        """Controller: one C2HData PDU; ``success`` (with ``last``) replaces the CapsuleResp."""
+        flags = (PduFlags.DATA_LAST if last else 0) | (PduFlags.DATA_SUCCESS if success else 0)
+        return self._data_pdu(PduType.C2H_DATA, flags, cccid, 0, datao, data, self.hpda)
+
+    def h2c_data(
+        self, cccid: int, ttag: int, datao: int, data: memoryview, *, last: bool
+    ) -> Buffers:
+        """Host: one H2CData PDU answering an R2T."""
+        flags = PduFlags.DATA_LAST if last else 0
+        return self._data_pdu(PduType.H2C_DATA, flags, cccid, ttag, datao, data, self.cpda)
+
+    def capsule_cmd(self, sqe: bytes, data: memoryview | None = None) -> Buffers:
+        """Host: a CapsuleCmd with optional in-capsule data."""
+        hd = w.DIGEST_LEN if self.hdgst else 0
+        flags = self._hflags()
+        if data is None or len(data) == 0:
+            header = w.CH.pack(PduType.CMD, flags, 72, 0, 72 + hd) + sqe
+            return [self._with_hdgst(header)]
+        dd = w.DIGEST_LEN if self.ddgst else 0
+        pdo = w.pad_to(72 + hd, self.cpda)
+        flags |= PduFlags.DDGSTF if self.ddgst else 0
+        header = w.CH.pack(PduType.CMD, flags, 72, pdo, pdo + len(data) + dd) + sqe
+        header = self._with_hdgst(header)
+        if pdo > 72 + hd:
+            header += bytes(pdo - 72 - hd)
+        out: Buffers = [header, data]
+        if dd:
+            out.append(w.digest(data))
+        return out
+
+    def term_req(self, err: TcpFatalError) -> bytes:
+        """The TermReq this side sends for ``err`` (C2H from a controller, H2C from a host)."""
+        ptype = PduType.C2H_TERM if self.role is Role.CONTROLLER else PduType.H2C_TERM
+        return w.term_req(ptype, err.fes, err.fei, err.header)
+
+
+_BEFORE_IC_CTRL = frozenset({PduType.ICREQ, PduType.H2C_TERM})
+_AFTER_IC_CTRL = frozenset({PduType.CMD, PduType.H2C_DATA, PduType.H2C_TERM})
+_BEFORE_IC_HOST = frozenset({PduType.ICRESP, PduType.C2H_TERM})
+_AFTER_IC_HOST = frozenset({PduType.RSP, PduType.C2H_DATA, PduType.R2T, PduType.C2H_TERM})

@@ -1,0 +1,300 @@
+"""Admin commands of an I/O controller (Base 2.0 §5): Identify, Get Log Page, Set/Get Features,
+Asynchronous Event Request, Keep Alive, Abort."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from nvmf.protocol.request import Request
+from nvmf.target.command import (
+    INVALID_CDW10,
+    INVALID_NS,
+    INVALID_OPCODE,
+    Context,
+    Execute,
+    Parsed,
+    c2h,
+    no_data,
+    send_bytes,
+)
+from nvmf.target.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.wire.identify import (
+    IDENTIFY_DATA_SIZE,
+    Cns,
+    Csi,
+    IdentifyController,
+    encode_active_ns_list,
+)
+from nvmf.wire.logpage import (
+    ChangedNamespaceList,
+    CommandEffects,
+    CommandEffectsLog,
+    FirmwareSlotLog,
+    LogPageId,
+    SmartLog,
+    encode_error_log,
+)
+from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
+from nvmf.wire.sqe import OFF_CDW10, OFF_CDW11, OFF_CDW12, OFF_NSID
+from nvmf.wire.status import SC, SUCCESS, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.target.controller import Controller
+
+NSID_ALL = 0xFFFFFFFF
+#: MDTS as a power of two of the 4 KiB minimum page: 2^8 * 4 KiB = 1 MiB per command.
+MDTS = 8
+MAX_TRANSFER = (1 << MDTS) * 4096
+#: Keep Alive Support granularity (KAS), in 100 ms units.
+KAS = 10
+#: Asynchronous event: Notice, Namespace Attribute Changed, log page Changed Namespace List.
+AEN_NS_CHANGED = 0x02 | (0x00 << 8) | (LogPageId.CHANGED_NS << 16)
+#: OAES bit 8: Namespace Attribute Notices.
+OAES_NS_ATTR = 1 << 8
+FIRMWARE_REVISION = "0.1.0"
+
+#: ONCS: Compare (0), Dataset Management (2), Write Zeroes (3).
+ONCS = (1 << 0) | (1 << 2) | (1 << 3)
+
+
+def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
+    """Identify Controller (CNS 01h) of an I/O controller."""
+    sub = ctrl.subsystem
+    port = ctx.session.port
+    sgls = (1 << 0) | ((1 << 20) if port.inline_data_size else 0)
+    ident = IdentifyController(
+        vid=0,
+        ssvid=0,
+        sn=sub.serial,
+        mn=sub.config.model or "nvmf",
+        fr=FIRMWARE_REVISION,
+        rab=6,
+        cmic=1 << 1,  # may have multiple controllers (dynamic model)
+        mdts=MDTS,
+        cntlid=ctrl.cntlid,
+        ver=sub.vs,
+        oaes=OAES_NS_ATTR,
+        ctratt=1 << 0,  # 128-bit host identifier
+        cntrltype=1,  # I/O controller
+        acl=3,
+        aerl=AER_LIMIT - 1,
+        frmw=(1 << 1) | 1,  # one slot, slot 1 read only
+        lpa=(1 << 1) | (1 << 2),  # commands supported and effects log; extended data
+        elpe=ERROR_LOG_SLOTS - 1,
+        kas=KAS,
+        sqes=(6 << 4) | 6,
+        cqes=(4 << 4) | 4,
+        maxcmd=ctrl.queue_depth,
+        nn=sub.nn,
+        oncs=ONCS,
+        vwc=1 if sub.volatile_write_cache else 0,
+        sgls=sgls,
+        subnqn=sub.nqn,
+        ioccsz=(64 + port.inline_data_size) // 16,
+        iorcsz=1,
+        icdoff=0,
+        fcatt=0,
+        msdbd=1,
+    )
+    return ident.encode()
+
+
+def command_effects() -> bytes:
+    csupp = CommandEffects.CSUPP
+    acs = [0] * 256
+    for aop in (
+        AdminOpcode.GET_LOG_PAGE,
+        AdminOpcode.IDENTIFY,
+        AdminOpcode.ABORT,
+        AdminOpcode.SET_FEATURES,
+        AdminOpcode.GET_FEATURES,
+        AdminOpcode.ASYNC_EVENT,
+        AdminOpcode.KEEP_ALIVE,
+    ):
+        acs[aop] = int(csupp)
+    iocs = [0] * 256
+    for op in (IoOpcode.FLUSH, IoOpcode.READ, IoOpcode.COMPARE):
+        iocs[op] = int(csupp)
+    for op in (IoOpcode.WRITE, IoOpcode.WRITE_ZEROES, IoOpcode.DSM):
+        iocs[op] = int(csupp | CommandEffects.LBCC)
+    return CommandEffectsLog(acs=acs, iocs=iocs).encode()
+
+
+def parse(ctx: Context) -> Parsed:
+    ctrl = ctx.session.ctrl
+    assert ctrl is not None
+    sqe = ctx.req.sqe
+    op = sqe.opcode
+    if op == AdminOpcode.IDENTIFY:
+        return _identify(ctx, ctrl)
+    if op == AdminOpcode.GET_LOG_PAGE:
+        return get_log_page(ctx, ctrl, _log_page)
+    if op == AdminOpcode.SET_FEATURES:
+        return set_features(ctx, ctrl)
+    if op == AdminOpcode.GET_FEATURES:
+        return get_features(ctx, ctrl)
+    if op == AdminOpcode.ASYNC_EVENT:
+        return async_event(ctrl)
+    if op == AdminOpcode.KEEP_ALIVE:
+        return no_data()
+    if op == AdminOpcode.ABORT:
+        return _abort()
+    return INVALID_OPCODE
+
+
+def _identify(ctx: Context, ctrl: Controller) -> Parsed:
+    sqe = ctx.req.sqe
+    cns = sqe.cdw10 & 0xFF
+    sub = ctrl.subsystem
+    size = IDENTIFY_DATA_SIZE
+    if cns == Cns.CTRL:
+        return c2h(size, send_bytes(identify_controller(ctx, ctrl)))
+    if cns == Cns.NS:
+        if sqe.nsid == 0 or sqe.nsid == NSID_ALL:
+            return INVALID_NS
+        ns = sub.namespaces.get(sqe.nsid)
+        # An inactive NSID returns a zero-filled structure (Base 2.0 §5.17.2.1).
+        return c2h(size, send_bytes(ns.identify() if ns else b""))
+    if cns == Cns.NS_ACTIVE_LIST:
+        if sqe.nsid >= 0xFFFFFFFE:
+            return INVALID_NS
+        return c2h(size, send_bytes(encode_active_ns_list(sub.namespaces, after=sqe.nsid)))
+    if cns == Cns.NS_DESC_LIST:
+        ns = sub.namespaces.get(sqe.nsid)
+        if ns is None:
+            return INVALID_NS
+        return c2h(size, send_bytes(ns.descriptors()))
+    if cns in (Cns.CS_NS, Cns.CS_CTRL):
+        csi = sqe.cdw11 >> 24
+        if csi != Csi.NVM:
+            return error(SC.INVALID_FIELD, OFF_CDW11)
+        if cns == Cns.CS_NS and sqe.nsid not in sub.namespaces:
+            return INVALID_NS
+        # NVM command set specific structures: no optional limits to report (all zero).
+        return c2h(size, send_bytes(b""))
+    return INVALID_CDW10
+
+
+LogBuilder = Callable[[Context, "Controller", int, int], "bytes | Status"]
+
+
+def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
+    """Validate NUMD/LPO and plan the transfer of the requested slice of a log page.
+
+    ``build(ctx, ctrl, lid, lsp)`` returns the whole page or a status.
+    """
+    sqe = ctx.req.sqe
+    lid = sqe.cdw10 & 0xFF
+    lsp = (sqe.cdw10 >> 8) & 0x7F
+    numd = ((sqe.cdw11 & 0xFFFF) << 16 | (sqe.cdw10 >> 16)) + 1
+    lpo = sqe.cdw12 | (sqe.cdw13 << 32)
+    length = numd * 4
+    if lpo & 3:
+        return error(SC.INVALID_FIELD, OFF_CDW12)
+    page = build(ctx, ctrl, lid, lsp)
+    if isinstance(page, Status):
+        return page
+    if lpo > len(page):
+        return error(SC.INVALID_FIELD, OFF_CDW12)
+    return c2h(length, send_bytes(page[lpo : lpo + length]))
+
+
+def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status:
+    sqe = ctx.req.sqe
+    if lid == LogPageId.ERROR:
+        return encode_error_log(list(ctrl.errors))
+    if lid == LogPageId.SMART:
+        if sqe.nsid not in (0, NSID_ALL) and sqe.nsid not in ctrl.subsystem.namespaces:
+            return error(SC.INVALID_NS, OFF_NSID)
+        return SmartLog(temperature=273 + 30, avail_spare=100, spare_thresh=10).encode()
+    if lid == LogPageId.FW_SLOT:
+        frs = [FIRMWARE_REVISION] + [""] * 6
+        return FirmwareSlotLog(afi=1, frs=frs).encode()
+    if lid == LogPageId.CHANGED_NS:
+        changed = sorted(ctrl.changed_nsids)
+        ctrl.changed_nsids.clear()
+        return ChangedNamespaceList.from_changed(changed).encode()
+    if lid == LogPageId.CMD_EFFECTS:
+        return command_effects()
+    return error(SC.INVALID_LOG_PAGE, OFF_CDW10)
+
+
+def set_features(ctx: Context, ctrl: Controller) -> Parsed:
+    sqe = ctx.req.sqe
+    fid = sqe.cdw10 & 0xFF
+    if sqe.cdw10 & (1 << 31):
+        return error(SC.FEATURE_NOT_SAVEABLE, OFF_CDW10)
+    value = sqe.cdw11
+    if fid == FeatureId.NUM_QUEUES:
+        if value & 0xFFFF == 0xFFFF or value >> 16 == 0xFFFF:
+            return error(SC.INVALID_FIELD, OFF_CDW11)
+        if any(qid for qid in ctrl.queues):
+            return error(SC.CMD_SEQ_ERROR, OFF_CDW10)
+        granted = ctrl.subsystem.max_io_queues
+        ctrl.io_queues = granted
+        result = (granted - 1) | ((granted - 1) << 16)
+        return no_data(_result(result))
+    if fid == FeatureId.KATO:
+        ctrl.keep_alive.kato_ms = value
+        return no_data()
+    if fid == FeatureId.ASYNC_EVENT:
+        ctrl.aec = value
+        return no_data()
+    if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
+        ctrl.wce = bool(value & 1)
+        return no_data()
+    return error(SC.INVALID_FIELD, OFF_CDW10)
+
+
+def get_features(ctx: Context, ctrl: Controller) -> Parsed:
+    sqe = ctx.req.sqe
+    fid = sqe.cdw10 & 0xFF
+    sel = (sqe.cdw10 >> 8) & 0x7
+    if sel == 3:  # supported capabilities: changeable, not saveable, not per namespace
+        if fid in (FeatureId.NUM_QUEUES, FeatureId.KATO, FeatureId.ASYNC_EVENT):
+            return no_data(_result(1 << 2))
+        return error(SC.INVALID_FIELD, OFF_CDW10)
+    default = sel == 1
+    if fid == FeatureId.NUM_QUEUES:
+        n = ctrl.subsystem.max_io_queues if default else ctrl.io_queues
+        return no_data(_result((n - 1) | ((n - 1) << 16)))
+    if fid == FeatureId.KATO:
+        return no_data(_result(0 if default else ctrl.keep_alive.kato_ms))
+    if fid == FeatureId.ASYNC_EVENT:
+        return no_data(_result(0 if default else ctrl.aec))
+    if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
+        return no_data(_result(1 if default or ctrl.wce else 0))
+    return error(SC.INVALID_FIELD, OFF_CDW10)
+
+
+def async_event(ctrl: Controller) -> Parsed:
+    """Asynchronous Event Request: held until an event, up to AERL + 1 at once."""
+    if sum(1 for fut in ctrl.aers if not fut.done()) >= AER_LIMIT:
+        return error(SC.ASYNC_LIMIT, 0)
+    fut = ctrl.take_aer()
+
+    async def execute(req: Request) -> Status:
+        try:
+            dw0 = await fut
+        except asyncio.CancelledError:
+            return Status(SC.ABORT_REQ)
+        return Status(result=dw0)
+
+    return no_data(execute)
+
+
+def _abort() -> Parsed:
+    # DW0 bit 0 set: the command was not aborted (it is either done or will finish promptly).
+    return no_data(_result(1))
+
+
+def _result(value: int) -> Execute:
+    async def execute(req: Request) -> Status:
+        return Status(result=value)
+
+    return execute
+
+
+__all__ = ["MAX_TRANSFER", "SUCCESS", "parse"]

@@ -1,0 +1,80 @@
+"""What a command handler returns: a plan to execute, or a status (DESIGN.md pattern 2).
+
+A handler's *parse* step validates the SQE and decides the data direction and transfer length;
+the service then moves the data and runs the plan's *execute* step.  Both steps return NVMe
+status values; neither raises for a host's bad command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nvmf.protocol.request import Direction, Request
+from nvmf.wire.sqe import OFF_CDW10, OFF_DPTR, OFF_NSID
+from nvmf.wire.status import SC, SUCCESS, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.target.service import TargetService
+    from nvmf.target.session import QueueSession
+
+Execute = Callable[[Request], Awaitable[Status]]
+
+
+@dataclass(slots=True)
+class Plan:
+    """How to carry out a valid command."""
+
+    direction: Direction
+    length: int
+    execute: Execute
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler may look at: the service, the queue, the request."""
+
+    service: TargetService
+    session: QueueSession
+    req: Request
+
+
+Parsed = Plan | Status
+
+
+async def _succeed(req: Request) -> Status:
+    return SUCCESS
+
+
+def no_data(execute: Execute = _succeed) -> Plan:
+    return Plan(Direction.NONE, 0, execute)
+
+
+def c2h(length: int, execute: Execute) -> Plan:
+    return Plan(Direction.C2H, length, execute)
+
+
+def h2c(length: int, execute: Execute) -> Plan:
+    return Plan(Direction.H2C, length, execute)
+
+
+def send_bytes(payload: bytes) -> Execute:
+    """An executor that copies a small, already built structure (Identify, a log page) into the
+    request's buffer: admin data, not payload."""
+
+    async def execute(req: Request) -> Status:
+        assert req.data is not None
+        n = min(len(payload), len(req.data))
+        req.data[:n] = payload[:n]
+        if n < len(req.data):
+            req.data[n:] = bytes(len(req.data) - n)
+        return SUCCESS
+
+    return execute
+
+
+INVALID_OPCODE = error(SC.INVALID_OPCODE, 0)
+INVALID_NS = error(SC.INVALID_NS, OFF_NSID)
+INVALID_CDW10 = error(SC.INVALID_FIELD, OFF_CDW10)
+SGL_LENGTH_MISMATCH = error(SC.SGL_INVALID_DATA, OFF_DPTR)

@@ -1,0 +1,151 @@
+"""The discovery controller (NVMe-oF 1.1 §5): Identify, the Discovery log page, keep-alive,
+features and asynchronous events, on the well-known discovery NQN of every port."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from nvmf.target import admin
+from nvmf.target.command import INVALID_CDW10, INVALID_OPCODE, Context, Parsed, c2h, send_bytes
+from nvmf.target.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.target.model import DISCOVERY_NQN, Port
+from nvmf.wire.identify import IDENTIFY_DATA_SIZE, Cns, IdentifyController
+from nvmf.wire.logpage import (
+    AddressFamily,
+    DiscoveryLogEntry,
+    LogPageId,
+    SubsystemType,
+    TransportType,
+    Treq,
+    encode_discovery_log,
+    tsas_tcp,
+)
+from nvmf.wire.opcodes import AdminOpcode
+from nvmf.wire.status import SC, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.target.controller import Controller
+    from nvmf.target.service import TargetService
+
+TRTYPE = {"rdma": TransportType.RDMA, "fc": TransportType.FC, "tcp": TransportType.TCP}
+ADRFAM = {
+    "ipv4": AddressFamily.IPV4,
+    "ipv6": AddressFamily.IPV6,
+    "ib": AddressFamily.IB,
+    "fc": AddressFamily.FC,
+}
+TREQ = {
+    "not specified": Treq.NOT_SPECIFIED,
+    "required": Treq.REQUIRED,
+    "not required": Treq.NOT_REQUIRED,
+}
+#: OAES bit 31: Discovery Log Page Change notices.
+OAES_DISC_CHANGE = 1 << 31
+
+
+def parse(ctx: Context) -> Parsed:
+    """Admin commands a discovery controller accepts; everything else is Invalid Opcode."""
+    ctrl = ctx.session.ctrl
+    assert ctrl is not None
+    op = ctx.req.sqe.opcode
+    if op == AdminOpcode.IDENTIFY:
+        if ctx.req.sqe.cdw10 & 0xFF != Cns.CTRL:
+            return INVALID_CDW10
+        return c2h(IDENTIFY_DATA_SIZE, send_bytes(identify(ctx, ctrl)))
+    if op == AdminOpcode.GET_LOG_PAGE:
+        return admin.get_log_page(ctx, ctrl, _log_page)
+    if op == AdminOpcode.SET_FEATURES:
+        return admin.set_features(ctx, ctrl)
+    if op == AdminOpcode.GET_FEATURES:
+        return admin.get_features(ctx, ctrl)
+    if op == AdminOpcode.ASYNC_EVENT:
+        return admin.async_event(ctrl)
+    if op == AdminOpcode.KEEP_ALIVE:
+        return admin.parse(ctx)
+    return INVALID_OPCODE
+
+
+def identify(ctx: Context, ctrl: Controller) -> bytes:
+    port = ctx.session.port
+    sub = ctrl.subsystem
+    return IdentifyController(
+        sn=sub.serial,
+        mn=sub.config.model or "nvmf",
+        fr=admin.FIRMWARE_REVISION,
+        cntlid=ctrl.cntlid,
+        ver=sub.vs,
+        oaes=OAES_DISC_CHANGE,
+        cntrltype=2,  # discovery controller
+        aerl=AER_LIMIT - 1,
+        lpa=1 << 2,
+        elpe=ERROR_LOG_SLOTS - 1,
+        kas=admin.KAS,
+        maxcmd=ctrl.queue_depth,
+        sgls=(1 << 0) | ((1 << 20) if port.inline_data_size else 0),
+        subnqn=DISCOVERY_NQN,
+    ).encode()
+
+
+def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status:
+    if lid != LogPageId.DISC:
+        return error(SC.INVALID_LOG_PAGE, 40)
+    service = ctx.service
+    traddr, trsvcid = ctx.session.fabric.local_address()
+    entries = discovery_entries(service, ctx.session.port, ctrl.hostnqn, traddr, trsvcid)
+    return encode_discovery_log(service.genctr, entries)
+
+
+def _entry(port: Port, subtype: int, nqn: str, traddr: str, trsvcid: str) -> DiscoveryLogEntry:
+    return DiscoveryLogEntry(
+        trtype=TRTYPE.get(port.trtype, TransportType.TCP),
+        adrfam=ADRFAM.get(port.adrfam, AddressFamily.IPV4),
+        subtype=subtype,
+        treq=TREQ.get(port.treq, Treq.NOT_SPECIFIED),
+        portid=port.portid,
+        cntlid=0xFFFF,
+        asqsz=32,
+        eflags=0,
+        trsvcid=trsvcid,
+        subnqn=nqn,
+        traddr=traddr,
+        tsas=tsas_tcp() if port.trtype == "tcp" else bytes(256),
+    )
+
+
+def _advertised(port: Port, local_traddr: str) -> str:
+    """A port bound to a wildcard address advertises the address the host reached us on."""
+    try:
+        if ipaddress.ip_address(port.traddr).is_unspecified:
+            return local_traddr
+    except ValueError:
+        pass
+    return port.traddr
+
+
+def discovery_entries(
+    service: TargetService, port: Port, hostnqn: str, local_traddr: str, local_trsvcid: str
+) -> list[DiscoveryLogEntry]:
+    """The entries a host sees on ``port``: the current discovery subsystem, every subsystem
+    the port exports that the host may reach, then referrals (as the Linux target orders them)."""
+    traddr = _advertised(port, local_traddr)
+    entries = [_entry(port, SubsystemType.CURRENT_DISCOVERY, DISCOVERY_NQN, traddr, port.trsvcid)]
+    for nqn in port.subsystems:
+        sub = service.subsystems.get(nqn)
+        if sub is not None and sub.host_allowed(hostnqn):
+            entries.append(_entry(port, SubsystemType.NVME, nqn, traddr, port.trsvcid))
+    for ref in port.referrals:
+        if not ref.enable:
+            continue
+        ref_port = Port(
+            portid=ref.portid,
+            trtype=ref.trtype,
+            adrfam=ref.adrfam,
+            traddr=ref.traddr,
+            trsvcid=ref.trsvcid,
+            treq=ref.treq,
+        )
+        entries.append(
+            _entry(ref_port, SubsystemType.DISCOVERY, DISCOVERY_NQN, ref.traddr, ref.trsvcid)
+        )
+    return entries

@@ -1,0 +1,152 @@
+"""Fabrics commands on the target: Connect, Property Get/Set, Disconnect (NVMe-oF 1.1 §3.3)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from nvmf.protocol.controller import CcEffect
+from nvmf.protocol.request import Request
+from nvmf.target.command import INVALID_OPCODE, Context, Parsed, h2c, no_data
+from nvmf.target.controller import ADMIN_QUEUE_DEPTH, Controller
+from nvmf.wire import fabrics as f
+from nvmf.wire.opcodes import FabricsType
+from nvmf.wire.status import SC, SUCCESS, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.target.service import TargetService
+
+log = logging.getLogger(__name__)
+
+#: Discovery controllers with KATO 0 get this, so stale discovery sessions end (as Linux does).
+DISCOVERY_KATO_MS = 120_000
+
+
+def _connect_error(code: SC, offset: int, *, in_data: bool) -> Status:
+    """Connect failure with IPO/IATTR in DW0 for Invalid Parameters (NVMe-oF 1.1 Figure 21)."""
+    result = f.invalid_parameter_result(offset, in_data) if code == SC.CONNECT_INVALID_PARAM else 0
+    return Status(code, dnr=True, field=offset, in_data=in_data, result=result)
+
+
+def parse(ctx: Context) -> Parsed:
+    raw = ctx.req.sqe.encode()
+    fctype = f.fctype_of(raw)
+    session = ctx.session
+    if fctype == FabricsType.CONNECT:
+        if session.qid is not None:
+            return error(SC.CMD_SEQ_ERROR, 4)
+        cmd = f.ConnectCommand.decode(raw)
+        if cmd.recfmt != 0:
+            return _connect_error(SC.CONNECT_FORMAT, f.CONNECT_OFF_RECFMT, in_data=False)
+        return h2c(f.CONNECT_DATA_SIZE, lambda req: _connect(ctx.service, ctx, cmd, req))
+    if session.ctrl is None:
+        return error(SC.CMD_SEQ_ERROR, 4)
+    if session.qid != 0:
+        # On I/O queues only Connect (and authentication) are fabrics commands.
+        return error(SC.INVALID_OPCODE, 4)
+    if fctype == FabricsType.PROPERTY_GET:
+        return _property_get(ctx, f.PropertyCommand.decode(raw))
+    if fctype == FabricsType.PROPERTY_SET:
+        return _property_set(ctx, f.PropertyCommand.decode(raw))
+    if fctype == FabricsType.DISCONNECT:
+        return no_data()
+    return INVALID_OPCODE
+
+
+async def _connect(
+    service: TargetService, ctx: Context, cmd: f.ConnectCommand, req: Request
+) -> Status:
+    assert req.data is not None
+    data = f.ConnectData.decode(req.data)
+    session = ctx.session
+    port = session.port
+    sub = service.find_subsystem(data.subsysnqn, port)
+    if sub is None:
+        log.info("connect: %s asks for unknown subsystem %r", data.hostnqn, data.subsysnqn)
+        return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_SUBSYSNQN, in_data=True)
+    if not sub.host_allowed(data.hostnqn):
+        log.info("connect: host %s not allowed on %s", data.hostnqn, sub.nqn)
+        return _connect_error(SC.CONNECT_INVALID_HOST, f.CONNECT_DATA_OFF_HOSTNQN, in_data=True)
+    if cmd.qid == 0:
+        if data.cntlid != f.CNTLID_DYNAMIC:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_CNTLID, in_data=True)
+        if cmd.sqsize == 0 or cmd.sqsize >= ADMIN_QUEUE_DEPTH:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_OFF_SQSIZE, in_data=False)
+        cntlid = sub.alloc_cntlid()
+        if cntlid is None:
+            return _connect_error(SC.CONNECT_CTRL_BUSY, 0, in_data=False)
+        kato = cmd.kato or (DISCOVERY_KATO_MS if sub.discovery else 0)
+        ctrl = Controller(
+            cntlid,
+            sub,
+            port,
+            data.hostnqn,
+            bytes(data.hostid),
+            kato,
+            service.settings.queue_depth,
+        )
+        sub.controllers[cntlid] = ctrl
+        service.controller_created(ctrl)
+        log.info("controller %d on %s for %s (kato %d ms)", cntlid, sub.nqn, data.hostnqn, kato)
+    else:
+        found = sub.controllers.get(data.cntlid)
+        if found is None or found.hostnqn != data.hostnqn:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_CNTLID, in_data=True)
+        ctrl = found
+        if bytes(data.hostid) != ctrl.hostid:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_HOSTID, in_data=True)
+        if not ctrl.regs.ready:
+            return error(SC.CMD_SEQ_ERROR, f.CONNECT_OFF_QID)
+        if cmd.qid > ctrl.io_queues:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_OFF_QID, in_data=False)
+        if cmd.qid in ctrl.queues:
+            return error(SC.CMD_SEQ_ERROR, f.CONNECT_OFF_QID)
+        if cmd.sqsize == 0 or cmd.sqsize >= ctrl.queue_depth:
+            return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_OFF_SQSIZE, in_data=False)
+    session.qid = cmd.qid
+    session.ctrl = ctrl
+    session.sqsize = cmd.sqsize
+    session.sqhd_disabled = bool(cmd.cattr & f.CATTR_DISABLE_SQFLOW)
+    ctrl.queues[cmd.qid] = session
+    service.queue_connected(session)
+    return Status(result=f.connect_result(ctrl.cntlid))
+
+
+def _property_get(ctx: Context, cmd: f.PropertyCommand) -> Parsed:
+    ctrl = ctx.session.ctrl
+    assert ctrl is not None
+    regs = ctrl.regs
+    value: int | None = None
+    if cmd.size == 8:
+        if cmd.offset == f.Prop.CAP:
+            value = regs.cap
+    elif cmd.offset == f.Prop.VS:
+        value = regs.vs
+    elif cmd.offset == f.Prop.CC:
+        value = regs.cc
+    elif cmd.offset == f.Prop.CSTS:
+        value = regs.csts
+    if value is None:
+        return error(SC.INVALID_FIELD, 44)
+    result = value
+
+    async def execute(req: Request) -> Status:
+        return Status(result=result & 0xFFFFFFFF, result_hi=result >> 32)
+
+    return no_data(execute)
+
+
+def _property_set(ctx: Context, cmd: f.PropertyCommand) -> Parsed:
+    ctrl = ctx.session.ctrl
+    assert ctrl is not None
+    if cmd.size != 4 or cmd.offset != f.Prop.CC:
+        return error(SC.INVALID_FIELD, 44)
+    value = cmd.value & 0xFFFFFFFF
+
+    async def execute(req: Request) -> Status:
+        effect = ctrl.write_cc(value)
+        if effect is CcEffect.ENABLE_FAILED:
+            log.warning("controller %d: unsupported CC %#x, CSTS.CFS set", ctrl.cntlid, value)
+        return SUCCESS
+
+    return no_data(execute)

@@ -1,0 +1,78 @@
+"""A namespace at run time: its media and the identity the host sees (Identify, descriptors)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from nvmf.media.base import Media
+from nvmf.media.factory import open_media
+from nvmf.target.model import Namespace
+from nvmf.wire.identify import (
+    Csi,
+    IdentifyNamespace,
+    LbaFormat,
+    Nidt,
+    encode_ns_id_descriptors,
+)
+
+
+@dataclass
+class NamespaceRuntime:
+    """One enabled namespace: geometry, identifiers and its open media."""
+
+    nsid: int
+    media: Media
+    uuid: bytes
+    nguid: bytes
+    ana_grpid: int
+
+    @property
+    def block_size(self) -> int:
+        return self.media.block_size
+
+    @property
+    def nsze(self) -> int:
+        """Size in logical blocks."""
+        return self.media.size // self.media.block_size
+
+    @classmethod
+    def open(cls, ns: Namespace, subnqn: str) -> NamespaceRuntime:
+        """Open the media; identifiers come from the config or are derived stably from the NQN,
+        so a restarted target presents the same namespace to the host's multipath code."""
+        media = open_media(ns)
+        derived = uuid.uuid5(uuid.NAMESPACE_URL, f"{subnqn}/ns/{ns.nsid}")
+        ns_uuid = uuid.UUID(ns.uuid).bytes if ns.uuid else derived.bytes
+        nguid = bytes.fromhex(ns.nguid.replace("-", "")) if ns.nguid else ns_uuid
+        return cls(ns.nsid, media, ns_uuid, nguid, ns.ana_grpid)
+
+    def identify(self) -> bytes:
+        """Identify Namespace (CNS 00h)."""
+        lbads = self.block_size.bit_length() - 1
+        # NSFEAT bit 2 DAE: deallocated blocks read as zeroes (DLFEAT 001b says so too).
+        ident = IdentifyNamespace(
+            nsze=self.nsze,
+            ncap=self.nsze,
+            nuse=self.nsze,
+            nsfeat=0,
+            nlbaf=0,
+            flbas=0,
+            dlfeat=0x1 | 0x8,  # reads of deallocated blocks return zeroes; Write Zeroes DEAC
+            nguid=self.nguid,
+            anagrpid=self.ana_grpid,
+            lbaf=[LbaFormat(ms=0, lbads=lbads, rp=0)],
+        )
+        return ident.encode()
+
+    def descriptors(self) -> bytes:
+        """Namespace Identification Descriptor list (CNS 03h): NGUID, UUID, CSI."""
+        return encode_ns_id_descriptors(
+            [
+                (Nidt.NGUID, self.nguid),
+                (Nidt.UUID, self.uuid),
+                (Nidt.CSI, bytes([Csi.NVM])),
+            ]
+        )
+
+    def close(self) -> None:
+        self.media.close()

@@ -1,0 +1,408 @@
+"""NVMe/TCP transport (NVMe/TCP Transport Specification 1.0) on non-blocking sockets.
+
+The event loop's ``add_reader``/``add_writer`` drive plain sockets so that payload is received
+with ``recv_into`` straight into staging buffers (the sans-IO :class:`TcpConnection` says where)
+and sent with ``sendmsg`` from a header plus memoryviews of staging buffers, never joined.  A
+buffer is released only once the kernel has taken every byte of it.
+
+Completions produced in one loop iteration are flushed together by one ``sendmsg``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from nvmf.offload.staging import StagingBuffer
+from nvmf.protocol import tcp as p
+from nvmf.protocol.request import Request
+from nvmf.wire.sqe import (
+    OFF_DPTR,
+    OFF_FLAGS,
+    PSDT_MASK,
+    PSDT_SGL_MPTR_CONTIG,
+    SGL_INCAPSULE,
+    SGL_TCP_TRANSPORT,
+    Sqe,
+)
+from nvmf.wire.status import SC, SUCCESS, Status, error
+from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes
+
+if TYPE_CHECKING:
+    from nvmf.target.model import Port
+    from nvmf.target.service import TargetService
+    from nvmf.target.session import QueueSession
+
+log = logging.getLogger(__name__)
+
+#: MAXH2CDATA we offer: the most data one H2CData PDU may carry.
+MAXH2CDATA = 1 << 20
+#: Reads per readable event before yielding to other connections.
+READS_PER_EVENT = 32
+IOV_MAX = 512
+
+
+class TcpQueue:
+    """One NVMe/TCP connection on the target: a :class:`FabricQueue` and a DataPlacement."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        port: Port,
+        service: TargetService,
+        on_close: Callable[[TcpQueue], None],
+    ) -> None:
+        self.sock = sock
+        self.port = port
+        self.service = service
+        self.loop = asyncio.get_running_loop()
+        self.conn = p.TcpConnection(
+            p.Role.CONTROLLER,
+            self,
+            max_incapsule=port.inline_data_size,
+            maxh2cdata=MAXH2CDATA,
+        )
+        self.session: QueueSession = service.open_queue(self, port)
+        self.peer = _peer(sock)
+        self.closed = False
+        self._on_close = on_close
+        self._incapsule: StagingBuffer | None = None
+        self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
+        self._next_ttag = 0
+        self._out: deque[bytes | memoryview] = deque()
+        self._out_bytes = 0
+        self._sent_bytes = 0
+        self._done: deque[tuple[int, Callable[[], None]]] = deque()
+        self._flush_scheduled = False
+        self._writing = False
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+
+    # -- FabricQueue ---------------------------------------------------------------------------
+    @property
+    def qid(self) -> int:
+        return self.session.qid or 0
+
+    def local_address(self) -> tuple[str, str]:
+        host, port = self.sock.getsockname()[:2]
+        return str(host), str(port)
+
+    def map_sgl(self, req: Request) -> Status:
+        sqe = req.sqe
+        if sqe.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+            return error(SC.INVALID_FIELD, OFF_FLAGS)
+        sgl = sqe.sgl
+        if sgl.type_byte == SGL_INCAPSULE:
+            if sgl.address != 0:  # offset from ICDOFF 0
+                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
+            got = len(req.data) if req.data is not None else 0
+            if sgl.length != got:
+                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
+            req.sgl_length = sgl.length
+            return SUCCESS
+        if sgl.type_byte == SGL_TCP_TRANSPORT:
+            if req.incapsule:
+                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
+            req.sgl_length = sgl.length
+            return SUCCESS
+        return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
+
+    async def fetch_data(self, req: Request) -> Status:
+        """R2T for the whole transfer; H2CData PDUs land in ``req.data`` in order."""
+        assert req.data is not None
+        if self.closed:
+            return Status(SC.TRANSIENT_TR_ERR)
+        ttag = self._alloc_ttag()
+        req.transport["ttag"] = ttag
+        req.transport["received"] = 0
+        fut: asyncio.Future[Status] = self.loop.create_future()
+        self._h2c[ttag] = (req, fut)
+        self._send([self.conn.r2t(req.cid, ttag, 0, len(req.data))])
+        return await fut
+
+    def complete(self, req: Request, cqe: bytes) -> None:
+        if self.closed:
+            req.release()
+            return
+        conn = self.conn
+        if req.status.ok and req.c2h_length and req.data is not None:
+            data = req.data[: req.c2h_length]
+            success = self.session.sqhd_disabled
+            bufs = conn.c2h_data(req.cid, 0, data, last=True, success=success)
+            if not success:
+                bufs.append(conn.capsule_resp(cqe))
+            self._send(bufs, req.release)
+        else:
+            req.release()
+            self._send([conn.capsule_resp(cqe)])
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("tcp %s qid %s closed: %s", self.peer, self.session.qid, reason)
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+            if self._writing:
+                self.loop.remove_writer(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        self.sock.close()
+        for _, fut in self._h2c.values():
+            if not fut.done():
+                fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+        self._h2c.clear()
+        if self._incapsule is not None:
+            self._incapsule.release()
+            self._incapsule = None
+        while self._done:
+            self._done.popleft()[1]()
+        self._out.clear()
+        self.service.queue_closed(self.session)
+        self._on_close(self)
+
+    # -- DataPlacement -------------------------------------------------------------------------
+    def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
+        staging = self.session.pool.get(length)
+        if staging is None:  # pool spent: in-capsule data is small, take it from the heap
+            staging = StagingBuffer(None, memoryview(bytearray(length)), length)
+        self._incapsule = staging
+        return staging.view
+
+    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
+        entry = self._h2c.get(ttag)
+        if entry is None:
+            raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_TTAG, f"unknown ttag {ttag}")
+        req, _ = entry
+        if req.cid != cccid:
+            raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, f"cccid {cccid} != {req.cid}")
+        assert req.data is not None
+        if datao != req.transport["received"] or datao + datal > len(req.data):
+            raise self._fatal(
+                Fes.DATA_OUT_OF_RANGE,
+                OFF_DATA_DATAO,
+                f"H2CData offset {datao}+{datal} outside the R2T window",
+            )
+        return req.data[datao : datao + datal]
+
+    def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
+        raise self._fatal(Fes.PDU_SEQ_ERR, 0, "C2HData sent to a controller")
+
+    def _fatal(self, fes: Fes, fei: int, reason: str) -> p.TcpFatalError:
+        return p.TcpFatalError(fes, fei, b"", reason)
+
+    # -- receive -------------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        conn = self.conn
+        recv_into = self.sock.recv_into
+        for _ in range(READS_PER_EVENT):
+            if self.closed:
+                return
+            buf = conn.get_buffer()
+            want = len(buf)
+            try:
+                n = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close(f"receive failed: {exc}")
+                return
+            if n == 0:
+                self.close("host closed the connection")
+                return
+            try:
+                events = conn.buffer_updated(n)
+                for ev in events:
+                    self._handle(ev)
+            except p.TcpFatalError as err:
+                self._terminate(err)
+                return
+            if n < want:
+                return
+
+    def _terminate(self, err: p.TcpFatalError) -> None:
+        """A host protocol error: C2HTermReq with the fatal status, then close this queue."""
+        log.warning("tcp %s: fatal transport error %s", self.peer, err)
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(1.0)
+            self.sock.sendall(self.conn.term_req(err))
+        except OSError:
+            pass
+        self.close(f"fatal transport error: {err}")
+
+    def _handle(self, ev: p.Event) -> None:
+        if isinstance(ev, p.CommandReceived):
+            req = Request(Sqe.decode(ev.sqe), self.qid)
+            if ev.data is not None:
+                req.incapsule = True
+                req.data = ev.data
+                req.staging, self._incapsule = self._incapsule, None
+            self.service.submit(self.session, req)
+        elif isinstance(ev, p.H2CDataReceived):
+            req, fut = self._h2c[ev.ttag]
+            req.transport["received"] += ev.datal
+            assert req.data is not None
+            if req.transport["received"] == len(req.data):
+                del self._h2c[ev.ttag]
+                fut.set_result(SUCCESS)
+            elif ev.last:
+                raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
+        elif isinstance(ev, p.ICReqReceived):
+            self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
+        elif isinstance(ev, p.DataDigestError):
+            self._data_digest_error(ev.cccid)
+        elif isinstance(ev, p.TermReqReceived):
+            self.close(f"host sent H2CTermReq (fes {ev.fes:#x})")
+        else:
+            raise self._fatal(Fes.PDU_SEQ_ERR, 0, f"unexpected {type(ev).__name__}")
+
+    def _data_digest_error(self, cccid: int) -> None:
+        """A data digest mismatch fails that command with Transient Transport Error."""
+        for ttag, (req, fut) in list(self._h2c.items()):
+            if req.cid == cccid:
+                del self._h2c[ttag]
+                fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+                return
+        if self._incapsule is not None:
+            self._incapsule.release()
+            self._incapsule = None
+        req = Request(Sqe(opcode=0, cid=cccid), self.qid)
+        self.session.consume_sqe()
+        self.service.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
+
+    def _alloc_ttag(self) -> int:
+        for _ in range(0x10000):
+            ttag = self._next_ttag
+            self._next_ttag = (ttag + 1) & 0xFFFF
+            if ttag != 0xFFFF and ttag not in self._h2c:
+                return ttag
+        raise RuntimeError("no free transfer tag")
+
+    # -- send ----------------------------------------------------------------------------------
+    def _send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> None:
+        """Queue one PDU's buffers; ``done`` runs once the kernel has all of them."""
+        out = self._out
+        for b in bufs:
+            out.append(b)
+            self._out_bytes += len(b)
+        if done is not None:
+            self._done.append((self._out_bytes, done))
+        if not self._flush_scheduled and not self._writing:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed:
+            return
+        out = self._out
+        while out:
+            iov = list(out) if len(out) <= IOV_MAX else [out[i] for i in range(IOV_MAX)]
+            try:
+                n = self.sock.sendmsg(iov)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self.close(f"send failed: {exc}")
+                return
+            self._advance(n)
+            if out and n < sum(len(b) for b in iov):
+                if not self._writing:
+                    self._writing = True
+                    self.loop.add_writer(self.sock.fileno(), self._on_writable)
+                return
+        if self._writing:
+            self._writing = False
+            self.loop.remove_writer(self.sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._flush()
+
+    def _advance(self, n: int) -> None:
+        """Drop ``n`` sent bytes from the queue; run the callbacks of fully sent PDUs."""
+        self._sent_bytes += n
+        out = self._out
+        while n and out:
+            head = out[0]
+            if len(head) <= n:
+                n -= len(head)
+                out.popleft()
+            else:
+                out[0] = memoryview(head)[n:]
+                n = 0
+        done = self._done
+        while done and done[0][0] <= self._sent_bytes:
+            done.popleft()[1]()
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+class TcpTransport:
+    """NVMe/TCP ports: a listening socket per port, a :class:`TcpQueue` per connection."""
+
+    trtype = "tcp"
+
+    def __init__(self) -> None:
+        self._listeners: dict[int, socket.socket] = {}
+        self._queues: dict[int, set[TcpQueue]] = {}
+
+    async def add_port(self, port: Port, service: TargetService) -> None:
+        family = socket.AF_INET6 if port.adrfam == "ipv6" else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((port.traddr, int(port.trsvcid)))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno,
+                f"port {port.portid}: cannot listen on {port.traddr}:{port.trsvcid}: "
+                f"{exc.strerror}",
+            ) from exc
+        self._listeners[port.portid] = sock
+        queues: set[TcpQueue] = set()
+        self._queues[port.portid] = queues
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._accept, sock, port, service, queues)
+        log.info("nvme/tcp port %d listening on %s:%s", port.portid, *self.bound_address(port))
+
+    def _accept(
+        self, lsock: socket.socket, port: Port, service: TargetService, queues: set[TcpQueue]
+    ) -> None:
+        for _ in range(16):
+            try:
+                sock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept on port %d failed: %s", port.portid, exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            queue = TcpQueue(sock, port, service, queues.discard)
+            queues.add(queue)
+
+    async def remove_port(self, port: Port) -> None:
+        sock = self._listeners.pop(port.portid, None)
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        for queue in list(self._queues.pop(port.portid, set())):
+            queue.close("port removed")
+
+    def bound_address(self, port: Port) -> tuple[str, int]:
+        sock = self._listeners[port.portid]
+        host, number = sock.getsockname()[:2]
+        return str(host), int(number)
