@@ -177,11 +177,17 @@ def calc_map_type(
             dist_b = b_index[a.address]
             break
     if common is None:
+        # No common upstream bridge: the kernel goes straight to the host-bridge check; the
+        # provider-side redirects it noted change nothing (traffic crosses the root complex
+        # anyway), so they are shown as ACS settings only.
         dist_a, dist_b = len(a_chain), len(b_chain)
+        on_path = a_chain + b_chain
+        acs_redirect = []
     else:
         for bb in b_chain[:dist_b]:
             if _acs_redirects(bb):
                 acs_redirect.append(bb.address)
+        on_path = a_chain[: dist_a + 1] + b_chain[:dist_b]
 
     hb_a, hb_b = topo.host_bridge(provider), topo.host_bridge(client)
     host_bridges = sorted({h for h in (hb_a, hb_b) if h})
@@ -200,7 +206,7 @@ def calc_map_type(
         down = [d.describe() for d in reversed(a_chain)]
     acs_ports = [
         AcsPort(d.address, acs.supported, acs.enabled, acs.redirects)
-        for d in {x.address: x for x in a_chain + b_chain}.values()
+        for d in on_path
         if (acs := d.acs) is not None
     ]
     result = P2pResult(
@@ -291,10 +297,11 @@ def assess_pair(
                 pair.blockers.append(f"PCI topology: {result.reason}")
             groups = {iommu.group_type(nic.iommu_group), iommu.group_type(ssd.iommu_group)}
             translated = sorted(g for g in groups if g and g.startswith("DMA"))
-            if translated and result.map_type is MapType.THRU_HOST_BRIDGE:
+            if translated:
                 pair.iommu = (
                     f"the IOMMU translates DMA for these devices ({', '.join(translated)}): "
-                    "peer traffic through the root complex is translated there too"
+                    "the kernel then enables ACS redirect on ports that have it, so peer "
+                    "traffic goes up to the root complex to be translated"
                 )
     if p2pdma_config is False:
         pair.blockers.append(

@@ -38,10 +38,8 @@ class HostAsk:
     read_or_default: int
     write: int
     poll: int
-
-    @property
-    def total(self) -> int:
-        return self.read_or_default + self.write + self.poll
+    #: What goes into Set Features / Number of Queues: read/default + write + poll queues.
+    total: int
 
 
 def host_asks(
@@ -70,6 +68,7 @@ def host_asks(
         io,
         write,
         poll,
+        io + write + poll,
     )
 
 
