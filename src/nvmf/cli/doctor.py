@@ -14,6 +14,7 @@ from nvmf.platform.report import render_json, render_text
 
 
 def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
@@ -21,6 +22,7 @@ def _positive(text: str) -> int:
 
 
 def _count(text: str) -> int:
+    """argparse type: an integer of at least 0."""
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {value}")

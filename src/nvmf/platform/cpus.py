@@ -38,6 +38,7 @@ class CpuInfo:
 
     @property
     def amd_zen_or_newer(self) -> bool:
+        """AMD family 17h (Zen) or newer: the kernel's ``cpu_supports_p2pdma``."""
         return self.vendor == "AuthenticAMD" and (self.family or 0) >= 0x17
 
 

@@ -19,6 +19,8 @@ from nvmf.platform.sysfs import SysRoot
 
 @dataclass
 class IommuInfo:
+    """The IOMMU units, the command line that set them up, and each group's domain type."""
+
     units: list[str]
     enabled: bool
     #: IOMMU-related kernel command-line parameters as given (``intel_iommu=on``, ``iommu=pt``).
@@ -27,9 +29,11 @@ class IommuInfo:
     group_types: dict[str, str] = field(default_factory=dict)
 
     def group_type(self, group: str | None) -> str | None:
+        """The domain type of an IOMMU group (None when unknown)."""
         return None if group is None else self.group_types.get(group)
 
     def summary(self) -> str:
+        """One line for the report."""
         if not self.enabled:
             return "no IOMMU active (no /sys/class/iommu entries): DMA uses physical addresses"
         types = sorted(set(self.group_types.values()))
@@ -42,6 +46,7 @@ IOMMU_PARAMS = ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu
 
 
 def inspect_iommu(fs: SysRoot, kernel: KernelInfo) -> IommuInfo:
+    """Read the IOMMU units, the groups' domain types and the IOMMU command-line options."""
     units = fs.listdir("/sys/class/iommu")
     groups = {
         g: fs.read_text(f"/sys/kernel/iommu_groups/{g}/type") or ""

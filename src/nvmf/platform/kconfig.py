@@ -79,6 +79,7 @@ class KernelInfo:
     modules_loaded: list[str] = field(default_factory=list)
 
     def option(self, name: str) -> OptionState | None:
+        """The state of ``name`` (``CONFIG_...``), or None if the doctor does not check it."""
         for opt in self.options:
             if opt.name == name:
                 return opt

@@ -20,6 +20,8 @@ from nvmf.platform.rdma import RdmaDevice
 
 @dataclass
 class ModeVerdict:
+    """The verdict for one mode, its one-line summary and the facts behind it."""
+
     mode: str
     #: "yes", "partly" or "no".
     status: str
@@ -28,6 +30,7 @@ class ModeVerdict:
 
 
 def _option_text(kernel: KernelInfo, name: str) -> str:
+    """An option's value as a sentence fragment, with its module's load state."""
     opt = kernel.option(name)
     if opt is None or opt.value is None:
         return f"{name}: unknown (kernel configuration unreadable)"
@@ -38,6 +41,7 @@ def _option_text(kernel: KernelInfo, name: str) -> str:
 
 
 def tcp_target(kernel: KernelInfo) -> ModeVerdict:
+    """NVMe/TCP target: ours needs only sockets; the kernel's needs CONFIG_NVME_TARGET_TCP."""
     linux = kernel.enabled("CONFIG_NVME_TARGET_TCP")
     details = [
         "this project's target needs only TCP sockets: available",
@@ -50,6 +54,7 @@ def tcp_target(kernel: KernelInfo) -> ModeVerdict:
 
 
 def rdma_target(kernel: KernelInfo, rdma: list[RdmaDevice]) -> ModeVerdict:
+    """NVMe/RDMA target: needs an RDMA device with an ACTIVE port; software RDMA is 'partly'."""
     details = ["Linux kernel target: " + _option_text(kernel, "CONFIG_NVME_TARGET_RDMA")]
     if not rdma:
         return ModeVerdict(
@@ -88,6 +93,7 @@ def rdma_target(kernel: KernelInfo, rdma: list[RdmaDevice]) -> ModeVerdict:
 def software_offload(
     kernel: KernelInfo, cpus: CpuInfo, iommu: IommuInfo, nvme: list[NvmeController]
 ) -> ModeVerdict:
+    """This project's offload data plane: always possible; NVMe media needs vfio-pci + IOMMU."""
     details = [
         f"{cpus.online or '?'} online CPUs: up to that many offload workers, one per core",
         "staging buffers in target DRAM: always available",
@@ -122,6 +128,7 @@ def software_offload(
 def staging_in_cmb(
     kernel: KernelInfo, iommu: IommuInfo, nvme: list[NvmeController], pairs: list[P2pPair]
 ) -> ModeVerdict:
+    """Staging buffers in a CMB: by NIC P2P DMA (yes), by CPU copies via vfio-pci (partly)."""
     data_cmbs = [
         c for c in nvme if c.cmb.present and {"read data", "write data"} <= set(c.cmb.uses)
     ]
@@ -180,6 +187,7 @@ def staging_in_cmb(
 
 
 def sqs_in_cmb(kernel: KernelInfo, iommu: IommuInfo, nvme: list[NvmeController]) -> ModeVerdict:
+    """SQs in a CMB: by the kernel nvme driver (yes) or by our vfio-pci driver (partly)."""
     details: list[str] = []
     kernel_yes = [c for c in nvme if c.driver_sqes_in_cmb]
     sqs = [c for c in nvme if c.cmb.present and "submission queues" in c.cmb.uses]

@@ -90,6 +90,7 @@ class NvmeController:
 
 
 def _cmb_from_registers(regs: CmbRegisters) -> CmbReport:
+    """The CMB report from registers read out of BAR0."""
     report = CmbReport(
         source="BAR0",
         present=regs.cmb_size > 0 if regs.responding else None,

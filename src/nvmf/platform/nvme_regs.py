@@ -34,6 +34,7 @@ class Field:
     meaning: str
 
     def get(self, value: int) -> int:
+        """This field's value in the register value ``value``."""
         return (value >> self.lo) & ((1 << (self.hi - self.lo + 1)) - 1)
 
 
@@ -47,9 +48,11 @@ class Register:
     fields: tuple[Field, ...]
 
     def decode(self, value: int) -> dict[str, int]:
+        """Every field of ``value``, by spec name."""
         return {f.name: f.get(value) for f in self.fields}
 
     def field(self, name: str) -> Field:
+        """The field called ``name`` (KeyError if the register has none)."""
         for f in self.fields:
             if f.name == name:
                 return f
@@ -195,6 +198,7 @@ class MmapWindow:
         self._words[offset // 4] = value & 0xFFFFFFFF
 
     def close(self) -> None:
+        """Unmap BAR0 and close the file."""
         self._words.release()
         self._map.close()
         os.close(self._fd)
@@ -226,10 +230,12 @@ class CmbRegisters:
 
     @property
     def cmbs(self) -> bool:
+        """CAP.CMBS: the controller supports a CMB (and CMBMSC)."""
         return bool(CAP.field("CMBS").get(self.cap))
 
     @property
     def version(self) -> str:
+        """``MJR.MNR[.TER]`` from VS."""
         v = VS.decode(self.vs)
         return f"{v['MJR']}.{v['MNR']}" + (f".{v['TER']}" if v["TER"] else "")
 
@@ -241,11 +247,13 @@ class CmbRegisters:
 
     @property
     def cmb_offset(self) -> int:
+        """Where the CMB starts in its BAR, in bytes (CMBLOC.OFST in SZU units)."""
         sz = CMBSZ.decode(self.cmbsz)
         return CMBLOC.field("OFST").get(self.cmbloc) * size_unit(sz["SZU"])
 
     @property
     def cmb_bar(self) -> int:
+        """The BAR that holds the CMB (CMBLOC.BIR)."""
         return CMBLOC.field("BIR").get(self.cmbloc)
 
     @property

@@ -77,6 +77,7 @@ WHITELIST_SUMMARY = (
 
 
 def whitelist_entry(vendor: int | None, device: int | None) -> WhitelistEntry | None:
+    """The whitelist entry for vendor:device, or None."""
     for entry in WHITELIST:
         if entry.vendor == vendor and entry.device == device:
             return entry
@@ -95,6 +96,8 @@ class HostBridgeCheck:
 
 @dataclass
 class AcsPort:
+    """One port on the path that has an ACS capability: supported and enabled bits."""
+
     address: str
     supported: list[str]
     enabled: list[str]
@@ -124,6 +127,7 @@ class P2pResult:
 
 
 def _acs_redirects(dev: PciDevice) -> bool:
+    """``pci_bridge_has_acs_redir``: RR, CR or EC enabled on this function."""
     acs = dev.acs
     return acs is not None and acs.redirects
 

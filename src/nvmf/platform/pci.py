@@ -81,6 +81,7 @@ class PortType(IntEnum):
 
     @property
     def label(self) -> str:
+        """The port type in words (``downstream port``)."""
         return self.name.lower().replace("_", " ").replace("rc ", "root-complex ")
 
 
@@ -99,10 +100,12 @@ class AcsInfo:
 
     @property
     def supported(self) -> list[str]:
+        """ACS Capability bits (what the port can do)."""
         return acs_flags(self.capability)
 
     @property
     def enabled(self) -> list[str]:
+        """ACS Control bits (what is on)."""
         return acs_flags(self.control)
 
     @property
@@ -124,14 +127,17 @@ class ConfigSpace:
 
     @property
     def header(self) -> tuple[int, ...]:
+        """The common header fields, in :data:`COMMON_HEADER` order."""
         return COMMON_HEADER.unpack_from(self.data, 0)
 
     @property
     def command(self) -> int:
+        """The Command register (memory space, bus master, ...)."""
         return self.header[2]
 
     @property
     def header_type(self) -> int:
+        """Header layout: 0 for endpoints, 1 for PCI-to-PCI bridges."""
         return self.header[10] & 0x7F
 
     def capabilities(self) -> dict[int, int]:
@@ -210,10 +216,12 @@ class PciDevice:
 
     @property
     def is_bridge(self) -> bool:
+        """True for a PCI-to-PCI bridge (class 06:04): root, switch ports."""
         return self.class_code is not None and (self.class_code >> 8) == 0x0604
 
     @property
     def devfn(self) -> tuple[int, int]:
+        """(device, function) of the address, for ordering on a bus."""
         dev, fn = self.address.rsplit(":", 1)[1].split(".")
         return int(dev, 16), int(fn)
 
@@ -232,6 +240,7 @@ class PciTopology:
 
     @classmethod
     def scan(cls, fs: SysRoot) -> PciTopology:
+        """Every function under ``/sys/bus/pci/devices``."""
         topo = cls(fs)
         for name in fs.listdir("/sys/bus/pci/devices"):
             if BDF_RE.match(name):
@@ -241,6 +250,7 @@ class PciTopology:
         return topo
 
     def get(self, address: str) -> PciDevice | None:
+        """The function at ``address`` (``DDDD:BB:DD.F``), if there is one."""
         return self.devices.get(address)
 
     def upstream(self, dev: PciDevice) -> PciDevice | None:

@@ -79,6 +79,8 @@ def negotiate(asked: int, granted: int) -> int:
 
 @dataclass
 class WhatIf:
+    """One row of the what-if table: a host of ``host_cpus`` cores."""
+
     host_cpus: int
     asked: int
     linux_target: int

@@ -35,6 +35,8 @@ class Gid:
 
 @dataclass
 class RdmaPort:
+    """One port of an RDMA device: state, link layer and populated GIDs."""
+
     number: int
     state: str | None
     phys_state: str | None
@@ -68,10 +70,12 @@ class RdmaDevice:
 
 
 def _gid_is_set(gid: str) -> bool:
+    """False for the all-zero (unused) GID entries."""
     return bool(gid.replace(":", "").strip("0"))
 
 
 def _ports(fs: SysRoot, base: str) -> list[RdmaPort]:
+    """The device's ports with their populated GIDs."""
     ports: list[RdmaPort] = []
     for name in fs.listdir(f"{base}/ports"):
         if not name.isdigit():
@@ -104,6 +108,7 @@ def _ports(fs: SysRoot, base: str) -> list[RdmaPort]:
 
 
 def _software_driver(name: str, parent: str | None, modules: list[str]) -> str | None:
+    """The driver of a software RDMA device, from its name or the loaded modules."""
     for prefix, module in SOFTWARE_DRIVERS.items():
         if name.startswith(prefix):
             return module

@@ -48,6 +48,8 @@ RELEVANT_MODULES = (
 
 @dataclass
 class Report:
+    """Everything the doctor found, as one structure (rendered by the functions below)."""
+
     root: str
     kernel: KernelInfo
     cpus: CpuInfo
@@ -63,6 +65,7 @@ class Report:
 
 
 def _jsonable(value: Any) -> Any:
+    """JSON for what ``dataclasses.asdict`` leaves as objects (enums, by name)."""
     if isinstance(value, Enum):
         return value.name
     raise TypeError(f"cannot serialise {type(value).__name__}")
@@ -75,6 +78,7 @@ def to_dict(report: Report) -> dict[str, Any]:
 
 
 def render_json(report: Report) -> str:
+    """The report as indented JSON."""
     return json.dumps(dataclasses.asdict(report), default=_jsonable, indent=2) + "\n"
 
 
@@ -89,10 +93,13 @@ def human_size(n: int) -> str:
 
 
 class _Writer:
+    """Collects report lines, with section headers and indentation."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 
     def section(self, title: str) -> None:
+        """Start a section with an underlined title."""
         if self.lines:
             self.lines.append("")
         self.lines.append(title)
@@ -103,6 +110,7 @@ class _Writer:
 
 
 def _kernel(w: _Writer, k: KernelInfo) -> None:
+    """Kernel section."""
     w.section("Kernel")
     w(f"release: {k.release or 'unknown'}")
     if k.config_error:
@@ -123,6 +131,7 @@ def _kernel(w: _Writer, k: KernelInfo) -> None:
 
 
 def _cpus_iommu(w: _Writer, cpus: CpuInfo, iommu: IommuInfo) -> None:
+    """CPUs and IOMMU section."""
     w.section("CPUs and IOMMU")
     who = cpus.vendor or "unknown vendor"
     if cpus.family is not None:
@@ -136,6 +145,7 @@ def _cpus_iommu(w: _Writer, cpus: CpuInfo, iommu: IommuInfo) -> None:
 
 
 def _nvme(w: _Writer, nvme: list[NvmeController]) -> None:
+    """NVMe controllers section."""
     w.section("NVMe controllers")
     if not nvme:
         w("none: no PCI function of class 01:08:02 (NVM Express) on this machine")
@@ -197,6 +207,7 @@ def _nvme(w: _Writer, nvme: list[NvmeController]) -> None:
 
 
 def _rdma(w: _Writer, rdma: list[RdmaDevice], comp_vectors: dict[str, int]) -> None:
+    """RDMA devices section."""
     w.section("RDMA devices")
     if not rdma:
         w(
@@ -232,6 +243,7 @@ def _rdma(w: _Writer, rdma: list[RdmaDevice], comp_vectors: dict[str, int]) -> N
 
 
 def _p2p(w: _Writer, report: Report) -> None:
+    """Peer-to-peer section."""
     w.section("Peer-to-peer: RDMA NIC -> NVMe CMB")
     w(report.whitelist)
     if not report.p2p:
@@ -270,6 +282,7 @@ def _p2p(w: _Writer, report: Report) -> None:
 
 
 def _queues(w: _Writer, q: QueuePlan) -> None:
+    """Queue plan section."""
     w.section("Queue plan")
     h = q.host
     asked = f"{h.read_or_default}"
@@ -303,6 +316,7 @@ def _queues(w: _Writer, q: QueuePlan) -> None:
 
 
 def _modes(w: _Writer, modes: list[ModeVerdict]) -> None:
+    """Verdicts section."""
     w.section("Verdicts")
     for m in modes:
         w(f"{m.mode}: {m.summary}")

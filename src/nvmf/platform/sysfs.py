@@ -45,9 +45,11 @@ class SysRoot:
         return self._inside(os.path.realpath(self.host_path(path)))
 
     def exists(self, path: str) -> bool:
+        """True if the system path exists (links followed)."""
         return self.host_path(path).exists()
 
     def is_dir(self, path: str) -> bool:
+        """True if the system path is a directory."""
         return self.host_path(path).is_dir()
 
     def listdir(self, path: str) -> list[str]:
@@ -58,6 +60,7 @@ class SysRoot:
             return []
 
     def read_bytes(self, path: str) -> bytes | None:
+        """A file's content, or None when missing or unreadable."""
         try:
             return self.host_path(path).read_bytes()
         except OSError:
