@@ -1,1 +1,38 @@
-"""nvmf.host layer (see ../shared/DESIGN.md)."""
+"""nvmf.host: the NVMe-oF initiator (see ../shared/DESIGN.md).
+
+The host side of NVMe/TCP on asyncio: :class:`HostQueue` (one connection, one NVMe queue),
+:func:`connect` / :class:`Controller` (the Linux host's bring-up sequence, admin and NVM I/O
+commands, keep alive, shutdown), :func:`discover` (the Discovery log page).  Errors are
+:class:`NvmeError` (a command's non-zero status) and :class:`TransportError` (a queue failed).
+It knows nothing of the target's internals: only the wire and the sans-IO protocol layers.
+"""
+
+from nvmf.host.controller import (
+    ConnectOptions,
+    Controller,
+    NamespaceGeometry,
+    connect,
+    connect_with,
+)
+from nvmf.host.discovery import DISCOVERY_NQN, discover, read_discovery_log
+from nvmf.host.errors import HostError, NvmeError, TransportError
+from nvmf.host.identity import default_hostid, default_hostnqn
+from nvmf.host.queue import Completion, HostQueue
+
+__all__ = [
+    "DISCOVERY_NQN",
+    "Completion",
+    "ConnectOptions",
+    "Controller",
+    "HostError",
+    "HostQueue",
+    "NamespaceGeometry",
+    "NvmeError",
+    "TransportError",
+    "connect",
+    "connect_with",
+    "default_hostid",
+    "default_hostnqn",
+    "discover",
+    "read_discovery_log",
+]

@@ -1,0 +1,628 @@
+"""A host's association with one NVMe-oF controller: connect, admin and I/O commands, shutdown.
+
+:func:`connect` follows the Linux host's sequence (``nvme_tcp_setup_ctrl`` and the fabrics core):
+
+1. admin queue: TCP connect, ICReq/ICResp, Connect (QID 0, SQSIZE 31, CNTLID FFFFh so the
+   target allocates a controller, KATO in ms) with the Connect data in the capsule;
+2. Property Get CAP; Property Set CC = EN | CSS NVM | MPS 0 (4 KiB pages) | AMS round robin |
+   IOSQES 6 (64-byte SQEs) | IOCQES 4 (16-byte CQEs); poll CSTS until RDY, for at most
+   (CAP.TO + 1) * 500 ms (``nvme_wait_ready``);
+3. Identify Controller (MDTS, IOCCSZ, KAS, ...); the keep-alive task starts, sending Keep Alive
+   every KATO / 2 as the Linux host does;
+4. Set Features Number of Queues asking for N I/O queues; the grant is min(NSQA, NCQA) + 1 and
+   the host uses min(N, grant) (``nvme_set_queue_count``);
+5. one TCP connection per I/O queue: ICReq/ICResp, Connect (QID n, SQSIZE = queue size - 1,
+   the CNTLID the admin Connect returned).
+
+:meth:`Controller.close` tears down in the Linux order: I/O queues, then a normal shutdown
+(CC.SHN = 01b, wait for CSTS.SHST = 10b), then the admin queue.  There is no reconnection: a
+failed queue makes its commands fail with :class:`~nvmf.host.errors.TransportError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from nvmf.host import commands as c
+from nvmf.host.errors import HostError, NvmeError, TransportError
+from nvmf.host.identity import default_hostid, default_hostnqn
+from nvmf.host.queue import ADMIN_INCAPSULE_SIZE, Completion, HostQueue
+from nvmf.wire.fabrics import CC, CNTLID_DYNAMIC, CSTS, Cap, Prop
+from nvmf.wire.identify import (
+    IDENTIFY_DATA_SIZE,
+    NSID_ALL,
+    Cns,
+    IdentifyController,
+    IdentifyNamespace,
+    NamespaceList,
+    NsIdDescriptor,
+    decode_ns_id_descriptors,
+)
+from nvmf.wire.opcodes import FeatureId, IoOpcode
+from nvmf.wire.sqe import SQE_SIZE
+from nvmf.wire.status import SC, Status
+
+log = logging.getLogger(__name__)
+
+#: Admin queue entries the Linux host asks for (``NVME_AQ_DEPTH``); SQSIZE is this minus one.
+ADMIN_QUEUE_SIZE = 32
+#: nvme-cli's default I/O queue size (``NVMF_DEF_QUEUE_SIZE``).
+DEFAULT_QUEUE_SIZE = 128
+#: The Linux host's default keep-alive timeout, seconds (``NVME_DEFAULT_KATO``).
+DEFAULT_KATO = 5.0
+#: How long a normal shutdown may take before the host gives up (Linux ``shutdown_timeout``).
+SHUTDOWN_TIMEOUT = 5.0
+#: CC the host writes: EN, CSS NVM (000b), MPS 0, AMS round robin, IOSQES 6, IOCQES 4.
+CC_ENABLE = CC.EN | (6 << CC.IOSQES_SHIFT) | (4 << CC.IOCQES_SHIFT)
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Everything :func:`connect` needs; names follow nvme-cli's options."""
+
+    traddr: str
+    subnqn: str
+    trsvcid: str | int = 4420
+    hostnqn: str | None = None
+    hostid: uuid.UUID | None = None
+    #: I/O queues to ask for (nvme-cli ``-i``); ``None``: one per CPU of this machine.
+    nr_io_queues: int | None = None
+    #: I/O queue entries (nvme-cli ``-Q``); clamped to CAP.MQES + 1.
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    #: Keep-alive timeout in seconds (nvme-cli ``-k``); 0 disables keep alive.
+    kato: float = DEFAULT_KATO
+    hdr_digest: bool = False
+    data_digest: bool = False
+    #: TCP connect, ICResp and admin command timeout, seconds.
+    timeout: float = 10.0
+    #: A queue fails when one of its commands is older than this (seconds; ``None``: never).
+    io_timeout: float | None = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceGeometry:
+    """What I/O needs to know about a namespace: its LBA size and size in LBAs."""
+
+    nsid: int
+    block_size: int
+    nsze: int
+    ms: int = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self.nsze * self.block_size
+
+
+@dataclass
+class Controller:
+    """A connected controller: the admin queue, the I/O queues and what Identify said."""
+
+    options: ConnectOptions
+    admin: HostQueue
+    cntlid: int
+    cap: Cap
+    hostnqn: str
+    hostid: uuid.UUID
+    id_ctrl: IdentifyController | None = None
+    io_queues: list[HostQueue] = field(default_factory=list)
+    cc: int = 0
+    #: The I/O queue count the controller granted (min(NSQA, NCQA) + 1).
+    granted_io_queues: int = 0
+    _ns: dict[int, NamespaceGeometry] = field(default_factory=dict)
+    _keep_alive: asyncio.Task[None] | None = None
+    _rr: itertools.count[int] = field(default_factory=itertools.count)
+    _closed: bool = False
+
+    # -- context manager -------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- limits ----------------------------------------------------------------------------------
+    @property
+    def max_transfer(self) -> int:
+        """Most bytes one command may move: MDTS in units of CAP.MPSMIN pages (0: no limit,
+        taken as 1 MiB as nothing here needs more at once)."""
+        mdts = self.id_ctrl.mdts if self.id_ctrl is not None else 0
+        if mdts == 0:
+            return 1 << 20
+        return (1 << mdts) * (1 << (12 + self.cap.mpsmin))
+
+    @property
+    def io_incapsule_size(self) -> int:
+        """Bytes of write data an I/O command capsule may carry: IOCCSZ * 16 - 64."""
+        ioccsz = self.id_ctrl.ioccsz if self.id_ctrl is not None else 0
+        return max(0, ioccsz * 16 - SQE_SIZE)
+
+    # -- admin commands --------------------------------------------------------------------------
+    async def admin_command(
+        self,
+        sqe: bytearray,
+        *,
+        data_out: bytes | bytearray | memoryview | None = None,
+        data_in: bytearray | memoryview | None = None,
+        command: str = "admin command",
+    ) -> Completion:
+        """Submit ``sqe`` on the admin queue, at most ``options.timeout`` seconds."""
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                return await self.admin.submit(
+                    sqe, data_out=data_out, data_in=data_in, command=command
+                )
+        except TimeoutError:
+            raise TransportError(
+                f"{command}: no completion in {self.options.timeout:g} s"
+            ) from None
+
+    async def get_property(self, prop: Prop, size: int = 4) -> int:
+        comp = await self.admin_command(
+            c.property_get(prop, size), command=f"Property Get {prop.name}"
+        )
+        return comp.result if size == 8 else comp.dw0
+
+    async def set_property(self, prop: Prop, value: int, size: int = 4) -> None:
+        await self.admin_command(
+            c.property_set(prop, value, size), command=f"Property Set {prop.name}"
+        )
+
+    async def identify(self, cns: int, *, nsid: int = 0, cntid: int = 0, csi: int = 0) -> bytes:
+        """The 4096 bytes of an Identify with ``cns``."""
+        buf = bytearray(IDENTIFY_DATA_SIZE)
+        await self.admin_command(
+            c.identify(cns, nsid=nsid, cntid=cntid, csi=csi),
+            data_in=buf,
+            command=f"Identify CNS {cns:#04x}",
+        )
+        return bytes(buf)
+
+    async def identify_controller(self) -> IdentifyController:
+        """Identify Controller (CNS 01h); also refreshes the cached copy."""
+        self.id_ctrl = IdentifyController.decode(await self.identify(Cns.CTRL))
+        return self.id_ctrl
+
+    async def identify_namespace(self, nsid: int) -> IdentifyNamespace:
+        """Identify Namespace (CNS 00h); also caches the namespace's geometry for I/O."""
+        ns = IdentifyNamespace.decode(await self.identify(Cns.NS, nsid=nsid))
+        if ns.nsze:
+            fmt = ns.lba_format
+            self._ns[nsid] = NamespaceGeometry(nsid, 1 << fmt.lbads, ns.nsze, fmt.ms)
+        return ns
+
+    async def active_namespaces(self) -> list[int]:
+        """Every active NSID (CNS 02h, continued past 1024 entries)."""
+        nsids: list[int] = []
+        after = 0
+        while True:
+            page = NamespaceList.decode(await self.identify(Cns.NS_ACTIVE_LIST, nsid=after))
+            nsids += page.nsids
+            if len(page.nsids) < NamespaceList.MAX_ENTRIES:
+                return nsids
+            after = page.nsids[-1]
+
+    async def ns_descriptors(self, nsid: int) -> list[NsIdDescriptor]:
+        """The Namespace Identification Descriptors (CNS 03h): EUI64, NGUID, UUID, CSI."""
+        return decode_ns_id_descriptors(await self.identify(Cns.NS_DESC_LIST, nsid=nsid))
+
+    async def get_log_page(
+        self,
+        lid: int,
+        length: int,
+        offset: int = 0,
+        nsid: int = NSID_ALL,
+        *,
+        lsp: int = 0,
+        rae: bool = False,
+    ) -> bytes:
+        """``length`` bytes of log page ``lid`` from byte ``offset``, in MDTS-sized pieces."""
+        out = bytearray(length)
+        step = min(self.max_transfer, 1 << 20)
+        pos = 0
+        while pos < length:
+            size = min(step, length - pos)
+            await self.admin_command(
+                c.get_log_page(lid, size, offset=offset + pos, nsid=nsid, lsp=lsp, rae=rae),
+                data_in=memoryview(out)[pos : pos + size],
+                command=f"Get Log Page {lid:#04x}",
+            )
+            pos += size
+        return bytes(out)
+
+    async def get_features(self, fid: int, *, nsid: int = 0, sel: int = 0, cdw11: int = 0) -> int:
+        """Get Features: the value (CQE DW0)."""
+        comp = await self.admin_command(
+            c.get_features(fid, nsid=nsid, sel=sel, cdw11=cdw11),
+            command=f"Get Features {fid:#04x}",
+        )
+        return comp.dw0
+
+    async def set_features(self, fid: int, value: int, *, nsid: int = 0, save: bool = False) -> int:
+        """Set Features: CQE DW0 (command specific, e.g. the Number of Queues grant)."""
+        comp = await self.admin_command(
+            c.set_features(fid, value, nsid=nsid, save=save),
+            command=f"Set Features {fid:#04x}",
+        )
+        return comp.dw0
+
+    async def keep_alive(self) -> None:
+        await self.admin_command(c.keep_alive(), command="Keep Alive")
+
+    # -- namespaces ------------------------------------------------------------------------------
+    async def namespace(self, nsid: int) -> NamespaceGeometry:
+        """The geometry of ``nsid`` (Identify Namespace the first time)."""
+        geo = self._ns.get(nsid)
+        if geo is None:
+            await self.identify_namespace(nsid)
+            geo = self._ns.get(nsid)
+            if geo is None:
+                raise NvmeError(
+                    Status(SC.INVALID_NS, dnr=True),
+                    command=f"namespace {nsid}: not active (nsze 0)",
+                )
+        return geo
+
+    # -- I/O -------------------------------------------------------------------------------------
+    def queue(self, index: int | None = None) -> HostQueue:
+        """I/O queue ``index`` (modulo the count), or the next one round robin."""
+        if not self.io_queues:
+            raise HostError("no I/O queues: this controller was connected without any")
+        if index is None:
+            index = next(self._rr)
+        return self.io_queues[index % len(self.io_queues)]
+
+    def _chunks(self, geo: NamespaceGeometry, slba: int, nlb: int) -> list[tuple[int, int, int]]:
+        """(slba, nlb, byte offset) pieces no larger than MDTS and 65536 LBAs."""
+        if nlb <= 0:
+            raise ValueError(f"nlb {nlb} must be positive")
+        if slba < 0 or slba + nlb > geo.nsze:
+            raise ValueError(
+                f"LBAs {slba}..{slba + nlb - 1} outside namespace {geo.nsid} (nsze {geo.nsze})"
+            )
+        per = max(1, min(c.MAX_NLB, self.max_transfer // geo.block_size))
+        return [(slba + i, min(per, nlb - i), i * geo.block_size) for i in range(0, nlb, per)]
+
+    async def _rw(
+        self,
+        opcode: int,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        buf: memoryview,
+        write: bool,
+        fua: bool,
+        queue: int | None,
+    ) -> None:
+        geo = self._ns.get(nsid) or await self.namespace(nsid)
+        if len(buf) != nlb * geo.block_size:
+            raise ValueError(
+                f"buffer is {len(buf)} bytes; {nlb} blocks of {geo.block_size} need "
+                f"{nlb * geo.block_size}"
+            )
+        q = self.queue(queue)
+        name = IoOpcode(opcode).name.title()
+        pieces = self._chunks(geo, slba, nlb)
+        aws = []
+        for lba, n, off in pieces:
+            view = buf[off : off + n * geo.block_size]
+            sqe = c.rw(opcode, nsid, lba, n, fua=fua)
+            if write:
+                aws.append(q.submit(sqe, data_out=view, command=name))
+            else:
+                aws.append(q.submit(sqe, data_in=view, command=name))
+        if len(aws) == 1:
+            await aws[0]
+        else:
+            await asyncio.gather(*aws)
+
+    async def read(
+        self,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        buf: bytearray | memoryview | None = None,
+        *,
+        queue: int | None = None,
+    ) -> bytearray | memoryview:
+        """Read ``nlb`` blocks from ``slba`` into ``buf`` (allocated when ``None``); returns it.
+
+        The data is received straight into ``buf``.  Transfers above MDTS are split into
+        commands issued together on one queue.
+        """
+        if buf is None:
+            geo = self._ns.get(nsid) or await self.namespace(nsid)
+            buf = bytearray(nlb * geo.block_size)
+        view = memoryview(buf).cast("B") if memoryview(buf).format != "B" else memoryview(buf)
+        await self._rw(IoOpcode.READ, nsid, slba, nlb, view, False, False, queue)
+        return buf
+
+    async def write(
+        self,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        fua: bool = False,
+        queue: int | None = None,
+    ) -> None:
+        """Write ``nlb`` blocks at ``slba`` from ``data`` (exactly ``nlb`` blocks long)."""
+        view = memoryview(data)
+        if view.format != "B":
+            view = view.cast("B")
+        await self._rw(IoOpcode.WRITE, nsid, slba, nlb, view, True, fua, queue)
+
+    async def compare(
+        self,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        queue: int | None = None,
+    ) -> bool:
+        """Compare: True when the blocks equal ``data``, False on Compare Failure."""
+        view = memoryview(data)
+        if view.format != "B":
+            view = view.cast("B")
+        try:
+            await self._rw(IoOpcode.COMPARE, nsid, slba, nlb, view, True, False, queue)
+        except NvmeError as exc:
+            if exc.code == SC.COMPARE_FAILED:
+                return False
+            raise
+        return True
+
+    async def flush(self, nsid: int, *, queue: int | None = None) -> None:
+        await self.queue(queue).submit(c.flush(nsid), command="Flush")
+
+    async def write_zeroes(
+        self, nsid: int, slba: int, nlb: int, *, deallocate: bool = False, queue: int | None = None
+    ) -> None:
+        geo = self._ns.get(nsid) or await self.namespace(nsid)
+        q = self.queue(queue)
+        per = c.MAX_NLB
+        if slba < 0 or slba + nlb > geo.nsze:
+            raise ValueError(f"LBAs {slba}..{slba + nlb - 1} outside namespace {nsid}")
+        await asyncio.gather(
+            *(
+                q.submit(
+                    c.write_zeroes(nsid, slba + i, min(per, nlb - i), deallocate=deallocate),
+                    command="Write Zeroes",
+                )
+                for i in range(0, nlb, per)
+            )
+        )
+
+    async def deallocate(
+        self, nsid: int, ranges: Iterable[tuple[int, int]], *, queue: int | None = None
+    ) -> None:
+        """Dataset Management, Deallocate, of ``(slba, nlb)`` ranges (256 per command)."""
+        items = list(ranges)
+        q = self.queue(queue)
+        for i in range(0, len(items), c.DSM_MAX_RANGES):
+            part = items[i : i + c.DSM_MAX_RANGES]
+            await q.submit(
+                c.dsm_deallocate(nsid, len(part)),
+                data_out=c.dsm_ranges(part),
+                command="Dataset Management",
+            )
+
+    # -- keep alive and shutdown -----------------------------------------------------------------
+    def _start_keep_alive(self) -> None:
+        if self.options.kato > 0:
+            self._keep_alive = asyncio.get_running_loop().create_task(
+                self._keep_alive_loop(self.options.kato / 2)
+            )
+
+    async def _keep_alive_loop(self, period: float) -> None:
+        while self.admin.is_open:
+            await asyncio.sleep(period)
+            try:
+                await self.keep_alive()
+            except NvmeError as exc:
+                log.warning("keep alive: %s", exc)
+            except TransportError as exc:
+                log.warning("keep alive: %s", exc)
+                return
+
+    async def close(self) -> None:
+        """Disconnect: I/O queues, normal shutdown (CC.SHN), admin queue.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keep_alive
+        for q in self.io_queues:
+            q.close("controller disconnect")
+        if self.admin.is_open and self.cc & CC.EN:
+            try:
+                await self._shutdown()
+            except (HostError, TimeoutError) as exc:
+                log.warning("shutdown of controller %d: %s", self.cntlid, exc)
+        self.admin.close("controller disconnect")
+
+    async def _shutdown(self) -> None:
+        self.cc = (self.cc & ~CC.SHN_MASK) | CC.SHN_NORMAL
+        await self.set_property(Prop.CC, self.cc)
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        delay = 0.001
+        while True:
+            csts = await self.get_property(Prop.CSTS)
+            if csts & CSTS.SHST_MASK == CSTS.SHST_CMPLT:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CSTS.SHST not complete after {SHUTDOWN_TIMEOUT:g} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+async def _enable(ctrl: Controller) -> None:
+    """CC.EN = 1 with the Linux host's CC fields, then wait for CSTS.RDY within CAP.TO."""
+    ctrl.cc = CC_ENABLE
+    await ctrl.set_property(Prop.CC, ctrl.cc)
+    limit = (ctrl.cap.to + 1) * 0.5
+    deadline = time.monotonic() + limit
+    delay = 0.001
+    while True:
+        csts = await ctrl.get_property(Prop.CSTS)
+        if csts & CSTS.CFS:
+            raise HostError(f"controller {ctrl.cntlid}: fatal status (CSTS {csts:#x}) on enable")
+        if csts & CSTS.RDY:
+            return
+        if time.monotonic() > deadline:
+            raise TransportError(
+                f"controller {ctrl.cntlid}: CSTS.RDY not set within CAP.TO ({limit:g} s)"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def _connect_queue(
+    opts: ConnectOptions,
+    *,
+    qid: int,
+    queue_size: int,
+    cntlid: int,
+    hostnqn: str,
+    hostid: uuid.UUID,
+    incapsule_size: int,
+) -> tuple[HostQueue, int]:
+    """Open one queue and send its Connect; returns the queue and the CNTLID it answered."""
+    q = await HostQueue.open(
+        opts.traddr,
+        opts.trsvcid,
+        qid=qid,
+        depth=queue_size - 1,
+        hdgst=opts.hdr_digest,
+        ddgst=opts.data_digest,
+        incapsule_size=incapsule_size,
+        timeout=opts.timeout,
+        io_timeout=opts.io_timeout if qid else None,
+    )
+    try:
+        kato_ms = round(opts.kato * 1000) if qid == 0 else 0
+        data = c.connect_data(hostid.bytes, cntlid, opts.subnqn, hostnqn)
+        async with asyncio.timeout(opts.timeout):
+            comp = await q.submit(
+                c.connect(qid, queue_size - 1, kato_ms=kato_ms),
+                data_out=data,
+                command=f"Connect qid {qid}",
+            )
+    except TimeoutError:
+        q.close("Connect timed out")
+        raise TransportError(f"Connect qid {qid}: no completion in {opts.timeout:g} s") from None
+    except BaseException:
+        q.close("Connect failed")
+        raise
+    return q, comp.dw0 & 0xFFFF
+
+
+async def connect(
+    traddr: str,
+    subnqn: str,
+    *,
+    trsvcid: str | int = 4420,
+    hostnqn: str | None = None,
+    hostid: uuid.UUID | None = None,
+    nr_io_queues: int | None = None,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    kato: float = DEFAULT_KATO,
+    hdr_digest: bool = False,
+    data_digest: bool = False,
+    timeout: float = 10.0,
+    io_timeout: float | None = 30.0,
+) -> Controller:
+    """Connect to ``subnqn`` at ``traddr:trsvcid`` and bring the controller up (see the module
+    docstring); the keywords are :class:`ConnectOptions`' fields."""
+    return await connect_with(
+        ConnectOptions(
+            traddr,
+            subnqn,
+            trsvcid=trsvcid,
+            hostnqn=hostnqn,
+            hostid=hostid,
+            nr_io_queues=nr_io_queues,
+            queue_size=queue_size,
+            kato=kato,
+            hdr_digest=hdr_digest,
+            data_digest=data_digest,
+            timeout=timeout,
+            io_timeout=io_timeout,
+        )
+    )
+
+
+async def connect_with(opts: ConnectOptions, *, io_queues: bool = True) -> Controller:
+    """:func:`connect` from a :class:`ConnectOptions`; ``io_queues=False`` stops after the admin
+    queue is up (what a discovery controller needs)."""
+    return await _bring_up(opts, io_queues=io_queues)
+
+
+async def _bring_up(opts: ConnectOptions, *, io_queues: bool) -> Controller:
+    hostnqn = opts.hostnqn or default_hostnqn()
+    hostid = opts.hostid or default_hostid(hostnqn)
+    if opts.queue_size < 2:
+        raise ValueError(f"queue size {opts.queue_size} must be at least 2")
+    admin, cntlid = await _connect_queue(
+        opts,
+        qid=0,
+        queue_size=ADMIN_QUEUE_SIZE,
+        cntlid=CNTLID_DYNAMIC,
+        hostnqn=hostnqn,
+        hostid=hostid,
+        incapsule_size=ADMIN_INCAPSULE_SIZE,
+    )
+    ctrl = Controller(opts, admin, cntlid, Cap(mqes=0), hostnqn, hostid)
+    try:
+        ctrl.cap = Cap.decode(await ctrl.get_property(Prop.CAP, 8))
+        await _enable(ctrl)
+        await ctrl.identify_controller()
+        ctrl._start_keep_alive()
+        if io_queues:
+            await _connect_io_queues(ctrl)
+    except BaseException:
+        await ctrl.close()
+        raise
+    return ctrl
+
+
+async def _connect_io_queues(ctrl: Controller) -> None:
+    opts = ctrl.options
+    wanted = opts.nr_io_queues if opts.nr_io_queues is not None else (os.cpu_count() or 1)
+    if wanted <= 0:
+        return
+    grant = await ctrl.set_features(FeatureId.NUM_QUEUES, (wanted - 1) | ((wanted - 1) << 16))
+    ctrl.granted_io_queues = min(grant & 0xFFFF, grant >> 16) + 1
+    count = min(wanted, ctrl.granted_io_queues)
+    size = min(opts.queue_size, ctrl.cap.mqes + 1)
+    if ctrl.id_ctrl is not None and ctrl.id_ctrl.maxcmd:
+        size = min(size, ctrl.id_ctrl.maxcmd)
+    for qid in range(1, count + 1):
+        q, _ = await _connect_queue(
+            opts,
+            qid=qid,
+            queue_size=size,
+            cntlid=ctrl.cntlid,
+            hostnqn=ctrl.hostnqn,
+            hostid=ctrl.hostid,
+            incapsule_size=ctrl.io_incapsule_size,
+        )
+        ctrl.io_queues.append(q)
