@@ -90,15 +90,6 @@ class SysRoot:
         except OSError:
             return None
 
-    def read_error(self, path: str) -> str | None:
-        """Why ``path`` cannot be read (``"permission denied"``), or None if it can."""
-        try:
-            with open(self.host_path(path), "rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            return os.strerror(exc.errno) if exc.errno else str(exc)
-        return None
-
 
 def parse_cpu_list(text: str) -> list[int]:
     """Expand a kernel CPU list (``0-3,8,10-11``) into CPU numbers."""
