@@ -6,8 +6,10 @@ later media) DMA registration; a CMB-backed pool hands out views of the SSD's Co
 Buffer instead.  Sizes are rounded up to a power-of-two class (4 KiB up to ``max_transfer``) and
 recycled through per-class free lists, so the steady state allocates nothing.
 
-``budget`` bounds the bytes a pool may hold; when it is spent :meth:`StagingPool.get` returns
-``None`` and the request waits (state ``NEED_BUFFER``) for :meth:`StagingPool.wait`.
+``budget`` bounds the bytes *in use* by requests; when a request would pass it,
+:meth:`StagingPool.get` returns ``None`` and the request waits (state ``NEED_BUFFER``) until a
+buffer comes back.  Free buffers are a cache, not a commitment: a size class never starves
+because others hold idle memory, and at most ``budget`` bytes stay cached.
 """
 
 from __future__ import annotations
@@ -44,41 +46,49 @@ class StagingBuffer:
 
 
 class StagingPool:
-    """Power-of-two classed, page-aligned buffers with a byte budget."""
+    """Power-of-two classed, page-aligned buffers with a budget on the bytes in use."""
 
-    def __init__(self, budget: int = 4 << 20, slab: int = 1 << 20) -> None:
+    #: Classes up to this size are carved from shared slabs; larger ones get their own mapping.
+    SLAB_CLASS_MAX = 64 * 1024
+
+    def __init__(self, budget: int = 16 << 20, slab: int = 1 << 20) -> None:
         self.budget = budget
         self.slab = slab
-        self.allocated = 0
+        self.in_use = 0
+        self.cached = 0
         self._free: dict[int, list[memoryview]] = {}
-        self._maps: list[mmap.mmap] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def get(self, length: int) -> StagingBuffer | None:
-        """A buffer of ``length`` bytes, or ``None`` when the budget is spent."""
+        """A buffer of ``length`` bytes, or ``None`` while the budget is spent."""
         cls = size_class(length)
+        if self.in_use and self.in_use + cls > self.budget:
+            return None
         free = self._free.get(cls)
         if free:
-            return StagingBuffer(self, free.pop(), length)
-        if self.allocated + cls > self.budget and self.allocated:
-            return None
-        block = self._carve(cls)
+            block = free.pop()
+            self.cached -= cls
+        else:
+            block = self._carve(cls)
+        self.in_use += cls
         return StagingBuffer(self, block, length)
 
     def _carve(self, cls: int) -> memoryview:
-        """Map a slab for ``cls`` and split it; the first piece is returned, the rest freed."""
-        slab = max(cls, min(self.slab, max(self.budget - self.allocated, cls)))
-        slab -= slab % cls
-        mm = mmap.mmap(-1, slab)
-        self._maps.append(mm)
-        self.allocated += slab
-        view = memoryview(mm)
-        pieces = [view[i : i + cls] for i in range(0, slab, cls)]
+        """New memory for ``cls``: a slab split into pieces (the rest cached), or one mapping."""
+        if cls > self.SLAB_CLASS_MAX:
+            return memoryview(mmap.mmap(-1, cls))
+        view = memoryview(mmap.mmap(-1, self.slab))
+        pieces = [view[i : i + cls] for i in range(0, self.slab, cls)]
         self._free.setdefault(cls, []).extend(pieces[1:])
+        self.cached += self.slab - cls
         return pieces[0]
 
     def _put(self, block: memoryview) -> None:
-        self._free.setdefault(len(block), []).append(block)
+        cls = len(block)
+        self.in_use -= cls
+        if self.cached + cls <= self.budget:
+            self._free.setdefault(cls, []).append(block)
+            self.cached += cls
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():

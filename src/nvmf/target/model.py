@@ -158,7 +158,7 @@ class NvmfSettings:
 
     max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue_depth: int = 128
-    staging_bytes: int = 4 << 20
+    staging_bytes: int = 16 << 20
     offload_workers: int = 0
     cmb: bool = False
     kato_min_ms: int = 0

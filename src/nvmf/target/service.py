@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from nvmf.offload.staging import StagingPool
 from nvmf.protocol.request import Direction, ReqState, Request
 from nvmf.target import admin, discovery, fabrics, io
 from nvmf.target.command import SGL_LENGTH_MISMATCH, Context, Parsed
@@ -86,7 +87,9 @@ class TargetService:
 
     # -- queues and controllers ----------------------------------------------------------------
     def open_queue(self, fabric: FabricQueue, port: Port) -> QueueSession:
-        return QueueSession(fabric=fabric, port=port)
+        return QueueSession(
+            fabric=fabric, port=port, pool=StagingPool(budget=self.settings.staging_bytes)
+        )
 
     def queue_closed(self, session: QueueSession) -> None:
         """The fabric queue is gone: an admin queue takes its controller with it."""

@@ -70,7 +70,8 @@ class TcpQueue:
         self.peer = _peer(sock)
         self.closed = False
         self._on_close = on_close
-        self._incapsule: StagingBuffer | None = None
+        #: In-capsule buffers placed by the codec, in the order their commands' events follow.
+        self._incapsule: deque[StagingBuffer] = deque()
         self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
         self._next_ttag = 0
         self._out: deque[bytes | memoryview] = deque()
@@ -155,9 +156,8 @@ class TcpQueue:
             if not fut.done():
                 fut.set_result(Status(SC.TRANSIENT_TR_ERR))
         self._h2c.clear()
-        if self._incapsule is not None:
-            self._incapsule.release()
-            self._incapsule = None
+        while self._incapsule:
+            self._incapsule.popleft().release()
         while self._done:
             self._done.popleft()[1]()
         self._out.clear()
@@ -169,7 +169,7 @@ class TcpQueue:
         staging = self.session.pool.get(length)
         if staging is None:  # pool spent: in-capsule data is small, take it from the heap
             staging = StagingBuffer(None, memoryview(bytearray(length)), length)
-        self._incapsule = staging
+        self._incapsule.append(staging)
         return staging.view
 
     def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
@@ -240,7 +240,7 @@ class TcpQueue:
             if ev.data is not None:
                 req.incapsule = True
                 req.data = ev.data
-                req.staging, self._incapsule = self._incapsule, None
+                req.staging = self._incapsule.popleft()
             self.service.submit(self.session, req)
         elif isinstance(ev, p.H2CDataReceived):
             req, fut = self._h2c[ev.ttag]
@@ -267,9 +267,8 @@ class TcpQueue:
                 del self._h2c[ttag]
                 fut.set_result(Status(SC.TRANSIENT_TR_ERR))
                 return
-        if self._incapsule is not None:
-            self._incapsule.release()
-            self._incapsule = None
+        if self._incapsule:  # earlier capsules' events took theirs: the oldest is this one
+            self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=cccid), self.qid)
         self.session.consume_sqe()
         self.service.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))

@@ -1,0 +1,74 @@
+"""A target running in a background thread on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from nvmf.target.model import (
+    Namespace,
+    NamespaceMedia,
+    Port,
+    Subsystem,
+    TargetConfig,
+)
+from nvmf.target.service import TargetService
+
+SUBNQN = "nqn.2024-01.io.nvmf:test"
+LOCKED_NQN = "nqn.2024-01.io.nvmf:locked"
+ALLOWED_HOST = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000aa"
+
+
+@dataclass
+class RunningTarget:
+    service: TargetService
+    loop: asyncio.AbstractEventLoop
+    addr: tuple[str, int]
+
+
+def make_config(max_io_queues: int = 4, inline: int = 8192) -> TargetConfig:
+    sub = Subsystem(
+        nqn=SUBNQN,
+        namespaces=[
+            Namespace(nsid=1, media=NamespaceMedia(kind="ram", size=64 << 20)),
+            Namespace(nsid=2, media=NamespaceMedia(kind="ram", size=8 << 20, block_size=4096)),
+        ],
+    )
+    locked = Subsystem(
+        nqn=LOCKED_NQN,
+        allow_any_host=False,
+        allowed_hosts=[ALLOWED_HOST],
+        namespaces=[Namespace(nsid=1, media=NamespaceMedia(kind="ram", size=1 << 20))],
+    )
+    port = Port(portid=1, trsvcid="0", inline_data_size=inline, subsystems=[SUBNQN, LOCKED_NQN])
+    cfg = TargetConfig(subsystems=[sub, locked], ports=[port])
+    cfg.nvmf.max_io_queues = max_io_queues
+    return cfg
+
+
+@pytest.fixture
+def target() -> Iterator[RunningTarget]:
+    loop = asyncio.new_event_loop()
+    service = TargetService(make_config())
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(service.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    port = service.ports[0]
+    addr = service.transports["tcp"].bound_address(port)
+    yield RunningTarget(service, loop, addr)
+    asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
