@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar, overload
 
 from nvmf.host import commands as c
 from nvmf.host.errors import HostError, NvmeError, TransportError
@@ -53,6 +53,8 @@ from nvmf.wire.sqe import SQE_SIZE
 from nvmf.wire.status import SC, Status
 
 log = logging.getLogger(__name__)
+
+_Buf = TypeVar("_Buf", bytearray, memoryview)
 
 #: Admin queue entries the Linux host asks for (``NVME_AQ_DEPTH``); SQSIZE is this minus one.
 ADMIN_QUEUE_SIZE = 32
@@ -330,6 +332,16 @@ class Controller:
         else:
             await asyncio.gather(*aws)
 
+    @overload
+    async def read(
+        self, nsid: int, slba: int, nlb: int, buf: None = None, *, queue: int | None = None
+    ) -> bytearray: ...
+
+    @overload
+    async def read(
+        self, nsid: int, slba: int, nlb: int, buf: _Buf, *, queue: int | None = None
+    ) -> _Buf: ...
+
     async def read(
         self,
         nsid: int,
@@ -347,7 +359,9 @@ class Controller:
         if buf is None:
             geo = self._ns.get(nsid) or await self.namespace(nsid)
             buf = bytearray(nlb * geo.block_size)
-        view = memoryview(buf).cast("B") if memoryview(buf).format != "B" else memoryview(buf)
+        view = memoryview(buf)
+        if view.format != "B":
+            view = view.cast("B")
         await self._rw(IoOpcode.READ, nsid, slba, nlb, view, False, False, queue)
         return buf
 
