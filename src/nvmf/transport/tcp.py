@@ -253,6 +253,13 @@ class TcpQueue:
                 raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
         elif isinstance(ev, p.ICReqReceived):
             self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
+            log.info(
+                "tcp %s: connection initialized (hdgst=%d ddgst=%d hpda=%d)",
+                self.peer,
+                self.conn.hdgst,
+                self.conn.ddgst,
+                self.conn.hpda,
+            )
         elif isinstance(ev, p.DataDigestError):
             self._data_digest_error(ev.cccid)
         elif isinstance(ev, p.TermReqReceived):
