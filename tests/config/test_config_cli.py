@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.config.fake_configfs import FakeConfigFs
 
 import nvmf.config.kernel
 from nvmf.cli.main import main
 from nvmf.config import parse_config
 from nvmf.target.model import default_config
+from tests.config.fake_configfs import FakeConfigFs
 
 DATA = Path(__file__).parent / "data"
 SUB = "nqn.2024-01.io.nvmf:cli"

@@ -14,6 +14,7 @@ import json
 import re
 
 import pytest
+
 from tests.guest.harness import GuestResult, run_in_guest
 
 SUBNQN = "nqn.2024-01.io.nvmf:config-guest"

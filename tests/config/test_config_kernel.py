@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.config.fake_configfs import FakeConfigFs
 
 from nvmf.config import ConfigError, parse_config
 from nvmf.config.kernel import ConfigFs, apply_to_kernel, clear_kernel
 from nvmf.target.model import TargetConfig, default_config
+from tests.config.fake_configfs import FakeConfigFs
 
 HOST = "nqn.2014-08.org.nvmexpress:uuid:1d5c3a8e-2f4b-4c6d-9e8f-0a1b2c3d4e5f"
 SUB = "nqn.2024-01.io.nvmf:kernel"

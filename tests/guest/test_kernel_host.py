@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.guest.harness import GuestResult, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -46,6 +47,7 @@ run_case() {  # name nqn connect-args...
     [ $bs = 4k ] && size=8m || size=32m
     fio --name=$name-$bs --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 \
         --rw=randwrite --bs=$bs --size=$size --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --verify_state_save=0 \
         --output-format=json --output=$OUT/fio-$name-$bs.json
     echo "fio $name-$bs rc=$?" >> $OUT/results.txt
   done

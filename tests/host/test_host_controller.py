@@ -10,7 +10,6 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from tests.host.fake import BLOCK, FakeConfig, FakeController
 
 from nvmf.host import ConnectOptions, connect, connect_with, discover
 from nvmf.host.controller import CC_ENABLE
@@ -20,6 +19,7 @@ from nvmf.wire.fabrics import CC, CSTS, Prop, PropertyCommand
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.sqe import SGL_INCAPSULE
 from nvmf.wire.status import SC
+from tests.host.fake import BLOCK, FakeConfig, FakeController
 
 T = TypeVar("T")
 HOSTNQN = f"{UUID_NQN_PREFIX}0b5e1f3a-1111-4222-8333-444455556666"

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from tests.host.fake import BLOCK, FakeConfig, FakeController
 
 from nvmf.host import commands as c
 from nvmf.host.errors import NvmeError, TransportError
@@ -22,6 +21,7 @@ from nvmf.host.queue import HostQueue
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import SGL_INCAPSULE, SGL_TCP_TRANSPORT
 from nvmf.wire.status import SC, Status, error
+from tests.host.fake import BLOCK, FakeConfig, FakeController
 
 T = TypeVar("T")
 

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mediatest import SIZE, Buffer, Opener, direct_io_dir
 
 from nvmf.media.base import Media
 from nvmf.media.block import BlockMedia
 from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia
 from nvmf.media.ram import RamMedia
+from tests.media.mediatest import SIZE, Buffer, Opener, direct_io_dir
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mediatest import SIZE, Buffer
 
 import nvmf.media.file as file_mod
 from nvmf.media.base import MediaError
 from nvmf.media.block import BlockMedia
+from tests.media.mediatest import SIZE, Buffer
 
 LoopDevice = Callable[..., tuple[str, Path]]
 MiB = 1 << 20

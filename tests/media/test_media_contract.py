@@ -10,9 +10,9 @@ import asyncio
 import os
 
 import pytest
-from mediatest import SIZE, Buffer, Opener
 
 from nvmf.media.base import Media
+from tests.media.mediatest import SIZE, Buffer, Opener
 
 BS = 512
 

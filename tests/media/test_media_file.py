@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mediatest import Buffer, direct_io_dir
 
 import nvmf.media.file as file_mod
 from nvmf.media.base import MediaError
 from nvmf.media.file import FileMedia
+from tests.media.mediatest import Buffer, direct_io_dir
 
 MiB = 1 << 20
 

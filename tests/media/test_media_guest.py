@@ -8,16 +8,9 @@ back through files in the repository.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-try:
-    from tests.guest.harness import run_in_guest
-except ModuleNotFoundError:  # pytest started as a script: the repository is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.guest.harness import run_in_guest
+from tests.guest.harness import run_in_guest
 
 SCRIPT = """
 uname -r > $OUT/kernel

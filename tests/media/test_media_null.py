@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mediatest import SIZE, Buffer
 
 from nvmf.media.base import Media
 from nvmf.media.null import ZERO_CHUNK, NullMedia, zero_fill
+from tests.media.mediatest import SIZE, Buffer
 
 
 def test_writes_vanish_reads_are_zero(null_media: NullMedia, buffer: Buffer) -> None:

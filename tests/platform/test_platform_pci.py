@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from make_trees import ACS_KERNEL_ENABLED, ACS_SUPPORTED, config_space
-
 from nvmf.platform.pci import ConfigSpace, PortType, acs_flags
+from tests.platform.make_trees import ACS_KERNEL_ENABLED, ACS_SUPPORTED, config_space
 
 
 def test_port_type_and_acs_from_a_downstream_port() -> None:

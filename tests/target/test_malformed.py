@@ -7,9 +7,6 @@ import os
 import random
 
 import pytest
-from tests.target.conftest import SUBNQN, RunningTarget
-from tests.target.rawhost import RawHost, status_of
-from tests.target.test_tcp_target import admin, io_queue, rw
 
 from nvmf.protocol import tcp as p
 from nvmf.wire import tcp as w
@@ -17,6 +14,9 @@ from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from nvmf.wire.tcp import Fes, PduType
+from tests.target.conftest import SUBNQN, RunningTarget
+from tests.target.rawhost import RawHost, status_of
+from tests.target.test_tcp_target import admin, io_queue, rw
 
 
 def read_term(host: RawHost) -> tuple[int, int, int, bytes]:

@@ -7,8 +7,6 @@ import struct
 import time
 
 import pytest
-from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget
-from tests.target.rawhost import HOSTNQN, RawHost, is_status, status_of
 
 from nvmf.protocol.tcp import ResponseReceived
 from nvmf.wire.fabrics import CSTS, Cap, Prop
@@ -17,6 +15,8 @@ from nvmf.wire.logpage import LogPageId, decode_discovery_log, decode_error_log
 from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
 from nvmf.wire.sqe import PSDT_PRP, Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
+from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget
+from tests.target.rawhost import HOSTNQN, RawHost, is_status, status_of
 
 DISC = "nqn.2014-08.org.nvmexpress.discovery"
 
