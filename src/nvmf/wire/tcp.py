@@ -154,7 +154,11 @@ def icresp(*, cpda: int = 0, hdgst: bool = False, ddgst: bool = False, maxh2cdat
 
 
 def term_req(pdu_type: PduType, fes: Fes, fei: int, bad_header: bytes = b"") -> bytes:
-    """H2CTermReq / C2HTermReq with the offending header (truncated to fit 152 bytes)."""
+    """H2CTermReq / C2HTermReq with the offending header (truncated to fit 152 bytes).
+
+    PDO is 0: the error data follows the 24-byte header directly, and receivers such as
+    FreeBSD's reject a TermReq whose PDO is not 0 (SPDK sends 0 as well).
+    """
     data = bytes(bad_header[: MAX_TERM_PLEN - TERM.size])
     plen = TERM.size + len(data)
-    return TERM.pack(pdu_type, 0, TERM.size, TERM.size if data else 0, plen, fes, fei) + data
+    return TERM.pack(pdu_type, 0, TERM.size, 0, plen, fes, fei) + data
