@@ -8,10 +8,8 @@ all) and otherwise infers the kind the way the kernel does: a regular file is se
 
 from __future__ import annotations
 
-import os
-import stat
-
 from nvmf.config.errors import ConfigError, show
+from nvmf.media.factory import path_kind
 from nvmf.target.model import Namespace
 
 #: Kinds that need no backing path.
@@ -30,7 +28,7 @@ def resolve_media_kind(ns: Namespace, *, where: str = "device.path") -> str:
     problem = path_problem(ns.path, None, None)
     if problem is not None:
         raise ConfigError.at("", where, problem)
-    return _kind_of(ns.path) or ""
+    return path_kind(ns.path) or ""
 
 
 def path_problem(
@@ -50,7 +48,7 @@ def path_problem(
         )
     if not check:
         return None
-    found = _kind_of(path)
+    found = path_kind(path)
     if found is None:
         if kind == "file" and size:
             return None  # the file media creates it with nvmf.size bytes
@@ -66,18 +64,3 @@ def path_problem(
         what = "a block device" if found == "block" else "a regular file"
         return f"{show(path)} is {what}, not what nvmf.kind {kind} needs"
     return None
-
-
-def _kind_of(path: str) -> str | None:
-    """``file``, ``block``, ``other``, or None when nothing is at ``path``."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "other"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISBLK(mode):
-        return "block"
-    return "other"

@@ -9,6 +9,7 @@ with :func:`register_media_kind` instead of an edit here.  Every failure is a
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -81,18 +82,33 @@ def open_media(ns: Namespace) -> Media:
         raise ValueError(f"{where}: {exc}") from exc
 
 
-def _infer_kind(ns: Namespace) -> str:
-    """``file`` or ``block`` from what ``ns.path`` is."""
-    _need_path(ns)
+def path_kind(path: str) -> str | None:
+    """What is at ``path`` for serving: ``file``, ``block``, ``other``, or None when nothing.
+
+    The one place the project decides this; configuration validation asks it too.
+    """
     try:
-        mode = os.stat(ns.path).st_mode
-    except OSError as exc:
-        raise MediaError(exc.errno, f"stat: {exc.strerror}", ns.path) from exc
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "other"
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISBLK(mode):
         return "block"
-    raise ValueError("the path is neither a regular file nor a block device; set a media kind")
+    return "other"
+
+
+def _infer_kind(ns: Namespace) -> str:
+    """``file`` or ``block`` from what ``ns.path`` is."""
+    _need_path(ns)
+    kind = path_kind(ns.path)
+    if kind is None:
+        raise MediaError(errno.ENOENT, "no such file or device", ns.path)
+    if kind == "other":
+        raise ValueError("the path is neither a regular file nor a block device; set a media kind")
+    return kind
 
 
 def _need_path(ns: Namespace) -> None:
