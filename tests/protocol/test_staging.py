@@ -1,0 +1,276 @@
+"""Staging buffer pools: size classes, page alignment, the budget on bytes in use, waiters,
+reuse, and the cache bound the module docstring promises ("at most ``budget`` bytes stay
+cached"; "a size class never starves because others hold idle memory")."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nvmf.offload.staging import MIN_CLASS, StagingBuffer, StagingPool, size_class
+
+PAGE = 4096
+KiB = 1024
+MiB = 1 << 20
+
+
+def address(view: memoryview) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 5))
+
+
+async def settle() -> None:
+    """Let every ready task run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# -- size classes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "cls"),
+    [
+        (0, 4096),
+        (1, 4096),
+        (4096, 4096),
+        (4097, 8192),
+        (65536, 65536),
+        (65537, 131072),
+        (MiB, MiB),
+        (MiB + 1, 2 * MiB),
+    ],
+)
+def test_size_class(length: int, cls: int) -> None:
+    assert size_class(length) == cls
+
+
+@given(st.integers(0, 64 * MiB))
+def test_size_class_is_the_smallest_power_of_two(length: int) -> None:
+    cls = size_class(length)
+    assert cls & (cls - 1) == 0
+    assert cls >= max(length, MIN_CLASS)
+    assert cls == MIN_CLASS or cls // 2 < length
+
+
+# -- buffers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 512, 4096, 5000, 65536, 100_000, MiB])
+def test_buffer_view_is_exact_writable_and_page_aligned(length: int) -> None:
+    pool = StagingPool(budget=16 * MiB)
+    bufs = [pool.get(length) for _ in range(3)]
+    for buf in bufs:
+        assert buf is not None
+        assert len(buf.view) == length and len(buf.block) == size_class(length)
+        assert address(buf.view) % PAGE == 0
+        buf.view[:] = b"\xa5" * length
+        assert bytes(buf.view[-1:]) == b"\xa5"
+    # Distinct, non-overlapping blocks.
+    starts = sorted(address(b.block) for b in bufs if b is not None)
+    assert all(b - a >= size_class(length) for a, b in itertools.pairwise(starts))
+
+
+def test_buffers_are_reused() -> None:
+    pool = StagingPool(budget=64 * MiB)
+    first = pool.get(4096)
+    assert first is not None
+    where = address(first.block)
+    first.release()
+    again = pool.get(3000)
+    assert again is not None and address(again.block) == where
+    big = pool.get(200_000)
+    assert big is not None
+    big_at = address(big.block)
+    big.release()
+    big2 = pool.get(131073)
+    assert big2 is not None and address(big2.block) == big_at
+
+
+def test_release_is_idempotent() -> None:
+    pool = StagingPool(budget=MiB)
+    buf = pool.get(8192)
+    assert buf is not None
+    cached = pool.cached
+    buf.release()
+    buf.release()
+    assert pool.in_use == 0 and pool.cached == cached + 8192
+    a, b = pool.get(8192), pool.get(8192)
+    assert a is not None and b is not None
+    assert address(a.block) != address(b.block)  # the block was not cached twice
+
+
+def test_a_buffer_without_a_pool() -> None:
+    block = memoryview(bytearray(4096))
+    buf = StagingBuffer(None, block, 100)
+    assert len(buf.view) == 100
+    buf.release()  # nothing to give back to
+
+
+# -- budget ------------------------------------------------------------------------------------
+
+
+def test_budget_on_bytes_in_use() -> None:
+    pool = StagingPool(budget=16 * KiB)
+    a, b = pool.get(8192), pool.get(5000)
+    assert a is not None and b is not None and pool.in_use == 16 * KiB
+    assert pool.get(1) is None  # every byte is in use
+    a.release()
+    assert pool.in_use == 8 * KiB
+    assert pool.get(16 * KiB) is None
+    c = pool.get(8192)
+    assert c is not None and pool.in_use == 16 * KiB
+
+
+def test_one_buffer_larger_than_the_budget_is_served_when_nothing_is_in_use() -> None:
+    """Otherwise a command larger than the budget would wait forever."""
+    pool = StagingPool(budget=8 * KiB)
+    big = pool.get(64 * KiB)
+    assert big is not None
+    assert pool.get(4096) is None
+    big.release()
+    assert pool.get(4096) is not None
+
+
+def test_a_release_wakes_an_acquire_waiter() -> None:
+    async def main() -> None:
+        pool = StagingPool(budget=8 * KiB)
+        held = pool.get(8192)
+        assert held is not None
+        task = asyncio.create_task(pool.acquire(4096))
+        await settle()
+        assert not task.done()
+        held.release()
+        buf = await asyncio.wait_for(task, 1)
+        assert len(buf.view) == 4096 and pool.in_use == 4096
+
+    run(main())
+
+
+def test_waiters_are_served_one_per_release() -> None:
+    async def main() -> None:
+        pool = StagingPool(budget=8 * KiB)
+        a, b = pool.get(4096), pool.get(4096)
+        assert a is not None and b is not None
+        tasks = [asyncio.create_task(pool.acquire(4096)) for _ in range(3)]
+        await settle()
+        assert not any(t.done() for t in tasks)
+        a.release()
+        await settle()
+        assert [t.done() for t in tasks] == [True, False, False]
+        b.release()
+        await settle()
+        assert [t.done() for t in tasks] == [True, True, False]
+        tasks[0].result().release()
+        await settle()
+        assert all(t.done() for t in tasks)
+
+    run(main())
+
+
+def test_a_waiter_that_fits_is_woken_even_behind_one_that_does_not() -> None:
+    """A release that makes room for a waiting request must wake it.
+
+    64 KiB budget with 52 KiB in use: A waits for 64 KiB (can never fit while anything is in
+    use), B waits for 16 KiB.  Releasing 4 KiB leaves 48 KiB in use, so B fits exactly; only A
+    is woken, fails again and goes back to sleep, and B sleeps on with room for it.
+    """
+
+    async def main() -> None:
+        pool = StagingPool(budget=64 * KiB)
+        x, y, z = pool.get(32 * KiB), pool.get(16 * KiB), pool.get(4 * KiB)
+        assert x is not None and y is not None and z is not None
+        big = asyncio.create_task(pool.acquire(64 * KiB))
+        await settle()
+        small = asyncio.create_task(pool.acquire(16 * KiB))
+        await settle()
+        assert not big.done() and not small.done()
+        z.release()
+        await settle()
+        assert pool.in_use + 16 * KiB <= pool.budget  # room for the small one
+        assert small.done(), "a waiter that fits was left asleep after a release"
+        big.cancel()
+
+    run(main())
+
+
+def test_a_large_class_is_served_after_small_classes_filled_the_cache() -> None:
+    pool = StagingPool(budget=MiB)
+    small = [pool.get(4096) for _ in range(256)]
+    assert all(b is not None for b in small) and pool.in_use == MiB
+    for b in small:
+        assert b is not None
+        b.release()
+    assert pool.in_use == 0
+    big = pool.get(512 * KiB)
+    assert big is not None and len(big.view) == 512 * KiB
+    assert address(big.view) % PAGE == 0
+    # The idle small buffers did not count against the budget.
+    half = pool.get(256 * KiB)
+    assert half is not None and pool.in_use == 768 * KiB
+
+
+@pytest.mark.parametrize("budget", [16 * KiB, MiB])
+def test_cache_is_bounded_by_the_budget_on_first_use(budget: int) -> None:
+    pool = StagingPool(budget=budget)
+    for length in (4096, 8192, 16384, 65536):
+        buf = pool.get(length)
+        assert buf is not None
+        buf.release()
+        assert pool.cached <= pool.budget, f"{pool.cached} bytes cached after a {length}"
+
+
+def test_cache_is_bounded_by_the_budget_after_a_burst() -> None:
+    """The default 16 MiB pool: a burst of 64 KiB buffers fills the cache, then a 4 KiB one."""
+    pool = StagingPool()
+    burst = [pool.get(64 * KiB) for _ in range(pool.budget // (64 * KiB))]
+    for buf in burst:
+        assert buf is not None
+        buf.release()
+    assert pool.cached == pool.budget
+    small = pool.get(4096)
+    assert small is not None
+    assert pool.cached <= pool.budget, f"{pool.cached} bytes cached, budget {pool.budget}"
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("get"), st.sampled_from([1, 4096, 5000, 16384, 65536, 100_000, MiB])),
+        st.tuples(st.just("release"), st.integers(0, 1 << 16)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(budget=st.sampled_from([64 * KiB, MiB, 4 * MiB, 16 * MiB]), ops=operations)
+def test_pool_invariants(budget: int, ops: list[tuple[str, int]]) -> None:
+    pool = StagingPool(budget=budget)
+    held: list[StagingBuffer] = []
+    for op, arg in ops:
+        if op == "get":
+            buf = pool.get(arg)
+            if buf is None:
+                assert held and pool.in_use + size_class(arg) > budget
+            else:
+                held.append(buf)
+        elif held:
+            held.pop(arg % len(held)).release()
+        assert pool.in_use == sum(len(b.block) for b in held)
+        assert pool.in_use <= budget or len(held) == 1
+        assert pool.cached == sum(len(b) for free in pool._free.values() for b in free)
+        # No block is both held and free, or free twice.
+        free_addrs = [address(b) for free in pool._free.values() for b in free]
+        held_addrs = [address(b.block) for b in held]
+        assert len(set(free_addrs)) == len(free_addrs)
+        assert not set(free_addrs) & set(held_addrs)

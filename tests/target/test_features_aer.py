@@ -1,0 +1,338 @@
+"""Set/Get Features, Asynchronous Event Request, Abort, Keep Alive and Get Log Page over
+loopback NVMe/TCP (Base 2.0 §5.14 Get Log Page, §5.15/§5.27 Get/Set Features, §5.2 AER,
+§5.1 Abort, §5.16 Keep Alive; Linux drivers/nvme/target/admin-cmd.c for comparison)."""
+
+from __future__ import annotations
+
+import itertools
+import select
+
+import pytest
+
+from nvmf.target.admin import MAX_TRANSFER
+from nvmf.wire.logpage import (
+    ChangedNamespaceList,
+    CommandEffects,
+    CommandEffectsLog,
+    FirmwareSlotLog,
+    LogPageId,
+    SmartLog,
+)
+from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
+from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
+from nvmf.wire.status import SC
+from tests.target.conftest import SUBNQN, RunningTarget
+from tests.target.rawhost import RawHost, is_status, status_of
+from tests.target.test_tcp_target import admin, io_queue
+
+SEL_CURRENT, SEL_DEFAULT, SEL_SUPPORTED = 0, 1, 3
+#: Get Features SEL=011b result: bit 0 saveable, bit 1 namespace specific, bit 2 changeable.
+CAP_CHANGEABLE = 1 << 2
+#: The fixture's Number of Queues limit (conftest.make_config max_io_queues=4), 0's based.
+NQ = 3
+
+
+def set_features(host: RawHost, fid: int, cdw11: int = 0, *, save: bool = False) -> Cqe:
+    sqe = Sqe(opcode=AdminOpcode.SET_FEATURES, cid=host.next_cid())
+    sqe.cdw10 = fid | ((1 << 31) if save else 0)
+    sqe.cdw11 = cdw11
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    return host.command(sqe)
+
+
+def get_features(host: RawHost, fid: int, sel: int = SEL_CURRENT) -> Cqe:
+    sqe = Sqe(opcode=AdminOpcode.GET_FEATURES, cid=host.next_cid())
+    sqe.cdw10 = fid | (sel << 8)
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    return host.command(sqe)
+
+
+def get_log(
+    host: RawHost, lid: int, length: int, *, lpo: int = 0, nsid: int = 0
+) -> tuple[Cqe, bytes]:
+    """Get Log Page of ``length`` bytes (a multiple of 4) at offset ``lpo``."""
+    numd = length // 4 - 1
+    sqe = Sqe(opcode=AdminOpcode.GET_LOG_PAGE, cid=host.next_cid(), nsid=nsid)
+    sqe.cdw10 = lid | ((numd & 0xFFFF) << 16)
+    sqe.cdw11 = numd >> 16
+    sqe.cdw12 = lpo & 0xFFFFFFFF
+    sqe.cdw13 = lpo >> 32
+    sqe.sgl = SglDescriptor.tcp_transport(length)
+    return host.command_data(sqe)
+
+
+def simple(host: RawHost, opcode: int, cdw10: int = 0) -> Cqe:
+    sqe = Sqe(opcode=opcode, cid=host.next_cid(), cdw10=cdw10)
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    return host.command(sqe)
+
+
+def aer_sqe(host: RawHost) -> Sqe:
+    sqe = Sqe(opcode=AdminOpcode.ASYNC_EVENT, cid=host.next_cid())
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    return sqe
+
+
+def nothing_pending(host: RawHost, wait: float = 0.3) -> bool:
+    readable, _, _ = select.select([host.sock], [], [], wait)
+    return not readable
+
+
+def sct_sc(cqe: Cqe) -> tuple[int, int]:
+    field = cqe.status >> 1
+    return field >> 8 & 0x7, field & 0xFF
+
+
+# -- Features ----------------------------------------------------------------------------------
+
+
+def test_number_of_queues(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe = set_features(host, FeatureId.NUM_QUEUES, (1 << 16) | 1)  # ask for 2 SQs, 2 CQs
+    assert status_of(cqe).ok
+    # NSQA in 15:0, NCQA in 31:16, both 0's based: the target grants its maximum of 4 and the
+    # host uses min(asked, granted), as Linux's nvmet and nvme_set_queue_count do.
+    assert cqe.dw0 == (NQ << 16) | NQ
+    assert get_features(host, FeatureId.NUM_QUEUES).dw0 == (NQ << 16) | NQ
+    assert get_features(host, FeatureId.NUM_QUEUES, SEL_DEFAULT).dw0 == (NQ << 16) | NQ
+
+
+@pytest.mark.parametrize("cdw11", [0xFFFF, 0xFFFF << 16, 0xFFFFFFFF])
+def test_number_of_queues_ffffh_is_invalid(target: RunningTarget, cdw11: int) -> None:
+    host = admin(target)
+    cqe = set_features(host, FeatureId.NUM_QUEUES, cdw11)
+    assert is_status(cqe, SC.INVALID_FIELD)
+
+
+def test_number_of_queues_after_an_io_queue_exists(target: RunningTarget) -> None:
+    host = admin(target)
+    q = io_queue(target, host)
+    cqe = set_features(host, FeatureId.NUM_QUEUES, 0)
+    assert is_status(cqe, SC.CMD_SEQ_ERROR)
+    q.close()
+
+
+def test_keep_alive_timer_feature(target: RunningTarget) -> None:
+    host = admin(target)
+    assert get_features(host, FeatureId.KATO).dw0 == 0  # Connect asked for none
+    assert status_of(set_features(host, FeatureId.KATO, 120_000)).ok
+    assert get_features(host, FeatureId.KATO).dw0 == 120_000
+    assert get_features(host, FeatureId.KATO, SEL_DEFAULT).dw0 == 0
+    # Traffic keeps the controller alive; Keep Alive itself completes.
+    assert status_of(simple(host, AdminOpcode.KEEP_ALIVE)).ok
+
+
+def test_async_event_configuration(target: RunningTarget) -> None:
+    host = admin(target)
+    assert get_features(host, FeatureId.ASYNC_EVENT).dw0 == 0
+    assert status_of(set_features(host, FeatureId.ASYNC_EVENT, 1 << 8)).ok
+    assert get_features(host, FeatureId.ASYNC_EVENT).dw0 == 1 << 8
+    assert get_features(host, FeatureId.ASYNC_EVENT, SEL_DEFAULT).dw0 == 0
+
+
+def test_volatile_write_cache_on_ram_namespaces_is_invalid(target: RunningTarget) -> None:
+    """RAM media has no volatile cache, so Identify VWC is 0 and the feature does not exist."""
+    host = admin(target)
+    assert is_status(set_features(host, FeatureId.VOLATILE_WC, 1), SC.INVALID_FIELD)
+    assert is_status(get_features(host, FeatureId.VOLATILE_WC), SC.INVALID_FIELD)
+    assert is_status(get_features(host, FeatureId.VOLATILE_WC, SEL_SUPPORTED), SC.INVALID_FIELD)
+
+
+@pytest.mark.parametrize("fid", [FeatureId.NUM_QUEUES, FeatureId.KATO, FeatureId.ASYNC_EVENT])
+def test_save_bit_is_not_saveable(target: RunningTarget, fid: int) -> None:
+    host = admin(target)
+    cqe = set_features(host, fid, 1, save=True)
+    assert is_status(cqe, SC.FEATURE_NOT_SAVEABLE)
+    assert sct_sc(cqe) == (1, 0x0D)
+
+
+@pytest.mark.parametrize("fid", [FeatureId.NUM_QUEUES, FeatureId.KATO, FeatureId.ASYNC_EVENT])
+def test_supported_capabilities(target: RunningTarget, fid: int) -> None:
+    host = admin(target)
+    cqe = get_features(host, fid, SEL_SUPPORTED)
+    assert status_of(cqe).ok
+    assert cqe.dw0 == CAP_CHANGEABLE  # changeable, not saveable, not namespace specific
+
+
+@pytest.mark.parametrize("fid", [FeatureId.ARBITRATION, FeatureId.TIMESTAMP, 0x7F])
+def test_unsupported_feature_is_invalid_field(target: RunningTarget, fid: int) -> None:
+    host = admin(target)
+    assert is_status(set_features(host, fid, 0), SC.INVALID_FIELD)
+    assert is_status(get_features(host, fid), SC.INVALID_FIELD)
+
+
+# -- AER, Abort, Keep Alive --------------------------------------------------------------------
+
+
+def test_aer_held_and_limit(target: RunningTarget) -> None:
+    host = admin(target)
+    held = [aer_sqe(host) for _ in range(4)]
+    for sqe in held:
+        host.send(host.conn.capsule_cmd(sqe.encode()))
+    assert nothing_pending(host)  # the four are held without a completion
+    fifth = aer_sqe(host)
+    cqe = host.command(fifth)
+    assert cqe.cid == fifth.cid
+    assert is_status(cqe, SC.ASYNC_LIMIT)
+    assert sct_sc(cqe) == (1, 0x05)
+    # Other admin commands still complete, and the held AERs stay held.
+    cqe = simple(host, AdminOpcode.KEEP_ALIVE)
+    assert status_of(cqe).ok and cqe.cid not in {s.cid for s in held}
+    assert nothing_pending(host)
+
+
+def test_aer_completes_with_a_posted_event(target: RunningTarget) -> None:
+    host = admin(target)
+    first, second = aer_sqe(host), aer_sqe(host)
+    host.send(host.conn.capsule_cmd(first.encode()) + host.conn.capsule_cmd(second.encode()))
+    assert nothing_pending(host)
+    # Namespace Attribute Notices enabled, as a host that wants them does (AEC bit 8).
+    assert status_of(set_features(host, FeatureId.ASYNC_EVENT, 1 << 8)).ok
+    ctrl = target.service.subsystems[SUBNQN].controllers[host.cntlid]
+    dw0 = 0x02 | (LogPageId.CHANGED_NS << 16)  # notice, NS attribute changed, log 04h
+
+    def post() -> None:
+        ctrl.changed_nsids.add(2)
+        ctrl.post_event(dw0)
+
+    target.loop.call_soon_threadsafe(post)
+    cqe, _ = host.wait_response()
+    assert cqe.cid == first.cid and status_of(cqe).ok and cqe.dw0 == dw0
+    assert nothing_pending(host)  # the second AER is still held
+    # The changed namespace list names NSID 2 once, then is empty.
+    _, page = get_log(host, LogPageId.CHANGED_NS, 4096)
+    assert ChangedNamespaceList.decode(page).nsids == [2]
+    _, page = get_log(host, LogPageId.CHANGED_NS, 4096)
+    assert ChangedNamespaceList.decode(page).nsids == [] and page == bytes(4096)
+    # One AER is outstanding again: three more are accepted, the next is over the limit.
+    for _ in range(3):
+        host.send(host.conn.capsule_cmd(aer_sqe(host).encode()))
+    assert nothing_pending(host)
+    assert is_status(host.command(aer_sqe(host)), SC.ASYNC_LIMIT)
+
+
+def test_abort_reports_not_aborted(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe = simple(host, AdminOpcode.ABORT, cdw10=0 | (0x1234 << 16))  # SQID 0, CID 1234h
+    assert status_of(cqe).ok
+    assert cqe.dw0 & 1 == 1  # bit 0 set: the command was not aborted
+
+
+def test_keep_alive_completes(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe = simple(host, AdminOpcode.KEEP_ALIVE)
+    assert status_of(cqe).ok and cqe.dw0 == 0
+
+
+# -- Get Log Page ------------------------------------------------------------------------------
+
+
+def test_smart_log(target: RunningTarget) -> None:
+    host = admin(target)
+    for nsid in (0, 0xFFFFFFFF, 1):
+        cqe, page = get_log(host, LogPageId.SMART, 512, nsid=nsid)
+        assert status_of(cqe).ok and len(page) == 512
+        smart = SmartLog.decode(page)
+        assert smart.temperature == 303 and smart.avail_spare == 100 and smart.spare_thresh == 10
+        assert smart.critical_warning == 0
+    cqe, _ = get_log(host, LogPageId.SMART, 512, nsid=9)
+    assert is_status(cqe, SC.INVALID_NS)
+
+
+def test_firmware_slot_log(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe, page = get_log(host, LogPageId.FW_SLOT, 512)
+    assert status_of(cqe).ok and len(page) == 512
+    log = FirmwareSlotLog.decode(page)
+    assert log.afi & 0x7 == 1
+    assert log.frs[0] == "0.1.0" and log.frs[1:] == [""] * 6
+    assert page[8:16] == b"0.1.0   "  # ASCII, space padded
+
+
+def test_command_effects_log(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe, page = get_log(host, LogPageId.CMD_EFFECTS, 4096)
+    assert status_of(cqe).ok
+    log = CommandEffectsLog.decode(page)
+    csupp, lbcc = CommandEffects.CSUPP, CommandEffects.LBCC
+    for op in (IoOpcode.WRITE, IoOpcode.WRITE_ZEROES, IoOpcode.DSM):
+        assert log.iocs[op] == csupp | lbcc, op.name
+    for op in (IoOpcode.READ, IoOpcode.FLUSH, IoOpcode.COMPARE):
+        assert log.iocs[op] == csupp, op.name
+    for aop in (AdminOpcode.IDENTIFY, AdminOpcode.GET_LOG_PAGE, AdminOpcode.KEEP_ALIVE):
+        assert log.acs[aop] & csupp and not log.acs[aop] & lbcc
+    assert log.acs[AdminOpcode.FORMAT_NVM] == 0 and log.iocs[0x7E] == 0
+    # The page on the wire: ACS at 0 (4 bytes per opcode), IOCS at 1024.
+    assert page[1024 + 4 * IoOpcode.WRITE] == 0x03
+
+
+def test_changed_namespace_list_empty(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe, page = get_log(host, LogPageId.CHANGED_NS, 4096)
+    assert status_of(cqe).ok and page == bytes(4096)
+
+
+@pytest.mark.parametrize("lid", [0x0D, 0x7F, 0xC0, 0xFF])
+def test_unknown_log_page(target: RunningTarget, lid: int) -> None:
+    host = admin(target)
+    cqe, _ = get_log(host, lid, 512)
+    assert is_status(cqe, SC.INVALID_LOG_PAGE)
+    assert sct_sc(cqe) == (1, 0x09)
+
+
+@pytest.mark.parametrize("lpo", [1, 2, 3, 510])
+def test_log_page_offset_not_dword_aligned(target: RunningTarget, lpo: int) -> None:
+    host = admin(target)
+    cqe, _ = get_log(host, LogPageId.SMART, 256, lpo=lpo)
+    assert is_status(cqe, SC.INVALID_FIELD)
+
+
+def test_log_page_offset_beyond_the_page(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe, _ = get_log(host, LogPageId.SMART, 4, lpo=1 << 32)
+    assert is_status(cqe, SC.INVALID_FIELD)
+
+
+@pytest.mark.parametrize(
+    ("lid", "size", "cuts"),
+    [
+        (LogPageId.CMD_EFFECTS, 4096, [2048]),
+        (LogPageId.CMD_EFFECTS, 4096, [4, 1024, 1028, 4092]),
+        (LogPageId.SMART, 512, [256]),
+        (LogPageId.FW_SLOT, 512, [8, 12]),
+    ],
+)
+def test_log_page_in_pieces_equals_whole(
+    target: RunningTarget, lid: int, size: int, cuts: list[int]
+) -> None:
+    host = admin(target)
+    cqe, whole = get_log(host, lid, size)
+    assert status_of(cqe).ok and len(whole) == size
+    bounds = [0, *cuts, size]
+    pieces = b""
+    for lo, hi in itertools.pairwise(bounds):
+        cqe, part = get_log(host, lid, hi - lo, lpo=lo)
+        assert status_of(cqe).ok and len(part) == hi - lo
+        pieces += part
+    assert pieces == whole
+
+
+def test_log_page_beyond_mdts_is_invalid_field(target: RunningTarget) -> None:
+    """Identify Controller MDTS (Base 2.0): "If a command is submitted that exceeds this
+    transfer size, then the command is aborted with a status code of Invalid Field in Command".
+    The I/O path enforces it (test_io_errors_are_nvme_statuses); a Get Log Page must too, or
+    one command makes the target map and zero-fill a staging buffer of up to 4 GiB."""
+    host = admin(target)
+    cqe, _ = get_log(host, LogPageId.SMART, MAX_TRANSFER + 4096)
+    assert is_status(cqe, SC.INVALID_FIELD)
+    cqe, data = get_log(host, LogPageId.SMART, MAX_TRANSFER)  # exactly MDTS is fine
+    assert status_of(cqe).ok and len(data) == MAX_TRANSFER
+
+
+def test_log_page_longer_than_the_page_is_zero_filled(target: RunningTarget) -> None:
+    host = admin(target)
+    cqe, data = get_log(host, LogPageId.SMART, 1024)
+    assert status_of(cqe).ok and len(data) == 1024
+    assert data[512:] == bytes(512)
+    _, page = get_log(host, LogPageId.SMART, 512)
+    assert data[:512] == page

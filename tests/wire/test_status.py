@@ -1,0 +1,103 @@
+"""Status values: every SC round-trips, SCT in bits 10:8, DNR/More placement, decode leniency.
+
+Expected numbers are Linux's ``NVME_SC_*`` (include/linux/nvme.h), which spell SCT in bits 10:8
+and DNR as 0x4000 of the 15-bit field, written here independently of the enum under test.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nvmf.wire.status import SC, SCT, STATUS_DNR, STATUS_MORE, SUCCESS, Status, error
+
+#: A sample of Linux's values (name in this project -> NVME_SC_* value).
+LINUX_VALUES = {
+    "SUCCESS": 0x0,
+    "INVALID_OPCODE": 0x1,
+    "INVALID_FIELD": 0x2,
+    "CMD_SEQ_ERROR": 0xC,
+    "INVALID_NS": 0xB,
+    "SGL_INVALID_DATA": 0xF,
+    "KA_TIMEOUT_EXPIRED": 0x1C,
+    "TRANSIENT_TR_ERR": 0x25,
+    "LBA_RANGE": 0x80,
+    "QID_INVALID": 0x101,
+    "ASYNC_LIMIT": 0x105,
+    "INVALID_LOG_PAGE": 0x109,
+    "FEATURE_NOT_SAVEABLE": 0x10D,
+    "CONNECT_FORMAT": 0x180,
+    "CONNECT_CTRL_BUSY": 0x181,
+    "CONNECT_INVALID_PARAM": 0x182,
+    "CONNECT_INVALID_HOST": 0x184,
+    "WRITE_FAULT": 0x280,
+    "COMPARE_FAILED": 0x285,
+    "ANA_INACCESSIBLE": 0x302,
+    "ANA_TRANSITION": 0x303,
+    "HOST_PATH_ERROR": 0x370,
+}
+
+
+def test_bit_positions() -> None:
+    assert STATUS_DNR == 0x4000  # NVME_SC_DNR
+    assert STATUS_MORE == 0x2000  # NVME_SC_MORE
+
+
+@pytest.mark.parametrize("name", sorted(LINUX_VALUES))
+def test_values_match_linux(name: str) -> None:
+    assert SC[name] == LINUX_VALUES[name]
+
+
+def test_no_aliases() -> None:
+    """An IntEnum silently aliases equal values; every status name must be its own value."""
+    assert len(SC.__members__) == len(list(SC))
+
+
+@pytest.mark.parametrize("code", list(SC), ids=lambda c: c.name)
+@pytest.mark.parametrize("dnr", [False, True])
+def test_every_status_round_trips(code: SC, dnr: bool) -> None:
+    status = Status(code, dnr=dnr)
+    field = status.encode()
+    assert 0 <= field < 1 << 15
+    assert field & 0xFF == status.sc == int(code) & 0xFF
+    assert field >> 8 & 0x7 == status.sct == int(code) >> 8
+    assert status.sct in {int(t) for t in SCT}
+    assert bool(field & (1 << 14)) is dnr
+    assert field & (0x3 << 11) == 0  # CRD
+    assert field & STATUS_MORE == 0
+    assert Status.decode(field) == status
+    assert status.ok is (code == SC.SUCCESS)
+
+
+def test_decode_ignores_crd_and_more() -> None:
+    field = int(SC.INVALID_FIELD) | (0x3 << 11) | STATUS_MORE
+    assert Status.decode(field) == Status(SC.INVALID_FIELD)
+
+
+def test_decode_unknown_code() -> None:
+    """A code this project has no name for is kept as a failure, never as success."""
+    assert Status.decode(0x0FF).code == SC.INTERNAL
+    assert not Status.decode(0x0FF | STATUS_DNR).ok
+    assert Status.decode(0x0FF | STATUS_DNR).dnr
+    assert Status.decode(0).ok
+
+
+@given(st.integers(0, (1 << 15) - 1))
+def test_decode_never_raises_and_keeps_dnr(field: int) -> None:
+    status = Status.decode(field)
+    assert status.dnr is bool(field & STATUS_DNR)
+    assert status.ok is (field & 0x7FF == 0)
+
+
+def test_error_helper_sets_dnr_and_field() -> None:
+    st_ = error(SC.INVALID_FIELD, 44)
+    assert st_.dnr and st_.field == 44 and not st_.in_data and not st_.ok
+    assert error(SC.CONNECT_INVALID_PARAM, 256, in_data=True).in_data
+    assert not error(SC.NS_NOT_READY, dnr=False).dnr
+    assert SUCCESS.ok and SUCCESS.encode() == 0
+
+
+def test_str_names_the_code() -> None:
+    text = str(Status(SC.ASYNC_LIMIT, dnr=True))
+    assert "ASYNC_LIMIT" in text and "sct=0x1" in text and "sc=0x05" in text and "dnr" in text
