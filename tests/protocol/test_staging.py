@@ -197,8 +197,9 @@ def test_a_waiter_that_fits_is_woken_even_behind_one_that_does_not() -> None:
         assert not big.done() and not small.done()
         z.release()
         await settle()
-        assert pool.in_use + 16 * KiB <= pool.budget  # room for the small one
         assert small.done(), "a waiter that fits was left asleep after a release"
+        assert pool.in_use == 64 * KiB  # 48 KiB plus the small waiter's 16 KiB
+        assert not big.done()  # woken too, still does not fit, waits again
         big.cancel()
 
     run(main())

@@ -28,10 +28,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 from nvmf.host import commands as c
 from nvmf.host.errors import HostError, NvmeError, TransportError
@@ -55,6 +55,12 @@ from nvmf.wire.status import SC, Status
 log = logging.getLogger(__name__)
 
 _Buf = TypeVar("_Buf", bytearray, memoryview)
+#: Command names for error messages, without an enum lookup per I/O.
+_IO_NAMES: dict[int, str] = {
+    IoOpcode.READ: "Read",
+    IoOpcode.WRITE: "Write",
+    IoOpcode.COMPARE: "Compare",
+}
 
 #: Admin queue entries the Linux host asks for (``NVME_AQ_DEPTH``); SQSIZE is this minus one.
 ADMIN_QUEUE_SIZE = 32
@@ -288,18 +294,56 @@ class Controller:
             index = next(self._rr)
         return self.io_queues[index % len(self.io_queues)]
 
-    def _chunks(self, geo: NamespaceGeometry, slba: int, nlb: int) -> list[tuple[int, int, int]]:
-        """(slba, nlb, byte offset) pieces no larger than MDTS and 65536 LBAs."""
-        if nlb <= 0:
-            raise ValueError(f"nlb {nlb} must be positive")
-        if slba < 0 or slba + nlb > geo.nsze:
-            raise ValueError(
-                f"LBAs {slba}..{slba + nlb - 1} outside namespace {geo.nsid} (nsze {geo.nsze})"
-            )
-        per = max(1, min(c.MAX_NLB, self.max_transfer // geo.block_size))
-        return [(slba + i, min(per, nlb - i), i * geo.block_size) for i in range(0, nlb, per)]
+    def _io(
+        self,
+        opcode: int,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        buf: memoryview,
+        write: bool,
+        fua: bool,
+        queue: int | None,
+    ) -> Awaitable[Any]:
+        """The awaitable that moves ``buf`` (Read/Write/Compare); one command when it fits
+        MDTS and 65536 LBAs, else several issued together on one queue.
 
-    async def _rw(
+        A plain function returning the queue's own coroutine keeps the hot path one coroutine
+        frame deep; only the first I/O to a namespace detours through Identify Namespace.
+        """
+        geo = self._ns.get(nsid)
+        if geo is None:
+            return self._io_after_identify(opcode, nsid, slba, nlb, buf, write, fua, queue)
+        bs = geo.block_size
+        if len(buf) != nlb * bs:
+            raise ValueError(f"buffer is {len(buf)} bytes; {nlb} blocks of {bs} need {nlb * bs}")
+        if nlb <= 0 or slba < 0 or slba + nlb > geo.nsze:
+            raise ValueError(
+                f"LBAs {slba}..{slba + nlb - 1} outside namespace {nsid} (nsze {geo.nsze})"
+            )
+        queues = self.io_queues
+        if not queues:
+            raise HostError("no I/O queues: this controller was connected without any")
+        q = queues[(next(self._rr) if queue is None else queue) % len(queues)]
+        name = _IO_NAMES.get(opcode, "I/O")
+        per = max(1, min(c.MAX_NLB, self.max_transfer // bs))
+        if nlb <= per:
+            sqe = c.rw(opcode, nsid, slba, nlb, fua=fua)
+            if write:
+                return q.submit(sqe, data_out=buf, command=name)
+            return q.submit(sqe, data_in=buf, command=name)
+        parts = []
+        for i in range(0, nlb, per):
+            n = min(per, nlb - i)
+            view = buf[i * bs : (i + n) * bs]
+            sqe = c.rw(opcode, nsid, slba + i, n, fua=fua)
+            if write:
+                parts.append(q.submit(sqe, data_out=view, command=name))
+            else:
+                parts.append(q.submit(sqe, data_in=view, command=name))
+        return asyncio.gather(*parts)
+
+    async def _io_after_identify(
         self,
         opcode: int,
         nsid: int,
@@ -310,27 +354,8 @@ class Controller:
         fua: bool,
         queue: int | None,
     ) -> None:
-        geo = self._ns.get(nsid) or await self.namespace(nsid)
-        if len(buf) != nlb * geo.block_size:
-            raise ValueError(
-                f"buffer is {len(buf)} bytes; {nlb} blocks of {geo.block_size} need "
-                f"{nlb * geo.block_size}"
-            )
-        q = self.queue(queue)
-        name = IoOpcode(opcode).name.title()
-        pieces = self._chunks(geo, slba, nlb)
-        aws = []
-        for lba, n, off in pieces:
-            view = buf[off : off + n * geo.block_size]
-            sqe = c.rw(opcode, nsid, lba, n, fua=fua)
-            if write:
-                aws.append(q.submit(sqe, data_out=view, command=name))
-            else:
-                aws.append(q.submit(sqe, data_in=view, command=name))
-        if len(aws) == 1:
-            await aws[0]
-        else:
-            await asyncio.gather(*aws)
+        await self.namespace(nsid)
+        await self._io(opcode, nsid, slba, nlb, buf, write, fua, queue)
 
     @overload
     async def read(
@@ -362,7 +387,7 @@ class Controller:
         view = memoryview(buf)
         if view.format != "B":
             view = view.cast("B")
-        await self._rw(IoOpcode.READ, nsid, slba, nlb, view, False, False, queue)
+        await self._io(IoOpcode.READ, nsid, slba, nlb, view, False, False, queue)
         return buf
 
     async def write(
@@ -379,7 +404,7 @@ class Controller:
         view = memoryview(data)
         if view.format != "B":
             view = view.cast("B")
-        await self._rw(IoOpcode.WRITE, nsid, slba, nlb, view, True, fua, queue)
+        await self._io(IoOpcode.WRITE, nsid, slba, nlb, view, True, fua, queue)
 
     async def compare(
         self,
@@ -395,7 +420,7 @@ class Controller:
         if view.format != "B":
             view = view.cast("B")
         try:
-            await self._rw(IoOpcode.COMPARE, nsid, slba, nlb, view, True, False, queue)
+            await self._io(IoOpcode.COMPARE, nsid, slba, nlb, view, True, False, queue)
         except NvmeError as exc:
             if exc.code == SC.COMPARE_FAILED:
                 return False

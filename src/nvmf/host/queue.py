@@ -40,7 +40,7 @@ import socket
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nvmf.host.errors import NvmeError, TransportError
 from nvmf.protocol import tcp as p
@@ -71,9 +71,11 @@ IOV_MAX = 512
 _STATUS_CODE_MASK = 0x7FF
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A command's completion queue entry (NVMe Base 2.0 Figure 89) and its decoded status."""
+class Completion(NamedTuple):
+    """A command's completion queue entry (NVMe Base 2.0 Figure 89) and its decoded status.
+
+    A named tuple: one is made per command, and a tuple is the cheapest object Python makes.
+    """
 
     dw0: int
     dw1: int
@@ -120,6 +122,10 @@ class _Command:
 
 
 def _byte_view(buf: bytes | bytearray | memoryview, writable: bool) -> memoryview:
+    if type(buf) is memoryview and buf.format == "B" and buf.ndim == 1:
+        if writable and buf.readonly:
+            raise TypeError("read buffer must be writable (bytearray, memoryview of one, mmap)")
+        return buf
     view = memoryview(buf)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")

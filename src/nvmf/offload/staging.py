@@ -77,10 +77,13 @@ class StagingPool:
         """New memory for ``cls``: a slab split into pieces (the rest cached), or one mapping."""
         if cls > self.SLAB_CLASS_MAX:
             return memoryview(mmap.mmap(-1, cls))
-        view = memoryview(mmap.mmap(-1, self.slab))
-        pieces = [view[i : i + cls] for i in range(0, self.slab, cls)]
+        # The slab's spare pieces are cached: never more than the budget allows.
+        slab = max(cls, min(self.slab, cls + max(0, self.budget - self.cached)))
+        slab -= slab % cls
+        view = memoryview(mmap.mmap(-1, slab))
+        pieces = [view[i : i + cls] for i in range(0, slab, cls)]
         self._free.setdefault(cls, []).extend(pieces[1:])
-        self.cached += self.slab - cls
+        self.cached += slab - cls
         return pieces[0]
 
     def _put(self, block: memoryview) -> None:
@@ -89,11 +92,11 @@ class StagingPool:
         if self.cached + cls <= self.budget:
             self._free.setdefault(cls, []).append(block)
             self.cached += cls
-        while self._waiters:
-            fut = self._waiters.popleft()
+        # Wake every waiter: the first may still not fit while a later, smaller one does.
+        waiters, self._waiters = self._waiters, deque()
+        for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
-                break
 
     async def wait(self) -> None:
         """Until a buffer comes back."""

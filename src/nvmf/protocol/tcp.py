@@ -247,7 +247,9 @@ class TcpConnection:
         return events
 
     def _header_bytes(self) -> bytes:
-        return bytes(self._buf[self._start : self._start + min(self._hlen or 8, 128)])
+        """The offending PDU's header as far as it arrived (never an earlier PDU's bytes)."""
+        have = self._end - self._start
+        return bytes(self._buf[self._start : self._start + min(self._hlen or 8, 128, have)])
 
     def _fatal(self, fes: Fes, fei: int, reason: str) -> TcpFatalError:
         return TcpFatalError(fes, fei, self._header_bytes(), reason)

@@ -191,6 +191,8 @@ def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     numd = ((sqe.cdw11 & 0xFFFF) << 16 | (sqe.cdw10 >> 16)) + 1
     lpo = sqe.cdw12 | (sqe.cdw13 << 32)
     length = numd * 4
+    if length > MAX_TRANSFER:  # MDTS bounds every data transfer (Base 2.0 Figure 275)
+        return error(SC.INVALID_FIELD, OFF_CDW10)
     if lpo & 3:
         return error(SC.INVALID_FIELD, OFF_CDW12)
     page = build(ctx, ctrl, lid, lsp)
