@@ -1,8 +1,8 @@
 """Our host against the Linux 6.1 kernel target (nvmet-tcp) inside the guest: one boot.
 
 The script loads nvmet and nvmet-tcp, builds the target by hand in configfs (subsystem
-:data:`SUBNQN` with ``allow_any_host``, namespace 1 a 64 MiB file in the guest's /tmp on the
-file backend with buffered I/O, port 1 NVMe/TCP 127.0.0.1:4420), then drives it with
+:data:`SUBNQN` with ``allow_any_host``, namespace 1 a loop device over a 64 MiB file in the guest's
+/tmp on the block backend, port 1 NVMe/TCP 127.0.0.1:4420), then drives it with
 ``python -m nvmf.cli.main``: discover, identify (text and JSON), write a known file and read it
 back without and with both digests, and a few seconds of bench (randread, a verified randrw and a
 128 KiB sequential read).  Every result lands in ``$OUT``; the tests below read the files.
@@ -27,18 +27,22 @@ exec 2>"$OUT/stderr.txt"
 set -x
 NQN={SUBNQN}
 HOSTNQN={HOSTNQN}
-modprobe nvmet && modprobe nvmet-tcp
+modprobe nvmet && modprobe nvmet-tcp && modprobe loop
 echo $? > "$OUT/modprobe.rc"
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 uname -r > "$OUT/uname.txt"
 
 truncate -s 64M /tmp/ns1.img
+stat -f -c %T /tmp > "$OUT/tmpfs.txt"
+# a loop device: the file backend takes its LBA size from the file system's i_blkbits, which
+# is 0 (1-byte LBAs) on the guest's /tmp; the block backend gives 512-byte LBAs
+LOOP=$(losetup -f --show /tmp/ns1.img)
+echo "$LOOP" > "$OUT/loop.txt"
 S=/sys/kernel/config/nvmet/subsystems/$NQN
 mkdir "$S"
 echo 1 > "$S/attr_allow_any_host"
 mkdir "$S/namespaces/1"
-echo /tmp/ns1.img > "$S/namespaces/1/device_path"
-echo 1 > "$S/namespaces/1/buffered_io"
+echo "$LOOP" > "$S/namespaces/1/device_path"
 echo 1 > "$S/namespaces/1/enable"
 P=/sys/kernel/config/nvmet/ports/1
 mkdir "$P"
@@ -86,6 +90,7 @@ $B --rw read --bs 128k --iodepth 4 --runtime 2 -i 1 > "$OUT/bench_seqread.json" 
 echo $? > "$OUT/bench_seqread.rc"
 
 dmesg | grep -i nvme | tail -40 > "$OUT/dmesg.txt"
+losetup -d "$LOOP"
 echo done > "$OUT/done.txt"
 """
 
@@ -99,6 +104,7 @@ def guest() -> GuestResult:
     )
     assert result.read("modprobe.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     assert result.read("configfs.rc").strip() == "0", result.read("stderr.txt")[-2000:]
+    assert result.read("loop.txt").startswith("/dev/loop"), result.read("stderr.txt")[-2000:]
     return result
 
 
@@ -136,7 +142,7 @@ def test_identify_shows_the_kernel_controller(guest: GuestResult) -> None:
     assert ctrl["cntlid"] == ident["cntlid"]
     assert ctrl["ioccsz"] * 16 - 64 == 16384  # nvmet-tcp's default inline_data_size
     (ns,) = ident["namespaces"]
-    assert ns["nsid"] == 1 and ns["nsze"] == (64 << 20) // ns["block_size"]
+    assert ns["nsid"] == 1 and ns["block_size"] == 512 and ns["nsze"] == (64 << 20) // 512
     assert "model (mn)      : Linux" in guest.read("identify.txt")
 
 
