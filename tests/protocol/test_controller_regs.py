@@ -259,3 +259,17 @@ def test_keep_alive_arithmetic(kato: int, last: int, elapsed: int) -> None:
         assert remaining == 0.0
     else:
         assert remaining == pytest.approx(kato / 1000 - elapsed / 1024, abs=1e-6)
+
+
+def test_enable_after_shutdown_clears_the_shutdown_status() -> None:
+    """Linux's nvmet_start_ctrl sets CSTS to RDY alone: no stale SHST after a re-enable."""
+    from nvmf.protocol.controller import ControllerRegisters as Regs
+    from nvmf.wire.fabrics import CC as CCBits
+    from nvmf.wire.fabrics import CSTS as CstsBits
+
+    cap = 127 | (1 << 37)
+    regs = Regs(cap=cap, vs=0x10300)
+    regs.write_cc(CCBits.SHN_NORMAL)
+    assert regs.csts & CstsBits.SHST_MASK == CstsBits.SHST_CMPLT
+    regs.write_cc(CCBits.SHN_NORMAL | CCBits.EN | (6 << 16) | (4 << 20))
+    assert regs.csts & CstsBits.RDY and not regs.csts & CstsBits.SHST_MASK

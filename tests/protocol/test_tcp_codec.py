@@ -869,3 +869,26 @@ def test_mutated_valid_streams_only_raise_tcp_fatal_error(
     except TcpFatalError as err:
         assert isinstance(err.fes, Fes)
         assert len(conn.term_req(err)) <= w.MAX_TERM_PLEN
+
+
+def test_c2h_success_without_last_is_a_header_error() -> None:
+    """NVMe/TCP 1.0: SUCCESS may only be set together with LAST_PDU."""
+    from nvmf.protocol import tcp as p
+    from nvmf.wire.tcp import DATA, Fes, PduFlags, PduType
+
+    class _Sink:
+        def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
+            raise AssertionError
+
+        def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
+            raise AssertionError
+
+        def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
+            return memoryview(bytearray(datal))
+
+    host = p.TcpConnection(p.Role.HOST, _Sink())
+    host.established = True
+    pdu = DATA.pack(PduType.C2H_DATA, PduFlags.DATA_SUCCESS, 24, 24, 24 + 8, 1, 0, 0, 8)
+    with pytest.raises(p.TcpFatalError) as info:
+        host.receive(pdu + bytes(8))
+    assert info.value.fes == Fes.INVALID_PDU_HDR and info.value.fei == 1

@@ -59,7 +59,8 @@ class ControllerRegisters:
         effect = CcEffect.NONE
         if value & CC.EN and not old & CC.EN:
             if self._config_supported(value):
-                self.csts |= CSTS.RDY
+                # A fresh enable: ready, and any earlier shutdown status is gone.
+                self.csts = (self.csts & ~CSTS.SHST_MASK) | CSTS.RDY
                 effect = CcEffect.ENABLED
             else:
                 self.csts |= CSTS.CFS

@@ -451,6 +451,10 @@ class TcpConnection:
             _, _, _, _, _, cccid, _, datao, dlen = w.DATA.unpack_from(buf, start)
             self._check_datal(dlen, datal)
             flags = self._flags
+            if flags & PduFlags.DATA_SUCCESS and not flags & PduFlags.DATA_LAST:
+                raise self._fatal(
+                    Fes.INVALID_PDU_HDR, w.OFF_FLAGS, "C2HData SUCCESS without LAST_PDU"
+                )
             self._dest = self.placement.c2h_data(cccid, datao, dlen)
             self._pending = C2HDataReceived(
                 cccid,
