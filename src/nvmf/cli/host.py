@@ -22,12 +22,15 @@ from nvmf.host.controller import DEFAULT_KATO, DEFAULT_QUEUE_SIZE
 from nvmf.host.runtime import run as run_async
 from nvmf.wire.identify import IdentifyController, IdentifyNamespace
 from nvmf.wire.logpage import (
+    TREQ_SECURE_CHANNEL_MASK,
     AddressFamily,
+    DiscoveryEntryFlags,
     DiscoveryLog,
     DiscoveryLogEntry,
     SubsystemType,
     TcpSecType,
     TransportType,
+    Treq,
 )
 
 #: Bytes moved per step by ``nvmf read``/``nvmf write`` (the library splits by MDTS below it).
@@ -187,20 +190,34 @@ def _enum_name(enum_cls: Any, value: int, default: str = "unrecognized") -> str:
 # -- discover ----------------------------------------------------------------------------------
 
 
+def _treq(treq: int) -> str:
+    """TREQ as nvme-cli prints it."""
+    secure = {0: "not specified", 1: "required", 2: "not required"}.get(
+        treq & TREQ_SECURE_CHANNEL_MASK, "reserved"
+    )
+    return secure + (", sq flow control disable supported" if treq & Treq.DISABLE_SQFLOW else "")
+
+
+def _eflags(eflags: int) -> str:
+    names = [f.name.lower() for f in DiscoveryEntryFlags if f.name and eflags & f]
+    return ", ".join(names) if names else "none"
+
+
 def entry_dict(e: DiscoveryLogEntry) -> dict[str, Any]:
+    """One Discovery log entry with its codes spelled out (nvme-cli's vocabulary)."""
     sectype = e.tsas[0] if e.trtype == TransportType.TCP else None
     return {
         "trtype": _enum_name(TransportType, e.trtype),
         "adrfam": _enum_name(AddressFamily, e.adrfam),
         "subtype": _enum_name(SubsystemType, e.subtype),
-        "treq": e.treq,
+        "treq": _treq(e.treq),
         "portid": e.portid,
         "trsvcid": e.trsvcid,
         "subnqn": e.subnqn,
         "traddr": e.traddr,
         "cntlid": e.cntlid,
         "asqsz": e.asqsz,
-        "eflags": e.eflags,
+        "eflags": _eflags(e.eflags),
         "sectype": None if sectype is None else _enum_name(TcpSecType, sectype),
     }
 
