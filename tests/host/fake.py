@@ -56,6 +56,8 @@ class FakeConfig:
     corrupt_next_read_digest: bool = False
     #: Send read data for a cccid the host never used.
     bogus_cccid_on_read: bool = False
+    #: Ask with an R2T for write data that came in the capsule (a protocol violation).
+    r2t_on_incapsule: bool = False
     #: Never answer these I/O opcodes.
     drop_io: set[int] = field(default_factory=set)
     granted_queues: int = 64
@@ -221,6 +223,9 @@ class FakeQueue:
             sqe = Sqe.decode(ev.sqe)
             ctrl.seen.append(Seen(self.qid, sqe, len(ev.data) if ev.data is not None else None))
             if ev.data is not None:
+                if cfg.r2t_on_incapsule and self.qid and self.is_h2c(sqe):
+                    self.request_data(sqe, len(ev.data))
+                    return
                 self.execute(sqe, bytearray(ev.data))
                 return
             sgl = sqe.sgl

@@ -307,3 +307,15 @@ def test_read_buffer_must_be_writable() -> None:
         await q.submit(c.flush(1))  # the queue is still usable
 
     with_fake()(body)
+
+
+def test_r2t_for_data_sent_in_capsule_is_a_protocol_error() -> None:
+    async def body(fake: FakeController, q: HostQueue) -> None:
+        with pytest.raises(TransportError, match="R2T 0\\+4096"):
+            await _write(q, 0, bytes(4096))
+        await asyncio.sleep(0.05)
+        (term,) = fake.term_from_host
+        assert term.fes == 0x04  # Data Transfer Out of Range
+        assert not fake.h2c  # nothing was sent twice
+
+    with_fake(FakeConfig(r2t_on_incapsule=True))(body)

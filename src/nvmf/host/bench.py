@@ -111,7 +111,8 @@ class LatencySummary:
         n = len(ordered)
 
         def pct(q: float) -> float:
-            return ordered[min(n - 1, max(0, round(q / 100 * n + 0.5) - 1))] / 1000
+            rank = -(-round(q * 1000) * n // 100_000)  # nearest rank, ceil(q% of n), exact
+            return ordered[min(n - 1, max(0, rank - 1))] / 1000
 
         return cls(
             min=ordered[0] / 1000,

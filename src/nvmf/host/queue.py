@@ -324,6 +324,7 @@ class HostQueue:
             if len(out) <= self.incapsule_size:
                 SGL_DATA.pack_into(sqe, OFF_DPTR, 0, len(out), SGL_INCAPSULE)
                 bufs = conn.capsule_cmd(bytes(sqe), out)
+                cmd.h2c_sent = len(out)  # all sent: an R2T for it is a protocol error
             else:
                 SGL_DATA.pack_into(sqe, OFF_DPTR, 0, len(out), SGL_TCP_TRANSPORT)
                 bufs = conn.capsule_cmd(bytes(sqe))
