@@ -196,9 +196,11 @@ def guest_script(runtime: float, jobs: int) -> str:
         "SERVE=$!",
         'for _ in $(seq 240); do grep -q listening "$OUT/serve.log" && break; sleep 0.5; done',
         'nproc > "$OUT/nproc.txt"',
-        "find_dev() { for c in /sys/class/nvme/nvme*; do "
-        '[ "$(cat $c/subsysnqn)" = "$NQN" ] && [ "$(cat $c/address | grep -o "trsvcid=[0-9]*")"'
-        ' = "trsvcid=$1" ] && ls $c | grep -m1 "^nvme.*n1$"; done; }',
+        # the namespace's block device: nvmeXn1 whose controller or subsystem has our NQN
+        # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
+        "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
+        '[[ $n =~ ^nvme[0-9]+n1$ ]] && [ "$(cat $b/device/subsysnqn 2>/dev/null)" = "$NQN" ] '
+        "&& echo $n; done | head -1; }",
     ]
     for target, port in GUEST_TARGETS.items():
         for i, w in enumerate(WORKLOADS):
@@ -213,7 +215,8 @@ def guest_script(runtime: float, jobs: int) -> str:
             f"nvme connect -t tcp -a 127.0.0.1 -s {port} -n $NQN -i {jobs} "
             f'> "$OUT/{target}_connect.txt" 2>&1',
             "sleep 2",
-            f'DEV=$(find_dev {port}); echo "$DEV" > "$OUT/{target}_dev.txt"',
+            f'DEV=$(find_dev); echo "$DEV" > "$OUT/{target}_dev.txt"',
+            f'(nvme list; ls -l /sys/block/) > "$OUT/{target}_list.txt" 2>&1',
         ]
         for i, w in enumerate(WORKLOADS):
             tag = f"{target}_fio_{i}"
@@ -245,7 +248,10 @@ def _from_fio_json(path: Path, w: Workload) -> Measurement | None:
         data = json.loads(text[text.index("{") :])
     except (OSError, ValueError):
         return None
-    d = data["jobs"][0]["write" if w.write else "read"]
+    job = data["jobs"][0]
+    if job.get("error"):
+        return None
+    d = job["write" if w.write else "read"]
     pct = d["clat_ns"].get("percentile", {})
     return Measurement(
         d["iops"],

@@ -17,7 +17,7 @@ import pytest
 
 from nvmf.host import commands as c
 from nvmf.host.errors import NvmeError, TransportError
-from nvmf.host.queue import HostQueue
+from nvmf.host.queue import Completion, HostQueue
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import SGL_INCAPSULE, SGL_TCP_TRANSPORT
 from nvmf.wire.status import SC, Status, error
@@ -305,8 +305,31 @@ def test_read_buffer_must_be_writable() -> None:
         with pytest.raises(TypeError, match="writable"):
             await q.submit(c.rw(IoOpcode.READ, 1, 0, 1), data_in=memoryview(bytes(512)))
         await q.submit(c.flush(1))  # the queue is still usable
+        assert len(q._free) == q.depth  # and no CID leaked
 
-    with_fake()(body)
+    with_fake(depth=2)(body)
+
+
+def test_cancelled_submitters_do_not_leak_cids() -> None:
+    async def body(fake: FakeController, q: HostQueue) -> None:
+        # two unanswered reads hold both CIDs; three flushes wait for one
+        held = [asyncio.ensure_future(_read(q, 0, 512)) for _ in range(2)]
+        waiting = [asyncio.ensure_future(q.submit(c.flush(1))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert q.outstanding == 2 and len(q._waiters) == 3
+        # CID 0 completes and is handed to the first waiter, which is cancelled before it runs
+        cmd = q._table[0]
+        assert cmd is not None
+        q._complete(cmd, Completion(0, 0, 0, 1, 0, 0))
+        waiting[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting[0]
+        # the CID went on to the next waiters, whose flushes complete
+        await asyncio.gather(waiting[1], waiting[2])
+        assert held[0].done() and not held[1].done()
+        assert list(q._free) == [0] and q.outstanding == 1 and not q._waiters
+
+    with_fake(FakeConfig(drop_io={IoOpcode.READ}), depth=2)(body)
 
 
 def test_r2t_for_data_sent_in_capsule_is_a_protocol_error() -> None:

@@ -305,14 +305,19 @@ class HostQueue:
         """
         if self.error is not None:
             raise self.error
+        out = _byte_view(data_out, False) if data_out is not None else None
+        inp = _byte_view(data_in, True) if data_in is not None else None
         if self._free:
             cid = self._free.popleft()
         else:
             waiter: asyncio.Future[int] = self.loop.create_future()
             self._waiters.append(waiter)
-            cid = await waiter
-        out = _byte_view(data_out, False) if data_out is not None else None
-        inp = _byte_view(data_in, True) if data_in is not None else None
+            try:
+                cid = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._give(waiter.result())  # handed a CID, then cancelled: pass it on
+                raise
         future: asyncio.Future[Completion] = self.loop.create_future()
         cmd = _Command(cid, future, out, inp)
         self._table[cid] = cmd
@@ -341,13 +346,17 @@ class HostQueue:
     def _release(self, cmd: _Command) -> None:
         self._table[cmd.cid] = None
         self._outstanding -= 1
+        self._give(cmd.cid)
+
+    def _give(self, cid: int) -> None:
+        """A free CID goes to the oldest submitter waiting for one, else to the free list."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(cmd.cid)
+                waiter.set_result(cid)
                 return
-        self._free.append(cmd.cid)
+        self._free.append(cid)
 
     def _complete(self, cmd: _Command, completion: Completion) -> None:
         self._release(cmd)
