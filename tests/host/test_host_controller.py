@@ -134,6 +134,8 @@ def test_io_api_round_trip_and_splitting_above_mdts() -> None:
             ]  # fmt: skip
             assert all(w.sqe.fua for w in writes)
             assert bytes(await ctrl.read(1, 10, 128)) == data
+            assert await ctrl.read(1, 10, 8, fua=True) == data[:4096]
+            assert fake.commands(IoOpcode.READ)[-1].sqe.fua
             assert await ctrl.compare(1, 10, 8, data[:4096])
             assert not await ctrl.compare(1, 10, 8, bytes(4096))
             await ctrl.write_zeroes(1, 10, 8)

@@ -368,7 +368,7 @@ async def _read(args: argparse.Namespace) -> int:
             while done < nlb:
                 n = min(per, nlb - done)
                 view = memoryview(buf)[: n * geo.block_size]
-                await ctrl.read(args.nsid, args.slba + done, n, view)
+                await ctrl.read(args.nsid, args.slba + done, n, view, fua=args.fua)
                 out.write(view)
                 done += n
         finally:

@@ -359,12 +359,26 @@ class Controller:
 
     @overload
     async def read(
-        self, nsid: int, slba: int, nlb: int, buf: None = None, *, queue: int | None = None
+        self,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        buf: None = None,
+        *,
+        fua: bool = False,
+        queue: int | None = None,
     ) -> bytearray: ...
 
     @overload
     async def read(
-        self, nsid: int, slba: int, nlb: int, buf: _Buf, *, queue: int | None = None
+        self,
+        nsid: int,
+        slba: int,
+        nlb: int,
+        buf: _Buf,
+        *,
+        fua: bool = False,
+        queue: int | None = None,
     ) -> _Buf: ...
 
     async def read(
@@ -374,12 +388,13 @@ class Controller:
         nlb: int,
         buf: bytearray | memoryview | None = None,
         *,
+        fua: bool = False,
         queue: int | None = None,
     ) -> bytearray | memoryview:
         """Read ``nlb`` blocks from ``slba`` into ``buf`` (allocated when ``None``); returns it.
 
         The data is received straight into ``buf``.  Transfers above MDTS are split into
-        commands issued together on one queue.
+        commands issued together on one queue.  ``fua`` reads from non-volatile media.
         """
         if buf is None:
             geo = self._ns.get(nsid) or await self.namespace(nsid)
@@ -387,7 +402,7 @@ class Controller:
         view = memoryview(buf)
         if view.format != "B":
             view = view.cast("B")
-        await self._io(IoOpcode.READ, nsid, slba, nlb, view, False, False, queue)
+        await self._io(IoOpcode.READ, nsid, slba, nlb, view, False, fua, queue)
         return buf
 
     async def write(
