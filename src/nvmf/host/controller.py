@@ -485,15 +485,16 @@ class Controller:
             )
 
     async def _keep_alive_loop(self, period: float) -> None:
+        """Keep Alive every KATO / 2 while the admin queue lives (a late or failed one is
+        logged; the controller, not the host, decides that the association is lost)."""
         while self.admin.is_open:
             await asyncio.sleep(period)
             try:
                 await self.keep_alive()
-            except NvmeError as exc:
+            except HostError as exc:
+                if self.admin.error is not None:
+                    return
                 log.warning("keep alive: %s", exc)
-            except TransportError as exc:
-                log.warning("keep alive: %s", exc)
-                return
 
     async def close(self) -> None:
         """Disconnect: I/O queues, normal shutdown (CC.SHN), admin queue.  Idempotent."""
