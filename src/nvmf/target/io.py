@@ -64,13 +64,19 @@ def _range(ctx: Context, ns: NamespaceRuntime) -> tuple[int, int] | Status:
     return slba * bs, nlb * bs
 
 
-def _read(ctx: Context, ns: NamespaceRuntime) -> Parsed:
+def _transfer(ctx: Context, ns: NamespaceRuntime) -> tuple[int, int] | Status:
+    """:func:`_range` for commands that move the blocks' data: also bounded by MDTS."""
     rng = _range(ctx, ns)
+    if not isinstance(rng, Status) and rng[1] > MAX_TRANSFER:
+        return TOO_LARGE
+    return rng
+
+
+def _read(ctx: Context, ns: NamespaceRuntime) -> Parsed:
+    rng = _transfer(ctx, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    if length > MAX_TRANSFER:
-        return TOO_LARGE
     media = ns.media
 
     async def execute(req: Request) -> Status:
@@ -85,12 +91,10 @@ def _read(ctx: Context, ns: NamespaceRuntime) -> Parsed:
 
 
 def _write(ctx: Context, ns: NamespaceRuntime, *, fua: bool) -> Parsed:
-    rng = _range(ctx, ns)
+    rng = _transfer(ctx, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    if length > MAX_TRANSFER:
-        return TOO_LARGE
     media = ns.media
 
     async def execute(req: Request) -> Status:
@@ -175,12 +179,10 @@ def _dsm(ctx: Context, ns: NamespaceRuntime) -> Parsed:
 
 
 def _compare(ctx: Context, ns: NamespaceRuntime) -> Parsed:
-    rng = _range(ctx, ns)
+    rng = _transfer(ctx, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    if length > MAX_TRANSFER:
-        return TOO_LARGE
     media = ns.media
     pool = ctx.session.pool
 
