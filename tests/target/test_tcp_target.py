@@ -206,6 +206,8 @@ def test_discovery_log_and_access_control(target: RunningTarget) -> None:
     # Our host may not reach the locked subsystem, so it is not listed for it.
     assert nqns == [DISC, SUBNQN]
     assert log.entries[1].traddr == "127.0.0.1" and log.entries[1].cntlid == 0xFFFF
+    # The port was configured with trsvcid 0: the entries give the port actually bound.
+    assert {e.trsvcid for e in log.entries} == {str(target.addr[1])}
     # An I/O queue on the discovery subsystem is refused.
     q = RawHost(target.addr)
     q.initialize()

@@ -129,11 +129,13 @@ def discovery_entries(
     """The entries a host sees on ``port``: the current discovery subsystem, every subsystem
     the port exports that the host may reach, then referrals (as the Linux target orders them)."""
     traddr = _advertised(port, local_traddr)
-    entries = [_entry(port, SubsystemType.CURRENT_DISCOVERY, DISCOVERY_NQN, traddr, port.trsvcid)]
+    # A port configured with service 0 listens wherever the system put it: advertise that.
+    trsvcid = local_trsvcid if port.trsvcid == "0" else port.trsvcid
+    entries = [_entry(port, SubsystemType.CURRENT_DISCOVERY, DISCOVERY_NQN, traddr, trsvcid)]
     for nqn in port.subsystems:
         sub = service.subsystems.get(nqn)
         if sub is not None and sub.host_allowed(hostnqn):
-            entries.append(_entry(port, SubsystemType.NVME, nqn, traddr, port.trsvcid))
+            entries.append(_entry(port, SubsystemType.NVME, nqn, traddr, trsvcid))
     for ref in port.referrals:
         if not ref.enable:
             continue
