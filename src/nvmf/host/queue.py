@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 from nvmf.host.errors import NvmeError, TransportError
 from nvmf.protocol import tcp as p
+from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
     CQE,
     OFF_CID,
@@ -68,7 +69,6 @@ _CID = struct.Struct("<H")
 ADMIN_INCAPSULE_SIZE = 8192
 #: Receive calls per readable event before other connections get a turn.
 READS_PER_EVENT = 32
-IOV_MAX = 512
 #: Buffers queued before they are sent at once instead of at the end of the loop iteration.
 #: Sending a whole iteration's worth (say 32 commands) in one ``sendmsg`` makes host and target
 #: take turns, each idle while the other works; sending every few PDUs lets the target start on
@@ -176,9 +176,7 @@ class HostQueue:
         self._free: deque[int] = deque(range(depth))
         self._waiters: deque[asyncio.Future[int]] = deque()
         self._outstanding = 0
-        self._out: deque[bytes | memoryview] = deque()
-        self._flush_scheduled = False
-        self._writing = False
+        self._sendq = SendQueue(sock, self.loop, self._send_failed, flush_at=FLUSH_AT)
         self._reading = False
         self._icresp: asyncio.Future[p.ICRespReceived] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -268,15 +266,12 @@ class HostQueue:
         self.error = exc
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._sendq.close()
         fd = self.sock.fileno()
-        if fd >= 0:
-            if self._reading:
-                self.loop.remove_reader(fd)
-            if self._writing:
-                self.loop.remove_writer(fd)
-        self._reading = self._writing = False
+        if fd >= 0 and self._reading:
+            self.loop.remove_reader(fd)
+        self._reading = False
         self.sock.close()
-        self._out.clear()
         if self._icresp is not None and not self._icresp.done():
             self._icresp.set_exception(exc)
         for i, cmd in enumerate(self._table):
@@ -536,52 +531,10 @@ class HostQueue:
     def _send(self, bufs: list[bytes | memoryview]) -> None:
         """Queue one PDU's buffers: they leave with the others queued in this loop iteration,
         or at once when :data:`FLUSH_AT` buffers are waiting."""
-        self._out.extend(bufs)
-        if len(self._out) >= FLUSH_AT and not self._writing:
-            self._flush()
-            return
-        if not self._flush_scheduled and not self._writing:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._sendq.send(bufs)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.error is not None:
-            return
-        out = self._out
-        sendmsg = self.sock.sendmsg
-        while out:
-            iov = list(out) if len(out) <= IOV_MAX else [out[i] for i in range(IOV_MAX)]
-            try:
-                n = sendmsg(iov)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self._abort(TransportError(f"{self.name}: send failed: {exc}"))
-                return
-            total = 0
-            for b in iov:
-                total += len(b)
-            self._advance(n)
-            if n < total:
-                if not self._writing:
-                    self._writing = True
-                    self.loop.add_writer(self.sock.fileno(), self._flush)
-                return
-        if self._writing:
-            self._writing = False
-            self.loop.remove_writer(self.sock.fileno())
-
-    def _advance(self, n: int) -> None:
-        out = self._out
-        while n and out:
-            head = out[0]
-            if len(head) <= n:
-                n -= len(head)
-                out.popleft()
-            else:
-                out[0] = memoryview(head)[n:]
-                n = 0
+    def _send_failed(self, exc: OSError) -> None:
+        self._abort(TransportError(f"{self.name}: send failed: {exc}"))
 
 
 async def _tcp_connect(traddr: str, trsvcid: str | int, timeout: float) -> socket.socket:

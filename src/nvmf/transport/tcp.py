@@ -5,7 +5,8 @@ with ``recv_into`` straight into staging buffers (the sans-IO :class:`TcpConnect
 and sent with ``sendmsg`` from a header plus memoryviews of staging buffers, never joined.  A
 buffer is released only once the kernel has taken every byte of it.
 
-Completions produced in one loop iteration are flushed together by one ``sendmsg``.
+Completions produced in one loop iteration are flushed together by one ``sendmsg``
+(:class:`~nvmf.transport.sendqueue.SendQueue`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from nvmf.offload.staging import StagingBuffer
 from nvmf.protocol import tcp as p
 from nvmf.protocol.request import Request
+from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
     OFF_DPTR,
     OFF_FLAGS,
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 MAXH2CDATA = 1 << 20
 #: Reads per readable event before yielding to other connections.
 READS_PER_EVENT = 32
-IOV_MAX = 512
 
 
 class TcpQueue:
@@ -74,12 +75,7 @@ class TcpQueue:
         self._incapsule: deque[StagingBuffer] = deque()
         self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
         self._next_ttag = 0
-        self._out: deque[bytes | memoryview] = deque()
-        self._out_bytes = 0
-        self._sent_bytes = 0
-        self._done: deque[tuple[int, Callable[[], None]]] = deque()
-        self._flush_scheduled = False
-        self._writing = False
+        self._sendq = SendQueue(sock, self.loop, self._send_failed)
         self.loop.add_reader(sock.fileno(), self._on_readable)
 
     # -- FabricQueue ---------------------------------------------------------------------------
@@ -145,10 +141,9 @@ class TcpQueue:
             return
         self.closed = True
         log.info("tcp %s qid %s closed: %s", self.peer, self.session.qid, reason)
+        self._sendq.close()
         try:
             self.loop.remove_reader(self.sock.fileno())
-            if self._writing:
-                self.loop.remove_writer(self.sock.fileno())
         except (ValueError, OSError):
             pass
         self.sock.close()
@@ -158,9 +153,6 @@ class TcpQueue:
         self._h2c.clear()
         while self._incapsule:
             self._incapsule.popleft().release()
-        while self._done:
-            self._done.popleft()[1]()
-        self._out.clear()
         self.service.queue_closed(self.session)
         self._on_close(self)
 
@@ -288,61 +280,13 @@ class TcpQueue:
                 return ttag
         raise RuntimeError("no free transfer tag")
 
-    # -- send ----------------------------------------------------------------------------------
+    # -- send -----------------------------------------------------------------------------------
     def _send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> None:
         """Queue one PDU's buffers; ``done`` runs once the kernel has all of them."""
-        out = self._out
-        for b in bufs:
-            out.append(b)
-            self._out_bytes += len(b)
-        if done is not None:
-            self._done.append((self._out_bytes, done))
-        if not self._flush_scheduled and not self._writing:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._sendq.send(bufs, done)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.closed:
-            return
-        out = self._out
-        while out:
-            iov = list(out) if len(out) <= IOV_MAX else [out[i] for i in range(IOV_MAX)]
-            try:
-                n = self.sock.sendmsg(iov)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self.close(f"send failed: {exc}")
-                return
-            self._advance(n)
-            if out and n < sum(len(b) for b in iov):
-                if not self._writing:
-                    self._writing = True
-                    self.loop.add_writer(self.sock.fileno(), self._on_writable)
-                return
-        if self._writing:
-            self._writing = False
-            self.loop.remove_writer(self.sock.fileno())
-
-    def _on_writable(self) -> None:
-        self._flush()
-
-    def _advance(self, n: int) -> None:
-        """Drop ``n`` sent bytes from the queue; run the callbacks of fully sent PDUs."""
-        self._sent_bytes += n
-        out = self._out
-        while n and out:
-            head = out[0]
-            if len(head) <= n:
-                n -= len(head)
-                out.popleft()
-            else:
-                out[0] = memoryview(head)[n:]
-                n = 0
-        done = self._done
-        while done and done[0][0] <= self._sent_bytes:
-            done.popleft()[1]()
+    def _send_failed(self, exc: OSError) -> None:
+        self.close(f"send failed: {exc}")
 
 
 def _peer(sock: socket.socket) -> str:
