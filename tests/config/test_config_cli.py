@@ -13,7 +13,7 @@ import pytest
 import nvmf.config.kernel
 from nvmf.cli.main import main
 from nvmf.config import parse_config
-from nvmf.target.model import default_config
+from nvmf.control.model import default_config
 from tests.config.fake_configfs import FakeConfigFs
 
 DATA = Path(__file__).parent / "data"

@@ -10,7 +10,7 @@ import pytest
 
 from nvmf.config import ConfigError, parse_config
 from nvmf.config.kernel import ConfigFs, apply_to_kernel, clear_kernel
-from nvmf.target.model import TargetConfig, default_config
+from nvmf.control.model import TargetConfig, default_config
 from tests.config.fake_configfs import FakeConfigFs
 
 HOST = "nqn.2014-08.org.nvmexpress:uuid:1d5c3a8e-2f4b-4c6d-9e8f-0a1b2c3d4e5f"

@@ -10,7 +10,7 @@ import pytest
 
 from nvmf.config import ConfigError, resolve_media_kind
 from nvmf.config.values import parse_size
-from nvmf.target.model import Namespace, NamespaceMedia
+from nvmf.control.model import Namespace, NamespaceMedia
 
 
 def test_explicit_kind_wins(tmp_path: Path) -> None:

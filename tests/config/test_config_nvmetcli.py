@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from nvmf.config import dump_config, load_config, save_config
-from nvmf.target.model import AnaGroup
+from nvmf.control.model import AnaGroup
 
 DATA = Path(__file__).parent / "data"
 FILES = sorted(DATA.glob("nvmetcli_*.json"))

@@ -26,7 +26,7 @@ from nvmf.config import (
     save_config,
     validate_config,
 )
-from nvmf.target.model import (
+from nvmf.control.model import (
     AnaGroup,
     Host,
     Namespace,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nvmf.config import ConfigError, load_config, save_config
-from nvmf.target.model import Namespace, NamespaceMedia, Port, TargetConfig, default_config
+from nvmf.control.model import Namespace, NamespaceMedia, Port, TargetConfig, default_config
 
 
 def test_new_file_is_private_and_ends_with_a_newline(tmp_path: Path) -> None:

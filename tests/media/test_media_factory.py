@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from nvmf.control.model import Namespace, NamespaceMedia, default_config
 from nvmf.media.base import Media, MediaError
 from nvmf.media.block import BlockMedia
 from nvmf.media.factory import media_kinds, open_media, register_media_kind
 from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia
 from nvmf.media.ram import RamMedia
-from nvmf.target.model import Namespace, NamespaceMedia, default_config
 
 MiB = 1 << 20
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nvmf.offload.staging import StagingPool
+from nvmf.memory.staging import StagingPool
 from nvmf.protocol.request import (
     TRANSITIONS,
     Direction,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvmf.offload.staging import MIN_CLASS, StagingBuffer, StagingPool, size_class
+from nvmf.memory.staging import MIN_CLASS, StagingBuffer, StagingPool, size_class
 
 PAGE = 4096
 KiB = 1024

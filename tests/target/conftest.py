@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 
-from nvmf.target.model import (
+from nvmf.control.model import (
     Namespace,
     NamespaceMedia,
     Port,
     Subsystem,
     TargetConfig,
 )
-from nvmf.target.service import TargetService
+from nvmf.control.service import TargetService
 
 SUBNQN = "nqn.2024-01.io.nvmf:test"
 LOCKED_NQN = "nqn.2024-01.io.nvmf:locked"
@@ -30,7 +31,7 @@ class RunningTarget:
     addr: tuple[str, int]
 
 
-def make_config(max_io_queues: int = 4, inline: int = 8192) -> TargetConfig:
+def make_config(max_io_queues: int = 4, inline: int = 8192, workers: int = 0) -> TargetConfig:
     sub = Subsystem(
         nqn=SUBNQN,
         namespaces=[
@@ -47,13 +48,16 @@ def make_config(max_io_queues: int = 4, inline: int = 8192) -> TargetConfig:
     port = Port(portid=1, trsvcid="0", inline_data_size=inline, subsystems=[SUBNQN, LOCKED_NQN])
     cfg = TargetConfig(subsystems=[sub, locked], ports=[port])
     cfg.nvmf.max_io_queues = max_io_queues
+    cfg.nvmf.offload_workers = workers
     return cfg
 
 
-@pytest.fixture
-def target() -> Iterator[RunningTarget]:
+@contextmanager
+def running_target(workers: int) -> Iterator[RunningTarget]:
+    """A target from :func:`make_config` with ``workers`` offload workers, its event loop in a
+    background thread."""
     loop = asyncio.new_event_loop()
-    service = TargetService(make_config())
+    service = TargetService(make_config(workers=workers))
     started = threading.Event()
 
     def run() -> None:
@@ -64,11 +68,21 @@ def target() -> Iterator[RunningTarget]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert started.wait(10)
+    assert started.wait(30)
     port = service.ports[0]
     addr = service.transports["tcp"].bound_address(port)
-    yield RunningTarget(service, loop, addr)
-    asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    try:
+        yield RunningTarget(service, loop, addr)
+    finally:
+        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(params=[0, 2], ids=["one-process", "2-workers"])
+def target(request: pytest.FixtureRequest) -> Iterator[RunningTarget]:
+    """The target serving every queue itself, and with two offload workers (I/O queues handed
+    over after Connect): every target test holds in both."""
+    with running_target(request.param) as running:
+        yield running

@@ -9,7 +9,7 @@ import select
 
 import pytest
 
-from nvmf.target.admin import MAX_TRANSFER
+from nvmf.control.admin import MAX_TRANSFER
 from nvmf.wire.logpage import (
     ChangedNamespaceList,
     CommandEffects,

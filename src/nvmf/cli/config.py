@@ -18,7 +18,7 @@ from typing import Any
 
 from nvmf.config import ConfigError, config_to_json, load_config, resolve_media_kind
 from nvmf.config.kernel import CONFIGFS_ROOT, apply_to_kernel, clear_kernel
-from nvmf.target.model import TargetConfig, default_config
+from nvmf.control.model import TargetConfig, default_config
 
 
 def register(sub: Any) -> None:

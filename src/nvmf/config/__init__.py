@@ -1,7 +1,7 @@
 """nvmf.config: nvmetcli-compatible JSON configuration (see ../shared/DESIGN.md, pattern 7).
 
 * :func:`load_config` / :func:`parse_config`: nvmetcli's JSON (plus this project's ``"nvmf"``
-  keys) into a validated :class:`~nvmf.target.model.TargetConfig`.
+  keys) into a validated :class:`~nvmf.control.model.TargetConfig`.
 * :func:`validate_config`: every value and cross reference of a model built in Python.
 * :func:`save_config` / :func:`dump_config` / :func:`config_to_json`: back to nvmetcli's layout,
   atomically on disk; ``load_config(save_config(x)) == x``.

@@ -31,7 +31,7 @@ from nvmf.config.errors import ConfigError, Problem, show
 from nvmf.config.media import PATHLESS_KINDS, resolve_media_kind
 from nvmf.config.schema import ATTRS, Attr, encode
 from nvmf.config.validate import validate_config
-from nvmf.target.model import (
+from nvmf.control.model import (
     AnaGroup,
     Host,
     Namespace,

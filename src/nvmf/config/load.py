@@ -35,7 +35,7 @@ from nvmf.config.errors import ConfigError, Problem, show
 from nvmf.config.schema import ATTRS, DATACLASS_DEFAULT, GROUPS, PLAIN_KEYS, Attr, Codec
 from nvmf.config.validate import int_problem, validate_config
 from nvmf.config.values import parse_size
-from nvmf.target.model import (
+from nvmf.control.model import (
     AnaGroup,
     Host,
     Namespace,

@@ -9,8 +9,8 @@ all) and otherwise infers the kind the way the kernel does: a regular file is se
 from __future__ import annotations
 
 from nvmf.config.errors import ConfigError, show
+from nvmf.control.model import Namespace
 from nvmf.media.factory import path_kind
-from nvmf.target.model import Namespace
 
 #: Kinds that need no backing path.
 PATHLESS_KINDS = ("ram", "null")

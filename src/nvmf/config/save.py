@@ -21,7 +21,7 @@ from typing import Any
 from nvmf.config.errors import ConfigError
 from nvmf.config.schema import ATTRS, GROUPS, encode
 from nvmf.config.validate import validate_config
-from nvmf.target.model import (
+from nvmf.control.model import (
     AnaGroup,
     Host,
     Namespace,

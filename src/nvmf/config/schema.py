@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from nvmf.target.model import AnaGroup, Namespace, Passthru, Port, Referral, Subsystem
+from nvmf.control.model import AnaGroup, Namespace, Passthru, Port, Referral, Subsystem
 
 
 class Codec(enum.Enum):

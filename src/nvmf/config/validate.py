@@ -39,7 +39,7 @@ from nvmf.config.values import (
     check_version,
     range_message,
 )
-from nvmf.target.model import (
+from nvmf.control.model import (
     DISCOVERY_NQN,
     AnaGroup,
     Namespace,

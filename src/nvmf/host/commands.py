@@ -14,7 +14,6 @@ NVM Command Set 1.0 (Read, Write, Compare, Write Zeroes, Dataset Management, Flu
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 from nvmf.wire.fabrics import (
@@ -33,16 +32,8 @@ from nvmf.wire.opcodes import (
     FeatureId,
     IoOpcode,
 )
-from nvmf.wire.sqe import PSDT_SGL_MPTR_CONTIG, SQE, SQE_SIZE, Sqe
+from nvmf.wire.sqe import DSM_MAX_RANGES, DSM_RANGE, PSDT_SGL_MPTR_CONTIG, SQE, SQE_SIZE, Sqe
 
-#: A Dataset Management range (NVM Command Set 1.0 Figure "Dataset Management - Range
-#: Definition"; Linux ``struct nvme_dsm_range``): context attributes, length in logical blocks
-#: (1's based), starting LBA.  The target keeps the same layout privately in target/io.py; it
-#: belongs in nvmf.wire (reported).
-DSM_RANGE = struct.Struct("<IIQ")
-assert DSM_RANGE.size == 16
-#: At most 256 ranges per command (NR is 8 bits, 0's based).
-DSM_MAX_RANGES = 256
 #: NLB is 16 bits, 0's based: one command moves at most this many logical blocks.
 MAX_NLB = 1 << 16
 _EMPTY_DPTR = bytes(16)

@@ -49,7 +49,7 @@ from nvmf.wire.identify import (
     decode_ns_id_descriptors,
 )
 from nvmf.wire.opcodes import FeatureId, IoOpcode
-from nvmf.wire.sqe import SQE_SIZE
+from nvmf.wire.sqe import DSM_MAX_RANGES, SQE_SIZE
 from nvmf.wire.status import SC, Status
 
 log = logging.getLogger(__name__)
@@ -469,8 +469,8 @@ class Controller:
         """Dataset Management, Deallocate, of ``(slba, nlb)`` ranges (256 per command)."""
         items = list(ranges)
         q = self.queue(queue)
-        for i in range(0, len(items), c.DSM_MAX_RANGES):
-            part = items[i : i + c.DSM_MAX_RANGES]
+        for i in range(0, len(items), DSM_MAX_RANGES):
+            part = items[i : i + DSM_MAX_RANGES]
             await q.submit(
                 c.dsm_deallocate(nsid, len(part)),
                 data_out=c.dsm_ranges(part),

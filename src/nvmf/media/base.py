@@ -20,11 +20,25 @@ a bug, as is anything else escaping a media call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
 class MediaError(OSError):
     """The medium failed an operation (EIO from a file, a device error from an SSD)."""
+
+
+@dataclass(frozen=True)
+class MediaHandle:
+    """How another process (an offload worker) serves the same medium: picklable, sent with at
+    most one descriptor (the RAM medium's memfd, a file's or device's open descriptor)."""
+
+    kind: str
+    size: int
+    block_size: int
+    volatile_write_cache: bool
+    path: str = ""
+    direct: bool = False
 
 
 @runtime_checkable
@@ -58,6 +72,11 @@ class Media(Protocol):
 
     async def deallocate(self, offset: int, length: int) -> None:
         """Release a range (Dataset Management, AD): it reads as zeroes afterwards."""
+        ...
+
+    def share(self) -> tuple[MediaHandle, int | None]:
+        """What a worker process needs to serve this medium: a handle, and the descriptor to
+        send along with it (or None).  :func:`nvmf.media.factory.adopt_media` opens it there."""
         ...
 
     def close(self) -> None:

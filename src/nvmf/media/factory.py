@@ -1,4 +1,4 @@
-"""Open a namespace's media from its configuration (:class:`~nvmf.target.model.Namespace`).
+"""Open a namespace's media from its configuration (:class:`~nvmf.control.model.Namespace`).
 
 ``ns.media.kind`` picks the media type; when it is None the type follows ``ns.path``: a regular
 file is ``file``, a block device ``block``.  Other media types (the userspace NVMe driver) join
@@ -15,14 +15,14 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from nvmf.media.base import Media, MediaError
+from nvmf.media.base import Media, MediaError, MediaHandle
 from nvmf.media.block import BlockMedia
 from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia
 from nvmf.media.ram import RamMedia
 
 if TYPE_CHECKING:  # only the type: the model must stay importable without the media layer
-    from nvmf.target.model import Namespace
+    from nvmf.control.model import Namespace
 
 #: Opens one media kind for a namespace; raises ``MediaError`` or ``ValueError``.
 Opener: TypeAlias = Callable[["Namespace"], Media]
@@ -80,6 +80,24 @@ def open_media(ns: Namespace) -> Media:
         raise MediaError(exc.errno, f"{where}: {exc.strerror}", exc.filename) from exc
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+
+
+def adopt_media(handle: MediaHandle, fd: int | None) -> Media:
+    """Serve, in this process, a medium another process opened and shared
+    (:meth:`~nvmf.media.base.Media.share`); ``fd`` is the descriptor received with it, owned
+    here from now on."""
+    if handle.kind == "null":
+        return NullMedia(handle.size, handle.block_size)
+    if fd is None:
+        raise ValueError(f"media kind {handle.kind!r} needs the descriptor it was shared with")
+    if handle.kind == "ram":
+        return RamMedia.adopt(handle, fd)
+    if handle.kind == "file":
+        return FileMedia.adopt(handle, fd)
+    if handle.kind == "block":
+        return BlockMedia.adopt(handle, fd)
+    os.close(fd)
+    raise ValueError(f"media kind {handle.kind!r} cannot be served by a worker")
 
 
 def path_kind(path: str) -> str | None:

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
-from nvmf.media.base import MediaError
+from nvmf.media.base import MediaError, MediaHandle
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
 
 T = TypeVar("T")
@@ -142,6 +142,9 @@ class DescriptorMedia:
         except BaseException:
             os.close(fd)
             raise
+        self._setup(fd, path, direct, io_threads)
+
+    def _setup(self, fd: int, path: str, direct: bool, io_threads: int) -> None:
         self.path = path
         self.direct = direct
         self._fd = fd
@@ -149,6 +152,28 @@ class DescriptorMedia:
         self._unsupported_modes: set[int] = set()  # fallocate modes this filesystem refused
         name = os.path.basename(path) or "media"
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"nvmf-{name}")
+
+    # -- serving the same medium from another process -------------------------------------------
+
+    def share(self) -> tuple[MediaHandle, int | None]:
+        """The handle and this medium's descriptor: a worker given a duplicate of it (over a
+        Unix socket) serves the same open file, with the same ``O_DIRECT`` and device claim."""
+        handle = MediaHandle(
+            self.kind, self.size, self.block_size, self.volatile_write_cache, self.path, self.direct
+        )
+        return handle, self._fd
+
+    @classmethod
+    def adopt(
+        cls, handle: MediaHandle, fd: int, io_threads: int = DEFAULT_IO_THREADS
+    ) -> DescriptorMedia:
+        """A medium on ``fd`` (received from the process that opened it); closes ``fd`` when
+        closed."""
+        media = cls.__new__(cls)
+        media.block_size, media.size = handle.block_size, handle.size
+        media.volatile_write_cache = handle.volatile_write_cache
+        media._setup(fd, handle.path, handle.direct, io_threads)
+        return media
 
     # -- the Media contract --------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import mmap
 
+from nvmf.media.base import MediaHandle
+
 #: Bytes of the shared zero source: large enough that zeroing a typical transfer is one copy.
 ZERO_CHUNK = 1 << 20
 
@@ -81,6 +83,10 @@ class NullMedia:
     async def deallocate(self, offset: int, length: int) -> None:
         """The range already reads as zeroes."""
         check_range(self.size, offset, length)
+
+    def share(self) -> tuple[MediaHandle, int | None]:
+        """A null medium is its geometry: nothing to send along."""
+        return MediaHandle(self.kind, self.size, self.block_size, False), None
 
     def close(self) -> None:
         """Nothing to release."""

@@ -1,8 +1,11 @@
-"""``ram`` media: a namespace held in an anonymous memory mapping.
+"""``ram`` media: a namespace held in a memfd that every process of the target maps.
 
-The mapping is ``MAP_SHARED`` anonymous memory (shmem): the kernel zero-fills each page on its
-first touch, so a 1 GiB namespace costs nothing until it is written, and data-plane worker
-processes forked after it was opened see (and write) the same bytes.  Reads and writes are one
+The memory is a ``memfd`` (shmem) allocated in full when the namespace opens
+(``posix_fallocate``), so a namespace larger than the machine can hold fails at start with a
+message, never with SIGBUS or the OOM killer in the middle of a write; it is checked against
+``MemAvailable`` first, because shmem allocation itself only fails once memory is gone.  The
+offload workers are spawned, not forked: each receives the memfd over a Unix socket
+(:meth:`RamMedia.share`, :meth:`RamMedia.adopt`) and maps the same pages.  Reads and writes are one
 ``memcpy`` between the mapping and the request's staging buffer through memoryviews (no bytes
 object in between); they run inline on the event loop, because a copy of a transfer is cheaper
 than a hop to a thread.
@@ -18,9 +21,44 @@ is a no-op and ``volatile_write_cache`` is False.
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 
+from nvmf.media.base import MediaError, MediaHandle
 from nvmf.media.null import check_geometry, check_range, zero_fill
+
+
+def mem_available() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where the kernel does not say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _allocate(size: int) -> int:
+    """A memfd of ``size`` bytes, every page allocated; MediaError when memory is short."""
+    avail = mem_available()
+    if avail is not None and size > avail:
+        raise MediaError(
+            errno.ENOMEM,
+            f"a {size}-byte RAM namespace does not fit in the {avail} bytes of memory available",
+        )
+    fd = os.memfd_create("nvmf-ram", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        os.close(fd)
+        raise MediaError(
+            exc.errno, f"cannot allocate {size} bytes for a RAM namespace: {exc.strerror}"
+        ) from exc
+    return fd
 
 
 class RamMedia:
@@ -28,13 +66,27 @@ class RamMedia:
 
     kind = "ram"
 
-    def __init__(self, size: int, block_size: int = 512) -> None:
+    def __init__(self, size: int, block_size: int = 512, fd: int | None = None) -> None:
         check_geometry(size, block_size)
         self.size = size
         self.block_size = block_size
         self.volatile_write_cache = False
-        self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+        self._fd = _allocate(size) if fd is None else fd
+        try:
+            self._map = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED)
+        except OSError:
+            os.close(self._fd)
+            raise
         self._view = memoryview(self._map)
+
+    def share(self) -> tuple[MediaHandle, int | None]:
+        """The geometry, and the memfd a worker maps to see the same bytes."""
+        return MediaHandle(self.kind, self.size, self.block_size, False), self._fd
+
+    @classmethod
+    def adopt(cls, handle: MediaHandle, fd: int) -> RamMedia:
+        """Map a namespace another process allocated (its memfd ``fd``, now owned here)."""
+        return cls(handle.size, handle.block_size, fd=fd)
 
     async def read(self, offset: int, buf: memoryview) -> None:
         """Copy the bytes at ``offset`` into ``buf``; never-written pages read as zeroes."""
@@ -60,9 +112,13 @@ class RamMedia:
         self._zero(offset, length)
 
     def close(self) -> None:
-        """Unmap the namespace; its contents are gone."""
+        """Unmap the namespace; its contents are gone once every process has closed it."""
+        if self._fd < 0:
+            return
         self._view.release()
         self._map.close()
+        os.close(self._fd)
+        self._fd = -1
 
     def _zero(self, offset: int, length: int) -> None:
         """Zero a range: ``MADV_REMOVE`` its whole pages, copy zeroes to its partial edge pages."""

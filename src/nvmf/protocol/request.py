@@ -34,7 +34,7 @@ from nvmf.wire.sqe import Sqe
 from nvmf.wire.status import SUCCESS, Status
 
 if TYPE_CHECKING:
-    from nvmf.offload.staging import StagingBuffer
+    from nvmf.memory.staging import StagingBuffer
 
 
 class ReqState(enum.Enum):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from nvmf.wire import tcp as w
 from nvmf.wire.tcp import Fes, PduFlags, PduType
@@ -507,6 +507,37 @@ class TcpConnection:
                 Fes.INVALID_PDU_HDR, w.OFF_ICREQ_MAXR2T, f"MAXH2CDATA {maxdata} invalid"
             )
         return ICRespReceived(cpda, bool(dgst & w.DGST_HDR), bool(dgst & w.DGST_DATA), maxdata)
+
+    # -- moving to another process --------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """What another process needs to go on with this connection (picklable): the negotiated
+        parameters and the bytes received past the last complete PDU.  Only between PDUs."""
+        if self._phase not in (_Phase.CH, _Phase.HEADER) or self._direct:
+            raise RuntimeError("a connection can only be handed over between PDUs")
+        return {
+            "established": self.established,
+            "hdgst": self.hdgst,
+            "ddgst": self.ddgst,
+            "hpda": self.hpda,
+            "cpda": self.cpda,
+            "maxh2cdata": self.maxh2cdata,
+            "maxr2t": self.maxr2t,
+            "pending": bytes(self._buf[self._start : self._end]),
+        }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Take over a connection :meth:`export_state` described (a fresh connection only)."""
+        for name in ("established", "hdgst", "ddgst", "hpda", "cpda", "maxh2cdata", "maxr2t"):
+            setattr(self, name, state[name])
+        pending = state["pending"]
+        self._buf[: len(pending)] = pending
+        self._start, self._end = 0, len(pending)
+
+    def take_events(self) -> list[Event]:
+        """Events complete in bytes already received (after :meth:`import_state`)."""
+        events: list[Event] = []
+        self._parse(events)
+        return events
 
     # -- initialization ------------------------------------------------------------------------
     def accept_icreq(self, ev: ICReqReceived, *, hdgst: bool, ddgst: bool) -> bytes:

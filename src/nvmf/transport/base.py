@@ -1,29 +1,121 @@
 """The transport contract: what the target core asks of a fabric (DESIGN.md pattern 1).
 
 Like the Linux target's ``struct nvmet_fabrics_ops`` and SPDK's ``spdk_nvmf_transport_ops``,
-one table of operations per fabric.  The core (``nvmf.target``) only ever holds a
+one table of operations per fabric.  The core (``nvmf.control``) only ever holds a
 :class:`Transport` and the :class:`FabricQueue` objects it creates; it never imports ``tcp`` or
 ``rdma``.  Transports are looked up by ``trtype`` in :data:`REGISTRY` (module paths, imported on
 first use, so a missing optional dependency such as pyverbs only matters for its own fabric).
 
 How a command flows (see :mod:`nvmf.protocol.request` for the states): the transport decodes a
-capsule into a :class:`~nvmf.protocol.request.Request`, checks its SGL with its own rules
-(:meth:`FabricQueue.map_sgl`), and hands it to the core.  The core validates the command, takes a
-staging buffer, asks the transport for host data (:meth:`FabricQueue.fetch_data`), executes, and
-gives the completion back (:meth:`FabricQueue.complete`), which sends data and the CQE.
+capsule into a :class:`~nvmf.protocol.request.Request` and hands it to its owner
+(:meth:`QueueOwner.submit`).  The owner's pipeline checks the SGL with the fabric's rules
+(:meth:`FabricQueue.map_sgl`), validates the command, takes a staging buffer, asks the transport
+for host data (:meth:`FabricQueue.fetch_data`), executes, and gives the completion back
+(:meth:`FabricQueue.complete`), which sends data and the CQE.
+
+A queue whose transport can move it to another process (``caps.exportable``: NVMe/TCP, whose
+whole state is a socket and the codec's negotiated parameters) is handed from the control plane
+to an offload worker after its Connect: :meth:`FabricQueue.export_state` on one side,
+:meth:`Transport.import_queue` on the other.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nvmf.wire.status import Status
 
 if TYPE_CHECKING:
+    from nvmf.memory.staging import StagingPool
     from nvmf.protocol.request import Request
-    from nvmf.target.model import Port
-    from nvmf.target.service import TargetService
+
+
+class ListenPort(Protocol):
+    """What a transport reads of a configured port (``nvmf.control.model.Port`` has it all)."""
+
+    @property
+    def portid(self) -> int: ...
+    @property
+    def trtype(self) -> str: ...
+    @property
+    def adrfam(self) -> str: ...
+    @property
+    def traddr(self) -> str: ...
+    @property
+    def trsvcid(self) -> str: ...
+    @property
+    def inline_data_size(self) -> int:
+        """The most in-capsule data a command may carry on this port."""
+        ...
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    """A port's transport settings as a plain value, for a process that has no model."""
+
+    portid: int
+    trtype: str
+    adrfam: str
+    traddr: str
+    trsvcid: str
+    inline_data_size: int
+
+    @classmethod
+    def of(cls, port: ListenPort) -> PortInfo:
+        return cls(
+            port.portid, port.trtype, port.adrfam, port.traddr, port.trsvcid, port.inline_data_size
+        )
+
+
+class QueueState(Protocol):
+    """What a transport reads of the per-queue state its owner keeps for it."""
+
+    qid: int | None
+    #: SQ flow control disabled: a read's data PDU may carry the completion (NVMe/TCP SUCCESS).
+    sqhd_disabled: bool
+    #: Where in-capsule data lands.
+    pool: StagingPool
+
+
+class QueueOwner(Protocol):
+    """The layer above a transport: the control plane's service, or a worker."""
+
+    def open_queue(self, fabric: FabricQueue, port: ListenPort) -> QueueState:
+        """A new fabric queue on ``port``: the state the owner keeps for it."""
+        ...
+
+    def submit(self, state: QueueState, req: Request) -> None:
+        """A command capsule arrived on the queue of ``state``."""
+        ...
+
+    def complete(self, state: QueueState, req: Request, status: Status) -> None:
+        """Complete ``req`` at once with ``status`` (a transport-level failure of one command,
+        such as a data digest error on its in-capsule data)."""
+        ...
+
+    def queue_closed(self, state: QueueState) -> None:
+        """The queue of ``state`` is gone (closed by either side); called once."""
+        ...
+
+
+@dataclass(frozen=True)
+class QueueExport:
+    """A fabric queue leaving its process: the descriptor and what its codec negotiated."""
+
+    fd: int
+    #: Transport-specific, picklable state (NVMe/TCP: digests, PDA, MAXH2CDATA, bytes received
+    #: past the last PDU the old owner consumed).
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TransportCaps:
+    """What a transport offers, which the core advertises and plans with."""
+
+    #: Queues can move to another process (:meth:`FabricQueue.export_state`).
+    exportable: bool
 
 
 class FabricQueue(Protocol):
@@ -59,21 +151,38 @@ class FabricQueue(Protocol):
         """Tear the queue down (controller deleted, keep-alive expired, fatal error)."""
         ...
 
+    def send_cqe(self, cqe: bytes) -> None:
+        """Send the completion ``cqe`` of a command another process executed (an imported
+        queue's Connect)."""
+        ...
+
+    async def export_state(self) -> QueueExport:
+        """Stop serving this queue here and give out what another process needs to go on: a
+        duplicate of the descriptor (this side closes its own) and the codec's state.  Only at
+        a command boundary: nothing in flight, nothing left to send."""
+        ...
+
 
 class Transport(Protocol):
     """One fabric type's port management."""
 
     trtype: str
+    caps: TransportCaps
 
-    async def add_port(self, port: Port, service: TargetService) -> None:
-        """Start listening on ``port``; new queues are served by ``service``."""
+    async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
+        """Start listening on ``port``; new queues are owned by ``owner``."""
         ...
 
-    async def remove_port(self, port: Port) -> None:
+    async def remove_port(self, port: ListenPort) -> None:
         """Stop listening on ``port`` and close its queues."""
         ...
 
-    def bound_address(self, port: Port) -> tuple[str, int]:
+    def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> FabricQueue:
+        """Go on serving a queue another process exported (:meth:`FabricQueue.export_state`);
+        this side now owns ``export.fd``."""
+        ...
+
+    def bound_address(self, port: ListenPort) -> tuple[str, int]:
         """Where ``port`` actually listens (after binding port 0, say)."""
         ...
 

@@ -100,6 +100,13 @@ class SendQueue:
         while done and done[0][0] <= self._sent:
             done.popleft()[1]()
 
+    async def drained(self) -> None:
+        """Until every queued byte is in the kernel (a queue about to be handed over)."""
+        while self._out and not self.closed:
+            self.flush()
+            if self._out:
+                await asyncio.sleep(0.001)
+
     def close(self) -> None:
         """Stop sending (the caller closes the socket): drop what is queued and run every
         pending callback, so their buffers are released."""

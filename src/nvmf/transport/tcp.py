@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from nvmf.offload.staging import StagingBuffer
+from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol import tcp as p
 from nvmf.protocol.request import Request
+from nvmf.transport.base import QueueExport, TransportCaps
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
     OFF_DPTR,
@@ -35,9 +37,7 @@ from nvmf.wire.status import SC, SUCCESS, Status, error
 from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes
 
 if TYPE_CHECKING:
-    from nvmf.target.model import Port
-    from nvmf.target.service import TargetService
-    from nvmf.target.session import QueueSession
+    from nvmf.transport.base import ListenPort, QueueOwner, QueueState
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,14 @@ class TcpQueue:
     def __init__(
         self,
         sock: socket.socket,
-        port: Port,
-        service: TargetService,
+        port: ListenPort,
+        owner: QueueOwner,
         on_close: Callable[[TcpQueue], None],
+        imported: dict[str, Any] | None = None,
     ) -> None:
         self.sock = sock
         self.port = port
-        self.service = service
+        self.owner = owner
         self.loop = asyncio.get_running_loop()
         self.conn = p.TcpConnection(
             p.Role.CONTROLLER,
@@ -67,7 +68,9 @@ class TcpQueue:
             max_incapsule=port.inline_data_size,
             maxh2cdata=MAXH2CDATA,
         )
-        self.session: QueueSession = service.open_queue(self, port)
+        if imported is not None:
+            self.conn.import_state(imported)
+        self.session: QueueState = owner.open_queue(self, port)
         self.peer = _peer(sock)
         self.closed = False
         self._on_close = on_close
@@ -77,6 +80,8 @@ class TcpQueue:
         self._next_ttag = 0
         self._sendq = SendQueue(sock, self.loop, self._send_failed)
         self.loop.add_reader(sock.fileno(), self._on_readable)
+        if imported is not None and imported["pending"]:
+            self.loop.call_soon(self._take_pending)
 
     # -- FabricQueue ---------------------------------------------------------------------------
     @property
@@ -153,8 +158,34 @@ class TcpQueue:
         self._h2c.clear()
         while self._incapsule:
             self._incapsule.popleft().release()
-        self.service.queue_closed(self.session)
+        self.owner.queue_closed(self.session)
         self._on_close(self)
+
+    async def export_state(self) -> QueueExport:
+        """Hand this connection over: stop reading, wait until every queued byte is sent, then
+        give out a duplicate of the socket and the codec's state; this side closes its own."""
+        if self.closed:
+            raise OSError("queue closed before it could be handed over")
+        self.loop.remove_reader(self.sock.fileno())
+        if self._h2c or self._incapsule:
+            raise RuntimeError("a queue with commands in flight cannot be handed over")
+        await self._sendq.drained()
+        state = self.conn.export_state()
+        fd = os.dup(self.sock.fileno())
+        self.closed = True
+        self._sendq.close()
+        self.sock.close()
+        self._on_close(self)
+        return QueueExport(fd, state)
+
+    async def drained(self) -> None:
+        """Until everything queued for this connection is in the kernel."""
+        await self._sendq.drained()
+
+    def send_cqe(self, cqe: bytes) -> None:
+        """Send a completion of a command this process did not run (an imported queue's
+        Connect, which the control plane executed)."""
+        self._send([self.conn.capsule_resp(cqe)])
 
     # -- DataPlacement -------------------------------------------------------------------------
     def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
@@ -215,6 +246,16 @@ class TcpQueue:
             if n < want:
                 return
 
+    def _take_pending(self) -> None:
+        """Commands that arrived before this process took the connection over."""
+        if self.closed:
+            return
+        try:
+            for ev in self.conn.take_events():
+                self._handle(ev)
+        except p.TcpFatalError as err:
+            self._terminate(err)
+
     def _terminate(self, err: p.TcpFatalError) -> None:
         """A host protocol error: C2HTermReq with the fatal status, then close this queue."""
         log.warning("tcp %s: fatal transport error %s", self.peer, err)
@@ -233,7 +274,7 @@ class TcpQueue:
                 req.incapsule = True
                 req.data = ev.data
                 req.staging = self._incapsule.popleft()
-            self.service.submit(self.session, req)
+            self.owner.submit(self.session, req)
         elif isinstance(ev, p.H2CDataReceived):
             req, fut = self._h2c[ev.ttag]
             req.transport["received"] += ev.datal
@@ -269,8 +310,7 @@ class TcpQueue:
         if self._incapsule:  # earlier capsules' events took theirs: the oldest is this one
             self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=cccid), self.qid)
-        self.session.consume_sqe()
-        self.service.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
+        self.owner.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
 
     def _alloc_ttag(self) -> int:
         for _ in range(0x10000):
@@ -301,12 +341,13 @@ class TcpTransport:
     """NVMe/TCP ports: a listening socket per port, a :class:`TcpQueue` per connection."""
 
     trtype = "tcp"
+    caps = TransportCaps(exportable=True)
 
     def __init__(self) -> None:
         self._listeners: dict[int, socket.socket] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
 
-    async def add_port(self, port: Port, service: TargetService) -> None:
+    async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         family = socket.AF_INET6 if port.adrfam == "ipv6" else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -325,11 +366,11 @@ class TcpTransport:
         queues: set[TcpQueue] = set()
         self._queues[port.portid] = queues
         loop = asyncio.get_running_loop()
-        loop.add_reader(sock.fileno(), self._accept, sock, port, service, queues)
+        loop.add_reader(sock.fileno(), self._accept, sock, port, owner, queues)
         log.info("nvme/tcp port %d listening on %s:%s", port.portid, *self.bound_address(port))
 
     def _accept(
-        self, lsock: socket.socket, port: Port, service: TargetService, queues: set[TcpQueue]
+        self, lsock: socket.socket, port: ListenPort, owner: QueueOwner, queues: set[TcpQueue]
     ) -> None:
         for _ in range(16):
             try:
@@ -341,10 +382,25 @@ class TcpTransport:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            queue = TcpQueue(sock, port, service, queues.discard)
+            queue = TcpQueue(sock, port, owner, queues.discard)
             queues.add(queue)
 
-    async def remove_port(self, port: Port) -> None:
+    def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> TcpQueue:
+        """Serve a connection another process handed over; it joins ``port``'s queues here."""
+        sock = socket.socket(fileno=export.fd)
+        sock.setblocking(False)
+        queues = self._queues.setdefault(port.portid, set())
+        queue = TcpQueue(sock, port, owner, queues.discard, imported=export.state)
+        queues.add(queue)
+        return queue
+
+    async def close_all(self) -> None:
+        """Close every queue this transport serves (a worker stopping)."""
+        for queues in list(self._queues.values()):
+            for queue in list(queues):
+                queue.close("target stopping")
+
+    async def remove_port(self, port: ListenPort) -> None:
         sock = self._listeners.pop(port.portid, None)
         if sock is not None:
             asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -352,7 +408,7 @@ class TcpTransport:
         for queue in list(self._queues.pop(port.portid, set())):
             queue.close("port removed")
 
-    def bound_address(self, port: Port) -> tuple[str, int]:
+    def bound_address(self, port: ListenPort) -> tuple[str, int]:
         sock = self._listeners[port.portid]
         host, number = sock.getsockname()[:2]
         return str(host), int(number)

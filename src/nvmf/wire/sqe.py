@@ -53,6 +53,14 @@ OFF_CDW13 = 52
 OFF_CDW14 = 56
 OFF_CDW15 = 60
 
+#: A Dataset Management range (NVM Command Set 1.0 Figure "Dataset Management - Range
+#: Definition"; Linux ``struct nvme_dsm_range``): context attributes, length in logical blocks
+#: (1's based), starting LBA.
+DSM_RANGE = struct.Struct("<IIQ")
+assert DSM_RANGE.size == 16
+#: At most 256 ranges per command (NR is 8 bits, 0's based).
+DSM_MAX_RANGES = 256
+
 #: PSDT (flags bits 7:6): 00b PRP, 01b SGL with MPTR an address, 10b SGL with MPTR a segment.
 PSDT_MASK = 0xC0
 PSDT_PRP = 0x00

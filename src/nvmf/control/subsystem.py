@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nvmf.target.model import DISCOVERY_NQN, Subsystem
-from nvmf.target.namespace import NamespaceRuntime
+from nvmf.control.model import DISCOVERY_NQN, Subsystem
+from nvmf.control.namespace import NamespaceRuntime
 from nvmf.wire.fabrics import parse_version
 
 if TYPE_CHECKING:
-    from nvmf.target.controller import Controller
+    from nvmf.control.controller import Controller
 
 
 class SubsystemRuntime:

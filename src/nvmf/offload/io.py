@@ -1,62 +1,71 @@
 """NVM I/O commands (NVM Command Set 1.0 §3): Read, Write, Flush, Write Zeroes, Dataset
-Management (deallocate), Compare.  Only these take the offload fast path."""
+Management (deallocate), Compare: the commands the offload data plane executes itself.
+
+Everything here reads the queue's :class:`~nvmf.offload.context.IoContext` and nothing of the
+control plane, so the same code runs in a worker process and, with ``--workers 0``, in the
+control plane.  Any other opcode on an I/O queue is not in :data:`FAST_PATH`: the data plane
+asks the control plane for its status.
+"""
 
 from __future__ import annotations
 
-import struct
-
 from nvmf.media.base import MediaError
+from nvmf.memory.staging import StagingPool
+from nvmf.offload.context import IoContext, NamespaceIo
+from nvmf.offload.plan import INVALID_NS, INVALID_OPCODE, Parsed, c2h, h2c, no_data
 from nvmf.protocol.request import Request
-from nvmf.target.admin import MAX_TRANSFER, NSID_ALL
-from nvmf.target.command import INVALID_NS, INVALID_OPCODE, Context, Parsed, c2h, h2c, no_data
-from nvmf.target.namespace import NamespaceRuntime
+from nvmf.wire.identify import NSID_ALL
 from nvmf.wire.opcodes import DSM_ATTR_DEALLOCATE, WZ_DEAC, IoOpcode
-from nvmf.wire.sqe import OFF_CDW10, OFF_CDW12
+from nvmf.wire.sqe import DSM_RANGE, OFF_CDW10, OFF_CDW12
 from nvmf.wire.status import SC, SUCCESS, Status, error
-
-#: One Dataset Management range (Figure 391): context attributes, length in LBAs, starting LBA.
-DSM_RANGE = struct.Struct("<IIQ")
-assert DSM_RANGE.size == 16
 
 LBA_RANGE = error(SC.LBA_RANGE, OFF_CDW10)
 TOO_LARGE = error(SC.INVALID_FIELD, OFF_CDW12)
+#: Opcodes the data plane executes; any other goes to the control plane for its status.
+FAST_PATH = frozenset(
+    {
+        IoOpcode.FLUSH,
+        IoOpcode.READ,
+        IoOpcode.WRITE,
+        IoOpcode.WRITE_ZEROES,
+        IoOpcode.DSM,
+        IoOpcode.COMPARE,
+    }
+)
+_READ = int(IoOpcode.READ)
+_WRITE = int(IoOpcode.WRITE)
+_FLUSH = int(IoOpcode.FLUSH)
 
 
 def _media_error(exc: MediaError, write: bool) -> Status:
     return Status(SC.WRITE_FAULT if write else SC.READ_ERROR, dnr=False)
 
 
-def parse(ctx: Context) -> Parsed:
-    ctrl = ctx.session.ctrl
-    assert ctrl is not None
-    sqe = ctx.req.sqe
+def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
+    """Validate an I/O command against ``ioctx`` and plan it (or return its error status)."""
+    sqe = req.sqe
     op = sqe.opcode
-    if op == IoOpcode.FLUSH:
-        return _flush(ctx)
-    ns = ctrl.subsystem.namespaces.get(sqe.nsid)
+    if op == _FLUSH:
+        return _flush(ioctx, sqe.nsid)
+    ns = ioctx.namespaces.get(sqe.nsid)
     if ns is None:
-        return INVALID_NS if op in _KNOWN else INVALID_OPCODE
-    if op == IoOpcode.READ:
-        return _read(ctx, ns)
-    if op == IoOpcode.WRITE:
-        return _write(ctx, ns, fua=sqe.fua or not ctrl.wce)
+        return INVALID_NS if op in FAST_PATH else INVALID_OPCODE
+    if op == _READ:
+        return _read(ioctx, req, ns)
+    if op == _WRITE:
+        return _write(ioctx, req, ns, fua=sqe.fua or not ioctx.wce)
     if op == IoOpcode.WRITE_ZEROES:
-        return _write_zeroes(ctx, ns)
+        return _write_zeroes(req, ns)
     if op == IoOpcode.DSM:
-        return _dsm(ctx, ns)
+        return _dsm(req, ns)
     if op == IoOpcode.COMPARE:
-        return _compare(ctx, ns)
+        return _compare(ioctx, req, ns, pool)
     return INVALID_OPCODE
 
 
-_KNOWN = frozenset(
-    {IoOpcode.READ, IoOpcode.WRITE, IoOpcode.WRITE_ZEROES, IoOpcode.DSM, IoOpcode.COMPARE}
-)
-
-
-def _range(ctx: Context, ns: NamespaceRuntime) -> tuple[int, int] | Status:
+def _range(req: Request, ns: NamespaceIo) -> tuple[int, int] | Status:
     """Byte offset and length of SLBA/NLB, range checked."""
-    sqe = ctx.req.sqe
+    sqe = req.sqe
     slba, nlb = sqe.slba, sqe.nlb + 1
     if slba + nlb > ns.nsze:
         return LBA_RANGE
@@ -64,61 +73,68 @@ def _range(ctx: Context, ns: NamespaceRuntime) -> tuple[int, int] | Status:
     return slba * bs, nlb * bs
 
 
-def _transfer(ctx: Context, ns: NamespaceRuntime) -> tuple[int, int] | Status:
+def _transfer(ioctx: IoContext, req: Request, ns: NamespaceIo) -> tuple[int, int] | Status:
     """:func:`_range` for commands that move the blocks' data: also bounded by MDTS."""
-    rng = _range(ctx, ns)
-    if not isinstance(rng, Status) and rng[1] > MAX_TRANSFER:
+    rng = _range(req, ns)
+    if not isinstance(rng, Status) and rng[1] > ioctx.max_transfer:
         return TOO_LARGE
     return rng
 
 
-def _read(ctx: Context, ns: NamespaceRuntime) -> Parsed:
-    rng = _transfer(ctx, ns)
+def _read(ioctx: IoContext, req: Request, ns: NamespaceIo) -> Parsed:
+    rng = _transfer(ioctx, req, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
     media = ns.media
+    counters = ns.counters
+    counters.read_cmds += 1
+    counters.read_blocks += length // ns.block_size
 
     async def execute(req: Request) -> Status:
         assert req.data is not None
         try:
             await media.read(offset, req.data)
         except MediaError as exc:
+            counters.errors += 1
             return _media_error(exc, write=False)
         return SUCCESS
 
     return c2h(length, execute)
 
 
-def _write(ctx: Context, ns: NamespaceRuntime, *, fua: bool) -> Parsed:
-    rng = _transfer(ctx, ns)
+def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Parsed:
+    rng = _transfer(ioctx, req, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
     media = ns.media
+    counters = ns.counters
+    counters.write_cmds += 1
+    counters.write_blocks += length // ns.block_size
 
     async def execute(req: Request) -> Status:
         assert req.data is not None
         try:
             await media.write(offset, req.data, fua)
         except MediaError as exc:
+            counters.errors += 1
             return _media_error(exc, write=True)
         return SUCCESS
 
     return h2c(length, execute)
 
 
-def _flush(ctx: Context) -> Parsed:
-    ctrl = ctx.session.ctrl
-    assert ctrl is not None
-    nsid = ctx.req.sqe.nsid
-    namespaces = ctrl.subsystem.namespaces
+def _flush(ioctx: IoContext, nsid: int) -> Parsed:
+    namespaces = ioctx.namespaces
     if nsid == NSID_ALL:
         targets = list(namespaces.values())
     elif nsid in namespaces:
         targets = [namespaces[nsid]]
     else:
         return INVALID_NS
+    for ns in targets:
+        ns.counters.flush_cmds += 1
 
     async def execute(req: Request) -> Status:
         try:
@@ -131,13 +147,14 @@ def _flush(ctx: Context) -> Parsed:
     return no_data(execute)
 
 
-def _write_zeroes(ctx: Context, ns: NamespaceRuntime) -> Parsed:
-    rng = _range(ctx, ns)
+def _write_zeroes(req: Request, ns: NamespaceIo) -> Parsed:
+    rng = _range(req, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    deallocate = bool(ctx.req.sqe.cdw12 & WZ_DEAC)
+    deallocate = bool(req.sqe.cdw12 & WZ_DEAC)
     media = ns.media
+    ns.counters.other_cmds += 1
 
     async def execute(req: Request) -> Status:
         try:
@@ -152,16 +169,17 @@ def _write_zeroes(ctx: Context, ns: NamespaceRuntime) -> Parsed:
     return no_data(execute)
 
 
-def _dsm(ctx: Context, ns: NamespaceRuntime) -> Parsed:
-    sqe = ctx.req.sqe
+def _dsm(req: Request, ns: NamespaceIo) -> Parsed:
+    sqe = req.sqe
     nr = (sqe.cdw10 & 0xFF) + 1
     deallocate = bool(sqe.cdw11 & DSM_ATTR_DEALLOCATE)
     media = ns.media
     bs = ns.block_size
+    ns.counters.other_cmds += 1
 
     async def execute(req: Request) -> Status:
         assert req.data is not None
-        ranges = [DSM_RANGE.unpack_from(req.data, i * 16) for i in range(nr)]
+        ranges = [DSM_RANGE.unpack_from(req.data, i * DSM_RANGE.size) for i in range(nr)]
         for _cattr, nlb, slba in ranges:
             if slba + nlb > ns.nsze:
                 return Status(SC.LBA_RANGE, dnr=True)
@@ -178,13 +196,13 @@ def _dsm(ctx: Context, ns: NamespaceRuntime) -> Parsed:
     return h2c(nr * DSM_RANGE.size, execute)
 
 
-def _compare(ctx: Context, ns: NamespaceRuntime) -> Parsed:
-    rng = _transfer(ctx, ns)
+def _compare(ioctx: IoContext, req: Request, ns: NamespaceIo, pool: StagingPool) -> Parsed:
+    rng = _transfer(ioctx, req, ns)
     if isinstance(rng, Status):
         return rng
     offset, length = rng
     media = ns.media
-    pool = ctx.session.pool
+    ns.counters.other_cmds += 1
 
     async def execute(req: Request) -> Status:
         assert req.data is not None

@@ -7,8 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nvmf.protocol.request import Request
-from nvmf.target.command import (
+from nvmf.control.command import (
     INVALID_CDW10,
     INVALID_NS,
     INVALID_OPCODE,
@@ -19,9 +18,11 @@ from nvmf.target.command import (
     no_data,
     send_bytes,
 )
-from nvmf.target.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.control.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.protocol.request import Request
 from nvmf.wire.identify import (
     IDENTIFY_DATA_SIZE,
+    NSID_ALL,
     Cns,
     Csi,
     IdentifyController,
@@ -41,9 +42,8 @@ from nvmf.wire.sqe import OFF_CDW10, OFF_CDW11, OFF_CDW12, OFF_NSID
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
 if TYPE_CHECKING:
-    from nvmf.target.controller import Controller
+    from nvmf.control.controller import Controller
 
-NSID_ALL = 0xFFFFFFFF
 #: MDTS as a power of two of the 4 KiB minimum page: 2^8 * 4 KiB = 1 MiB per command.
 MDTS = 8
 MAX_TRANSFER = (1 << MDTS) * 4096
@@ -62,7 +62,7 @@ ONCS = (1 << 0) | (1 << 2) | (1 << 3)
 def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
     """Identify Controller (CNS 01h) of an I/O controller."""
     sub = ctrl.subsystem
-    port = ctx.session.port
+    port = ctx.session.model_port
     sgls = (1 << 0) | ((1 << 20) if port.inline_data_size else 0)
     ident = IdentifyController(
         vid=0,
@@ -246,6 +246,7 @@ def set_features(ctx: Context, ctrl: Controller) -> Parsed:
         return no_data()
     if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
         ctrl.wce = bool(value & 1)
+        ctx.service.context_changed(ctrl)
         return no_data()
     return error(SC.INVALID_FIELD, OFF_CDW10)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from nvmf.control.model import Namespace
 from nvmf.media.base import Media
 from nvmf.media.factory import open_media
-from nvmf.target.model import Namespace
 from nvmf.wire.identify import (
     Csi,
     IdentifyNamespace,

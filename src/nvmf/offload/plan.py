@@ -1,23 +1,20 @@
 """What a command handler returns: a plan to execute, or a status (DESIGN.md pattern 2).
 
 A handler's *parse* step validates the SQE and decides the data direction and transfer length;
-the service then moves the data and runs the plan's *execute* step.  Both steps return NVMe
-status values; neither raises for a host's bad command.
+the pipeline (:mod:`nvmf.offload.pipeline`) then moves the data and runs the plan's *execute*
+step.  Both steps return NVMe status values; neither raises for a host's bad command.  The
+control plane's admin, fabrics and discovery handlers and the data plane's I/O handlers all
+return these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from nvmf.protocol.request import Direction, Request
 from nvmf.wire.sqe import OFF_CDW10, OFF_DPTR, OFF_NSID
 from nvmf.wire.status import SC, SUCCESS, Status, error
-
-if TYPE_CHECKING:
-    from nvmf.target.service import TargetService
-    from nvmf.target.session import QueueSession
 
 Execute = Callable[[Request], Awaitable[Status]]
 
@@ -29,15 +26,8 @@ class Plan:
     direction: Direction
     length: int
     execute: Execute
-
-
-@dataclass(slots=True)
-class Context:
-    """What a handler may look at: the service, the queue, the request."""
-
-    service: TargetService
-    session: QueueSession
-    req: Request
+    #: The status comes from elsewhere (the control plane): no data moves, ``execute`` answers.
+    forward: bool = False
 
 
 Parsed = Plan | Status
@@ -48,14 +38,17 @@ async def _succeed(req: Request) -> Status:
 
 
 def no_data(execute: Execute = _succeed) -> Plan:
+    """A command that moves no data."""
     return Plan(Direction.NONE, 0, execute)
 
 
 def c2h(length: int, execute: Execute) -> Plan:
+    """A command that sends ``length`` bytes to the host."""
     return Plan(Direction.C2H, length, execute)
 
 
 def h2c(length: int, execute: Execute) -> Plan:
+    """A command that takes ``length`` bytes from the host."""
     return Plan(Direction.H2C, length, execute)
 
 

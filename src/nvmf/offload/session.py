@@ -1,32 +1,32 @@
-"""The core's per-queue state, whatever the fabric: the queue a Connect bound to a controller."""
+"""The per-queue state every fabric queue carries, whichever process serves it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nvmf.offload.staging import StagingPool
+from nvmf.memory.staging import StagingPool
 
 if TYPE_CHECKING:
-    from nvmf.target.controller import Controller
-    from nvmf.target.model import Port
-    from nvmf.transport.base import FabricQueue
+    from nvmf.offload.context import IoContext
+    from nvmf.transport.base import FabricQueue, ListenPort
 
 
 @dataclass(eq=False)
 class QueueSession:
-    """One fabric queue as the command handlers see it."""
+    """One fabric queue as the command pipeline sees it."""
 
     fabric: FabricQueue
-    port: Port
+    port: ListenPort
     pool: StagingPool = field(default_factory=StagingPool)
     qid: int | None = None
-    ctrl: Controller | None = None
     #: Connect SQSIZE (0's based).
     sqsize: int = 0
     sqhd: int = 0
     #: The host disabled SQ flow control (Connect CATTR bit 2): SQHD is reported as FFFFh.
     sqhd_disabled: bool = False
+    #: What an I/O queue's commands run against; None on admin queues and before Connect.
+    ioctx: IoContext | None = None
 
     def consume_sqe(self) -> None:
         """Advance the SQ head for one fetched command (wraps at SQSIZE + 1 entries)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from nvmf.target import admin
-from nvmf.target.command import INVALID_CDW10, INVALID_OPCODE, Context, Parsed, c2h, send_bytes
-from nvmf.target.controller import AER_LIMIT, ERROR_LOG_SLOTS
-from nvmf.target.model import DISCOVERY_NQN, Port
+from nvmf.control import admin
+from nvmf.control.command import INVALID_CDW10, INVALID_OPCODE, Context, Parsed, c2h, send_bytes
+from nvmf.control.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.control.model import DISCOVERY_NQN, Port
 from nvmf.wire.identify import IDENTIFY_DATA_SIZE, Cns, IdentifyController
 from nvmf.wire.logpage import (
     AddressFamily,
@@ -25,8 +25,8 @@ from nvmf.wire.opcodes import AdminOpcode
 from nvmf.wire.status import SC, Status, error
 
 if TYPE_CHECKING:
-    from nvmf.target.controller import Controller
-    from nvmf.target.service import TargetService
+    from nvmf.control.controller import Controller
+    from nvmf.control.service import TargetService
 
 TRTYPE = {"rdma": TransportType.RDMA, "fc": TransportType.FC, "tcp": TransportType.TCP}
 ADRFAM = {
@@ -67,7 +67,7 @@ def parse(ctx: Context) -> Parsed:
 
 
 def identify(ctx: Context, ctrl: Controller) -> bytes:
-    port = ctx.session.port
+    port = ctx.session.model_port
     sub = ctrl.subsystem
     return IdentifyController(
         sn=sub.serial,
@@ -92,7 +92,7 @@ def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Sta
         return error(SC.INVALID_LOG_PAGE, 40)
     service = ctx.service
     traddr, trsvcid = ctx.session.fabric.local_address()
-    entries = discovery_entries(service, ctx.session.port, ctrl.hostnqn, traddr, trsvcid)
+    entries = discovery_entries(service, ctx.session.model_port, ctrl.hostnqn, traddr, trsvcid)
     return encode_discovery_log(service.genctr, entries)
 
 

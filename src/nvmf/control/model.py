@@ -146,20 +146,28 @@ class Host:
     extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+def online_cores() -> int:
+    """The cores this process may run on (the default number of offload workers)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 @dataclass
 class NvmfSettings:
     """This project's target settings (top-level ``"nvmf"`` key, ignored by nvmetcli).
 
     ``max_io_queues``: the Number of Queues grant; default: one per core of this machine.
-    ``staging_bytes``: per-queue staging buffer pool size.  ``offload_workers``: data-plane
-    workers (0 = serve I/O queues in the control-plane process).  ``cmb``: place staging buffers
-    (and SSD queues) in the SSD's Controller Memory Buffer when one is present.
+    ``queue_depth``: entries per I/O queue (CAP.MQES + 1).  ``staging_bytes``: the staging
+    buffer pool of each data-plane process (each offload worker, and the control plane for the
+    queues it serves itself).  ``offload_workers``: data-plane worker processes; default: one
+    per online core; 0 serves every queue in the control-plane process (for debugging).
+    ``cmb``: place staging buffers (and SSD queues) in the SSD's Controller Memory Buffer when
+    one is present.  ``kato_min_ms``: the least Keep Alive Timeout granted.
     """
 
     max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue_depth: int = 128
-    staging_bytes: int = 16 << 20
-    offload_workers: int = 0
+    staging_bytes: int = 32 << 20
+    offload_workers: int = field(default_factory=online_cores)
     cmb: bool = False
     kato_min_ms: int = 0
 

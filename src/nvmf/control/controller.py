@@ -13,9 +13,9 @@ from nvmf.wire.fabrics import Cap
 from nvmf.wire.logpage import ErrorInformationEntry
 
 if TYPE_CHECKING:
-    from nvmf.target.model import Port
-    from nvmf.target.session import QueueSession
-    from nvmf.target.subsystem import SubsystemRuntime
+    from nvmf.control.model import Port
+    from nvmf.control.session import ControlSession
+    from nvmf.control.subsystem import SubsystemRuntime
 
 #: Error log entries kept (Identify Controller ELPE + 1).
 ERROR_LOG_SLOTS = 128
@@ -47,7 +47,7 @@ class Controller:
         cap = Cap(mqes=queue_depth - 1, to=15, mpsmin=0, mpsmax=0)
         self.regs = ControllerRegisters(cap=cap.encode(), vs=subsystem.vs)
         self.keep_alive = KeepAlive(kato_ms, time.monotonic())
-        self.queues: dict[int, QueueSession] = {}
+        self.queues: dict[int, ControlSession] = {}
         #: Number of Queues granted (Set Features 07h); Connect checks qid against it.
         self.io_queues = subsystem.max_io_queues
         self.aec = 0  # Asynchronous Event Configuration

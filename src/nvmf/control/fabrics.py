@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from nvmf.control.command import INVALID_OPCODE, Context, Parsed, h2c, no_data
+from nvmf.control.controller import ADMIN_QUEUE_DEPTH, Controller
 from nvmf.protocol.controller import CcEffect
 from nvmf.protocol.request import Request
-from nvmf.target.command import INVALID_OPCODE, Context, Parsed, h2c, no_data
-from nvmf.target.controller import ADMIN_QUEUE_DEPTH, Controller
 from nvmf.wire import fabrics as f
 from nvmf.wire.opcodes import FabricsType
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
 if TYPE_CHECKING:
-    from nvmf.target.service import TargetService
+    from nvmf.control.service import TargetService
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def _connect(
     assert req.data is not None
     data = f.ConnectData.decode(req.data)
     session = ctx.session
-    port = session.port
+    port = session.model_port
     sub = service.find_subsystem(data.subsysnqn, port)
     if sub is None:
         log.info("connect: %s asks for unknown subsystem %r", data.hostnqn, data.subsysnqn)

@@ -1,0 +1,1 @@
+"""nvmf.control layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,423 @@
+"""The control plane: subsystems, ports, controllers, and the hand-over of I/O queues.
+
+A transport creates a :class:`~nvmf.control.session.ControlSession` per fabric queue
+(:meth:`TargetService.open_queue`) and hands each decoded capsule to :meth:`TargetService.submit`,
+which runs it through the command pipeline (:mod:`nvmf.offload.pipeline`) with this service as
+the command handler: fabrics, admin and discovery commands here, and I/O commands through the
+data plane's own handlers (:mod:`nvmf.offload.io`).
+
+With offload workers (``offload_workers`` > 0, ``nvmf serve --workers N``), an I/O queue whose
+transport can move (``caps.exportable``) is handed to a worker right after its Connect: the
+control plane builds the queue's :class:`~nvmf.offload.context.IoContextSpec`, exports the
+connection, and the worker sends the Connect completion and serves every command after it.  The
+control plane keeps no descriptor of the queue; it keeps the queue's place in its controller
+(:class:`RemoteQueue`), so keep-alive expiry, a disabled controller or a deleted one close it
+in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from nvmf.control import admin, discovery, fabrics
+from nvmf.control.command import Context, Parsed
+from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
+from nvmf.control.session import ControlSession
+from nvmf.control.subsystem import SubsystemRuntime
+from nvmf.memory.staging import StagingPool
+from nvmf.offload import io
+from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
+from nvmf.offload.pipeline import Pipeline
+from nvmf.offload.session import QueueSession
+from nvmf.offload.worker import CtrlKey, Handover
+from nvmf.offload.workers import WorkerSet
+from nvmf.protocol.request import ReqState, Request
+from nvmf.transport.base import (
+    FabricQueue,
+    ListenPort,
+    PortInfo,
+    QueueExport,
+    QueueState,
+    Transport,
+    get_transport,
+)
+from nvmf.wire.logpage import ErrorInformationEntry
+from nvmf.wire.opcodes import AdminOpcode
+from nvmf.wire.sqe import Sqe, encode_cqe
+from nvmf.wire.status import SC, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.control.controller import Controller
+    from nvmf.protocol.request import Request as _Request
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping target waits for the commands in flight in the control plane.
+STOP_GRACE_S = 10.0
+
+
+class RemoteQueue:
+    """The control plane's stand-in for an I/O queue a worker serves: closing it closes the
+    queue in the worker.  It moves no data here."""
+
+    def __init__(self, workers: WorkerSet, ctrl_key: CtrlKey, qid: int, peer: tuple[str, str]):
+        self.workers = workers
+        self.ctrl_key = ctrl_key
+        self._qid = qid
+        self._local = peer
+        self.closed = False
+
+    @property
+    def qid(self) -> int:
+        return self._qid
+
+    def map_sgl(self, req: _Request) -> Status:
+        raise RuntimeError("a handed-over queue's commands run in its worker")
+
+    async def fetch_data(self, req: _Request) -> Status:
+        raise RuntimeError("a handed-over queue's commands run in its worker")
+
+    def complete(self, req: _Request, cqe: bytes) -> None:
+        raise RuntimeError("a handed-over queue's completions leave from its worker")
+
+    def local_address(self) -> tuple[str, str]:
+        return self._local
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.workers.detach(self.ctrl_key, self._qid, reason)
+
+    def send_cqe(self, cqe: bytes) -> None:
+        raise RuntimeError("a handed-over queue's completions leave from its worker")
+
+    async def export_state(self) -> QueueExport:
+        raise RuntimeError("the queue was handed over already")
+
+
+class TargetService:
+    """Everything the target serves; one per ``nvmf serve``."""
+
+    def __init__(self, config: TargetConfig, *, log_level: int = logging.WARNING) -> None:
+        self.config = config
+        self.settings: NvmfSettings = config.nvmf
+        self.subsystems: dict[str, SubsystemRuntime] = {}
+        self.discovery = SubsystemRuntime.discovery_subsystem()
+        self.genctr = 1
+        self.transports: dict[str, Transport] = {}
+        self.ports: list[Port] = []
+        #: Staging memory of the queues this process serves itself (admin queues; all queues
+        #: without workers).
+        self.pool = StagingPool(budget=self.settings.staging_bytes)
+        self.pipeline = ControlPipeline(self)
+        self.workers: WorkerSet | None = None
+        self.counters: dict[tuple[str, int], NamespaceCounters] = {}
+        self._log_level = log_level
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ka_handles: dict[int, asyncio.TimerHandle] = {}
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open every namespace's media, start the workers, then listen on every port."""
+        try:
+            for sub in self.config.subsystems:
+                self.subsystems[sub.nqn] = SubsystemRuntime.open(sub, self.settings.max_io_queues)
+            if self.settings.offload_workers > 0:
+                self.workers = WorkerSet(
+                    self.settings.offload_workers,
+                    self,
+                    staging_bytes=self.settings.staging_bytes,
+                    log_level=self._log_level,
+                )
+                for nqn, runtime in self.subsystems.items():
+                    for nsid, ns in runtime.namespaces.items():
+                        self.workers.add_media((nqn, nsid), ns.media)
+                await self.workers.start()
+            for port in self.config.ports:
+                transport = self.transports.get(port.trtype)
+                if transport is None:
+                    transport = self.transports[port.trtype] = get_transport(port.trtype)
+                await transport.add_port(port, self)
+                self.ports.append(port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Graceful: commands in flight complete (here and in the workers), then everything is
+        torn down."""
+        try:
+            await asyncio.wait_for(self.pipeline.drain(), STOP_GRACE_S)
+        except TimeoutError:
+            log.warning("commands still in flight after %.0f s: stopping anyway", STOP_GRACE_S)
+        for port in self.ports:
+            await self.transports[port.trtype].remove_port(port)
+        self.ports.clear()
+        if self.workers is not None:
+            await self.workers.stop()
+        for sub in [*self.subsystems.values(), self.discovery]:
+            for ctrl in list(sub.controllers.values()):
+                self.delete_controller(ctrl, "target stopping")
+        self.pipeline.cancel_all()
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in self.subsystems.values():
+            sub.close()
+        self.subsystems.clear()
+
+    def find_subsystem(self, nqn: str, port: Port) -> SubsystemRuntime | None:
+        """The subsystem ``nqn`` if ``port`` exports it (the discovery NQN is on every port)."""
+        if nqn == DISCOVERY_NQN:
+            return self.discovery
+        if nqn not in port.subsystems:
+            return None
+        return self.subsystems.get(nqn)
+
+    # -- QueueOwner ----------------------------------------------------------------------------
+    def open_queue(self, fabric: FabricQueue, port: ListenPort) -> QueueState:
+        assert isinstance(port, Port)
+        return ControlSession(fabric=fabric, port=port, pool=self.pool)
+
+    def submit(self, state: QueueState, req: Request) -> None:
+        assert isinstance(state, ControlSession)
+        self.pipeline.submit(state, req)
+
+    def complete(self, state: QueueState, req: Request, status: Status) -> None:
+        assert isinstance(state, ControlSession)
+        state.consume_sqe()
+        self.pipeline.complete(state, req, status)
+
+    def queue_closed(self, state: QueueState) -> None:
+        """The fabric queue is gone: an admin queue takes its controller with it."""
+        assert isinstance(state, ControlSession)
+        ctrl = state.ctrl
+        if ctrl is None:
+            return
+        if state.qid == 0:
+            self.delete_controller(ctrl, "admin queue closed")
+        elif state.qid is not None and ctrl.queues.get(state.qid) is state:
+            del ctrl.queues[state.qid]
+
+    # -- CommandHandler ------------------------------------------------------------------------
+    def parse(self, session: QueueSession, req: Request) -> Parsed:
+        assert isinstance(session, ControlSession)
+        sqe = req.sqe
+        if sqe.opcode == AdminOpcode.FABRICS:
+            return fabrics.parse(Context(self, session, req))
+        ctrl = session.ctrl
+        if ctrl is None:
+            return error(SC.CMD_SEQ_ERROR, 0)
+        if not ctrl.regs.ready:
+            return error(SC.CMD_SEQ_ERROR, 0)
+        if session.qid == 0:
+            if ctrl.subsystem.discovery:
+                return discovery.parse(Context(self, session, req))
+            return admin.parse(Context(self, session, req))
+        if session.ioctx is None:
+            return error(SC.CMD_SEQ_ERROR, 0)
+        return io.parse(session.ioctx, req, session.pool)
+
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
+        assert isinstance(session, ControlSession)
+        if session.ctrl is not None:
+            self._record_error(session.ctrl, session.qid or 0, req.sqe, status)
+
+    def activity(self, session: QueueSession) -> None:
+        assert isinstance(session, ControlSession)
+        if session.ctrl is not None:
+            session.ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
+
+    def _record_error(self, ctrl: Controller, qid: int, sqe: Sqe, status: Status) -> None:
+        if status.code == SC.ABORT_REQ:
+            return
+        ctrl.record_error(
+            ErrorInformationEntry(
+                sqid=qid,
+                cmdid=sqe.cid,
+                status_field=status.encode(),
+                param_error_location=0xFFFF if status.field is None else status.field,
+                nsid=sqe.nsid,
+                opcode=sqe.opcode,
+            )
+        )
+
+    # -- controllers and I/O contexts ------------------------------------------------------------
+    def controller_created(self, ctrl: Controller) -> None:
+        self._schedule_keep_alive(ctrl)
+
+    def queue_connected(self, session: ControlSession) -> None:
+        """An I/O queue's Connect succeeded: attach it to the data plane (its I/O context), and
+        mark it for hand-over to a worker when it can move."""
+        ctrl = session.ctrl
+        if ctrl is None or not session.qid:
+            return
+        session.ioctx = self.io_context(ctrl)
+        transport = self.transports.get(session.port.trtype)
+        if self.workers is not None and transport is not None and transport.caps.exportable:
+            session.handover = True
+
+    def io_context_spec(self, ctrl: Controller) -> IoContextSpec:
+        """The snapshot of ``ctrl``'s I/O context as it crosses to a worker."""
+        return IoContextSpec(
+            cntlid=ctrl.cntlid,
+            subnqn=ctrl.subsystem.nqn,
+            max_transfer=admin.MAX_TRANSFER,
+            wce=ctrl.wce,
+            namespaces=tuple(
+                (nsid, ns.nsze, ns.block_size) for nsid, ns in ctrl.subsystem.namespaces.items()
+            ),
+        )
+
+    def io_context(self, ctrl: Controller) -> IoContext:
+        """``ctrl``'s I/O context in this process (its media, its counters)."""
+        nqn = ctrl.subsystem.nqn
+        namespaces = {
+            nsid: NamespaceIo(
+                nsid,
+                ns.nsze,
+                ns.block_size,
+                ns.media,
+                self.counters.setdefault((nqn, nsid), NamespaceCounters()),
+            )
+            for nsid, ns in ctrl.subsystem.namespaces.items()
+        }
+        return IoContext(ctrl.cntlid, nqn, admin.MAX_TRANSFER, ctrl.wce, namespaces)
+
+    def context_changed(self, ctrl: Controller) -> None:
+        """Something an I/O queue reads changed (Volatile Write Cache, namespaces): replace the
+        I/O context of every queue of ``ctrl``, here and in the workers."""
+        ioctx = self.io_context(ctrl)
+        for qid, session in ctrl.queues.items():
+            if qid:
+                session.ioctx = ioctx
+        if self.workers is not None:
+            self.workers.update_context(
+                (ctrl.subsystem.nqn, ctrl.cntlid), self.io_context_spec(ctrl)
+            )
+
+    async def hand_over(self, session: ControlSession, cqe: bytes) -> None:
+        """Move a just-connected I/O queue to a worker, which sends the Connect completion."""
+        ctrl = session.ctrl
+        assert ctrl is not None and self.workers is not None and session.qid
+        qid = session.qid
+        ctrl_key = (ctrl.subsystem.nqn, ctrl.cntlid)
+        try:
+            local = session.fabric.local_address()
+            export = await session.fabric.export_state()
+        except (OSError, RuntimeError) as exc:
+            log.info("controller %d qid %d: hand-over failed: %s", ctrl.cntlid, qid, exc)
+            session.fabric.close(f"hand-over failed: {exc}")
+            self.queue_closed(session)
+            return
+        if ctrl.deleted or ctrl.queues.get(qid) is not session:
+            os.close(export.fd)
+            return
+        handover = Handover(
+            ctrl_key=ctrl_key,
+            qid=qid,
+            sqsize=session.sqsize,
+            sqhd=session.sqhd,
+            sqhd_disabled=session.sqhd_disabled,
+            port=PortInfo.of(session.port),
+            state=export.state,
+            connect_cqe=cqe,
+            context=self.io_context_spec(ctrl),
+        )
+        session.worker = self.workers.attach(handover, export.fd)
+        session.fabric = RemoteQueue(self.workers, ctrl_key, qid, local)
+        log.info(
+            "controller %d qid %d: served by offload worker %d", ctrl.cntlid, qid, session.worker
+        )
+
+    def _find_controller(self, ctrl_key: CtrlKey) -> Controller | None:
+        nqn, cntlid = ctrl_key
+        sub = self.subsystems.get(nqn)
+        return None if sub is None else sub.controllers.get(cntlid)
+
+    # -- WorkerEvents ----------------------------------------------------------------------------
+    def worker_queue_closed(self, ctrl_key: CtrlKey, qid: int, reason: str) -> None:
+        ctrl = self._find_controller(ctrl_key)
+        if ctrl is None:
+            return
+        session = ctrl.queues.get(qid)
+        if session is not None and isinstance(session.fabric, RemoteQueue):
+            session.fabric.closed = True
+            del ctrl.queues[qid]
+            log.info("controller %d qid %d closed in its worker: %s", ctrl.cntlid, qid, reason)
+
+    async def forwarded(self, ctrl_key: CtrlKey, qid: int, sqe: Sqe) -> Status:
+        """A command on a handed-over queue that only the control plane can answer."""
+        ctrl = self._find_controller(ctrl_key)
+        session = None if ctrl is None else ctrl.queues.get(qid)
+        if session is None:
+            return Status(SC.CMD_SEQ_ERROR, dnr=True)
+        req = Request(sqe, qid)
+        plan = self.parse(session, req)
+        if isinstance(plan, Status):
+            return plan
+        if plan.length:  # no such command exists on I/O queues today
+            return error(SC.INVALID_FIELD, 0)
+        return await plan.execute(req)
+
+    def worker_command_failed(
+        self, ctrl_key: CtrlKey, qid: int, cid: int, opcode: int, nsid: int, status: Status
+    ) -> None:
+        ctrl = self._find_controller(ctrl_key)
+        if ctrl is not None:
+            self._record_error(ctrl, qid, Sqe(opcode=opcode, cid=cid, nsid=nsid), status)
+
+    def delete_controller(self, ctrl: Controller, reason: str) -> None:
+        log.info("controller %d on %s deleted: %s", ctrl.cntlid, ctrl.subsystem.nqn, reason)
+        handle = self._ka_handles.pop(id(ctrl), None)
+        if handle is not None:
+            handle.cancel()
+        ctrl.delete(reason)
+
+    def _schedule_keep_alive(self, ctrl: Controller) -> None:
+        """Check the Keep Alive Timer when it would next expire (Base 2.0 §3.9)."""
+        if ctrl.deleted:
+            return
+        loop = asyncio.get_running_loop()
+        ka = ctrl.keep_alive
+        if ka.kato_ms == 0:
+            delay = 5.0  # disabled now; a Set Features may enable it later
+        else:
+            now = time.monotonic()
+            if ka.expired(now):
+                self.delete_controller(ctrl, f"keep-alive timeout ({ka.kato_ms} ms) expired")
+                return
+            delay = ka.remaining(now) + 0.05
+        self._ka_handles[id(ctrl)] = loop.call_later(delay, self._schedule_keep_alive, ctrl)
+
+    def spawn(self, coro: object) -> None:
+        """Run a control-plane coroutine in a task this service cancels when it stops."""
+        assert asyncio.iscoroutine(coro)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class ControlPipeline(Pipeline):
+    """The control plane's pipeline: a just-connected I/O queue marked for hand-over has its
+    Connect completion sent by the worker that takes it, not from here."""
+
+    def __init__(self, service: TargetService) -> None:
+        super().__init__(service)
+        self.service = service
+
+    def complete(self, session: QueueSession, req: Request, status: Status) -> None:
+        if isinstance(session, ControlSession) and session.handover:
+            session.handover = False
+            if status.ok:
+                req.release()
+                req.state = ReqState.TRANSFERRING_C2H
+                cqe = encode_cqe(
+                    status, cid=req.cid, sqid=session.qid or 0, sqhd=session.reported_sqhd
+                )
+                self.service.spawn(self.service.hand_over(session, cqe))
+                return
+        super().complete(session, req, status)

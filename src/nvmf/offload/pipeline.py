@@ -1,0 +1,128 @@
+"""The one command pipeline every queue runs, in the control plane and in the workers.
+
+A transport hands each decoded capsule to :meth:`Pipeline.submit`.  The pipeline walks the
+request through its states (:mod:`nvmf.protocol.request`): SGL check by the transport, parse by
+the :class:`CommandHandler` (a plan or a status), staging buffer, host data, execute,
+completion.  Every completion leaves through :meth:`Pipeline.complete` (DESIGN.md pattern 2).
+
+The handler is what differs between processes: the control plane parses fabrics, admin and
+discovery commands (and, with ``--workers 0``, I/O); a worker parses the fast-path I/O commands
+against the queue's :class:`~nvmf.offload.context.IoContext` and asks the control plane for the
+status of anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
+from nvmf.offload.session import QueueSession
+from nvmf.protocol.request import Direction, ReqState, Request
+from nvmf.wire.sqe import encode_cqe
+from nvmf.wire.status import SC, Status
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler(Protocol):
+    """What the pipeline asks of the layer that knows the commands."""
+
+    def parse(self, session: QueueSession, req: Request) -> Parsed:
+        """Validate ``req`` on ``session``: a plan to carry out, or the status to complete with."""
+        ...
+
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
+        """``req`` completes with the error ``status`` (the controller's error log)."""
+        ...
+
+    def activity(self, session: QueueSession) -> None:
+        """A command arrived on ``session`` (traffic-based keep-alive)."""
+        ...
+
+
+class Pipeline:
+    """Runs commands to completion for every queue of one process."""
+
+    def __init__(self, handler: CommandHandler) -> None:
+        self.handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands submitted and not yet completed."""
+        return len(self._tasks)
+
+    def submit(self, session: QueueSession, req: Request) -> None:
+        """A capsule arrived on ``session``: run it to completion in its own task."""
+        session.consume_sqe()
+        self.handler.activity(session)
+        task = asyncio.get_running_loop().create_task(self._run(session, req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Until every submitted command has completed."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _run(self, session: QueueSession, req: Request) -> None:
+        try:
+            status = await self._execute(session, req)
+        except asyncio.CancelledError:
+            req.release()
+            raise
+        except Exception:
+            log.exception("internal error on qid %s cid %d", session.qid, req.cid)
+            status = Status(SC.INTERNAL, dnr=False)
+        self.complete(session, req, status)
+
+    async def _execute(self, session: QueueSession, req: Request) -> Status:
+        status = session.fabric.map_sgl(req)
+        if not status.ok:
+            return status
+        plan = self.handler.parse(session, req)
+        if isinstance(plan, Status):
+            return plan
+        if plan.forward:
+            return await plan.execute(req)
+        if plan.length != req.sgl_length:
+            return SGL_LENGTH_MISMATCH
+        req.direction = plan.direction
+        if req.incapsule and plan.direction is not Direction.H2C:
+            return SGL_LENGTH_MISMATCH
+        if plan.length and not req.incapsule:
+            req.advance(ReqState.NEED_BUFFER)
+            pool = session.pool
+            staging = pool.get(plan.length)
+            if staging is None:
+                staging = await pool.acquire(plan.length)
+            req.staging = staging
+            req.data = staging.view
+            if plan.direction is Direction.H2C:
+                req.advance(ReqState.TRANSFERRING_H2C)
+                status = await session.fabric.fetch_data(req)
+                if not status.ok:
+                    return status
+        if plan.direction is Direction.C2H:
+            req.c2h_length = plan.length
+        req.advance(ReqState.READY)
+        req.advance(ReqState.EXECUTING)
+        status = await plan.execute(req)
+        req.advance(ReqState.EXECUTED)
+        return status
+
+    def complete(self, session: QueueSession, req: Request, status: Status) -> None:
+        """The one way a completion leaves: error log, CQE, then the transport sends it."""
+        req.status = status
+        if not status.ok:
+            req.c2h_length = 0
+            self.handler.command_failed(session, req, status)
+        cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=session.reported_sqhd)
+        req.state = ReqState.TRANSFERRING_C2H
+        session.fabric.complete(req, cqe)

@@ -1,0 +1,357 @@
+"""An offload worker: one process per core that serves handed-over I/O queues.
+
+The worker is the software counterpart of the NIC's offload context: it owns the fabric I/O
+queues the control plane hands it after their Connect, a staging buffer pool, and its own view of
+every namespace's medium (opened from the handles the control plane shares: the RAM medium's
+memfd, a file's descriptor).  It executes Read, Write, Flush, Write Zeroes, Dataset Management
+and Compare itself; for any other command on its queues it asks the control plane for the
+status and still sends the completion (it is the only writer of its sockets).  Per I/O it sends
+nothing to the control plane.
+
+It is started by :class:`~nvmf.offload.workers.WorkerSet` as ``python -m nvmf.offload.worker``
+(spawned, never forked from a process running threads), pinned to its core, and dies with the
+control plane (``PR_SET_PDEATHSIG``).
+
+Messages from the control plane (:mod:`nvmf.offload.channel`)::
+
+    ("media", key, handle)              + [fd]   serve a namespace's medium
+    ("media_close", key)                         drop it
+    ("attach", Handover)                + [fd]   serve a queue (fd: its socket)
+    ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
+    ("detach", ctrl_key, qid | None, reason)     close a controller's queues (or one)
+    ("status", token, Status)                    the answer to a forwarded command
+    ("counters", token)                          report the counters
+    ("stop",)                                    finish in-flight commands, close, exit
+
+and to it::
+
+    ("ready", pid)
+    ("closed", ctrl_key, qid, reason)            a queue is gone
+    ("forward", token, ctrl_key, qid, sqe)       the status of a non-fast-path command, please
+    ("error", ctrl_key, qid, cid, opcode, nsid, Status)   a command failed (error log)
+    ("counters", token, dict)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvmf.media.base import Media, MediaHandle
+from nvmf.media.factory import adopt_media
+from nvmf.memory.staging import StagingPool
+from nvmf.offload import io
+from nvmf.offload.channel import Channel
+from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters
+from nvmf.offload.pipeline import Pipeline
+from nvmf.offload.plan import Parsed, Plan
+from nvmf.offload.session import QueueSession
+from nvmf.protocol.request import Direction, Request
+from nvmf.transport.base import (
+    FabricQueue,
+    ListenPort,
+    PortInfo,
+    QueueExport,
+    QueueState,
+    Transport,
+    get_transport,
+)
+from nvmf.wire.status import Status
+
+log = logging.getLogger("nvmf.worker")
+
+#: (subsystem NQN, cntlid): a controller, across processes.
+CtrlKey = tuple[str, int]
+
+PR_SET_PDEATHSIG = 1
+#: How long a stopping worker waits for commands in flight.
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Everything a worker needs to go on serving an I/O queue after its Connect."""
+
+    ctrl_key: CtrlKey
+    qid: int
+    sqsize: int
+    sqhd: int
+    sqhd_disabled: bool
+    port: PortInfo
+    state: dict[str, Any]
+    #: The Connect command's completion, which the worker sends first.
+    connect_cqe: bytes
+    context: IoContextSpec
+
+
+@dataclass
+class WorkerCounters:
+    """What one worker did (the hardware offload's per-context counters)."""
+
+    queues_attached: int = 0
+    commands: int = 0
+    incapsule_writes: int = 0
+    forwarded: int = 0
+    errors: int = 0
+    staging_waits: int = 0
+    namespaces: dict[MediaKey, NamespaceCounters] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "queues_attached": self.queues_attached,
+            "commands": self.commands,
+            "incapsule_writes": self.incapsule_writes,
+            "forwarded": self.forwarded,
+            "errors": self.errors,
+            "staging_waits": self.staging_waits,
+            "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in self.namespaces.items()},
+        }
+
+
+@dataclass(eq=False)
+class WorkerSession(QueueSession):
+    """A queue this worker serves, and the controller it belongs to."""
+
+    ctrl_key: CtrlKey = ("", 0)
+
+
+class Worker:
+    """The worker's :class:`~nvmf.transport.base.QueueOwner` and command handler."""
+
+    def __init__(self, channel_sock: socket.socket, index: int, staging_bytes: int) -> None:
+        self.index = index
+        self.pool = StagingPool(budget=staging_bytes)
+        self.pipeline = Pipeline(self)
+        self.counters = WorkerCounters()
+        self.media: dict[MediaKey, Media] = {}
+        self.transports: dict[str, Transport] = {}
+        self.sessions: dict[tuple[CtrlKey, int], WorkerSession] = {}
+        self.contexts: dict[CtrlKey, IoContextSpec] = {}
+        self._attaching: Handover | None = None
+        self._replies: dict[int, asyncio.Future[Status]] = {}
+        self._next_token = 0
+        self.stopped = asyncio.Event()
+        self.channel = Channel(channel_sock, self._on_message, self._on_channel_closed)
+
+    # -- control messages ----------------------------------------------------------------------
+    def _on_message(self, msg: tuple[Any, ...], fds: list[int]) -> None:
+        kind = msg[0]
+        if kind == "media":
+            self._add_media(msg[1], msg[2], fds[0] if fds else None)
+        elif kind == "media_close":
+            media = self.media.pop(msg[1], None)
+            if media is not None:
+                media.close()
+        elif kind == "attach":
+            self._attach(msg[1], fds[0])
+        elif kind == "context":
+            self._set_context(msg[1], msg[2])
+        elif kind == "detach":
+            self._detach(msg[1], msg[2], msg[3])
+        elif kind == "status":
+            fut = self._replies.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg[2])
+        elif kind == "counters":
+            self.channel.send(("counters", msg[1], self.counters.snapshot()))
+        elif kind == "stop":
+            asyncio.get_running_loop().create_task(self.stop())
+        else:
+            log.error("worker %d: unknown control message %r", self.index, kind)
+            for fd in fds:
+                os.close(fd)
+
+    def _on_channel_closed(self) -> None:
+        """The control plane is gone: nothing may go on without it."""
+        log.warning("worker %d: control plane channel closed, exiting", self.index)
+        self.pipeline.cancel_all()
+        self.stopped.set()
+
+    def _add_media(self, key: MediaKey, handle: MediaHandle, fd: int | None) -> None:
+        old = self.media.pop(key, None)
+        if old is not None:
+            old.close()
+        self.media[key] = adopt_media(handle, fd)
+        self.counters.namespaces.setdefault(key, NamespaceCounters())
+
+    def _attach(self, handover: Handover, fd: int) -> None:
+        trtype = handover.port.trtype
+        transport = self.transports.get(trtype)
+        if transport is None:
+            transport = self.transports[trtype] = get_transport(trtype)
+        self.contexts[handover.ctrl_key] = handover.context
+        self._attaching = handover
+        try:
+            fabric = transport.import_queue(QueueExport(fd, handover.state), handover.port, self)
+        finally:
+            self._attaching = None
+        session = self.sessions.get((handover.ctrl_key, handover.qid))
+        if session is None or session.fabric is not fabric:
+            fabric.close("handover failed")
+            return
+        self.counters.queues_attached += 1
+        fabric.send_cqe(handover.connect_cqe)
+
+    def _set_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
+        self.contexts[ctrl_key] = spec
+        ioctx = spec.resolve(self.media, self.counters.namespaces)
+        for (key, _qid), session in self.sessions.items():
+            if key == ctrl_key:
+                session.ioctx = ioctx
+
+    def _detach(self, ctrl_key: CtrlKey, qid: int | None, reason: str) -> None:
+        for (key, q), session in list(self.sessions.items()):
+            if key == ctrl_key and (qid is None or q == qid):
+                session.fabric.close(reason)
+
+    # -- QueueOwner ----------------------------------------------------------------------------
+    def open_queue(self, fabric: FabricQueue, port: ListenPort) -> QueueState:
+        handover = self._attaching
+        if handover is None:
+            raise RuntimeError("a worker only serves queues handed over by the control plane")
+        spec = handover.context
+        session = WorkerSession(
+            fabric=fabric,
+            port=port,
+            pool=self.pool,
+            qid=handover.qid,
+            sqsize=handover.sqsize,
+            sqhd=handover.sqhd,
+            sqhd_disabled=handover.sqhd_disabled,
+            ioctx=spec.resolve(self.media, self.counters.namespaces),
+            ctrl_key=handover.ctrl_key,
+        )
+        self.sessions[(handover.ctrl_key, handover.qid)] = session
+        return session
+
+    def submit(self, state: QueueState, req: Request) -> None:
+        assert isinstance(state, WorkerSession)
+        self.counters.commands += 1
+        if req.incapsule:
+            self.counters.incapsule_writes += 1
+        self.pipeline.submit(state, req)
+
+    def complete(self, state: QueueState, req: Request, status: Status) -> None:
+        assert isinstance(state, WorkerSession)
+        state.consume_sqe()
+        self.pipeline.complete(state, req, status)
+
+    def queue_closed(self, state: QueueState) -> None:
+        assert isinstance(state, WorkerSession)
+        key = (state.ctrl_key, state.qid or 0)
+        if self.sessions.get(key) is state:
+            del self.sessions[key]
+            self.channel.send(("closed", state.ctrl_key, state.qid, "queue closed"))
+
+    # -- CommandHandler ------------------------------------------------------------------------
+    def parse(self, session: QueueSession, req: Request) -> Parsed:
+        if req.sqe.opcode in io.FAST_PATH and session.ioctx is not None:
+            return io.parse(session.ioctx, req, self.pool)
+        assert isinstance(session, WorkerSession)
+        return self._forward(session, req)
+
+    def _forward(self, session: WorkerSession, req: Request) -> Plan:
+        """A command the data plane does not execute: the control plane decides its status."""
+        self.counters.forwarded += 1
+        token = self._next_token = self._next_token + 1
+        fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        self._replies[token] = fut
+        self.channel.send(("forward", token, session.ctrl_key, session.qid, req.sqe.encode()))
+
+        async def execute(req: Request) -> Status:
+            try:
+                return await fut
+            finally:
+                self._replies.pop(token, None)
+
+        return Plan(Direction.NONE, 0, execute, forward=True)
+
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
+        assert isinstance(session, WorkerSession)
+        self.counters.errors += 1
+        sqe = req.sqe
+        self.channel.send(
+            ("error", session.ctrl_key, session.qid, req.cid, sqe.opcode, sqe.nsid, status)
+        )
+
+    def activity(self, session: QueueSession) -> None:
+        """Keep-alive is the admin queue's business (the control plane's); nothing to do."""
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Graceful stop: every command in flight completes and is sent, then queues close."""
+        try:
+            await asyncio.wait_for(self.pipeline.drain(), STOP_GRACE_S)
+        except TimeoutError:
+            log.warning(
+                "worker %d: commands still in flight after %.0f s", self.index, STOP_GRACE_S
+            )
+        for session in list(self.sessions.values()):
+            drained = getattr(session.fabric, "drained", None)
+            if drained is not None:
+                await drained()
+            session.fabric.close("target stopping")
+        for media in self.media.values():
+            media.close()
+        self.media.clear()
+        self.stopped.set()
+
+
+def _die_with_parent(parent: int) -> None:
+    """``PR_SET_PDEATHSIG``: the kernel kills this worker when the control plane dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the call: nobody will signal us
+        os._exit(1)
+
+
+async def _serve(channel_fd: int, index: int, staging_bytes: int) -> None:
+    sock = socket.socket(fileno=channel_fd)
+    worker = Worker(sock, index, staging_bytes)
+    loop = asyncio.get_running_loop()
+    # SIGTERM from a terminal's process group or a service manager: the control plane decides.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    worker.channel.send(("ready", os.getpid()))
+    await worker.stopped.wait()
+    worker.channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nvmf-worker", description=__doc__)
+    parser.add_argument("--channel", type=int, required=True, help="channel descriptor")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--cpu", type=int, default=-1, help="core to pin to (-1: none)")
+    parser.add_argument("--parent", type=int, required=True, help="control plane PID")
+    parser.add_argument("--staging-bytes", type=int, required=True)
+    parser.add_argument("--log-level", type=int, default=logging.WARNING)
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent)
+    logging.basicConfig(
+        level=args.log_level,
+        format=f"%(asctime)s %(levelname)s worker{args.index}: %(message)s",
+    )
+    if args.cpu >= 0:
+        try:
+            os.sched_setaffinity(0, {args.cpu})
+        except OSError as exc:
+            log.warning("worker %d: cannot pin to CPU %d: %s", args.index, args.cpu, exc)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(args.channel, args.index, args.staging_bytes))
+    except ImportError:
+        asyncio.run(_serve(args.channel, args.index, args.staging_bytes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

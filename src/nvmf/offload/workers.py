@@ -1,0 +1,299 @@
+"""The control plane's side of the offload workers: spawn, hand queues over, restart, stop.
+
+:class:`WorkerSet` starts ``count`` worker processes (:mod:`nvmf.offload.worker`), each pinned
+to a core, and keeps a :class:`~nvmf.offload.channel.Channel` to each.  Every medium the control
+plane opened is shared with every worker (:meth:`WorkerSet.add_media`), so a worker started
+later (a replacement for one that died) gets the same set.  After an I/O queue's Connect the
+control plane calls :meth:`WorkerSet.attach`: the queue goes to the worker serving the fewest
+queues, so one host's queues spread across workers, and the control plane closes its own
+descriptor of it.
+
+What workers report comes back through :class:`WorkerEvents`.  A worker that dies takes only
+its own queues down: the control plane is told which (:meth:`WorkerEvents.worker_queue_closed`),
+logs it, and starts a replacement in the same slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nvmf.media.base import Media
+from nvmf.offload.channel import Channel, channel_pair
+from nvmf.offload.context import IoContextSpec, MediaKey
+from nvmf.offload.worker import CtrlKey, Handover
+from nvmf.wire.sqe import Sqe
+from nvmf.wire.status import SC, Status
+
+log = logging.getLogger(__name__)
+
+#: How long a new worker may take to say it is ready.
+START_TIMEOUT_S = 30.0
+#: How long a stopping worker may take to finish its commands and exit.
+STOP_TIMEOUT_S = 15.0
+
+
+class WorkerEvents(Protocol):
+    """What the control plane hears from its workers."""
+
+    def worker_queue_closed(self, ctrl_key: CtrlKey, qid: int, reason: str) -> None:
+        """A handed-over queue is gone (host closed it, fatal error, or its worker died)."""
+        ...
+
+    async def forwarded(self, ctrl_key: CtrlKey, qid: int, sqe: Sqe) -> Status:
+        """The status of a command the data plane does not execute."""
+        ...
+
+    def worker_command_failed(
+        self, ctrl_key: CtrlKey, qid: int, cid: int, opcode: int, nsid: int, status: Status
+    ) -> None:
+        """A command on a handed-over queue failed (for the controller's error log)."""
+        ...
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """One worker slot: its process, channel and the queues it serves."""
+
+    index: int
+    cpu: int
+    proc: subprocess.Popen[bytes] | None = None
+    channel: Channel | None = None
+    pid: int = 0
+    ready: asyncio.Future[None] | None = None
+    queues: set[tuple[CtrlKey, int]] = field(default_factory=set)
+    counter_waits: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    stopping: bool = False
+    restarts: int = 0
+
+    def queues_of(self) -> list[tuple[str, int]]:
+        """(subsystem NQN, qid) of each queue this worker serves, sorted."""
+        return sorted((key[0], qid) for key, qid in self.queues)
+
+
+class WorkerSet:
+    """``count`` offload workers and the queues handed to them."""
+
+    def __init__(
+        self,
+        count: int,
+        events: WorkerEvents,
+        *,
+        staging_bytes: int,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        self.workers = [WorkerHandle(i, cpus[i % len(cpus)]) for i in range(count)]
+        self.events = events
+        self.staging_bytes = staging_bytes
+        self.log_level = log_level
+        self._media: dict[MediaKey, Media] = {}
+        self._token = 0
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every worker and wait until each is ready."""
+        for w in self.workers:
+            self._spawn(w)
+        await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
+
+    def _spawn(self, w: WorkerHandle) -> None:
+        ours, theirs = channel_pair()
+        cmd = [
+            sys.executable,
+            "-m",
+            "nvmf.offload.worker",
+            "--channel",
+            str(theirs.fileno()),
+            "--index",
+            str(w.index),
+            "--cpu",
+            str(w.cpu),
+            "--parent",
+            str(os.getpid()),
+            "--staging-bytes",
+            str(self.staging_bytes),
+            "--log-level",
+            str(self.log_level),
+        ]
+        w.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        w.pid = w.proc.pid
+        w.stopping = False
+        w.ready = asyncio.get_running_loop().create_future()
+        w.channel = Channel(
+            ours, functools.partial(self._on_message, w), functools.partial(self._on_closed, w)
+        )
+        for key, media in self._media.items():
+            self._send_media(w, key, media)
+
+    async def _wait_ready(self, w: WorkerHandle) -> None:
+        assert w.ready is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(w.ready), START_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(f"offload worker {w.index} did not start") from None
+
+    async def stop(self) -> None:
+        """Graceful: each worker completes its commands in flight, closes its queues, exits."""
+        self._stopping = True
+        for w in self.workers:
+            if w.channel is not None and not w.channel.closed:
+                w.stopping = True
+                w.channel.send(("stop",))
+        loop = asyncio.get_running_loop()
+        for w in self.workers:
+            proc = w.proc
+            if proc is None:
+                continue
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, proc.wait), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("offload worker %d did not stop in time: killed", w.index)
+                proc.kill()
+                await loop.run_in_executor(None, proc.wait)
+            if w.channel is not None:
+                w.channel.close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    # -- media and queues ----------------------------------------------------------------------
+    def add_media(self, key: MediaKey, media: Media) -> None:
+        """Share ``media`` with every worker, now and after any restart."""
+        self._media[key] = media
+        for w in self.workers:
+            if w.channel is not None:
+                self._send_media(w, key, media)
+
+    def remove_media(self, key: MediaKey) -> None:
+        if self._media.pop(key, None) is not None:
+            for w in self.workers:
+                if w.channel is not None:
+                    w.channel.send(("media_close", key))
+
+    def _send_media(self, w: WorkerHandle, key: MediaKey, media: Media) -> None:
+        assert w.channel is not None
+        handle, fd = media.share()
+        w.channel.send(("media", key, handle), [] if fd is None else [fd])
+
+    def attach(self, handover: Handover, fd: int) -> int:
+        """Hand a queue over to the least busy worker; ``fd`` is closed here.  The index of the
+        worker that serves it."""
+        try:
+            live = [w for w in self.workers if w.channel is not None and not w.channel.closed]
+            if not live:
+                raise RuntimeError("no offload worker is running")
+            w = min(live, key=lambda w: (len(w.queues), w.index))
+            assert w.channel is not None
+            w.queues.add((handover.ctrl_key, handover.qid))
+            w.channel.send(("attach", handover), [fd])
+            return w.index
+        finally:
+            os.close(fd)
+
+    def update_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
+        """A controller's I/O context changed: every worker serving its queues gets the new one."""
+        for w in self.workers:
+            if w.channel is not None and any(k == ctrl_key for k, _ in w.queues):
+                w.channel.send(("context", ctrl_key, spec))
+
+    def detach(self, ctrl_key: CtrlKey, qid: int | None, reason: str) -> None:
+        """Close a controller's handed-over queues (all, or ``qid``)."""
+        for w in self.workers:
+            if w.channel is not None and any(
+                k == ctrl_key and (qid is None or q == qid) for k, q in w.queues
+            ):
+                w.channel.send(("detach", ctrl_key, qid, reason))
+
+    async def counters(self) -> list[dict[str, Any]]:
+        """Every live worker's counters (asked over the channel; the I/O path is not touched)."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for w in self.workers:
+            if w.channel is None or w.channel.closed:
+                continue
+            self._token += 1
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            w.counter_waits[self._token] = fut
+            w.channel.send(("counters", self._token))
+            waits.append(fut)
+        results = await asyncio.wait_for(asyncio.gather(*waits), 5.0)
+        return list(results)
+
+    # -- from the workers ----------------------------------------------------------------------
+    def _on_message(self, w: WorkerHandle, msg: tuple[Any, ...], fds: list[int]) -> None:
+        for fd in fds:  # workers send no descriptors
+            os.close(fd)
+        kind = msg[0]
+        if kind == "ready":
+            if w.ready is not None and not w.ready.done():
+                w.ready.set_result(None)
+        elif kind == "closed":
+            _, ctrl_key, qid, reason = msg
+            w.queues.discard((ctrl_key, qid))
+            self.events.worker_queue_closed(ctrl_key, qid, reason)
+        elif kind == "forward":
+            _, token, ctrl_key, qid, raw = msg
+            asyncio.get_running_loop().create_task(self._answer(w, token, ctrl_key, qid, raw))
+        elif kind == "error":
+            _, ctrl_key, qid, cid, opcode, nsid, status = msg
+            self.events.worker_command_failed(ctrl_key, qid, cid, opcode, nsid, status)
+        elif kind == "counters":
+            fut = w.counter_waits.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result({"worker": w.index, "pid": w.pid, **msg[2]})
+        else:
+            log.error("offload worker %d sent an unknown message %r", w.index, kind)
+
+    async def _answer(
+        self, w: WorkerHandle, token: int, ctrl_key: CtrlKey, qid: int, raw: bytes
+    ) -> None:
+        try:
+            status = await self.events.forwarded(ctrl_key, qid, Sqe.decode(raw))
+        except Exception:
+            log.exception("forwarded command on %s qid %d", ctrl_key, qid)
+            status = Status(SC.INTERNAL, dnr=False)
+        if w.channel is not None:
+            w.channel.send(("status", token, status))
+
+    def _on_closed(self, w: WorkerHandle) -> None:
+        """A worker's channel closed: it exited or died.  Its queues are gone with it."""
+        lost, w.queues = w.queues, set()
+        for fut in w.counter_waits.values():
+            if not fut.done():
+                fut.set_result({"worker": w.index, "pid": w.pid, "dead": True})
+        w.counter_waits.clear()
+        for ctrl_key, qid in lost:
+            self.events.worker_queue_closed(ctrl_key, qid, f"offload worker {w.index} exited")
+        if self._stopping or w.stopping:
+            return
+        code = w.proc.poll() if w.proc is not None else None
+        log.error(
+            "offload worker %d (pid %d) died (exit status %s) with %d queues; starting another",
+            w.index,
+            w.pid,
+            code,
+            len(lost),
+        )
+        asyncio.get_running_loop().create_task(self._restart(w))
+
+    async def _restart(self, w: WorkerHandle) -> None:
+        if w.proc is not None:
+            await asyncio.get_running_loop().run_in_executor(None, w.proc.wait)
+        if self._stopping:
+            return
+        w.restarts += 1
+        self._spawn(w)
+        try:
+            await self._wait_ready(w)
+        except RuntimeError as exc:
+            log.error("%s", exc)

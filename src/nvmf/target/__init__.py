@@ -1,1 +1,0 @@
-"""nvmf.target layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,281 @@
+"""The offload data plane split: I/O queues handed to worker processes after their Connect.
+
+Every target test in ``tests/target`` already runs with two workers (its ``target`` fixture is
+parametrized); these tests check what only the split has: where queues go, what the control
+plane keeps, counters, forwarded commands, a worker's death, and stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvmf.control.service import RemoteQueue
+from nvmf.wire.opcodes import IoOpcode
+from nvmf.wire.sqe import SglDescriptor, Sqe
+from nvmf.wire.status import SC
+from tests.target.conftest import SUBNQN, RunningTarget, running_target
+from tests.target.rawhost import RawHost, status_of
+from tests.target.test_tcp_target import admin, io_queue, rw
+
+BLOCK = 512
+
+
+def _call(target: RunningTarget, coro: Any) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, target.loop).result(10)
+
+
+def _counters(target: RunningTarget) -> list[dict[str, Any]]:
+    workers = target.service.workers
+    assert workers is not None
+    result: list[dict[str, Any]] = _call(target, workers.counters())
+    return result
+
+
+def _write_read(q: RawHost, slba: int, payload: bytes) -> bytes:
+    nlb = len(payload) // BLOCK
+    cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 1, slba, nlb, len(payload)), payload)
+    assert status_of(cqe).ok, status_of(cqe)
+    cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba, nlb, len(payload)))
+    assert status_of(cqe).ok, status_of(cqe)
+    return back
+
+
+def _target_sockets(port: int) -> list[str]:
+    """Descriptors of this process that are TCP sockets bound to the target's port."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with s:
+            try:
+                local = s.getsockname()
+            except OSError:
+                continue
+            if s.family in (socket.AF_INET, socket.AF_INET6) and local[1] == port:
+                found.append(f"fd {fd} {local}")
+    return found
+
+
+@pytest.fixture
+def two_workers() -> Iterator[RunningTarget]:
+    with running_target(2) as target:
+        yield target
+
+
+def test_queues_spread_across_workers_and_leave_the_control_plane(
+    two_workers: RunningTarget,
+) -> None:
+    target = two_workers
+    adm = admin(target)
+    queues = [io_queue(target, adm, qid) for qid in (1, 2)]
+    for i, q in enumerate(queues):
+        payload = bytes([i + 1]) * 8192
+        assert _write_read(q, 100 * i, payload) == payload
+    counters = _counters(target)
+    assert [c["queues_attached"] for c in counters] == [1, 1]
+    for c in counters:
+        ns = c["namespaces"][f"{SUBNQN}/1"]
+        assert ns["write_cmds"] == 1 and ns["read_cmds"] == 1, c
+        assert ns["write_blocks"] == 16 and ns["read_blocks"] == 16, c
+    # The control plane keeps its listener and the admin queue's socket, nothing of the I/O
+    # queues: their places in the controller are stand-ins.
+    sockets = _target_sockets(target.addr[1])
+    assert len(sockets) == 2, sockets
+    ctrl = next(iter(target.service.subsystems[SUBNQN].controllers.values()))
+    assert all(isinstance(ctrl.queues[qid].fabric, RemoteQueue) for qid in (1, 2))
+    for q in queues:
+        q.close()
+    adm.close()
+
+
+def test_other_io_commands_get_their_status_from_the_control_plane(
+    two_workers: RunningTarget,
+) -> None:
+    target = two_workers
+    adm = admin(target)
+    q = io_queue(target, adm)
+    # Reservation Report is no fast-path command: the worker asks; the answer is the control
+    # plane's (this target implements no reservations), and the worker sends it.
+    sqe = Sqe(opcode=0x0E, cid=q.next_cid(), nsid=1)
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    status = status_of(q.command(sqe))
+    assert status.code == SC.INVALID_OPCODE and status.dnr
+    assert sum(c["forwarded"] for c in _counters(target)) == 1
+    assert sum(c["errors"] for c in _counters(target)) == 1
+    payload = b"\x5a" * 4096
+    assert _write_read(q, 7, payload) == payload  # the queue goes on
+    q.close()
+    adm.close()
+
+
+def test_deleting_the_controller_closes_its_queues_in_the_workers(
+    two_workers: RunningTarget,
+) -> None:
+    target = two_workers
+    adm = admin(target)
+    queues = [io_queue(target, adm, qid) for qid in (1, 2)]
+    assert _write_read(queues[0], 0, b"\1" * 512) == b"\1" * 512
+    adm.close()  # the admin queue's end deletes the controller
+    for q in queues:
+        assert q.is_closed(timeout=10)
+
+
+def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
+    two_workers: RunningTarget,
+) -> None:
+    target = two_workers
+    workers = target.service.workers
+    assert workers is not None
+    adm = admin(target)
+    q1, q2 = io_queue(target, adm, 1), io_queue(target, adm, 2)
+    before = b"\xa5" * 4096
+    assert _write_read(q1, 50, before) == before
+    assert _write_read(q2, 60, before) == before
+    victim = next(w for w in workers.workers if w.queues and w.queues_of()[0] == (SUBNQN, 1))
+    old_pid = victim.pid
+    os.kill(old_pid, signal.SIGKILL)
+    assert q1.is_closed(timeout=10)
+    # The other worker's queue and the admin queue carry on.
+    assert _write_read(q2, 61, b"\x3c" * 4096) == b"\x3c" * 4096
+    deadline = time.monotonic() + 30
+    while victim.pid == old_pid or victim.channel is None or victim.channel.closed:
+        assert time.monotonic() < deadline, "no replacement worker"
+        time.sleep(0.1)
+    assert victim.restarts == 1
+    ctrl = next(iter(target.service.subsystems[SUBNQN].controllers.values()))
+    deadline = time.monotonic() + 10
+    while 1 in ctrl.queues:
+        assert time.monotonic() < deadline, "qid 1 still in the controller"
+        time.sleep(0.05)
+    # A new queue 1 lands on a live worker, and what was acknowledged before the kill is there.
+    q1 = io_queue(target, adm, 1)
+    cqe, back = q1.command_data(rw(q1.next_cid(), IoOpcode.READ, 1, 50, 8, 4096))
+    assert status_of(cqe).ok and back == before
+    for q in (q1, q2, adm):
+        q.close()
+
+
+# -- nvmf serve as a process ------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, list[int]]]:
+    """``nvmf serve --workers 2`` with one file namespace (``tmp_path/ns1.img``)."""
+    media = tmp_path / "ns1.img"
+    config = {
+        "ports": [{"portid": 1, "addr": {"trtype": "tcp", "adrfam": "ipv4",
+                   "traddr": "127.0.0.1", "trsvcid": "4420"}, "subsystems": [SUBNQN]}],
+        "subsystems": [{"nqn": SUBNQN, "attr": {"allow_any_host": "1"},
+                        "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": str(media)},
+                                        "nvmf": {"kind": "file", "size": "16M"}}]}],
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nvmf.cli.main",
+            "serve",
+            "--workers",
+            "2",
+            "--trsvcid",
+            "0",
+            "--config",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    listening = proc.stdout.readline()
+    workers = proc.stdout.readline()
+    m = re.search(r":(\d+) ", listening)
+    pids = re.search(r"pids ([\d ]+)\)", workers)
+    assert m and pids, listening + workers
+    try:
+        yield proc, int(m.group(1)), [int(p) for p in pids.group(1).split()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
+    served: tuple[subprocess.Popen[str], int, list[int]], tmp_path: Path
+) -> None:
+    proc, port, pids = served
+    assert len(pids) == 2 and all(not _gone(p, 0) for p in pids)
+    target = RunningTarget(None, None, ("127.0.0.1", port))  # type: ignore[arg-type]
+    adm = admin(target)
+    q = io_queue(target, adm)
+    # Pipeline writes, stop the target while they are in flight, then collect completions
+    # until the queue closes: every acknowledged write is in the file afterwards.
+    slba_of = {}
+    for i in range(64):
+        payload = bytes([i + 1]) * 4096
+        sqe = rw(q.next_cid(), IoOpcode.WRITE, 1, 8 * i, 8, 4096)
+        sqe.sgl = SglDescriptor.incapsule(4096)
+        q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(payload)))
+        slba_of[sqe.cid] = (8 * i, i + 1)
+        if i == 0:
+            cqe, _ = q.wait_response()  # the queue is serving: now stop the target
+            assert status_of(cqe).ok
+            acked = {cqe.cid}
+            proc.send_signal(signal.SIGTERM)
+    while True:
+        try:
+            cqe, _ = q.wait_response()
+        except (ConnectionError, OSError):
+            break
+        assert status_of(cqe).ok
+        acked.add(cqe.cid)
+    assert proc.wait(20) == 0
+    assert all(_gone(p, 5) for p in pids)
+    image = (tmp_path / "ns1.img").read_bytes()
+    for cid in acked:
+        slba, value = slba_of[cid]
+        offset = slba * BLOCK
+        assert image[offset : offset + 4096] == bytes([value]) * 4096, f"cid {cid} lost"
+
+
+def test_workers_die_with_the_control_plane(
+    served: tuple[subprocess.Popen[str], int, list[int]],
+) -> None:
+    proc, _port, pids = served
+    proc.kill()
+    proc.wait()
+    assert all(_gone(p, 5) for p in pids)
