@@ -1,12 +1,16 @@
 """The Linux 6.1 kernel's own NVMe/TCP host (nvme-cli, fio) against our target, in the guest.
 
-One boot runs everything: discovery, connects with and without ``-i``, fio with CRC32C verify
-at 4 KiB and 128 KiB on RAM and file namespaces with digests off and on, and disconnects.
+One boot runs everything, with the target's I/O queues in two offload workers (``--workers
+2``): discovery, connects with ``-i 1``, ``-i 2`` and without ``-i``, fio with CRC32C verify at
+4 KiB and 128 KiB on RAM and file namespaces with digests off and on, and disconnects; then a
+worker is killed (``kill -9``) in the middle of a fio write job: the host reconnects, a new
+worker serves, and the job's verify passes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,7 @@ mkdir -p /tmp/nvmf-guest
 modprobe nvme-tcp
 ip link set lo up
 nproc > $OUT/nproc.txt
-$PY -m nvmf.cli.main serve -v --config CONFIG > $OUT/target.log 2>&1 &
+$PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG > $OUT/target.log 2>&1 &
 for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
 nvme discover -t tcp -a 127.0.0.1 -s 4420 -o json > $OUT/discover.json; echo $? > $OUT/discover.rc
 
@@ -59,6 +63,9 @@ run_case ram-plain ${NQN}ram -i 2
 run_case file-plain ${NQN}file -i 2
 run_case ram-digest ${NQN}ram -i 2 -g -G
 run_case file-digest ${NQN}file -i 2 -g -G
+run_case ram-i1 ${NQN}ram -i 1
+run_case file-i1 ${NQN}file -i 1
+run_case file-default ${NQN}file
 
 # Without -i: the host asks for one queue per CPU and takes min(that, the target's grant).
 for case in ram q1; do
@@ -72,6 +79,27 @@ for case in ram q1; do
 done
 ls /sys/class/nvme/ > $OUT/leftover.txt 2>&1
 dmesg > $OUT/dmesg.txt
+
+# A worker dies under a write job: only its queues drop, the host reconnects (1 s delay), a
+# new worker takes the new queues, and every block the job wrote verifies.
+dmesg -C
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 2 --reconnect-delay=1 --ctrl-loss-tmo=120
+echo "connect kill rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+fio --name=kill --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 --rw=write --bs=4k \
+    --size=64m --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+    --output-format=json --output=$OUT/fio-kill.json &
+fio_pid=$!
+sleep 4
+victim=$(sed -n 's/.*offload workers (pids \([0-9]*\) .*/\1/p' $OUT/target.log | head -1)
+echo "$victim" > $OUT/victim.txt
+kill -9 $victim
+echo "kill rc=$?" >> $OUT/results.txt
+wait $fio_pid
+echo "fio kill rc=$?" >> $OUT/results.txt
+nvme disconnect -n ${NQN}ram > /dev/null
+echo "disconnect kill rc=$?" >> $OUT/results.txt
+dmesg > $OUT/dmesg-kill.txt
 kill %1; wait
 echo done > $OUT/finished
 """.replace("CONFIG", str(CONFIG)).replace("${NQN}", NQN)
@@ -108,11 +136,24 @@ def test_nvme_discover_lists_our_subsystems(guest: GuestResult) -> None:
         assert (r["trtype"], r["traddr"], r["trsvcid"]) == ("tcp", "127.0.0.1", "4420")
 
 
-@pytest.mark.parametrize("case", ["ram-plain", "file-plain", "ram-digest", "file-digest"])
-def test_connect_with_two_io_queues_and_fio_verify(guest: GuestResult, case: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "queues"),
+    [
+        ("ram-plain", 3),  # admin queue + 2 I/O queues
+        ("file-plain", 3),
+        ("ram-digest", 3),
+        ("file-digest", 3),
+        ("ram-i1", 2),
+        ("file-i1", 2),
+        ("file-default", 3),  # min(2 guest CPUs, the grant of 2)
+    ],
+)
+def test_connect_and_fio_verify_with_two_workers(
+    guest: GuestResult, case: str, queues: int
+) -> None:
     res = results(guest)
     assert res[f"connect {case} rc"] == "0"
-    assert res[f"{case} queues"] == "3"  # admin queue + 2 I/O queues
+    assert res[f"{case} queues"] == str(queues)
     for bs in ("4k", "128k"):
         assert res[f"fio {case}-{bs} rc"] == "0"
         job = json.loads(guest.read(f"fio-{case}-{bs}.json"))["jobs"][0]
@@ -143,3 +184,28 @@ def test_no_kernel_errors_and_clean_teardown(guest: GuestResult) -> None:
         assert not [line for line in nvme_lines if bad in line], bad
     assert guest.read("leftover.txt").strip() == ""
     assert "Traceback" not in guest.read("target.log")
+
+
+def test_io_queues_were_served_by_the_workers(guest: GuestResult) -> None:
+    log = guest.read("target.log")
+    served = re.findall(r"qid (\d+): served by offload worker (\d+)", log)
+    assert {w for _, w in served} == {"0", "1"}, served  # one host's queues spread across both
+
+
+def test_killed_worker_is_replaced_and_fio_verify_passes(guest: GuestResult) -> None:
+    res = results(guest)
+    assert res["connect kill rc"] == "0" and res["kill rc"] == "0"
+    victim = guest.read("victim.txt").strip()
+    log = guest.read("target.log")
+    assert re.search(rf"offload worker \d \(pid {victim}\) died .*starting another", log), log[
+        -3000:
+    ]
+    assert res["fio kill rc"] == "0", guest.read("fio-kill.json")[-2000:]
+    job = json.loads(guest.read("fio-kill.json"))["jobs"][0]
+    assert job["error"] == 0
+    assert job["write"]["io_bytes"] == 64 << 20
+    assert job["read"]["io_bytes"] == 64 << 20  # the verify pass read back every block
+    dmesg = guest.read("dmesg-kill.txt")
+    assert "Reconnecting" in dmesg or "reconnect" in dmesg, dmesg[-2000:]
+    assert "Successfully reconnected" in dmesg, dmesg[-2000:]
+    assert res["disconnect kill rc"] == "0"

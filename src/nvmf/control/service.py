@@ -28,6 +28,7 @@ from nvmf.control.command import Context, Parsed
 from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
 from nvmf.control.session import ControlSession
 from nvmf.control.subsystem import SubsystemRuntime
+from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool
 from nvmf.offload import io
 from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
@@ -116,6 +117,8 @@ class TargetService:
         self.pipeline = ControlPipeline(self)
         self.workers: WorkerSet | None = None
         self.counters: dict[tuple[str, int], NamespaceCounters] = {}
+        #: This process's queue on each namespace's medium (for the queues it serves itself).
+        self._media_queues: dict[tuple[str, int], MediaQueue] = {}
         self._log_level = log_level
         self._tasks: set[asyncio.Task[None]] = set()
         self._ka_handles: dict[int, asyncio.TimerHandle] = {}
@@ -275,16 +278,13 @@ class TargetService:
     def io_context(self, ctrl: Controller) -> IoContext:
         """``ctrl``'s I/O context in this process (its media, its counters)."""
         nqn = ctrl.subsystem.nqn
-        namespaces = {
-            nsid: NamespaceIo(
-                nsid,
-                ns.nsze,
-                ns.block_size,
-                ns.media,
-                self.counters.setdefault((nqn, nsid), NamespaceCounters()),
-            )
-            for nsid, ns in ctrl.subsystem.namespaces.items()
-        }
+        namespaces = {}
+        for nsid, ns in ctrl.subsystem.namespaces.items():
+            queue = self._media_queues.get((nqn, nsid))
+            if queue is None:
+                queue = self._media_queues[(nqn, nsid)] = ns.media.open_queue()
+            counters = self.counters.setdefault((nqn, nsid), NamespaceCounters())
+            namespaces[nsid] = NamespaceIo(nsid, ns.nsze, ns.block_size, ns.media, queue, counters)
         return IoContext(ctrl.cntlid, nqn, admin.MAX_TRANSFER, ctrl.wce, namespaces)
 
     def context_changed(self, ctrl: Controller) -> None:

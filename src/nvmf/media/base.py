@@ -21,7 +21,10 @@ a bug, as is anything else escaping a media call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from nvmf.media.queue import MediaQueue
 
 
 class MediaError(OSError):
@@ -72,6 +75,11 @@ class Media(Protocol):
 
     async def deallocate(self, offset: int, length: int) -> None:
         """Release a range (Dataset Management, AD): it reads as zeroes afterwards."""
+        ...
+
+    def open_queue(self) -> MediaQueue:
+        """This process's queue on the medium (:mod:`nvmf.media.queue`): Read, Write and Flush
+        without a coroutine per I/O.  Called once per data-plane process, in its event loop."""
         ...
 
     def share(self) -> tuple[MediaHandle, int | None]:

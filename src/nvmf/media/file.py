@@ -44,6 +44,7 @@ from typing import NamedTuple, TypeVar
 
 from nvmf.media.base import MediaError, MediaHandle
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
+from nvmf.media.queue import MediaQueue, ThreadQueue
 
 T = TypeVar("T")
 
@@ -212,6 +213,31 @@ class DescriptorMedia:
         self._executor.shutdown(wait=True)
         os.close(self._fd)
         self._fd = -1
+
+    def open_queue(self) -> MediaQueue:
+        """This process's queue on the medium: the thread pool, completions to the running
+        event loop."""
+        return ThreadQueue(self, asyncio.get_running_loop())
+
+    # -- what a ThreadQueue calls ----------------------------------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def check_io(self, offset: int, buf: memoryview) -> None:
+        """The checks :meth:`read` and :meth:`write` make before the kernel sees a request."""
+        check_range(self.size, offset, len(buf))
+        self._check_aligned(buf)
+
+    def read_sync(self, offset: int, buf: memoryview) -> None:
+        self._read_sync(offset, buf)
+
+    def write_sync(self, offset: int, buf: memoryview, fua: bool) -> None:
+        self._write_sync(offset, buf, fua)
+
+    def flush_sync(self) -> None:
+        os.fdatasync(self._fd)
 
     # -- the blocking part, run on the pool ----------------------------------------------------
 

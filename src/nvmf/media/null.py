@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 
 from nvmf.media.base import MediaHandle
+from nvmf.media.queue import MediaQueue, SyncQueue
 
 #: Bytes of the shared zero source: large enough that zeroing a typical transfer is one copy.
 ZERO_CHUNK = 1 << 20
@@ -64,14 +65,26 @@ class NullMedia:
         self.block_size = block_size
         self.volatile_write_cache = False
 
-    async def read(self, offset: int, buf: memoryview) -> None:
+    def read_into(self, offset: int, buf: memoryview) -> None:
         """Zero ``buf``: nothing was ever stored."""
         check_range(self.size, offset, len(buf))
         zero_fill(buf)
 
-    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+    def write_from(self, offset: int, buf: memoryview) -> None:
         """Discard ``buf``."""
         check_range(self.size, offset, len(buf))
+
+    def open_queue(self) -> MediaQueue:
+        """Every I/O completes at once."""
+        return SyncQueue(self)
+
+    async def read(self, offset: int, buf: memoryview) -> None:
+        """Zero ``buf``: nothing was ever stored."""
+        self.read_into(offset, buf)
+
+    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+        """Discard ``buf``."""
+        self.write_from(offset, buf)
 
     async def flush(self) -> None:
         """Nothing to make durable."""

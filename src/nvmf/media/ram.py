@@ -27,6 +27,7 @@ import os
 
 from nvmf.media.base import MediaError, MediaHandle
 from nvmf.media.null import check_geometry, check_range, zero_fill
+from nvmf.media.queue import MediaQueue, SyncQueue
 
 
 def mem_available() -> int | None:
@@ -88,15 +89,27 @@ class RamMedia:
         """Map a namespace another process allocated (its memfd ``fd``, now owned here)."""
         return cls(handle.size, handle.block_size, fd=fd)
 
-    async def read(self, offset: int, buf: memoryview) -> None:
+    def read_into(self, offset: int, buf: memoryview) -> None:
         """Copy the bytes at ``offset`` into ``buf``; never-written pages read as zeroes."""
         check_range(self.size, offset, len(buf))
         buf[:] = self._view[offset : offset + len(buf)]
 
-    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
-        """Copy ``buf`` into the namespace; it is as durable as it will ever be, ``fua`` or not."""
+    def write_from(self, offset: int, buf: memoryview) -> None:
+        """Copy ``buf`` into the namespace; it is as durable as it will ever be."""
         check_range(self.size, offset, len(buf))
         self._view[offset : offset + len(buf)] = buf
+
+    def open_queue(self) -> MediaQueue:
+        """Reads and writes are copies: every I/O completes at once."""
+        return SyncQueue(self)
+
+    async def read(self, offset: int, buf: memoryview) -> None:
+        """Copy the bytes at ``offset`` into ``buf``; never-written pages read as zeroes."""
+        self.read_into(offset, buf)
+
+    async def write(self, offset: int, buf: memoryview, fua: bool = False) -> None:
+        """Copy ``buf`` into the namespace; it is as durable as it will ever be, ``fua`` or not."""
+        self.write_from(offset, buf)
 
     async def flush(self) -> None:
         """Nothing to do: there is no volatile cache in front of RAM."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nvmf.media.base import Media
+from nvmf.media.queue import MediaQueue
 
 
 @dataclass(slots=True)
@@ -32,13 +33,15 @@ class NamespaceCounters:
 
 @dataclass(frozen=True, slots=True)
 class NamespaceIo:
-    """One namespace as the I/O path sees it: geometry, the medium, its counters."""
+    """One namespace as the I/O path sees it: geometry, the medium, this process's queue on
+    it, its counters."""
 
     nsid: int
     #: Namespace size in logical blocks (Identify Namespace NSZE).
     nsze: int
     block_size: int
     media: Media
+    queue: MediaQueue
     counters: NamespaceCounters = field(default_factory=NamespaceCounters)
 
 
@@ -73,15 +76,16 @@ class IoContextSpec:
     namespaces: tuple[tuple[int, int, int], ...]
 
     def resolve(
-        self, media: Mapping[MediaKey, Media], counters: Mapping[MediaKey, NamespaceCounters]
+        self,
+        media: Mapping[MediaKey, tuple[Media, MediaQueue]],
+        counters: Mapping[MediaKey, NamespaceCounters],
     ) -> IoContext:
-        """The context, with this process's media and counters; a namespace whose media this
-        process lacks is left out (its commands get Invalid Namespace)."""
-        namespaces = {
-            nsid: NamespaceIo(
-                nsid, nsze, bs, media[(self.subnqn, nsid)], counters[(self.subnqn, nsid)]
-            )
-            for nsid, nsze, bs in self.namespaces
-            if (self.subnqn, nsid) in media
-        }
+        """The context, with this process's media, queues and counters; a namespace whose
+        media this process lacks is left out (its commands get Invalid Namespace)."""
+        namespaces = {}
+        for nsid, nsze, bs in self.namespaces:
+            key = (self.subnqn, nsid)
+            if key in media:
+                medium, queue = media[key]
+                namespaces[nsid] = NamespaceIo(nsid, nsze, bs, medium, queue, counters[key])
         return IoContext(self.cntlid, self.subnqn, self.max_transfer, self.wce, namespaces)

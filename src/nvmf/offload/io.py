@@ -10,10 +10,21 @@ asks the control plane for its status.
 from __future__ import annotations
 
 from nvmf.media.base import MediaError
+from nvmf.media.queue import FLUSH, READ, WRITE
 from nvmf.memory.staging import StagingPool
 from nvmf.offload.context import IoContext, NamespaceIo
-from nvmf.offload.plan import INVALID_NS, INVALID_OPCODE, Parsed, c2h, h2c, no_data
-from nvmf.protocol.request import Request
+from nvmf.offload.plan import (
+    INVALID_NS,
+    INVALID_OPCODE,
+    Parsed,
+    Plan,
+    StartDone,
+    c2h,
+    executor_of,
+    h2c,
+    no_data,
+)
+from nvmf.protocol.request import Direction, Request
 from nvmf.wire.identify import NSID_ALL
 from nvmf.wire.opcodes import DSM_ATTR_DEALLOCATE, WZ_DEAC, IoOpcode
 from nvmf.wire.sqe import DSM_RANGE, OFF_CDW10, OFF_CDW12
@@ -32,9 +43,9 @@ FAST_PATH = frozenset(
         IoOpcode.COMPARE,
     }
 )
-_READ = int(IoOpcode.READ)
-_WRITE = int(IoOpcode.WRITE)
-_FLUSH = int(IoOpcode.FLUSH)
+_READ = READ
+_WRITE = WRITE
+_FLUSH = FLUSH
 
 
 def _media_error(exc: MediaError, write: bool) -> Status:
@@ -86,21 +97,15 @@ def _read(ioctx: IoContext, req: Request, ns: NamespaceIo) -> Parsed:
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    media = ns.media
+    queue = ns.queue
     counters = ns.counters
     counters.read_cmds += 1
     counters.read_blocks += length // ns.block_size
 
-    async def execute(req: Request) -> Status:
-        assert req.data is not None
-        try:
-            await media.read(offset, req.data)
-        except MediaError as exc:
-            counters.errors += 1
-            return _media_error(exc, write=False)
-        return SUCCESS
+    def start(req: Request, done: StartDone) -> Status | None:
+        return queue.submit(READ, offset, req.data, False, done, req)
 
-    return c2h(length, execute)
+    return c2h(length, executor_of(start), start)
 
 
 def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Parsed:
@@ -108,21 +113,15 @@ def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Par
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    media = ns.media
+    queue = ns.queue
     counters = ns.counters
     counters.write_cmds += 1
     counters.write_blocks += length // ns.block_size
 
-    async def execute(req: Request) -> Status:
-        assert req.data is not None
-        try:
-            await media.write(offset, req.data, fua)
-        except MediaError as exc:
-            counters.errors += 1
-            return _media_error(exc, write=True)
-        return SUCCESS
+    def start(req: Request, done: StartDone) -> Status | None:
+        return queue.submit(WRITE, offset, req.data, fua, done, req)
 
-    return h2c(length, execute)
+    return h2c(length, executor_of(start), start)
 
 
 def _flush(ioctx: IoContext, nsid: int) -> Parsed:
@@ -135,6 +134,13 @@ def _flush(ioctx: IoContext, nsid: int) -> Parsed:
         return INVALID_NS
     for ns in targets:
         ns.counters.flush_cmds += 1
+    if len(targets) == 1:
+        queue = targets[0].queue
+
+        def start(req: Request, done: StartDone) -> Status | None:
+            return queue.submit(FLUSH, 0, None, False, done, req)
+
+        return Plan(Direction.NONE, 0, executor_of(start), start=start)
 
     async def execute(req: Request) -> Status:
         try:

@@ -48,32 +48,89 @@ class Pipeline:
     def __init__(self, handler: CommandHandler) -> None:
         self.handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Fast-path commands whose media I/O is running.
+        self._in_media = 0
+        self._start_done_cb = self._start_done
 
     @property
     def in_flight(self) -> int:
         """Commands submitted and not yet completed."""
-        return len(self._tasks)
+        return len(self._tasks) + self._in_media
 
     def submit(self, session: QueueSession, req: Request) -> None:
-        """A capsule arrived on ``session``: run it to completion in its own task."""
+        """A capsule arrived on ``session``: run it to completion.
+
+        The fast path (DESIGN.md pattern 6) runs a command whose plan can :data:`start` on a
+        media queue and needs no host data fetched first (a Read, an in-capsule Write, a Flush)
+        without a task: parse, buffer, start, and complete now or from the media queue's
+        callback.  Everything else runs in its own task.
+        """
         session.consume_sqe()
         self.handler.activity(session)
-        task = asyncio.get_running_loop().create_task(self._run(session, req))
+        req.session = session
+        status = session.fabric.map_sgl(req)
+        if not status.ok:
+            self.complete(session, req, status)
+            return
+        plan = self.handler.parse(session, req)
+        if isinstance(plan, Status):
+            self.complete(session, req, plan)
+            return
+        start = plan.start
+        if start is not None and plan.length == req.sgl_length:
+            direction = plan.direction
+            if req.incapsule:
+                if direction is Direction.H2C:
+                    req.direction = direction
+                    req.state = ReqState.EXECUTING  # NEW -> READY -> EXECUTING: data is here
+                    self._started(session, req, start(req, self._start_done_cb))
+                    return
+            elif direction is Direction.C2H:
+                staging = session.pool.get(plan.length)
+                if staging is not None:
+                    req.staging = staging
+                    req.data = staging.view
+                    req.direction = direction
+                    req.c2h_length = plan.length
+                    req.state = ReqState.EXECUTING  # NEW -> NEED_BUFFER -> READY -> EXECUTING
+                    self._started(session, req, start(req, self._start_done_cb))
+                    return
+            elif not plan.length:
+                req.state = ReqState.EXECUTING
+                self._started(session, req, start(req, self._start_done_cb))
+                return
+        task = asyncio.get_running_loop().create_task(self._run(session, req, plan))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _started(self, session: QueueSession, req: Request, status: Status | None) -> None:
+        if status is None:
+            self._in_media += 1
+        else:
+            req.state = ReqState.EXECUTED
+            self.complete(session, req, status)
+
+    def _start_done(self, req: Request, status: Status) -> None:
+        """A fast-path command's media I/O finished (on the event loop's thread)."""
+        self._in_media -= 1
+        req.state = ReqState.EXECUTED
+        self.complete(req.session, req, status)
+
     async def drain(self) -> None:
         """Until every submitted command has completed."""
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
+        while self._tasks or self._in_media:
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+            else:
+                await asyncio.sleep(0.001)
 
     def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _run(self, session: QueueSession, req: Request) -> None:
+    async def _run(self, session: QueueSession, req: Request, plan: Parsed) -> None:
         try:
-            status = await self._execute(session, req)
+            status = await self._execute(session, req, plan)
         except asyncio.CancelledError:
             req.release()
             raise
@@ -82,11 +139,7 @@ class Pipeline:
             status = Status(SC.INTERNAL, dnr=False)
         self.complete(session, req, status)
 
-    async def _execute(self, session: QueueSession, req: Request) -> Status:
-        status = session.fabric.map_sgl(req)
-        if not status.ok:
-            return status
-        plan = self.handler.parse(session, req)
+    async def _execute(self, session: QueueSession, req: Request, plan: Parsed) -> Status:
         if isinstance(plan, Status):
             return plan
         if plan.forward:

@@ -9,6 +9,8 @@ return these.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +19,11 @@ from nvmf.wire.sqe import OFF_CDW10, OFF_DPTR, OFF_NSID
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
 Execute = Callable[[Request], Awaitable[Status]]
+#: ``done(request, status)`` for a :data:`Start` that did not finish at once.
+StartDone = Callable[[Request, Status], None]
+#: Start a command on its media queue: its status when it finished at once, else None and
+#: ``done(request, status)`` later (:mod:`nvmf.media.queue`).
+Start = Callable[[Request, StartDone], "Status | None"]
 
 
 @dataclass(slots=True)
@@ -28,6 +35,9 @@ class Plan:
     execute: Execute
     #: The status comes from elsewhere (the control plane): no data moves, ``execute`` answers.
     forward: bool = False
+    #: The same work without a coroutine (Read, Write, Flush on a media queue): the pipeline's
+    #: fast path uses it when no host data must be fetched first.
+    start: Start | None = None
 
 
 Parsed = Plan | Status
@@ -42,14 +52,40 @@ def no_data(execute: Execute = _succeed) -> Plan:
     return Plan(Direction.NONE, 0, execute)
 
 
-def c2h(length: int, execute: Execute) -> Plan:
+def c2h(length: int, execute: Execute, start: Start | None = None) -> Plan:
     """A command that sends ``length`` bytes to the host."""
-    return Plan(Direction.C2H, length, execute)
+    return Plan(Direction.C2H, length, execute, start=start)
 
 
-def h2c(length: int, execute: Execute) -> Plan:
+def h2c(length: int, execute: Execute, start: Start | None = None) -> Plan:
     """A command that takes ``length`` bytes from the host."""
-    return Plan(Direction.H2C, length, execute)
+    return Plan(Direction.H2C, length, execute, start=start)
+
+
+def executor_of(start: Start) -> Execute:
+    """The coroutine form of ``start`` (for the pipeline's general path).  Cancelled while the
+    medium still holds the buffer, it waits for the medium before the cancellation goes on, so
+    the staging buffer is never reused under a running I/O."""
+
+    async def execute(req: Request) -> Status:
+        fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+
+        def done(_req: Request, status: Status) -> None:
+            if not fut.done():
+                fut.set_result(status)
+
+        status = start(req, done)
+        if status is not None:
+            return status
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            while not fut.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([fut])
+            raise
+
+    return execute
 
 
 def send_bytes(payload: bytes) -> Execute:

@@ -47,6 +47,7 @@ from typing import Any
 
 from nvmf.media.base import Media, MediaHandle
 from nvmf.media.factory import adopt_media
+from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool
 from nvmf.offload import io
 from nvmf.offload.channel import Channel
@@ -131,7 +132,8 @@ class Worker:
         self.pool = StagingPool(budget=staging_bytes)
         self.pipeline = Pipeline(self)
         self.counters = WorkerCounters()
-        self.media: dict[MediaKey, Media] = {}
+        #: Every namespace's medium as this worker serves it, and its queue on it.
+        self.media: dict[MediaKey, tuple[Media, MediaQueue]] = {}
         self.transports: dict[str, Transport] = {}
         self.sessions: dict[tuple[CtrlKey, int], WorkerSession] = {}
         self.contexts: dict[CtrlKey, IoContextSpec] = {}
@@ -147,9 +149,9 @@ class Worker:
         if kind == "media":
             self._add_media(msg[1], msg[2], fds[0] if fds else None)
         elif kind == "media_close":
-            media = self.media.pop(msg[1], None)
-            if media is not None:
-                media.close()
+            entry = self.media.pop(msg[1], None)
+            if entry is not None:
+                entry[0].close()
         elif kind == "attach":
             self._attach(msg[1], fds[0])
         elif kind == "context":
@@ -178,8 +180,9 @@ class Worker:
     def _add_media(self, key: MediaKey, handle: MediaHandle, fd: int | None) -> None:
         old = self.media.pop(key, None)
         if old is not None:
-            old.close()
-        self.media[key] = adopt_media(handle, fd)
+            old[0].close()
+        media = adopt_media(handle, fd)
+        self.media[key] = (media, media.open_queue())
         self.counters.namespaces.setdefault(key, NamespaceCounters())
 
     def _attach(self, handover: Handover, fd: int) -> None:
@@ -299,7 +302,7 @@ class Worker:
             if drained is not None:
                 await drained()
             session.fabric.close("target stopping")
-        for media in self.media.values():
+        for media, _queue in self.media.values():
             media.close()
         self.media.clear()
         self.stopped.set()

@@ -33,8 +33,8 @@ from nvmf.wire.status import SC, Status
 
 log = logging.getLogger(__name__)
 
-#: How long a new worker may take to say it is ready.
-START_TIMEOUT_S = 30.0
+#: How long a new worker may take to say it is ready (a Python start under emulation is slow).
+START_TIMEOUT_S = 180.0
 #: How long a stopping worker may take to finish its commands and exit.
 STOP_TIMEOUT_S = 15.0
 

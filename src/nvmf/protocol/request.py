@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nvmf.wire.sqe import Sqe
 from nvmf.wire.status import SUCCESS, Status
@@ -94,6 +94,8 @@ class Request:
     status: Status = SUCCESS
     #: Transport-private state (TCP: ttag, bytes received; RDMA: remote key and address).
     transport: dict[str, int] = field(default_factory=dict)
+    #: The queue state of the owner running the command (for completions that arrive later).
+    session: Any = None
 
     @property
     def cid(self) -> int:
