@@ -29,6 +29,8 @@ import procstat
 HERE = Path(__file__).resolve().parent
 SUBNQN = "nqn.2024-01.io.nvmf:bench"
 NS_BYTES = 256 << 20
+#: The target command (``nvmf serve``), before its options.
+SERVE = [sys.executable, "-m", "nvmf.cli.main", "serve"]
 #: How long a server or client may take to say it is up.
 START_TIMEOUT = 60.0
 
@@ -157,7 +159,7 @@ class Target:
 def serve_supports_workers() -> bool:
     """Whether ``nvmf serve`` has the ``--workers`` option (its ``--help`` mentions it)."""
     out = subprocess.run(
-        [sys.executable, "-m", "nvmf.cli.main", "serve", "--help"],
+        [*SERVE, "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -173,7 +175,7 @@ def nvmf_target(workers: int | None = None, kind: str = "ram") -> Iterator[Targe
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "target.json"
         cfg.write_text(json.dumps(target_config(port, kind, NS_BYTES)))
-        argv = [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(cfg)]
+        argv = [*SERVE, "--config", str(cfg)]
         if workers is not None:
             argv += ["--workers", str(workers)]
         with server(argv, "listening") as proc:
@@ -285,4 +287,23 @@ def measure(clients: Clients, w: Workload, runtime: float, jobs: int = 1) -> Cpu
         cpu_parent=spent.parent,
         cpu_children=spent.children,
         error="; ".join(errors) or None,
+    )
+
+
+def combine(runs: list[CpuRun]) -> CpuRun:
+    """Several runs of one workload on one target as one: I/Os, seconds and CPU summed, IOPS and
+    bandwidth weighted by each run's length, latency percentiles averaged (an approximation)."""
+    ok = [r for r in runs if not r.error] or runs
+    elapsed = sum(r.elapsed for r in ok)
+    weight = [r.elapsed / elapsed if elapsed else 1 / len(ok) for r in ok]
+    return CpuRun(
+        ios=sum(r.ios for r in ok),
+        elapsed=elapsed,
+        iops=sum(r.iops * k for r, k in zip(ok, weight, strict=True)),
+        mb_s=sum(r.mb_s * k for r, k in zip(ok, weight, strict=True)),
+        p50_us=sum(r.p50_us for r in ok) / len(ok),
+        p99_us=sum(r.p99_us for r in ok) / len(ok),
+        cpu_parent=sum(r.cpu_parent for r in ok),
+        cpu_children=sum(r.cpu_children for r in ok),
+        error="; ".join(r.error for r in runs if r.error) or None,
     )

@@ -52,6 +52,7 @@ from local import (  # noqa: E402
     Clients,
     CpuRun,
     Workload,
+    combine,
     free_port,
     measure,
     nvmf_target,
@@ -122,8 +123,9 @@ class CpuComparison:
 def compare_cpu(
     runtime: float, jobs: int, workers: int | None, sweep_runtime: float | None
 ) -> CpuComparison:
-    """Both targets up side by side, one client process each; the workloads alternate between
-    them so that a slow spell of the machine hits both alike."""
+    """Both targets up side by side, one client process each; each workload runs in two halves
+    of ``runtime`` on each, in the order raw, nvmf, nvmf, raw, so that a slow spell of this
+    shared machine hits both alike."""
     out = CpuComparison([], [], {})
     with (
         raw_target() as raw,
@@ -131,9 +133,13 @@ def compare_cpu(
         Clients(raw, queues=jobs) as raw_client,
         Clients(nvmf, queues=jobs) as nvmf_client,
     ):
-        for w in WORKLOADS:
-            out.raw.append(measure(raw_client, w, runtime, jobs))
-            out.nvmf.append(measure(nvmf_client, w, runtime, jobs))
+        half = runtime / 2
+        for w in WORKLOADS:  # A B B A: a linear drift of the machine's speed cancels out
+            raw_first = measure(raw_client, w, half, jobs)
+            nvmf_runs = [measure(nvmf_client, w, half, jobs) for _ in range(2)]
+            raw_last = measure(raw_client, w, half, jobs)
+            out.raw.append(combine([raw_first, raw_last]))
+            out.nvmf.append(combine(nvmf_runs))
         if sweep_runtime:
             for qd in SWEEP_DEPTHS:
                 w = Workload(f"4k randread QD{qd}", "randread", 4096, qd)
@@ -480,7 +486,7 @@ def main() -> int:
         "(a) raw loopback TCP ceiling vs nvmf host -> nvmf target (RAM namespace); "
         "ratio = right IOPS / left IOPS",
         "raw TCP, no NVMe",
-        f"nvmf host -> {nvmf_name}",
+        f"nvmf host -> {nvmf_name}"[:30],
         [(w.name, a, b) for w, a, b in zip(WORKLOADS, raw, nvmf, strict=True)],
     )
     print_control_share(cmp, workers, supported)
