@@ -61,6 +61,8 @@ class CpuRun:
     cpu_parent: float
     cpu_children: float
     error: str | None = None
+    #: CPU seconds of the client processes in the window (to tell who the bottleneck was).
+    cpu_clients: float = 0.0
 
     @property
     def cpu(self) -> float:
@@ -74,6 +76,11 @@ class CpuRun:
     def cpu_load(self) -> float:
         """CPUs the target kept busy (1.0: one core all the time)."""
         return self.cpu / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def client_load(self) -> float:
+        """CPUs the client processes kept busy."""
+        return self.cpu_clients / self.elapsed if self.elapsed else 0.0
 
 
 def free_port() -> int:
@@ -270,11 +277,14 @@ def measure(clients: Clients, w: Workload, runtime: float, jobs: int = 1) -> Cpu
         "seed": 1,
     }
     pid = clients.target.pid
+    client_pids = [proc.pid for proc in clients.procs]
+    clients_before = sum(procstat.process_cpu(p) for p in client_pids)
     before = procstat.tree_cpu(pid)
     t0 = time.monotonic()
     answers = clients.run(spec)
     wall = time.monotonic() - t0
     spent = procstat.tree_cpu(pid) - before
+    clients_spent = sum(procstat.process_cpu(p) for p in client_pids) - clients_before
     errors = [a["error"] for a in answers if a.get("error")]
     ios = sum(int(a["ios"]) for a in answers)
     return CpuRun(
@@ -287,6 +297,7 @@ def measure(clients: Clients, w: Workload, runtime: float, jobs: int = 1) -> Cpu
         cpu_parent=spent.parent,
         cpu_children=spent.children,
         error="; ".join(errors) or None,
+        cpu_clients=clients_spent,
     )
 
 
@@ -306,4 +317,5 @@ def combine(runs: list[CpuRun]) -> CpuRun:
         cpu_parent=sum(r.cpu_parent for r in ok),
         cpu_children=sum(r.cpu_children for r in ok),
         error="; ".join(r.error for r in runs if r.error) or None,
+        cpu_clients=sum(r.cpu_clients for r in ok),
     )

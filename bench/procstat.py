@@ -50,6 +50,12 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     return comm, ppid, ticks * TICK
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` (with its reaped children); 0 once it is gone."""
+    st = _stat(pid)
+    return 0.0 if st is None else st[2]
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (children, their children...)."""
     parent_of: dict[int, int] = {}

@@ -313,17 +313,19 @@ def print_cpu(cmp: CpuComparison, nvmf_name: str) -> None:
         "driven by our host in its own process; CPU = utime+stime of the target process and "
         "all its children, over the I/O phase"
     )
-    head = f"{'IOPS':>8} {'CPUs':>5} {'us/IO':>7}"
-    print(f"{'':20} | {'raw responder':^22} | {nvmf_name:^22} |")
+    head = f"{'IOPS':>8} {'CPUs':>5} {'us/IO':>7} {'host':>5}"
+    print(f"{'':20} | {'raw responder':^28} | {nvmf_name:^28} |")
     print(f"{'workload':20} | {head} | {head} | {'ratio':>6} {'goal':>5}")
-    print("-" * 92)
+    print("-" * 104)
     for w, a, b in zip(WORKLOADS, cmp.raw, cmp.nvmf, strict=True):
         cells = []
         for r in (a, b):
             if r.error:
-                cells.append(f"{'(failed)':>22}")
+                cells.append(f"{'(failed)':>28}")
             else:
-                cells.append(f"{r.iops:8.0f} {r.cpu_load:5.2f} {_us(r.us_per_io)}")
+                cells.append(
+                    f"{r.iops:8.0f} {r.cpu_load:5.2f} {_us(r.us_per_io)} {r.client_load:5.2f}"
+                )
         ratio = b.us_per_io / a.us_per_io if a.ios and b.ios else float("nan")
         goal = CPU_GOAL.get(w.bs)
         verdict = ""
@@ -334,7 +336,10 @@ def print_cpu(cmp: CpuComparison, nvmf_name: str) -> None:
         for name, r in (("raw responder", a), (nvmf_name, b)):
             if r.error:
                 print(f"  {w.name}, {name}: {r.error}")
-    print("  (CPUs: target CPU seconds per second of run; ratio: nvmf us/IO / raw us/IO)")
+    print(
+        "  (CPUs: the target's CPU seconds per second of run; host: the client process's; "
+        "ratio: nvmf us/IO / raw us/IO)"
+    )
 
 
 def print_control_share(cmp: CpuComparison, workers: int | None, supported: bool) -> None:
