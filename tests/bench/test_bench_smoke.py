@@ -1,7 +1,8 @@
 """Smoke tests of the benchmark suite's own parts (``bench/``): the raw NVMe/TCP responder
 answers this project's host through its whole connect sequence and serves reads with the right
-bytes, writes both in the capsule and on R2T, and a short :func:`run_bench` completes I/Os; and
-the ``/proc`` reader sees a child's CPU time on the children's side."""
+bytes, writes both in the capsule and on R2T, and a short :func:`run_bench` completes I/Os; the
+``/proc`` reader sees a child's CPU time on the children's side; and one measurement of the
+suite (responder and client in processes of their own) completes I/Os and counts CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from bench import procstat, rawnvme
+import local
+import procstat
+import rawnvme
+
 from nvmf.host import connect
 from nvmf.host.bench import BenchSpec, run_bench
 
@@ -73,3 +77,16 @@ def test_tree_cpu_counts_a_busy_child() -> None:
         assert seen >= 0.15, f"children CPU seen: {seen}"
     finally:
         parent.wait(10)
+
+
+def test_measure_against_the_raw_responder_process() -> None:
+    with local.raw_target() as target, local.Clients(target, queues=2) as clients:
+        w = local.Workload("4k randread QD8", "randread", 4096, 8)
+        run = local.measure(clients, w, 0.3, jobs=2)
+        more = local.measure(clients, w, 0.3, jobs=2)
+    assert run.error is None and more.error is None
+    assert run.ios > 10 and more.ios > 10
+    assert run.cpu_children == 0  # the responder is one process
+    both = local.combine([run, more])
+    assert both.ios == run.ios + more.ios
+    assert both.cpu == run.cpu + more.cpu
