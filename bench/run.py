@@ -1,33 +1,43 @@
 """The nvmf benchmark suite: one run, measurements side by side, ratios.
 
-    .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--guest] [--json]
+    .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
+                                  [--guest] [--json]
 
+(1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
+    (:mod:`rawnvme`: the same PDUs, no NVMe semantics) each driven by this project's host in a
+    client process of its own (:mod:`client`), the same workloads interleaved; the target's
+    CPU time (utime + stime of the process and all its descendants, from ``/proc``) over the
+    I/O phase divided by the I/Os completed, for both, and their ratio (issue 7's goal: nvmf at
+    most 2x the raw responder at 4 KiB, 1.5x at 128 KiB);
 (a) **raw TCP**: the loopback ceiling for Python on this machine, the same request/response
-    traffic as NVMe/TCP with no NVMe in it (:mod:`rawtcp`), same block size and depth;
-(b) **nvmf**: ``nvmf serve`` (a RAM namespace) in a subprocess, driven by this project's host
-    (:func:`nvmf.host.bench.run_bench`) from this process, on loopback;
+    traffic as NVMe/TCP with no NVMe in it (:mod:`rawtcp`), same block size and depth, against
+    the nvmf IOPS of (1);
+(2) **control plane share**: the CPU of the ``nvmf serve`` process itself against its worker
+    processes' (with ``--workers N``, passed on to ``nvmf serve``);
+(3) **scaling**: IOPS of 4 KiB random reads at QD32 with 1..N workers (N: ``--workers``, else
+    the CPU count), as many client processes, one I/O queue each;
+    (2) and (3) say so and are skipped while ``nvmf serve`` has no ``--workers`` option;
 (c) with ``--guest``: inside one Linux 6.1 guest boot, the kernel target (nvmet-tcp on null_blk)
     and ``nvmf serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our
     host) and fio on the kernel host (``nvme connect``, libaio, O_DIRECT).  The guest runs under
-    TCG emulation: only its ratios mean anything.
+    TCG emulation: only its ratios mean anything;
+with ``--plot FILE.png``: IOPS against queue depth (4 KiB random reads, QD 1..64, for both
+targets of (1)) and against workers (3), drawn with matplotlib (the ``dev`` extra).
 
 Workloads: 4 KiB random read and write at QD32, 128 KiB sequential read and write at QD8, each
 ``--runtime`` seconds (3).  Each prints IOPS, MB/s (10^6 bytes), p50 and p99 latency in
-microseconds, and the ratio of nvmf to the reference.
+microseconds, and the ratio of nvmf to the reference.  Absolute numbers on a small shared
+machine swing by tens of percent from run to run; compare the ratios measured in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,26 +47,23 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 import rawtcp  # noqa: E402
+from local import (  # noqa: E402
+    SUBNQN,
+    Clients,
+    CpuRun,
+    Workload,
+    combine,
+    free_port,
+    measure,
+    nvmf_target,
+    raw_target,
+    serve_supports_workers,
+    server,
+    target_config,
+)
 
-from nvmf.host import connect  # noqa: E402
-from nvmf.host.bench import BenchSpec, LatencySummary, run_bench  # noqa: E402
+from nvmf.host.bench import LatencySummary  # noqa: E402
 from nvmf.host.runtime import run as run_async  # noqa: E402
-
-SUBNQN = "nqn.2024-01.io.nvmf:bench"
-NS_BYTES = 256 << 20
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    rw: str  # fio's --rw
-    bs: int
-    iodepth: int
-
-    @property
-    def write(self) -> bool:
-        return "write" in self.rw
-
 
 WORKLOADS = [
     Workload("4k randread QD32", "randread", 4096, 32),
@@ -64,6 +71,12 @@ WORKLOADS = [
     Workload("128k seqread QD8", "read", 131072, 8),
     Workload("128k seqwrite QD8", "write", 131072, 8),
 ]
+#: Issue 7's goal: nvmf's CPU per I/O at most this many times the raw responder's, by block size.
+CPU_GOAL = {4096: 2.0, 131072: 1.5}
+#: The workload of the scaling table (3).
+SCALING = Workload("4k randread QD32", "randread", 4096, 32)
+#: Queue depths of the plot's sweep (4 KiB random reads); below the queues' 127 usable entries.
+SWEEP_DEPTHS = (1, 2, 4, 8, 16, 32, 64)
 
 
 @dataclass
@@ -77,38 +90,17 @@ class Measurement:
     def empty(cls) -> Measurement:
         return cls(0.0, 0.0, 0.0, 0.0)
 
-
-# -- local: raw TCP and nvmf on loopback -------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    @classmethod
+    def of(cls, run: CpuRun) -> Measurement | None:
+        return None if run.error else cls(run.iops, run.mb_s, run.p50_us, run.p99_us)
 
 
-@contextmanager
-def _process(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
-    """A server subprocess, up once it printed a line containing ``ready``; stopped after."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if ready not in line:
-            raise RuntimeError(f"{argv[2:4]} did not start: {line}{proc.stdout.read()}")
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# -- local: raw TCP, raw NVMe/TCP responder and nvmf on loopback --------------------------------
 
 
 def measure_raw(w: Workload, runtime: float, jobs: int) -> Measurement:
-    port = _free_port()
-    with _process([sys.executable, str(HERE / "rawtcp.py"), str(port)], "listening"):
+    port = free_port()
+    with server([sys.executable, str(HERE / "rawtcp.py"), str(port)], "listening"):
         res = run_async(
             rawtcp.run_client(
                 port, write=w.write, bs=w.bs, depth=w.iodepth, jobs=jobs, runtime=runtime
@@ -118,54 +110,52 @@ def measure_raw(w: Workload, runtime: float, jobs: int) -> Measurement:
     return Measurement(res.ios / res.elapsed, res.bytes / res.elapsed / 1e6, lat.p50, lat.p99)
 
 
-def _target_config(port: int, kind: str, size: int) -> dict[str, Any]:
-    return {
-        "hosts": [],
-        "ports": [
-            {
-                "portid": 1,
-                "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
-                         "trsvcid": str(port), "treq": "not specified"},
-                "subsystems": [SUBNQN],
-            }
-        ],
-        "subsystems": [
-            {
-                "nqn": SUBNQN,
-                "attr": {"allow_any_host": "1", "serial": "nvmfbench01", "model": "nvmf-bench"},
-                "namespaces": [{"nsid": 1, "enable": 1, "nvmf": {"kind": kind, "size": size}}],
-            }
-        ],
-    }  # fmt: skip
+@dataclass
+class CpuComparison:
+    """(1): every workload against both targets; the plot's queue-depth sweep when asked."""
+
+    raw: list[CpuRun]
+    nvmf: list[CpuRun]
+    #: target name -> (queue depth, run) of the sweep
+    sweep: dict[str, list[tuple[int, CpuRun]]]
 
 
-async def _nvmf_workloads(
-    port: int, workloads: list[Workload], runtime: float, jobs: int
-) -> list[Measurement]:
-    out = []
-    async with await connect("127.0.0.1", SUBNQN, trsvcid=port, nr_io_queues=jobs) as ctrl:
-        for w in workloads:
-            spec = BenchSpec(
-                rw=w.rw, bs=w.bs, iodepth=w.iodepth, numjobs=jobs, runtime=runtime,
-                size=NS_BYTES, seed=1,
-            )  # fmt: skip
-            result = await run_bench(ctrl, spec)
-            if result.error:
-                raise RuntimeError(f"{w.name}: {result.error}")
-            d = result.write if w.write else result.read
-            assert d is not None
-            out.append(Measurement(d.iops, d.mb_s, d.lat_us.p50, d.lat_us.p99))
+def compare_cpu(
+    runtime: float, jobs: int, workers: int | None, sweep_runtime: float | None
+) -> CpuComparison:
+    """Both targets up side by side, one client process each; each workload runs in two halves
+    of ``runtime`` on each, in the order raw, nvmf, nvmf, raw, so that a slow spell of this
+    shared machine hits both alike."""
+    out = CpuComparison([], [], {})
+    with (
+        raw_target() as raw,
+        nvmf_target(workers) as nvmf,
+        Clients(raw, queues=jobs) as raw_client,
+        Clients(nvmf, queues=jobs) as nvmf_client,
+    ):
+        half = runtime / 2
+        for w in WORKLOADS:  # A B B A: a linear drift of the machine's speed cancels out
+            raw_first = measure(raw_client, w, half, jobs)
+            nvmf_runs = [measure(nvmf_client, w, half, jobs) for _ in range(2)]
+            raw_last = measure(raw_client, w, half, jobs)
+            out.raw.append(combine([raw_first, raw_last]))
+            out.nvmf.append(combine(nvmf_runs))
+        if sweep_runtime:
+            for qd in SWEEP_DEPTHS:
+                w = Workload(f"4k randread QD{qd}", "randread", 4096, qd)
+                for target, client in ((raw, raw_client), (nvmf, nvmf_client)):
+                    run = measure(client, w, sweep_runtime, jobs)
+                    out.sweep.setdefault(target.name, []).append((qd, run))
     return out
 
 
-def measure_nvmf(workloads: list[Workload], runtime: float, jobs: int) -> list[Measurement]:
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "target.json"
-        cfg.write_text(json.dumps(_target_config(port, "ram", NS_BYTES)))
-        argv = [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(cfg)]
-        with _process(argv, "listening"):
-            return run_async(_nvmf_workloads(port, workloads, runtime, jobs))
+def measure_scaling(most: int, runtime: float) -> list[tuple[int, CpuRun]]:
+    """(3): ``nvmf serve --workers n`` for n in 1..``most``, n client processes, one queue each."""
+    out = []
+    for n in range(1, most + 1):
+        with nvmf_target(n) as target, Clients(target, count=n, queues=1) as clients:
+            out.append((n, measure(clients, SCALING, runtime, 1)))
+    return out
 
 
 # -- guest: kernel target vs nvmf target, two clients --------------------------------------------
@@ -175,7 +165,7 @@ GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421}
 
 def guest_script(runtime: float, jobs: int) -> str:
     """One boot: both targets up, then every workload with both clients against both."""
-    cfg = json.dumps(_target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30))
+    cfg = json.dumps(target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30))
     lines = [
         'exec 2>"$OUT/stderr.txt"',
         "set -x",
@@ -312,24 +302,170 @@ def print_table(
         print(f"{name:20} | {_cell(a)} | {_cell(b)} | {_ratio(b, a)}")
 
 
+def _us(x: float) -> str:
+    return f"{x:7.1f}" if math.isfinite(x) else f"{'-':>7}"
+
+
+def print_cpu(cmp: CpuComparison, nvmf_name: str) -> None:
+    """(1): IOPS, target CPU load and CPU per I/O of both targets, the ratio against the goal."""
+    print(
+        "\n(1) target CPU per I/O: raw NVMe/TCP responder vs nvmf serve (RAM namespace), both "
+        "driven by our host in its own process; CPU = utime+stime of the target process and "
+        "all its children, over the I/O phase"
+    )
+    head = f"{'IOPS':>8} {'CPUs':>5} {'us/IO':>7} {'host':>5}"
+    print(f"{'':20} | {'raw responder':^28} | {nvmf_name:^28} |")
+    print(f"{'workload':20} | {head} | {head} | {'ratio':>6} {'goal':>5}")
+    print("-" * 104)
+    for w, a, b in zip(WORKLOADS, cmp.raw, cmp.nvmf, strict=True):
+        cells = []
+        for r in (a, b):
+            if r.error:
+                cells.append(f"{'(failed)':>28}")
+            else:
+                cells.append(
+                    f"{r.iops:8.0f} {r.cpu_load:5.2f} {_us(r.us_per_io)} {r.client_load:5.2f}"
+                )
+        ratio = b.us_per_io / a.us_per_io if a.ios and b.ios else float("nan")
+        goal = CPU_GOAL.get(w.bs)
+        verdict = ""
+        if goal is not None and math.isfinite(ratio):
+            verdict = f"<={goal:g} " + ("met" if ratio <= goal else "NOT met")
+        print(f"{w.name:20} | {cells[0]} | {cells[1]} | {ratio:6.2f} {verdict}")
+    for w, a, b in zip(WORKLOADS, cmp.raw, cmp.nvmf, strict=True):
+        for name, r in (("raw responder", a), (nvmf_name, b)):
+            if r.error:
+                print(f"  {w.name}, {name}: {r.error}")
+    print(
+        "  (CPUs: the target's CPU seconds per second of run; host: the client process's; "
+        "ratio: nvmf us/IO / raw us/IO)"
+    )
+
+
+def print_control_share(cmp: CpuComparison, workers: int | None, supported: bool) -> None:
+    """(2): the ``nvmf serve`` process's own CPU against its descendants'."""
+    print("\n(2) control plane share of the target's CPU (nvmf serve process vs its children)")
+    if not supported:
+        print(
+            "  nvmf serve has no --workers option yet (its --help does not mention it): the "
+            "target is one process, control and data plane together; nothing to split"
+        )
+        return
+    print(f"{'workload':20} | {'parent s':>8} {'children s':>10} | {'control plane':>13}")
+    print("-" * 60)
+    for w, r in zip(WORKLOADS, cmp.nvmf, strict=True):
+        share = r.cpu_parent / r.cpu * 100 if r.cpu else float("nan")
+        print(f"{w.name:20} | {r.cpu_parent:8.2f} {r.cpu_children:10.2f} | {share:12.1f}%")
+    if not any(r.cpu_children for r in cmp.nvmf):
+        how = f"--workers {workers}" if workers is not None else "no --workers"
+        print(f"  (nvmf serve with {how} used no CPU in child processes)")
+
+
+def print_scaling(scaling: list[tuple[int, CpuRun]] | None, most: int) -> None:
+    """(3): IOPS with 1..N workers, speed-up against one."""
+    print(
+        f"\n(3) scaling: {SCALING.name}, nvmf serve --workers n, n client processes with one "
+        "I/O queue each"
+    )
+    if scaling is None:
+        print(f"  nvmf serve has no --workers option yet: skipped (would run 1..{most} workers)")
+        return
+    print(f"{'workers':>7} | {'IOPS':>8} {'speed-up':>8} | {'CPUs':>5} {'us/IO':>7}")
+    print("-" * 46)
+    base = scaling[0][1].iops if scaling and scaling[0][1].iops else float("nan")
+    for n, r in scaling:
+        if r.error:
+            print(f"{n:7} | (failed: {r.error})")
+            continue
+        print(f"{n:7} | {r.iops:8.0f} {r.iops / base:8.2f} | {r.cpu_load:5.2f} {_us(r.us_per_io)}")
+
+
+def _run_json(r: CpuRun) -> dict[str, Any]:
+    out = asdict(r)
+    out["us_per_io"] = r.us_per_io if r.ios else None
+    out["cpu_load"] = r.cpu_load
+    return out
+
+
+def _check_plot_deps() -> str | None:
+    """Why ``--plot`` cannot work (matplotlib missing), or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return (
+            "--plot needs matplotlib, which is in the dev extra: scripts/setup dev "
+            "(or .venv/bin/pip install matplotlib)"
+        )
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtime", type=float, default=3.0, help="seconds per measurement (3)")
     parser.add_argument("--numjobs", type=int, default=1, help="jobs / I/O queues (1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="pass --workers N to nvmf serve in (1)/(2); scale 1..N in (3) (default: CPU count)",
+    )
+    parser.add_argument("--plot", metavar="FILE.png", help="draw IOPS vs queue depth and workers")
+    parser.add_argument(
+        "--sweep-runtime", type=float, default=1.0, help="seconds per queue depth of --plot (1)"
+    )
     parser.add_argument("--guest", action="store_true", help="also compare in the Linux guest")
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
     args = parser.parse_args()
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers: at least 1")
+    if args.plot and (why := _check_plot_deps()):
+        print(f"bench: {why}", file=sys.stderr)
+        return 2
     started = time.monotonic()
+    supported = serve_supports_workers()
+    workers = args.workers if supported else None
+    most = args.workers or os.cpu_count() or 1
     raw = [measure_raw(w, args.runtime, args.numjobs) for w in WORKLOADS]
-    nvmf = measure_nvmf(WORKLOADS, args.runtime, args.numjobs)
+    cmp = compare_cpu(
+        args.runtime, args.numjobs, workers, args.sweep_runtime if args.plot else None
+    )
+    nvmf = [Measurement.of(r) for r in cmp.nvmf]
+    scaling = measure_scaling(most, args.runtime) if supported else None
     guest = measure_guest(args.runtime, args.numjobs) if args.guest else None
+    nvmf_name = "nvmf serve" + (f" --workers {workers}" if workers is not None else "")
+    if args.plot:
+        import plot
+
+        plot.draw(
+            args.plot,
+            {name: [(qd, r.iops) for qd, r in runs] for name, runs in cmp.sweep.items()},
+            None if scaling is None else [(n, r.iops) for n, r in scaling],
+            f"4 KiB random reads, {os.cpu_count()} CPUs, {args.numjobs} queue(s) per client",
+        )
     if args.json:
         report: dict[str, Any] = {
             "runtime": args.runtime,
             "numjobs": args.numjobs,
+            "workers": workers,
+            "serve_has_workers": supported,
             "workloads": [asdict(w) for w in WORKLOADS],
             "raw_tcp": [asdict(m) for m in raw],
-            "nvmf": [asdict(m) for m in nvmf],
+            "nvmf": [m and asdict(m) for m in nvmf],
+            "cpu": {
+                "raw_responder": [_run_json(r) for r in cmp.raw],
+                "nvmf": [_run_json(r) for r in cmp.nvmf],
+                "ratio": [
+                    b.us_per_io / a.us_per_io if a.ios and b.ios else None
+                    for a, b in zip(cmp.raw, cmp.nvmf, strict=True)
+                ],
+            },
+            "scaling": None
+            if scaling is None
+            else [{"workers": n, **_run_json(r)} for n, r in scaling],
+            "sweep": {
+                name: [{"iodepth": qd, **_run_json(r)} for qd, r in runs]
+                for name, runs in cmp.sweep.items()
+            },
         }
         if guest is not None:
             report["guest"] = {k: [m and asdict(m) for m in v] for k, v in guest.items()}
@@ -343,14 +479,23 @@ def main() -> int:
         loop = "asyncio"
     print(
         f"nvmf bench suite: {args.runtime:g} s per measurement, {args.numjobs} job(s), "
-        f"{os.cpu_count()} CPUs, {loop}; ratio = right IOPS / left IOPS"
+        f"{os.cpu_count()} CPUs, {loop}; absolute numbers swing run to run: compare ratios"
     )
+    if args.workers is not None and not supported:
+        print(
+            f"note: --workers {args.workers} not passed on: nvmf serve has no --workers option "
+            "yet (its --help does not mention it)"
+        )
+    print_cpu(cmp, nvmf_name)
     print_table(
-        "(a) raw loopback TCP ceiling vs (b) nvmf host -> nvmf target (RAM namespace)",
+        "(a) raw loopback TCP ceiling vs nvmf host -> nvmf target (RAM namespace); "
+        "ratio = right IOPS / left IOPS",
         "raw TCP, no NVMe",
-        "nvmf host -> nvmf serve",
+        f"nvmf host -> {nvmf_name}"[:30],
         [(w.name, a, b) for w, a, b in zip(WORKLOADS, raw, nvmf, strict=True)],
     )
+    print_control_share(cmp, workers, supported)
+    print_scaling(scaling, most)
     if guest is not None:
         for client in ("host", "fio"):
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
@@ -366,6 +511,8 @@ def main() -> int:
                     )
                 ],
             )
+    if args.plot:
+        print(f"\nplot: {args.plot}")
     print(f"\n({time.monotonic() - started:.0f} s)")
     return 0
 

@@ -1,0 +1,326 @@
+"""A raw NVMe/TCP responder: the least Python that answers the same wire exchange as ``nvmf serve``.
+
+It exists to be measured against: the target's CPU time per I/O divided by this responder's is
+what the target's NVMe machinery (codec, request state machine, command parsing, media) costs on
+top of Python receiving and sending the very same PDUs.  It has no NVMe semantics on the I/O
+path:
+
+* ICReq -> ICResp (no digests, CPDA 0, MAXH2CDATA 1 MiB, as the target offers);
+* admin and fabrics commands -> a successful CapsuleResp, with just enough state for a host to
+  come up and go down: Connect answers CNTLID 1, Property Get answers CAP/VS/CC/CSTS (CSTS
+  follows CC.EN and CC.SHN), Identify answers fixed data built with :mod:`nvmf.wire` (one
+  namespace of ``size`` bytes in 512-byte blocks, the target's MDTS, IOCCSZ and queue depth),
+  Set Features Number of Queues grants what is asked, Asynchronous Event Requests are held;
+* Read -> one C2HData PDU with LAST_PDU carrying the first ``length`` bytes of a preallocated
+  pattern (:func:`pattern`), then a CapsuleResp -- or only the C2HData with SUCCESS when the
+  queue's Connect disabled SQ flow control, exactly as the target chooses;
+* Write with in-capsule data -> a CapsuleResp once the data is in; a Write whose data is not in
+  the capsule -> an R2T for all of it, then the CapsuleResp after the LAST_PDU H2CData;
+* any other I/O command -> a successful CapsuleResp.
+
+Received data is read into one preallocated buffer and dropped; nothing is checked.  Like the
+target it runs on uvloop when installed, with header bytes parsed from one receive buffer and
+large payloads received straight into a sink buffer (no copies through Python objects).
+
+Run it with ``python bench/rawnvme.py PORT [SIZE]`` (prints ``listening PORT`` once bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import sys
+from typing import cast
+
+from nvmf.wire.fabrics import CATTR_DISABLE_SQFLOW, CC, CSTS, Cap, Prop, vs
+from nvmf.wire.identify import (
+    IDENTIFY_DATA_SIZE,
+    Cns,
+    IdentifyController,
+    IdentifyNamespace,
+    LbaFormat,
+    encode_active_ns_list,
+)
+
+SUBNQN = "nqn.2024-01.io.nvmf:bench"
+#: What the nvmf target offers: MDTS 2^8 * 4 KiB, 8 KiB in-capsule data, 128-entry queues.
+MDTS = 8
+INLINE_DATA = 8192
+QUEUE_DEPTH = 128
+MAXH2CDATA = 1 << 20
+BLOCK_SIZE = 512
+#: Bytes of header parsed per receive; a PDU longer than this has its data received directly.
+RX_BUFFER = 64 * 1024
+
+#: Common header: type, flags, hlen, pdo, plen.
+CH = struct.Struct("<BBBBI")
+#: The fields of a CapsuleCmd PDU the responder reads: opcode, CID, then (SQE DPTR) the SGL
+#: length, then CDW10 and CDW11.
+CMD = struct.Struct("<8xBxH28xI4xII")
+assert CMD.size == 56
+#: H2CData: flags, cccid.
+H2C = struct.Struct("<xBxxIH")
+#: CapsuleResp: CH then the CQE (DW0, DW1, SQHD, SQID, CID, status).
+RESP = struct.Struct("<BBBBIIIHHHH")
+assert RESP.size == 24
+#: C2HData and R2T: CH, cccid, ttag/reserved, datao/r2to, datal/r2tl, reserved.
+DATA = struct.Struct("<BBBBIHHII4x")
+assert DATA.size == 24
+ICRESP = struct.Struct("<BBBBIHBBI112x")
+assert ICRESP.size == 128
+
+PDU_ICREQ, PDU_H2C_TERM, PDU_CMD, PDU_H2C_DATA = 0x00, 0x02, 0x04, 0x06
+FLAG_LAST, FLAG_SUCCESS = 0x04, 0x08
+OP_FABRICS = 0x7F
+ADMIN_IDENTIFY, ADMIN_SET_FEATURES, ADMIN_AER = 0x06, 0x09, 0x0C
+FCTYPE_PROPERTY_SET, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET = 0x00, 0x01, 0x04
+FID_NUM_QUEUES = 0x07
+
+
+def pattern(size: int = 1 << (12 + MDTS)) -> bytes:
+    """The bytes every Read returns (its first ``length`` bytes): a 251-periodic sequence, so a
+    misplaced or truncated transfer shows."""
+    period = bytes(range(251))
+    return (period * (size // 251 + 1))[:size]
+
+
+def identify_controller() -> bytes:
+    """Identify Controller as the nvmf target answers it, in the fields a host acts on."""
+    return IdentifyController(
+        sn="rawnvme",
+        mn="raw responder",
+        fr="0.1.0",
+        mdts=MDTS,
+        cntlid=1,
+        ver=vs(1, 3),
+        cntrltype=1,
+        kas=10,
+        sqes=(6 << 4) | 6,
+        cqes=(4 << 4) | 4,
+        maxcmd=QUEUE_DEPTH,
+        nn=1,
+        sgls=(1 << 0) | (1 << 20),
+        subnqn=SUBNQN,
+        ioccsz=(64 + INLINE_DATA) // 16,
+        iorcsz=1,
+        msdbd=1,
+    ).encode()
+
+
+def identify_namespace(size: int) -> bytes:
+    """Identify Namespace of the one namespace: ``size`` bytes in 512-byte blocks."""
+    nlb = size // BLOCK_SIZE
+    return IdentifyNamespace(
+        nsze=nlb, ncap=nlb, nuse=nlb, lbaf=[LbaFormat(ms=0, lbads=9, rp=0)]
+    ).encode()
+
+
+class Responder(asyncio.BufferedProtocol):
+    """One connection (one NVMe queue): PDUs in, PDUs out, see the module docstring."""
+
+    def __init__(self, data: memoryview, id_ctrl: bytes, id_ns: bytes) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray(RX_BUFFER)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        #: Payload bytes still to receive into :attr:`sink`, and the PDU's reply when done.
+        self.skip = 0
+        self.after: list[bytes | memoryview] = []
+        self.sink = memoryview(bytearray(MAXH2CDATA))
+        self.data = data
+        self.id_ctrl = id_ctrl
+        self.id_ns = id_ns
+        self.qid = 0
+        self.sqsize = QUEUE_DEPTH
+        self.sqhd = 0
+        self.success = False
+        self.cc = 0
+        self.held: list[int] = []  # AERs never completed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.skip:
+            return self.sink[: self.skip]
+        if self.end == RX_BUFFER:  # compact: move the partial PDU to the front
+            live = self.end - self.start
+            self.buf[:live] = self.buf[self.start : self.end]
+            self.start, self.end = 0, live
+        return self.view[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self.skip:
+            self.skip -= nbytes
+            if self.skip:
+                return
+            transport.writelines(self.after)
+            return
+        self.end += nbytes
+        buf = self.buf
+        unpack_ch = CH.unpack_from
+        while self.end - self.start >= 8:
+            start = self.start
+            kind, _, hlen, _, plen = unpack_ch(buf, start)
+            avail = self.end - start
+            if avail < plen:
+                if plen <= RX_BUFFER or avail < hlen:
+                    if start + plen > RX_BUFFER:  # make room before the buffer ends
+                        self.buf[:avail] = self.buf[start : self.end]
+                        self.start, self.end = 0, avail
+                    return
+                # Too long for the buffer: answer from the header, receive the rest directly.
+                out = self._pdu(kind, start, plen)
+                self.start = self.end = 0
+                self.skip = plen - avail
+                self.after = out
+                return
+            self.start = start + plen
+            out = self._pdu(kind, start, plen)
+            if out:
+                transport.writelines(out)
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def _pdu(self, kind: int, at: int, plen: int) -> list[bytes | memoryview]:
+        """The PDUs that answer the one at ``at`` (sent once all of it has arrived)."""
+        if kind == PDU_CMD:
+            opcode, cid, length, cdw10, cdw11 = CMD.unpack_from(self.buf, at)
+            sqhd = self.sqhd = (self.sqhd + 1) % self.sqsize
+            if self.qid:
+                if opcode & 3 == 2:  # controller to host data (Read)
+                    header = DATA.pack(
+                        0x07, FLAG_LAST | (FLAG_SUCCESS if self.success else 0), 24, 24,
+                        24 + length, cid, 0, 0, length,
+                    )  # fmt: skip
+                    if self.success:
+                        return [header, self.data[:length]]
+                    return [
+                        header, self.data[:length],
+                        RESP.pack(0x05, 0, 24, 0, 24, 0, 0, sqhd, self.qid, cid, 0),
+                    ]  # fmt: skip
+                if opcode & 3 == 1 and length and plen == 72:  # Write, data not in the capsule
+                    return [DATA.pack(0x09, 0, 24, 0, 24, cid, cid, 0, length)]
+                return [RESP.pack(0x05, 0, 24, 0, 24, 0, 0, sqhd, self.qid, cid, 0)]
+            return self._admin(at, plen, opcode, cid, length, cdw10, cdw11, sqhd)
+        if kind == PDU_H2C_DATA:
+            flags, _, cccid = H2C.unpack_from(self.buf, at)
+            if flags & FLAG_LAST:
+                sqhd = self.sqhd
+                return [RESP.pack(0x05, 0, 24, 0, 24, 0, 0, sqhd, self.qid, cccid, 0)]
+            return []
+        if kind == PDU_ICREQ:
+            return [ICRESP.pack(0x01, 0, 128, 0, 128, 0, 0, 0, MAXH2CDATA)]
+        if kind == PDU_H2C_TERM and self.transport is not None:
+            self.transport.close()
+        return []
+
+    def _admin(
+        self,
+        at: int,
+        plen: int,
+        opcode: int,
+        cid: int,
+        length: int,
+        cdw10: int,
+        cdw11: int,
+        sqhd: int,
+    ) -> list[bytes | memoryview]:
+        """Fabrics and admin commands: success, with the little state a host's bring-up and
+        shutdown need."""
+        dw0 = dw1 = 0
+        buf = self.buf
+        if opcode == OP_FABRICS:
+            fctype = buf[at + 12]
+            if fctype == FCTYPE_CONNECT:
+                self.qid, sqsize, cattr = struct.unpack_from("<HHB", buf, at + 50)
+                self.sqsize = sqsize + 1
+                self.sqhd = sqhd = 0
+                self.success = bool(cattr & CATTR_DISABLE_SQFLOW)
+                dw0 = 1  # CNTLID
+            elif fctype == FCTYPE_PROPERTY_GET:
+                (offset,) = struct.unpack_from("<I", buf, at + 52)
+                value = self._property(offset)
+                dw0, dw1 = value & 0xFFFFFFFF, value >> 32
+            elif fctype == FCTYPE_PROPERTY_SET:
+                offset, value = struct.unpack_from("<IQ", buf, at + 52)
+                if offset == Prop.CC:
+                    self.cc = value & 0xFFFFFFFF
+        elif opcode == ADMIN_AER:
+            self.held.append(cid)
+            return []
+        elif opcode == ADMIN_SET_FEATURES and cdw10 & 0xFF == FID_NUM_QUEUES:
+            dw0 = cdw11
+        elif opcode == ADMIN_IDENTIFY and length:
+            cns = cdw10 & 0xFF
+            if cns == Cns.CTRL:
+                data = self.id_ctrl
+            elif cns == Cns.NS:
+                data = self.id_ns
+            elif cns == Cns.NS_ACTIVE_LIST:
+                data = encode_active_ns_list([1])
+            else:
+                data = bytes(IDENTIFY_DATA_SIZE)
+            n = min(length, len(data))
+            return [
+                DATA.pack(0x07, FLAG_LAST, 24, 24, 24 + n, cid, 0, 0, n),
+                data[:n],
+                RESP.pack(0x05, 0, 24, 0, 24, 0, 0, sqhd, 0, cid, 0),
+            ]
+        elif length and plen == 72:  # controller to host data (Get Log Page ...): zeros
+            return [
+                DATA.pack(0x07, FLAG_LAST, 24, 24, 24 + length, cid, 0, 0, length),
+                bytes(length),
+                RESP.pack(0x05, 0, 24, 0, 24, 0, 0, sqhd, 0, cid, 0),
+            ]
+        return [RESP.pack(0x05, 0, 24, 0, 24, dw0, dw1, sqhd, 0, cid, 0)]
+
+    def _property(self, offset: int) -> int:
+        if offset == Prop.CAP:
+            return Cap(mqes=QUEUE_DEPTH - 1, to=15).encode()
+        if offset == Prop.VS:
+            return vs(1, 3)
+        if offset == Prop.CC:
+            return self.cc
+        if offset == Prop.CSTS:
+            csts = CSTS.RDY if self.cc & CC.EN else 0
+            if self.cc & CC.SHN_MASK:
+                csts |= CSTS.SHST_CMPLT
+            return csts
+        return 0
+
+
+async def serve(port: int, size: int = 256 << 20, host: str = "127.0.0.1") -> asyncio.Server:
+    """Listen on ``host:port`` (0: any free port); the one namespace has ``size`` bytes."""
+    loop = asyncio.get_running_loop()
+    data = memoryview(pattern())
+    id_ctrl = identify_controller()
+    id_ns = identify_namespace(size)
+    return await loop.create_server(lambda: Responder(data, id_ctrl, id_ns), host, port)
+
+
+async def _main(port: int, size: int) -> None:
+    server = await serve(port, size)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"listening {bound}", flush=True)
+    await server.serve_forever()
+
+
+def main() -> None:
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 256 << 20
+    try:
+        import uvloop
+
+        uvloop.run(_main(port, size))
+    except ImportError:
+        asyncio.run(_main(port, size))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Smoke tests of the benchmark suite's own parts (``bench/``): the raw NVMe/TCP responder
+answers this project's host through its whole connect sequence and serves reads with the right
+bytes, writes both in the capsule and on R2T, and a short :func:`run_bench` completes I/Os; the
+``/proc`` reader sees a child's CPU time on the children's side; and one measurement of the
+suite (responder and client in processes of their own) completes I/Os and counts CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import local
+import procstat
+import rawnvme
+
+from nvmf.host import connect
+from nvmf.host.bench import BenchSpec, run_bench
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _against_responder() -> None:
+    server = await rawnvme.serve(0, size=64 << 20)
+    port = server.sockets[0].getsockname()[1]
+    expected = rawnvme.pattern()
+    try:
+        ctrl = await connect("127.0.0.1", rawnvme.SUBNQN, trsvcid=port, nr_io_queues=2)
+        async with ctrl:
+            assert len(ctrl.io_queues) == 2
+            assert ctrl.io_incapsule_size == rawnvme.INLINE_DATA
+            geo = await ctrl.namespace(1)
+            assert (geo.block_size, geo.size_bytes) == (512, 64 << 20)
+            for nlb, slba, queue in ((8, 0, 0), (256, 1000, 1), (2048, 77, 0)):
+                buf = bytearray(b"\xee" * nlb * 512)
+                await ctrl.read(1, slba, nlb, buf, queue=queue)
+                assert buf == expected[: nlb * 512], f"read of {nlb} blocks at {slba}"
+            await ctrl.write(1, 0, 8, bytes(4096))  # in the capsule
+            await ctrl.write(1, 8, 256, bytes(131072))  # R2T, H2CData
+            for rw, bs in (("randread", 4096), ("write", 131072)):
+                spec = BenchSpec(rw=rw, bs=bs, iodepth=8, numjobs=2, runtime=0.2, size=16 << 20)
+                result = await run_bench(ctrl, spec)
+                assert result.error is None
+                d = result.read if rw == "randread" else result.write
+                assert d is not None and d.ios > 10, (rw, d)
+    finally:
+        server.close()
+
+
+def test_raw_responder_serves_the_host() -> None:
+    run(_against_responder())
+
+
+def test_tree_cpu_counts_a_busy_child() -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        seen = 0.0
+        while time.monotonic() < deadline and parent.poll() is None:
+            cpu = procstat.tree_cpu(parent.pid)
+            seen = max(seen, cpu.children)
+            time.sleep(0.05)
+        assert seen >= 0.15, f"children CPU seen: {seen}"
+    finally:
+        parent.wait(10)
+
+
+def test_measure_against_the_raw_responder_process() -> None:
+    with local.raw_target() as target, local.Clients(target, queues=2) as clients:
+        w = local.Workload("4k randread QD8", "randread", 4096, 8)
+        run = local.measure(clients, w, 0.3, jobs=2)
+        more = local.measure(clients, w, 0.3, jobs=2)
+    assert run.error is None and more.error is None
+    assert run.ios > 10 and more.ios > 10
+    assert run.cpu_children == 0  # the responder is one process
+    both = local.combine([run, more])
+    assert both.ios == run.ios + more.ios
+    assert both.cpu == run.cpu + more.cpu
