@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from nvmf.control import admin, discovery, fabrics
 from nvmf.control.command import Context, Parsed
@@ -186,8 +186,7 @@ class TargetService:
         return ControlSession(fabric=fabric, port=port, pool=self.pool)
 
     def submit(self, state: QueueState, req: Request) -> None:
-        assert isinstance(state, ControlSession)
-        self.pipeline.submit(state, req)
+        self.pipeline.submit(cast(ControlSession, state), req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, ControlSession)
@@ -207,7 +206,7 @@ class TargetService:
 
     # -- CommandHandler ------------------------------------------------------------------------
     def parse(self, session: QueueSession, req: Request) -> Parsed:
-        assert isinstance(session, ControlSession)
+        session = cast(ControlSession, session)
         sqe = req.sqe
         if sqe.opcode == AdminOpcode.FABRICS:
             return fabrics.parse(Context(self, session, req))
@@ -230,7 +229,7 @@ class TargetService:
             self._record_error(session.ctrl, session.qid or 0, req.sqe, status)
 
     def activity(self, session: QueueSession) -> None:
-        assert isinstance(session, ControlSession)
+        session = cast(ControlSession, session)
         if session.ctrl is not None:
             session.ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
 
@@ -361,7 +360,7 @@ class TargetService:
             return plan
         if plan.length:  # no such command exists on I/O queues today
             return error(SC.INVALID_FIELD, 0)
-        return await plan.execute(req)
+        return await plan.coroutine()(req)
 
     def worker_command_failed(
         self, ctrl_key: CtrlKey, qid: int, cid: int, opcode: int, nsid: int, status: Status

@@ -23,10 +23,9 @@ MIN_CLASS = 4096
 
 def size_class(length: int) -> int:
     """The buffer size serving ``length`` bytes: a power of two, at least 4 KiB."""
-    size = MIN_CLASS
-    while size < length:
-        size <<= 1
-    return size
+    if length <= MIN_CLASS:
+        return MIN_CLASS
+    return 1 << (length - 1).bit_length()
 
 
 class StagingBuffer:

@@ -19,10 +19,9 @@ from nvmf.offload.plan import (
     Parsed,
     Plan,
     StartDone,
-    c2h,
-    executor_of,
     h2c,
     no_data,
+    started,
 )
 from nvmf.protocol.request import Direction, Request
 from nvmf.wire.identify import NSID_ALL
@@ -46,6 +45,8 @@ FAST_PATH = frozenset(
 _READ = READ
 _WRITE = WRITE
 _FLUSH = FLUSH
+C2H = Direction.C2H
+H2C = Direction.H2C
 
 
 def _media_error(exc: MediaError, write: bool) -> Status:
@@ -93,35 +94,45 @@ def _transfer(ioctx: IoContext, req: Request, ns: NamespaceIo) -> tuple[int, int
 
 
 def _read(ioctx: IoContext, req: Request, ns: NamespaceIo) -> Parsed:
-    rng = _transfer(ioctx, req, ns)
-    if isinstance(rng, Status):
-        return rng
-    offset, length = rng
-    queue = ns.queue
+    sqe = req.sqe
+    slba, nlb = sqe.slba, sqe.nlb + 1
+    if slba + nlb > ns.nsze:
+        return LBA_RANGE
+    bs = ns.block_size
+    length = nlb * bs
+    if length > ioctx.max_transfer:
+        return TOO_LARGE
+    offset = slba * bs
+    submit = ns.queue.submit
     counters = ns.counters
     counters.read_cmds += 1
-    counters.read_blocks += length // ns.block_size
+    counters.read_blocks += nlb
 
     def start(req: Request, done: StartDone) -> Status | None:
-        return queue.submit(READ, offset, req.data, False, done, req)
+        return submit(READ, offset, req.data, False, done, req)
 
-    return c2h(length, executor_of(start), start)
+    return Plan(C2H, length, None, start=start)
 
 
 def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Parsed:
-    rng = _transfer(ioctx, req, ns)
-    if isinstance(rng, Status):
-        return rng
-    offset, length = rng
-    queue = ns.queue
+    sqe = req.sqe
+    slba, nlb = sqe.slba, sqe.nlb + 1
+    if slba + nlb > ns.nsze:
+        return LBA_RANGE
+    bs = ns.block_size
+    length = nlb * bs
+    if length > ioctx.max_transfer:
+        return TOO_LARGE
+    offset = slba * bs
+    submit = ns.queue.submit
     counters = ns.counters
     counters.write_cmds += 1
-    counters.write_blocks += length // ns.block_size
+    counters.write_blocks += nlb
 
     def start(req: Request, done: StartDone) -> Status | None:
-        return queue.submit(WRITE, offset, req.data, fua, done, req)
+        return submit(WRITE, offset, req.data, fua, done, req)
 
-    return h2c(length, executor_of(start), start)
+    return Plan(H2C, length, None, start=start)
 
 
 def _flush(ioctx: IoContext, nsid: int) -> Parsed:
@@ -140,7 +151,7 @@ def _flush(ioctx: IoContext, nsid: int) -> Parsed:
         def start(req: Request, done: StartDone) -> Status | None:
             return queue.submit(FLUSH, 0, None, False, done, req)
 
-        return Plan(Direction.NONE, 0, executor_of(start), start=start)
+        return started(Direction.NONE, 0, start)
 
     async def execute(req: Request) -> Status:
         try:

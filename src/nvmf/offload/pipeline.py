@@ -21,7 +21,7 @@ from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, ReqState, Request
 from nvmf.wire.sqe import encode_cqe
-from nvmf.wire.status import SC, Status
+from nvmf.wire.status import SC, SUCCESS, Status
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class Pipeline:
         #: Fast-path commands whose media I/O is running.
         self._in_media = 0
         self._start_done_cb = self._start_done
+        #: Called per command only where the handler counts activity (the control plane's
+        #: traffic-based keep-alive); a worker's handler does not.
+        self._activity = handler.activity if getattr(handler, "counts_activity", True) else None
 
     @property
     def in_flight(self) -> int:
@@ -66,10 +69,11 @@ class Pipeline:
         callback.  Everything else runs in its own task.
         """
         session.consume_sqe()
-        self.handler.activity(session)
+        if self._activity is not None:
+            self._activity(session)
         req.session = session
         status = session.fabric.map_sgl(req)
-        if not status.ok:
+        if status is not SUCCESS and not status.ok:
             self.complete(session, req, status)
             return
         plan = self.handler.parse(session, req)
@@ -142,8 +146,9 @@ class Pipeline:
     async def _execute(self, session: QueueSession, req: Request, plan: Parsed) -> Status:
         if isinstance(plan, Status):
             return plan
+        execute = plan.coroutine()
         if plan.forward:
-            return await plan.execute(req)
+            return await execute(req)
         if plan.length != req.sgl_length:
             return SGL_LENGTH_MISMATCH
         req.direction = plan.direction
@@ -166,14 +171,14 @@ class Pipeline:
             req.c2h_length = plan.length
         req.advance(ReqState.READY)
         req.advance(ReqState.EXECUTING)
-        status = await plan.execute(req)
+        status = await execute(req)
         req.advance(ReqState.EXECUTED)
         return status
 
     def complete(self, session: QueueSession, req: Request, status: Status) -> None:
         """The one way a completion leaves: error log, CQE, then the transport sends it."""
         req.status = status
-        if not status.ok:
+        if status is not SUCCESS and not status.ok:
             req.c2h_length = 0
             self.handler.command_failed(session, req, status)
         cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=session.reported_sqhd)

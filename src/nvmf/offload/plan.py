@@ -32,12 +32,20 @@ class Plan:
 
     direction: Direction
     length: int
-    execute: Execute
+    #: The coroutine that carries the command out; None for a plan made by :func:`started`.
+    execute: Execute | None
     #: The status comes from elsewhere (the control plane): no data moves, ``execute`` answers.
     forward: bool = False
     #: The same work without a coroutine (Read, Write, Flush on a media queue): the pipeline's
     #: fast path uses it when no host data must be fetched first.
     start: Start | None = None
+
+    def coroutine(self) -> Execute:
+        """The plan as a coroutine function, whichever form it was made in."""
+        if self.execute is not None:
+            return self.execute
+        assert self.start is not None, "a plan has an execute or a start"
+        return executor_of(self.start)
 
 
 Parsed = Plan | Status
@@ -52,14 +60,20 @@ def no_data(execute: Execute = _succeed) -> Plan:
     return Plan(Direction.NONE, 0, execute)
 
 
-def c2h(length: int, execute: Execute, start: Start | None = None) -> Plan:
+def c2h(length: int, execute: Execute) -> Plan:
     """A command that sends ``length`` bytes to the host."""
-    return Plan(Direction.C2H, length, execute, start=start)
+    return Plan(Direction.C2H, length, execute)
 
 
-def h2c(length: int, execute: Execute, start: Start | None = None) -> Plan:
+def h2c(length: int, execute: Execute) -> Plan:
     """A command that takes ``length`` bytes from the host."""
-    return Plan(Direction.H2C, length, execute, start=start)
+    return Plan(Direction.H2C, length, execute)
+
+
+def started(direction: Direction, length: int, start: Start) -> Plan:
+    """A command that runs on a media queue (:data:`Start`); its coroutine form is made only
+    if the pipeline's general path needs it."""
+    return Plan(direction, length, None, start=start)
 
 
 def executor_of(start: Start) -> Execute:

@@ -43,7 +43,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from nvmf.media.base import Media, MediaHandle
 from nvmf.media.factory import adopt_media
@@ -126,6 +126,9 @@ class WorkerSession(QueueSession):
 
 class Worker:
     """The worker's :class:`~nvmf.transport.base.QueueOwner` and command handler."""
+
+    #: Keep-alive is the admin queue's (the control plane's): no per-command activity call.
+    counts_activity = False
 
     def __init__(self, channel_sock: socket.socket, index: int, staging_bytes: int) -> None:
         self.index = index
@@ -236,11 +239,11 @@ class Worker:
         return session
 
     def submit(self, state: QueueState, req: Request) -> None:
-        assert isinstance(state, WorkerSession)
-        self.counters.commands += 1
+        counters = self.counters
+        counters.commands += 1
         if req.incapsule:
-            self.counters.incapsule_writes += 1
-        self.pipeline.submit(state, req)
+            counters.incapsule_writes += 1
+        self.pipeline.submit(cast(WorkerSession, state), req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, WorkerSession)
@@ -256,8 +259,9 @@ class Worker:
 
     # -- CommandHandler ------------------------------------------------------------------------
     def parse(self, session: QueueSession, req: Request) -> Parsed:
-        if req.sqe.opcode in io.FAST_PATH and session.ioctx is not None:
-            return io.parse(session.ioctx, req, self.pool)
+        ioctx = session.ioctx
+        if ioctx is not None and req.sqe.opcode in io.FAST_PATH:
+            return io.parse(ioctx, req, self.pool)
         assert isinstance(session, WorkerSession)
         return self._forward(session, req)
 
