@@ -247,6 +247,24 @@ def test_keep_alive_timeout_tears_down_the_controller(target: RunningTarget) -> 
     assert host.is_closed() and q.is_closed()
 
 
+def test_io_queue_connects_keep_the_controller_alive(target: RunningTarget) -> None:
+    """The Linux host sends no Keep Alive until every I/O queue is connected; a Connect is
+    traffic (as in the Linux target), so slow I/O queue connects do not expire KATO."""
+    host = RawHost(target.addr)
+    host.initialize()
+    assert status_of(host.connect(SUBNQN, kato=600)).ok
+    host.enable()
+    queues = []
+    for qid in (1, 2, 3):
+        time.sleep(0.4)
+        queues.append(io_queue(target, host, qid))
+    time.sleep(0.4)  # 1.6 s since the admin Connect, never 0.6 s without a command
+    cqe, _ = identify(host, 1)
+    assert cqe == 0
+    for q in [*queues, host]:
+        q.close()
+
+
 def test_commands_before_connect_or_enable(target: RunningTarget) -> None:
     host = RawHost(target.addr)
     host.initialize()

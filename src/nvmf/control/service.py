@@ -134,6 +134,7 @@ class TargetService:
                     self.settings.offload_workers,
                     self,
                     staging_bytes=self.settings.staging_bytes,
+                    transports=sorted({port.trtype for port in self.config.ports}),
                     log_level=self._log_level,
                 )
                 for nqn, runtime in self.subsystems.items():
@@ -257,6 +258,9 @@ class TargetService:
         ctrl = session.ctrl
         if ctrl is None or not session.qid:
             return
+        # A Connect is traffic too: a host connecting many I/O queues slowly (the Linux host
+        # sends no Keep Alive before its controller is live) must not lose the controller.
+        ctrl.keep_alive.touch(time.monotonic())
         session.ioctx = self.io_context(ctrl)
         transport = self.transports.get(session.port.trtype)
         if self.workers is not None and transport is not None and transport.caps.exportable:

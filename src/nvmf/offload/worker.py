@@ -320,9 +320,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-async def _serve(channel_fd: int, index: int, staging_bytes: int) -> None:
+async def _serve(channel_fd: int, index: int, staging_bytes: int, transports: list[str]) -> None:
     sock = socket.socket(fileno=channel_fd)
     worker = Worker(sock, index, staging_bytes)
+    for trtype in transports:
+        worker.transports[trtype] = get_transport(trtype)
     loop = asyncio.get_running_loop()
     # SIGTERM from a terminal's process group or a service manager: the control plane decides.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
@@ -340,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="control plane PID")
     parser.add_argument("--staging-bytes", type=int, required=True)
     parser.add_argument("--log-level", type=int, default=logging.WARNING)
+    parser.add_argument(
+        "--transport",
+        action="append",
+        default=[],
+        help="a fabric type to load at start (its first queue then costs no import)",
+    )
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     logging.basicConfig(
@@ -354,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(args.channel, args.index, args.staging_bytes))
+        uvloop.run(_serve(args.channel, args.index, args.staging_bytes, args.transport))
     except ImportError:
-        asyncio.run(_serve(args.channel, args.index, args.staging_bytes))
+        asyncio.run(_serve(args.channel, args.index, args.staging_bytes, args.transport))
     return 0
 
 

@@ -86,12 +86,15 @@ class WorkerSet:
         events: WorkerEvents,
         *,
         staging_bytes: int,
+        transports: list[str] | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
         cpus = sorted(os.sched_getaffinity(0))
         self.workers = [WorkerHandle(i, cpus[i % len(cpus)]) for i in range(count)]
         self.events = events
         self.staging_bytes = staging_bytes
+        #: Fabric types a worker loads before it says it is ready (not on its first queue).
+        self.transports = transports or []
         self.log_level = log_level
         self._media: dict[MediaKey, Media] = {}
         self._token = 0
@@ -122,6 +125,7 @@ class WorkerSet:
             str(self.staging_bytes),
             "--log-level",
             str(self.log_level),
+            *(f"--transport={t}" for t in self.transports),
         ]
         w.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
