@@ -11,7 +11,7 @@ so the CPU per I/O it reports is the target's alone, over the I/O phase alone.
 from __future__ import annotations
 
 import json
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -83,12 +83,6 @@ class CpuRun:
         return self.cpu_clients / self.elapsed if self.elapsed else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def target_config(port: int, kind: str, size: int) -> dict[str, Any]:
     """An nvmetcli JSON configuration: subsystem :data:`SUBNQN`, one namespace, one port."""
     return {
@@ -134,15 +128,32 @@ class _Output:
         return "".join(self.lines)
 
 
+@dataclass
+class Server:
+    """A server subprocess and the TCP port it bound (it was asked for port 0: no other
+    process can take the port between choosing it and binding it)."""
+
+    proc: subprocess.Popen[str]
+    port: int
+
+
+#: ``nvmf serve`` prints ``listening on tcp ADDR:PORT (...)``, the raw servers ``listening PORT``.
+_PORT = re.compile(r"listening(?: on \S+ \S+:| )(\d+)")
+
+
 @contextmanager
-def server(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
-    """A server subprocess, up once it printed a line containing ``ready``; stopped after."""
+def server(argv: list[str]) -> Iterator[Server]:
+    """A server subprocess bound to port 0, up once it printed the port it listens on; stopped
+    after."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        out = _Output(proc, ready)
+        out = _Output(proc, "listening")
         if not out.ready.wait(START_TIMEOUT) or proc.poll() is not None:
             raise RuntimeError(f"{' '.join(argv[1:4])} did not start:\n{out.tail}")
-        yield proc
+        found = next((m for line in out.lines if (m := _PORT.search(line))), None)
+        if found is None:
+            raise RuntimeError(f"{' '.join(argv[1:4])} did not say its port:\n{out.tail}")
+        yield Server(proc, int(found.group(1)))
     finally:
         proc.terminate()
         try:
@@ -178,25 +189,23 @@ def serve_supports_workers() -> bool:
 def nvmf_target(workers: int | None = None, kind: str = "ram") -> Iterator[Target]:
     """``nvmf serve`` with a ``kind`` namespace of :data:`NS_BYTES` on a free port, with
     ``--workers`` when ``workers`` is given (the caller checked the option exists)."""
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "target.json"
-        cfg.write_text(json.dumps(target_config(port, kind, NS_BYTES)))
-        argv = [*SERVE, "--config", str(cfg)]
+        cfg.write_text(json.dumps(target_config(4420, kind, NS_BYTES)))
+        argv = [*SERVE, "--config", str(cfg), "--trsvcid", "0"]
         if workers is not None:
             argv += ["--workers", str(workers)]
-        with server(argv, "listening") as proc:
+        with server(argv) as srv:
             name = "nvmf serve" + (f" --workers {workers}" if workers is not None else "")
-            yield Target(name, proc.pid, port, workers=workers)
+            yield Target(name, srv.proc.pid, srv.port, workers=workers)
 
 
 @contextmanager
 def raw_target() -> Iterator[Target]:
     """The raw responder (:mod:`rawnvme`) on a free port."""
-    port = free_port()
-    argv = [sys.executable, str(HERE / "rawnvme.py"), str(port), str(NS_BYTES)]
-    with server(argv, "listening") as proc:
-        yield Target("raw responder", proc.pid, port)
+    argv = [sys.executable, str(HERE / "rawnvme.py"), "0", str(NS_BYTES)]
+    with server(argv) as srv:
+        yield Target("raw responder", srv.proc.pid, srv.port)
 
 
 @dataclass

@@ -53,7 +53,6 @@ from local import (  # noqa: E402
     CpuRun,
     Workload,
     combine,
-    free_port,
     measure,
     nvmf_target,
     raw_target,
@@ -99,11 +98,10 @@ class Measurement:
 
 
 def measure_raw(w: Workload, runtime: float, jobs: int) -> Measurement:
-    port = free_port()
-    with server([sys.executable, str(HERE / "rawtcp.py"), str(port)], "listening"):
+    with server([sys.executable, str(HERE / "rawtcp.py"), "0"]) as srv:
         res = run_async(
             rawtcp.run_client(
-                port, write=w.write, bs=w.bs, depth=w.iodepth, jobs=jobs, runtime=runtime
+                srv.port, write=w.write, bs=w.bs, depth=w.iodepth, jobs=jobs, runtime=runtime
             )
         )
     lat = LatencySummary.of(res.lat_ns)

@@ -37,23 +37,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """``nvmf serve --config`` on a free port; yields the port."""
-    port = _free_port()
+    """``nvmf serve --config --trsvcid 0``; yields the port it bound."""
     config = {
         "hosts": [],
         "ports": [
             {
                 "portid": 1,
                 "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
-                         "trsvcid": str(port), "treq": "not specified"},
+                         "trsvcid": "4420", "treq": "not specified"},
                 "subsystems": [SUBNQN],
             }
         ],
@@ -73,7 +66,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     path = tmp_path_factory.mktemp("target") / "target.json"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(path)],
+        [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(path), "--trsvcid", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -81,6 +74,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening" in line, f"nvmf serve did not start: {line}{proc.stdout.read()}"
+    port = int(line.split(" (")[0].rsplit(":", 1)[1])
     try:
         yield port
     finally:
@@ -292,7 +286,11 @@ def test_cli_bad_arguments_one_line_exit_2(target: int, argv: list[str], flag: s
 
 
 def test_cli_connection_failure_is_one_line_exit_1() -> None:
-    out = _cli("identify", "-a", "127.0.0.1", "-s", str(_free_port()), "-n", SUBNQN)
+    # A port bound and not listening refuses connections for as long as this test holds it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        out = _cli("identify", "-a", "127.0.0.1", "-s", str(port), "-n", SUBNQN)
     err = out.stderr.decode()
     assert out.returncode == 1 and "cannot connect" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
