@@ -1,17 +1,24 @@
 """The :class:`~nvmf.media.base.Media` contract, checked on every media type that stores data.
 
 Each test runs for ``ram``, ``file`` (buffered and ``O_DIRECT``) and ``block`` (buffered and
-``O_DIRECT``, on a loop device); see ``conftest.open_media``.
+``O_DIRECT``, on a loop device); see ``conftest.open_media``.  Sharing a medium with another
+process (``Media.share`` and ``nvmf.media.factory.adopt_media``, what offload workers do) is
+checked for those and for ``null``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from nvmf.media.base import Media
+from nvmf.media.factory import adopt_media
 from tests.media.mediatest import SIZE, Buffer, Opener
 
 BS = 512
@@ -145,3 +152,178 @@ def test_out_of_range_is_a_bug(
         asyncio.run(media.deallocate(offset, length))
     with pytest.raises(ValueError, match="outside"):
         asyncio.run(media.write_zeroes(offset, length))
+
+
+# -- share() and adopt_media(): one medium served by two processes -----------------------------
+
+#: A child process that adopts a shared medium, checks what the parent wrote, writes a pattern
+#: of its own, and exits 0 only if all of that worked.
+CHILD = """
+import asyncio, json, mmap, sys
+from nvmf.media.base import MediaHandle
+from nvmf.media.factory import adopt_media
+
+args = json.loads(sys.argv[1])
+media = adopt_media(MediaHandle(**args["handle"]), args["fd"])
+
+def buffer(n):
+    return memoryview(mmap.mmap(-1, n))  # page aligned, as staging buffers are (O_DIRECT)
+
+async def run():
+    seen = buffer(args["length"])
+    await media.read(args["parent_offset"], seen)
+    if bytes(seen) != bytes.fromhex(args["parent_data"]):
+        sys.exit("child: the parent's write is not there")
+    mine = buffer(args["length"])
+    mine[:] = bytes([args["byte"]]) * args["length"]
+    await media.write(args["child_offset"], mine)
+    await media.flush()
+
+asyncio.run(run())
+media.close()
+"""
+
+
+def adopt_dup(media: Media) -> Media:
+    """The medium adopted in this process, as a worker would from a duplicate of its fd."""
+    handle, fd = media.share()
+    return adopt_media(handle, None if fd is None else os.dup(fd))
+
+
+def test_share_handle_describes_the_medium(open_media: Opener) -> None:
+    media = open_media()
+    handle, fd = media.share()
+    assert (handle.kind, handle.size, handle.block_size) == (
+        media.kind,
+        media.size,
+        media.block_size,
+    )
+    assert handle.volatile_write_cache == media.volatile_write_cache
+    assert fd is not None and os.fstat(fd)  # a live descriptor goes with every stored medium
+    adopted = adopt_dup(media)
+    try:
+        assert (adopted.kind, adopted.size, adopted.block_size) == (
+            media.kind,
+            media.size,
+            media.block_size,
+        )
+        assert adopted.volatile_write_cache == media.volatile_write_cache
+    finally:
+        adopted.close()
+
+
+def test_adopted_in_process_sees_the_same_bytes(open_media: Opener, buffer: Buffer) -> None:
+    """Writes through either one read back through the other; Deallocate through the adopted
+    one zeroes what the original reads."""
+    media = open_media()
+    adopted = adopt_dup(media)
+    a, b = os.urandom(64 << 10), os.urandom(64 << 10)
+
+    async def run() -> None:
+        wbuf = buffer(len(a))
+        wbuf[:] = a
+        await media.write(0, wbuf)
+        rbuf = buffer(len(a))
+        await adopted.read(0, rbuf)
+        assert rbuf == a, "the adopted medium does not see the original's write"
+        wbuf[:] = b
+        await adopted.write(1 << 20, wbuf)
+        await adopted.flush()
+        await media.read(1 << 20, rbuf)
+        assert rbuf == b, "the original does not see the adopted medium's write"
+        await adopted.deallocate(0, 8192)
+        await media.read(0, rbuf)
+        assert rbuf[:8192] == bytes(8192) and rbuf[8192:] == a[8192:]
+
+    try:
+        asyncio.run(run())
+    finally:
+        adopted.close()
+
+
+def test_closing_the_adopted_medium_leaves_the_original_working(
+    open_media: Opener, buffer: Buffer
+) -> None:
+    media = open_media()
+    adopted = adopt_dup(media)
+    adopted.close()
+    adopted.close()  # twice is harmless too
+    data = os.urandom(16 << 10)
+
+    async def run() -> None:
+        wbuf = buffer(len(data))
+        wbuf[:] = data
+        await media.write(BS * 3, wbuf)
+        await media.flush()
+        rbuf = buffer(len(data))
+        await media.read(BS * 3, rbuf)
+        assert rbuf == data
+
+    asyncio.run(run())
+    # And it can still be shared again: its descriptor is its own, not the adopted one's.
+    again = adopt_dup(media)
+    again.close()
+
+
+def test_adopted_in_a_child_process(open_media: Opener, buffer: Buffer) -> None:
+    """A spawned process (as offload workers are) given the descriptor with ``pass_fds``
+    reads what this one wrote, and what it writes is read here."""
+    media = open_media()
+    handle, fd = media.share()
+    assert fd is not None
+    parent = os.urandom(8192)
+    parent_offset, child_offset, length = 4096, 2 << 20, len(parent)
+
+    async def write_parent() -> None:
+        wbuf = buffer(length)
+        wbuf[:] = parent
+        await media.write(parent_offset, wbuf)
+        await media.flush()
+
+    asyncio.run(write_parent())
+    child_fd = os.dup(fd)
+    try:
+        args = {
+            "handle": dataclasses.asdict(handle),
+            "fd": child_fd,
+            "parent_offset": parent_offset,
+            "parent_data": parent.hex(),
+            "child_offset": child_offset,
+            "length": length,
+            "byte": 0xA5,
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(args)],
+            pass_fds=[child_fd],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(child_fd)
+    assert proc.returncode == 0, proc.stderr
+    rbuf = buffer(length)
+    asyncio.run(media.read(child_offset, rbuf))
+    assert rbuf == b"\xa5" * length, "the child's write is not here"
+
+
+def test_null_share_and_adopt(null_media: Media, buffer: Buffer) -> None:
+    """A null medium shares no descriptor; the adopted one is null too, and closing it leaves
+    the original as it was."""
+    handle, fd = null_media.share()
+    assert fd is None and handle.kind == "null" and handle.size == null_media.size
+    adopted = adopt_media(handle, None)
+    assert (adopted.kind, adopted.size, adopted.block_size) == ("null", SIZE, BS)
+    buf = buffer(4096)
+
+    async def run() -> None:
+        buf[:] = b"\xff" * 4096
+        await adopted.write(0, buf)
+        await null_media.read(0, buf)
+        assert buf == bytes(4096)
+        adopted.close()
+        buf[:] = b"\xff" * 4096
+        await null_media.read(0, buf)
+        assert buf == bytes(4096)
+
+    asyncio.run(run())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from nvmf.control.model import Namespace, NamespaceMedia, default_config
-from nvmf.media.base import Media, MediaError
+from nvmf.media.base import Media, MediaError, MediaHandle
 from nvmf.media.block import BlockMedia
-from nvmf.media.factory import media_kinds, open_media, register_media_kind
+from nvmf.media.factory import adopt_media, media_kinds, open_media, register_media_kind
 from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia
 from nvmf.media.ram import RamMedia
@@ -103,3 +105,62 @@ def test_register_a_media_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tape" in media_kinds()
     media = open_media(ns(kind="tape"))
     assert isinstance(media, NullMedia)
+
+
+# -- adopt_media: the descriptor is the adopter's, whatever happens -----------------------------
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "handle",
+    [
+        MediaHandle("ram", 1000, 512, False),  # no whole number of blocks
+        MediaHandle("ram", MiB, 500, False),  # no block size
+        MediaHandle("file", 0, 512, True, "/nowhere"),  # nothing to serve
+        MediaHandle("block", MiB + 1, 512, True, "/dev/nowhere"),
+        MediaHandle("nvme_pci", MiB, 512, False),  # no worker can serve it
+    ],
+    ids=["ram-size", "ram-block-size", "file-empty", "block-size", "unknown-kind"],
+)
+def test_adopt_refuses_a_bad_handle_and_closes_the_descriptor(handle: MediaHandle) -> None:
+    """A refused handle raises ValueError and still closes the descriptor it came with (it
+    was handed over: nobody else will)."""
+    media = RamMedia(MiB)
+    try:
+        _, shared = media.share()
+        assert shared is not None
+        fd = os.dup(shared)
+        with pytest.raises(ValueError):
+            adopt_media(handle, fd)
+        assert not _is_open(fd), "the refused descriptor leaked"
+    finally:
+        media.close()
+
+
+def test_adopt_refuses_a_memfd_shorter_than_the_namespace() -> None:
+    """Mapping past the end of a memfd succeeds and the first access there kills the process
+    with SIGBUS: a worker given a handle larger than its memfd must refuse it at once."""
+    media = RamMedia(MiB)
+    try:
+        handle, shared = media.share()
+        assert shared is not None
+        fd = os.dup(shared)
+        with pytest.raises(ValueError, match="less than"):
+            adopt_media(dataclasses.replace(handle, size=4 * MiB), fd)
+        assert not _is_open(fd)
+    finally:
+        media.close()
+
+
+def test_adopting_null_closes_a_descriptor_it_does_not_need() -> None:
+    fd = os.open(os.devnull, os.O_RDONLY)
+    adopted = adopt_media(MediaHandle("null", MiB, 512, False), fd)
+    assert isinstance(adopted, NullMedia) and adopted.size == MiB
+    assert not _is_open(fd)

@@ -9,6 +9,7 @@ with :func:`register_media_kind` instead of an edit here.  Every failure is a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from nvmf.media.base import Media, MediaError, MediaHandle
 from nvmf.media.block import BlockMedia
 from nvmf.media.file import FileMedia
-from nvmf.media.null import NullMedia
+from nvmf.media.null import NullMedia, check_geometry
 from nvmf.media.ram import RamMedia
 
 if TYPE_CHECKING:  # only the type: the model must stay importable without the media layer
@@ -85,19 +86,42 @@ def open_media(ns: Namespace) -> Media:
 def adopt_media(handle: MediaHandle, fd: int | None) -> Media:
     """Serve, in this process, a medium another process opened and shared
     (:meth:`~nvmf.media.base.Media.share`); ``fd`` is the descriptor received with it, owned
-    here from now on."""
+    here from now on: closed here too when the handle is refused (``ValueError``)."""
+    try:
+        _check_shared(handle, fd)
+    except BaseException:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
     if handle.kind == "null":
+        if fd is not None:
+            os.close(fd)  # nothing to serve it with
         return NullMedia(handle.size, handle.block_size)
-    if fd is None:
-        raise ValueError(f"media kind {handle.kind!r} needs the descriptor it was shared with")
+    assert fd is not None
     if handle.kind == "ram":
         return RamMedia.adopt(handle, fd)
     if handle.kind == "file":
         return FileMedia.adopt(handle, fd)
-    if handle.kind == "block":
-        return BlockMedia.adopt(handle, fd)
-    os.close(fd)
-    raise ValueError(f"media kind {handle.kind!r} cannot be served by a worker")
+    return BlockMedia.adopt(handle, fd)
+
+
+def _check_shared(handle: MediaHandle, fd: int | None) -> None:
+    """Refuse a handle no medium can be served from, before anything takes ``fd``."""
+    if handle.kind not in ("null", "ram", "file", "block"):
+        raise ValueError(f"media kind {handle.kind!r} cannot be served by a worker")
+    check_geometry(handle.size, handle.block_size)
+    if handle.kind == "null":
+        return
+    if fd is None:
+        raise ValueError(f"media kind {handle.kind!r} needs the descriptor it was shared with")
+    if handle.kind == "ram":
+        # Mapping past the end of the memfd works, and then the first access there is SIGBUS.
+        have = os.fstat(fd).st_size
+        if have < handle.size:
+            raise ValueError(
+                f"the shared RAM namespace holds {have} bytes, less than its {handle.size}"
+            )
 
 
 def path_kind(path: str) -> str | None:

@@ -190,6 +190,7 @@ class Transport(Protocol):
 #: trtype -> "module:Class".  Imported on first use.
 REGISTRY: dict[str, str] = {
     "tcp": "nvmf.transport.tcp:TcpTransport",
+    "loop": "nvmf.transport.loop:LoopTransport",
 }
 
 
