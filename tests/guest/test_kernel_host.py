@@ -17,7 +17,8 @@ import pytest
 
 from tests.guest.harness import GuestResult, run_in_guest
 
-pytestmark = pytest.mark.guest
+# One boot runs every case; under emulation on a loaded machine it can pass 15 minutes.
+pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
 
 CONFIG = Path(__file__).parent / "data" / "kernel-host.json"
 NQN = "nqn.2024-01.io.nvmf:"

@@ -279,3 +279,36 @@ def test_workers_die_with_the_control_plane(
     proc.kill()
     proc.wait()
     assert all(_gone(p, 5) for p in pids)
+
+
+def test_queues_go_only_to_ready_workers(two_workers: RunningTarget) -> None:
+    """A replacement worker that is still starting gets no queue: its Connect completion would
+    wait for the start (a minute under emulation) and the host's connect would time out."""
+    target = two_workers
+    workers = target.service.workers
+    assert workers is not None
+    adm = admin(target)
+    q1 = io_queue(target, adm, 1)  # worker 0 (both idle: the lower index)
+    first, starting = workers.workers
+    saved = first.ready, starting.ready
+    # Worker 1 serves nothing and would be chosen; make it look like a worker still starting.
+    starting.ready = _call(target, _pending_future())
+    try:
+        q2 = io_queue(target, adm, 2)
+        assert _write_read(q2, 0, b"\x11" * 512) == b"\x11" * 512
+        counters = _counters(target)
+        assert [c["queues_attached"] for c in counters] == [2, 0]
+        # With no worker ready, the control plane serves the queue itself.
+        first.ready = _call(target, _pending_future())
+        q3 = io_queue(target, adm, 3)
+        assert _write_read(q3, 8, b"\x22" * 512) == b"\x22" * 512
+        ctrl = next(iter(target.service.subsystems[SUBNQN].controllers.values()))
+        assert not isinstance(ctrl.queues[3].fabric, RemoteQueue)
+    finally:
+        first.ready, starting.ready = saved
+    for q in (q1, q2, q3, adm):
+        q.close()
+
+
+async def _pending_future() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()

@@ -263,8 +263,13 @@ class TargetService:
         ctrl.keep_alive.touch(time.monotonic())
         session.ioctx = self.io_context(ctrl)
         transport = self.transports.get(session.port.trtype)
-        if self.workers is not None and transport is not None and transport.caps.exportable:
-            session.handover = True
+        if (
+            self.workers is not None
+            and transport is not None
+            and transport.caps.exportable
+            and self.workers.ready_workers()
+        ):
+            session.handover = True  # else (no worker ready) this process serves the queue
 
     def io_context_spec(self, ctrl: Controller) -> IoContextSpec:
         """The snapshot of ``ctrl``'s I/O context as it crosses to a worker."""

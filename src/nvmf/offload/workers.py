@@ -193,9 +193,9 @@ class WorkerSet:
         """Hand a queue over to the least busy worker; ``fd`` is closed here.  The index of the
         worker that serves it."""
         try:
-            live = [w for w in self.workers if w.channel is not None and not w.channel.closed]
+            live = self.ready_workers()
             if not live:
-                raise RuntimeError("no offload worker is running")
+                raise RuntimeError("no offload worker is ready")
             w = min(live, key=lambda w: (len(w.queues), w.index))
             assert w.channel is not None
             w.queues.add((handover.ctrl_key, handover.qid))
@@ -203,6 +203,20 @@ class WorkerSet:
             return w.index
         finally:
             os.close(fd)
+
+    def ready_workers(self) -> list[WorkerHandle]:
+        """Workers that said they are ready and still run.  A replacement still starting is
+        left out: a queue handed to it would wait for its start (a minute, under emulation)
+        with its Connect unanswered."""
+        return [
+            w
+            for w in self.workers
+            if w.channel is not None
+            and not w.channel.closed
+            and w.ready is not None
+            and w.ready.done()
+            and not w.ready.cancelled()
+        ]
 
     def update_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
         """A controller's I/O context changed: every worker serving its queues gets the new one."""
