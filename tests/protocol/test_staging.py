@@ -269,9 +269,9 @@ def test_pool_invariants(budget: int, ops: list[tuple[str, int]]) -> None:
             held.pop(arg % len(held)).release()
         assert pool.in_use == sum(len(b.block) for b in held)
         assert pool.in_use <= budget or len(held) == 1
-        assert pool.cached == sum(len(b) for free in pool._free.values() for b in free)
+        assert pool.cached == sum(len(b.block) for free in pool._free.values() for b in free)
         # No block is both held and free, or free twice.
-        free_addrs = [address(b) for free in pool._free.values() for b in free]
+        free_addrs = [address(b.block) for free in pool._free.values() for b in free]
         held_addrs = [address(b.block) for b in held]
         assert len(set(free_addrs)) == len(free_addrs)
         assert not set(free_addrs) & set(held_addrs)

@@ -29,7 +29,8 @@ def size_class(length: int) -> int:
 
 
 class StagingBuffer:
-    """One buffer of a pool; ``view`` is exactly the requested length."""
+    """One buffer of a pool; ``view`` is exactly the requested length.  The pool reuses these
+    objects with their blocks: a buffer is not to be touched after :meth:`release`."""
 
     __slots__ = ("_pool", "block", "view")
 
@@ -41,7 +42,7 @@ class StagingBuffer:
     def release(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool._put(self.block)
+            pool._put(self)
 
 
 class StagingPool:
@@ -55,22 +56,23 @@ class StagingPool:
         self.slab = slab
         self.in_use = 0
         self.cached = 0
-        self._free: dict[int, list[memoryview]] = {}
+        self._free: dict[int, list[StagingBuffer]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def get(self, length: int) -> StagingBuffer | None:
         """A buffer of ``length`` bytes, or ``None`` while the budget is spent."""
-        cls = size_class(length)
+        cls = MIN_CLASS if length <= MIN_CLASS else 1 << (length - 1).bit_length()  # size_class
         if self.in_use and self.in_use + cls > self.budget:
             return None
+        self.in_use += cls
         free = self._free.get(cls)
         if free:
-            block = free.pop()
+            buf = free.pop()
             self.cached -= cls
-        else:
-            block = self._carve(cls)
-        self.in_use += cls
-        return StagingBuffer(self, block, length)
+            buf._pool = self
+            buf.view = buf.block[:length]
+            return buf
+        return StagingBuffer(self, self._carve(cls), length)
 
     def _carve(self, cls: int) -> memoryview:
         """New memory for ``cls``: a slab split into pieces (the rest cached), or one mapping."""
@@ -80,16 +82,19 @@ class StagingPool:
         slab = max(cls, min(self.slab, cls + max(0, self.budget - self.cached)))
         slab -= slab % cls
         view = memoryview(mmap.mmap(-1, slab))
-        pieces = [view[i : i + cls] for i in range(0, slab, cls)]
-        self._free.setdefault(cls, []).extend(pieces[1:])
+        free = self._free.setdefault(cls, [])
+        free.extend(StagingBuffer(None, view[i : i + cls], 0) for i in range(cls, slab, cls))
         self.cached += slab - cls
-        return pieces[0]
+        return view[:cls]
 
-    def _put(self, block: memoryview) -> None:
-        cls = len(block)
+    def _put(self, buf: StagingBuffer) -> None:
+        cls = len(buf.block)
         self.in_use -= cls
         if self.cached + cls <= self.budget:
-            self._free.setdefault(cls, []).append(block)
+            free = self._free.get(cls)
+            if free is None:
+                free = self._free[cls] = []
+            free.append(buf)
             self.cached += cls
         # Wake every waiter: the first may still not fit while a later, smaller one does.
         waiters, self._waiters = self._waiters, deque()

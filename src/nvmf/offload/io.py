@@ -18,14 +18,13 @@ from nvmf.offload.plan import (
     INVALID_OPCODE,
     Parsed,
     Plan,
-    StartDone,
     h2c,
+    media_io,
     no_data,
-    started,
 )
 from nvmf.protocol.request import Direction, Request
 from nvmf.wire.identify import NSID_ALL
-from nvmf.wire.opcodes import DSM_ATTR_DEALLOCATE, WZ_DEAC, IoOpcode
+from nvmf.wire.opcodes import DSM_ATTR_DEALLOCATE, RW_FUA, WZ_DEAC, IoOpcode
 from nvmf.wire.sqe import DSM_RANGE, OFF_CDW10, OFF_CDW12
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
@@ -65,7 +64,7 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
     if op == _READ:
         return _read(ioctx, req, ns)
     if op == _WRITE:
-        return _write(ioctx, req, ns, fua=sqe.fua or not ioctx.wce)
+        return _write(ioctx, req, ns, fua=bool(sqe.cdw12 & RW_FUA) or not ioctx.wce)
     if op == IoOpcode.WRITE_ZEROES:
         return _write_zeroes(req, ns)
     if op == IoOpcode.DSM:
@@ -95,44 +94,34 @@ def _transfer(ioctx: IoContext, req: Request, ns: NamespaceIo) -> tuple[int, int
 
 def _read(ioctx: IoContext, req: Request, ns: NamespaceIo) -> Parsed:
     sqe = req.sqe
-    slba, nlb = sqe.slba, sqe.nlb + 1
+    slba = sqe.cdw10 | (sqe.cdw11 << 32)  # Starting LBA, CDW11:CDW10
+    nlb = (sqe.cdw12 & 0xFFFF) + 1  # NLB, CDW12 15:0, 0's based
     if slba + nlb > ns.nsze:
         return LBA_RANGE
     bs = ns.block_size
     length = nlb * bs
     if length > ioctx.max_transfer:
         return TOO_LARGE
-    offset = slba * bs
-    submit = ns.queue.submit
     counters = ns.counters
     counters.read_cmds += 1
     counters.read_blocks += nlb
-
-    def start(req: Request, done: StartDone) -> Status | None:
-        return submit(READ, offset, req.data, False, done, req)
-
-    return Plan(C2H, length, None, start=start)
+    return Plan(C2H, length, None, queue=ns.queue, op=READ, offset=slba * bs)
 
 
 def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Parsed:
     sqe = req.sqe
-    slba, nlb = sqe.slba, sqe.nlb + 1
+    slba = sqe.cdw10 | (sqe.cdw11 << 32)
+    nlb = (sqe.cdw12 & 0xFFFF) + 1
     if slba + nlb > ns.nsze:
         return LBA_RANGE
     bs = ns.block_size
     length = nlb * bs
     if length > ioctx.max_transfer:
         return TOO_LARGE
-    offset = slba * bs
-    submit = ns.queue.submit
     counters = ns.counters
     counters.write_cmds += 1
     counters.write_blocks += nlb
-
-    def start(req: Request, done: StartDone) -> Status | None:
-        return submit(WRITE, offset, req.data, fua, done, req)
-
-    return Plan(H2C, length, None, start=start)
+    return Plan(H2C, length, None, queue=ns.queue, op=WRITE, offset=slba * bs, fua=fua)
 
 
 def _flush(ioctx: IoContext, nsid: int) -> Parsed:
@@ -146,12 +135,7 @@ def _flush(ioctx: IoContext, nsid: int) -> Parsed:
     for ns in targets:
         ns.counters.flush_cmds += 1
     if len(targets) == 1:
-        queue = targets[0].queue
-
-        def start(req: Request, done: StartDone) -> Status | None:
-            return queue.submit(FLUSH, 0, None, False, done, req)
-
-        return started(Direction.NONE, 0, start)
+        return media_io(Direction.NONE, 0, targets[0].queue, FLUSH, 0)
 
     async def execute(req: Request) -> Status:
         try:

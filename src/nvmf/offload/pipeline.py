@@ -20,10 +20,16 @@ from typing import Protocol
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, ReqState, Request
-from nvmf.wire.sqe import encode_cqe
+from nvmf.wire.sqe import CQE, encode_cqe
 from nvmf.wire.status import SC, SUCCESS, Status
 
 log = logging.getLogger(__name__)
+
+H2C = Direction.H2C
+C2H = Direction.C2H
+EXECUTING = ReqState.EXECUTING
+EXECUTED = ReqState.EXECUTED
+TRANSFERRING_C2H = ReqState.TRANSFERRING_C2H
 
 
 class CommandHandler(Protocol):
@@ -50,7 +56,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Fast-path commands whose media I/O is running.
         self._in_media = 0
-        self._start_done_cb = self._start_done
+        self._done = self._start_done
         #: Called per command only where the handler counts activity (the control plane's
         #: traffic-based keep-alive); a worker's handler does not.
         self._activity = handler.activity if getattr(handler, "counts_activity", True) else None
@@ -63,12 +69,14 @@ class Pipeline:
     def submit(self, session: QueueSession, req: Request) -> None:
         """A capsule arrived on ``session``: run it to completion.
 
-        The fast path (DESIGN.md pattern 6) runs a command whose plan can :data:`start` on a
-        media queue and needs no host data fetched first (a Read, an in-capsule Write, a Flush)
-        without a task: parse, buffer, start, and complete now or from the media queue's
+        The fast path (DESIGN.md pattern 6) runs a command whose plan is one media queue
+        operation and needs no host data fetched first (a Read, an in-capsule Write, a Flush)
+        without a task: parse, buffer, submit, and complete now or from the media queue's
         callback.  Everything else runs in its own task.
         """
-        session.consume_sqe()
+        sqsize = session.sqsize
+        if sqsize:  # the SQ head advances for every fetched command (wraps at SQSIZE + 1)
+            session.sqhd = (session.sqhd + 1) % (sqsize + 1)
         if self._activity is not None:
             self._activity(session)
         req.session = session
@@ -80,28 +88,38 @@ class Pipeline:
         if isinstance(plan, Status):
             self.complete(session, req, plan)
             return
-        start = plan.start
-        if start is not None and plan.length == req.sgl_length:
+        queue = plan.queue
+        if queue is not None and plan.length == req.sgl_length:
             direction = plan.direction
             if req.incapsule:
-                if direction is Direction.H2C:
+                if direction is H2C:
                     req.direction = direction
-                    req.state = ReqState.EXECUTING  # NEW -> READY -> EXECUTING: data is here
-                    self._started(session, req, start(req, self._start_done_cb))
+                    req.state = EXECUTING  # NEW -> READY -> EXECUTING: the data is here
+                    self._started(
+                        session,
+                        req,
+                        queue.submit(plan.op, plan.offset, req.data, plan.fua, self._done, req),
+                    )
                     return
-            elif direction is Direction.C2H:
+            elif direction is C2H:
                 staging = session.pool.get(plan.length)
                 if staging is not None:
                     req.staging = staging
-                    req.data = staging.view
+                    data = req.data = staging.view
                     req.direction = direction
                     req.c2h_length = plan.length
-                    req.state = ReqState.EXECUTING  # NEW -> NEED_BUFFER -> READY -> EXECUTING
-                    self._started(session, req, start(req, self._start_done_cb))
+                    req.state = EXECUTING  # NEW -> NEED_BUFFER -> READY -> EXECUTING
+                    self._started(
+                        session,
+                        req,
+                        queue.submit(plan.op, plan.offset, data, False, self._done, req),
+                    )
                     return
             elif not plan.length:
-                req.state = ReqState.EXECUTING
-                self._started(session, req, start(req, self._start_done_cb))
+                req.state = EXECUTING
+                self._started(
+                    session, req, queue.submit(plan.op, plan.offset, None, False, self._done, req)
+                )
                 return
         task = asyncio.get_running_loop().create_task(self._run(session, req, plan))
         self._tasks.add(task)
@@ -111,13 +129,13 @@ class Pipeline:
         if status is None:
             self._in_media += 1
         else:
-            req.state = ReqState.EXECUTED
+            req.state = EXECUTED
             self.complete(session, req, status)
 
     def _start_done(self, req: Request, status: Status) -> None:
         """A fast-path command's media I/O finished (on the event loop's thread)."""
         self._in_media -= 1
-        req.state = ReqState.EXECUTED
+        req.state = EXECUTED
         self.complete(req.session, req, status)
 
     async def drain(self) -> None:
@@ -178,9 +196,13 @@ class Pipeline:
     def complete(self, session: QueueSession, req: Request, status: Status) -> None:
         """The one way a completion leaves: error log, CQE, then the transport sends it."""
         req.status = status
-        if status is not SUCCESS and not status.ok:
-            req.c2h_length = 0
-            self.handler.command_failed(session, req, status)
-        cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=session.reported_sqhd)
-        req.state = ReqState.TRANSFERRING_C2H
+        sqhd = 0xFFFF if session.sqhd_disabled else session.sqhd
+        if status is SUCCESS:
+            cqe = CQE.pack(0, 0, sqhd, session.qid or 0, req.sqe.cid, 0)
+        else:
+            if not status.ok:
+                req.c2h_length = 0
+                self.handler.command_failed(session, req, status)
+            cqe = encode_cqe(status, cid=req.sqe.cid, sqid=session.qid or 0, sqhd=sqhd)
+        req.state = TRANSFERRING_C2H
         session.fabric.complete(req, cqe)

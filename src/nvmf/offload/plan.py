@@ -14,16 +14,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nvmf.media.queue import MediaQueue
 from nvmf.protocol.request import Direction, Request
 from nvmf.wire.sqe import OFF_CDW10, OFF_DPTR, OFF_NSID
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
 Execute = Callable[[Request], Awaitable[Status]]
-#: ``done(request, status)`` for a :data:`Start` that did not finish at once.
-StartDone = Callable[[Request, Status], None]
-#: Start a command on its media queue: its status when it finished at once, else None and
-#: ``done(request, status)`` later (:mod:`nvmf.media.queue`).
-Start = Callable[[Request, StartDone], "Status | None"]
 
 
 @dataclass(slots=True)
@@ -36,16 +32,19 @@ class Plan:
     execute: Execute | None
     #: The status comes from elsewhere (the control plane): no data moves, ``execute`` answers.
     forward: bool = False
-    #: The same work without a coroutine (Read, Write, Flush on a media queue): the pipeline's
-    #: fast path uses it when no host data must be fetched first.
-    start: Start | None = None
+    #: A media queue operation instead of ``execute`` (Read, Write, Flush): ``queue.submit(op,
+    #: offset, request data, fua, ...)``, which the pipeline's fast path runs without a task.
+    queue: MediaQueue | None = None
+    op: int = 0
+    offset: int = 0
+    fua: bool = False
 
     def coroutine(self) -> Execute:
         """The plan as a coroutine function, whichever form it was made in."""
         if self.execute is not None:
             return self.execute
-        assert self.start is not None, "a plan has an execute or a start"
-        return executor_of(self.start)
+        assert self.queue is not None, "a plan has an execute or a media queue operation"
+        return media_executor(self.queue, self.op, self.offset, self.fua)
 
 
 Parsed = Plan | Status
@@ -70,16 +69,16 @@ def h2c(length: int, execute: Execute) -> Plan:
     return Plan(Direction.H2C, length, execute)
 
 
-def started(direction: Direction, length: int, start: Start) -> Plan:
-    """A command that runs on a media queue (:data:`Start`); its coroutine form is made only
-    if the pipeline's general path needs it."""
-    return Plan(direction, length, None, start=start)
+def media_io(direction: Direction, length: int, queue: MediaQueue, op: int, offset: int,
+             fua: bool = False) -> Plan:  # fmt: skip
+    """A command that is one media queue operation (:mod:`nvmf.media.queue`)."""
+    return Plan(direction, length, None, queue=queue, op=op, offset=offset, fua=fua)
 
 
-def executor_of(start: Start) -> Execute:
-    """The coroutine form of ``start`` (for the pipeline's general path).  Cancelled while the
-    medium still holds the buffer, it waits for the medium before the cancellation goes on, so
-    the staging buffer is never reused under a running I/O."""
+def media_executor(queue: MediaQueue, op: int, offset: int, fua: bool) -> Execute:
+    """The coroutine form of a media queue operation (the pipeline's general path).  Cancelled
+    while the medium still holds the buffer, it waits for the medium before the cancellation
+    goes on, so the staging buffer is never reused under a running I/O."""
 
     async def execute(req: Request) -> Status:
         fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
@@ -88,7 +87,7 @@ def executor_of(start: Start) -> Execute:
             if not fut.done():
                 fut.set_result(status)
 
-        status = start(req, done)
+        status = queue.submit(op, offset, req.data, fua, done, req)
         if status is not None:
             return status
         try:
