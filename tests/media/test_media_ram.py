@@ -1,12 +1,15 @@
-"""``ram`` media specifics: memory is taken lazily and given back, and forked workers share it."""
+"""``ram`` media specifics: memory is taken in full at start and given back, and other
+processes share it."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 import pytest
 
+from nvmf.media.base import MediaError
 from nvmf.media.ram import RamMedia
 
 MiB = 1 << 20
@@ -21,19 +24,40 @@ def shmem_resident() -> int:
     raise AssertionError("no RssShmem in /proc/self/status")
 
 
-def test_one_gib_costs_nothing_until_written() -> None:
-    before = shmem_resident()
-    media = RamMedia(1 << 30)
+def shmem_total() -> int:
+    """Bytes of shared memory in use on the machine (``Shmem`` of ``/proc/meminfo``)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no Shmem in /proc/meminfo")
+
+
+def test_the_namespace_is_allocated_in_full_at_start() -> None:
+    """Every page is taken when the namespace opens (a worker can never meet SIGBUS or the
+    OOM killer mid-write), and given back when it closes."""
+    size = 256 * MiB
+    before = shmem_total()
+    media = RamMedia(size)
     try:
+        assert shmem_total() - before >= size * 0.9  # other processes' shmem moves a little
         buf = memoryview(bytearray(os.urandom(MiB)))
-        asyncio.run(media.write(512 << 20, buf))
-        grown = shmem_resident() - before
-        assert MiB <= grown < 4 * MiB
+        asyncio.run(media.write(128 * MiB, buf))
         out = memoryview(bytearray(MiB))
-        asyncio.run(media.read(512 << 20, out))
+        asyncio.run(media.read(128 * MiB, out))
         assert out == buf
     finally:
         media.close()
+    assert shmem_total() - before < size * 0.1
+
+
+def test_a_namespace_larger_than_memory_fails_at_start_with_a_message() -> None:
+    with open("/proc/meminfo") as f:
+        avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    with pytest.raises(MediaError) as info:
+        RamMedia(avail + (1 << 30))
+    assert info.value.errno == errno.ENOMEM
+    assert "does not fit" in str(info.value) and str(avail + (1 << 30)) in str(info.value)
 
 
 @pytest.mark.parametrize("op", ["deallocate", "write_zeroes"])

@@ -312,3 +312,24 @@ def test_queues_go_only_to_ready_workers(two_workers: RunningTarget) -> None:
 
 async def _pending_future() -> asyncio.Future[None]:
     return asyncio.get_running_loop().create_future()
+
+
+def test_serve_refuses_a_ram_namespace_larger_than_memory(tmp_path: Path) -> None:
+    config = {
+        "ports": [{"portid": 1, "addr": {"trtype": "tcp", "adrfam": "ipv4",
+                   "traddr": "127.0.0.1", "trsvcid": "4420"}, "subsystems": [SUBNQN]}],
+        "subsystems": [{"nqn": SUBNQN, "attr": {"allow_any_host": "1"},
+                        "namespaces": [{"nsid": 1, "enable": 1,
+                                        "nvmf": {"kind": "ram", "size": "1P"}}]}],
+    }  # fmt: skip
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "nvmf.cli.main", "serve", "--trsvcid", "0", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "does not fit" in out.stderr and "namespace 1" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
