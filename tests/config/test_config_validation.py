@@ -480,6 +480,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "1..65535",
     ),
     ("nvmf settings type", lambda o: o["nvmf"].update(cmb="yes"), "nvmf.cmb", "true or false"),
+    ("cmb not served", lambda o: o["nvmf"].update(cmb=True), "nvmf.cmb", "does not serve"),
     (
         "nvmf staging size",
         lambda o: o["nvmf"].update(staging_bytes="4X"),

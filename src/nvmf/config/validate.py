@@ -327,3 +327,10 @@ class _Validator:
             "kato_min_ms",
         ):
             self.int_field(settings, field, f"nvmf.{field}")
+        if settings.cmb:
+            # A setting the target cannot honour is refused, never silently ignored.
+            self.add(
+                "nvmf.cmb",
+                "staging buffers and queues in an SSD's CMB need the nvme_pci media, "
+                "which this version does not serve: set it false",
+            )
