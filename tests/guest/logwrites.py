@@ -234,7 +234,7 @@ def write_data(op: Op, block_size: int) -> bytes:
     return b"".join(pattern(op.tag, op.lba + i, block_size) for i in range(op.nlb))
 
 
-def identify(block: bytes | memoryview, lba: int, block_size: int) -> str:
+def identify(block: bytes | bytearray | memoryview, lba: int, block_size: int) -> str:
     """What block ``lba`` holds: a write's tag, :data:`ZEROES`, or :data:`GARBAGE`."""
     block = bytes(block)
     if block.count(0) == len(block):
