@@ -20,13 +20,18 @@ Four namespaces, one dm-log-writes device each, in one boot:
 
 Negative controls: a write acknowledged without FUA and not yet flushed is absent from the replay
 at its mark (so the replay really models the loss), the check fails if that write is declared
-durable, and it fails when the log entry carrying a FUA write is removed.
+durable, it fails when the log entry carrying a FUA write is removed, and it fails on a fifth
+namespace served by a second target whose media ignore FUA and Flush (``lying_target/``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,21 +44,29 @@ pytestmark = pytest.mark.guest
 NQN = "nqn.2024-01.io.nvmf:dur-"
 SCENARIOS = ["blk", "blkdirect", "fs", "fsdirect"]
 BLOCK_SCENARIOS = ["blk", "blkdirect"]
+#: Block media, buffered, served by a second target on port 4421 whose media acknowledge FUA and
+#: Flush without doing them (``lying_target/sitecustomize.py``): the check must fail on it.
+LYING = "lying"
+LYING_PATH = Path(__file__).parent / "lying_target"
 DATA_MIB = 32
-LOG_MIB = 128
+LOG_MIB = 16  # the workload logs well under 1 MiB
 BS = 512
+#: What the guest script runs from this machine's root (the guest sees it read-only) that
+#: guest-run does not install itself, with the Debian package that has it.
+HOST_TOOLS = {"dmsetup": "dmsetup", "mkfs.ext4": "e2fsprogs", "losetup": "mount"}
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _config() -> str:
-    """The target's configuration: one subsystem per scenario on one TCP port."""
+def _config(scenarios: list[str], port: int) -> str:
+    """A target's configuration: one subsystem per scenario on one TCP port."""
 
     def namespace(s: str) -> dict[str, Any]:
         direct = s.endswith("direct")
-        if s.startswith("blk"):
-            path, media = f"/dev/mapper/lw-{s}", {"kind": "block", "direct": direct}
-        else:
+        if s.startswith("fs"):
             path = f"/tmp/nvmf-dur/mnt-{s}/ns.img"
             media = {"kind": "file", "size": "16M", "direct": direct}
+        else:
+            path, media = f"/dev/mapper/lw-{s}", {"kind": "block", "direct": direct}
         return {"device": {"path": path}, "enable": 1, "nsid": 1, "nvmf": media}
 
     config = {
@@ -64,13 +77,13 @@ def _config() -> str:
                     "adrfam": "ipv4",
                     "traddr": "127.0.0.1",
                     "treq": "not specified",
-                    "trsvcid": "4420",
+                    "trsvcid": str(port),
                     "trtype": "tcp",
                 },
                 "param": {"inline_data_size": "8192"},
                 "portid": 1,
                 "referrals": [],
-                "subsystems": [NQN + s for s in SCENARIOS],
+                "subsystems": [NQN + s for s in scenarios],
             }
         ],
         "subsystems": [
@@ -80,7 +93,7 @@ def _config() -> str:
                 "namespaces": [namespace(s)],
                 "nqn": NQN + s,
             }
-            for s in SCENARIOS
+            for s in scenarios
         ],
     }
     return json.dumps(config, indent=1)
@@ -88,6 +101,7 @@ def _config() -> str:
 
 SCRIPT = r"""
 exec > $OUT/trace.txt 2>&1
+cut -d' ' -f1 /proc/uptime > $OUT/uptime-start.txt  # how long the guest took to boot
 set -x
 D=/tmp/nvmf-dur
 mkdir -p $D
@@ -97,6 +111,9 @@ done
 ip link set lo up
 cat > $D/config.json <<'EOF'
 @CONFIG@
+EOF
+cat > $D/lying.json <<'EOF'
+@LYING_CONFIG@
 EOF
 # One log-writes device per scenario, over two loop devices on tmpfs files (volatile cache).
 for s in @SCENARIOS@; do
@@ -116,7 +133,11 @@ for s in @SCENARIOS@; do
   case $s in fs*) mkdir -p $D/mnt-$s && mount /dev/mapper/lw-$s $D/mnt-$s ;; esac
 done
 $PY -m nvmf.cli.main serve -v --config $D/config.json > $OUT/target.log 2>&1 &
-for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
+PYTHONPATH=@LYING_PATH@ $PY -m nvmf.cli.main serve -v --config $D/lying.json \
+  > $OUT/target-lying.log 2>&1 &
+for log in target target-lying; do
+  for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/$log.log && break; sleep 0.2; done
+done
 
 newdev() {  # the namespace block device of the only connected controller
   for i in $(seq 100); do
@@ -127,7 +148,8 @@ newdev() {  # the namespace block device of the only connected controller
 }
 for s in @SCENARIOS@; do
   start=$(date +%s)
-  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n @NQN@$s
+  port=4420; [ $s = @LYING@ ] && port=4421
+  nvme connect -t tcp -a 127.0.0.1 -s $port -n @NQN@$s
   echo "connect $s rc=$?" >> $OUT/results.txt
   dev=$(newdev)
   echo "$s lbs $(cat /sys/block/$(basename $dev)/queue/logical_block_size)" >> $OUT/results.txt
@@ -139,7 +161,7 @@ for s in @SCENARIOS@; do
   echo "$s seconds $(( $(date +%s) - start ))" >> $OUT/results.txt
   sleep 1
 done
-kill %1; wait
+kill %1 %2; wait
 for s in @SCENARIOS@; do
   case $s in fs*) umount $D/mnt-$s ;; esac
   dmsetup status lw-$s >> $OUT/dm-status.txt
@@ -158,14 +180,18 @@ for s in @SCENARIOS@; do
   echo "check $s rc=$?" >> $OUT/results.txt
 done
 dmesg > $OUT/dmesg.txt
+cut -d' ' -f1 /proc/uptime > $OUT/uptime-end.txt
 echo done > $OUT/finished
 """
 
 
 def _script() -> str:
     subs = {
-        "@CONFIG@": _config(),
-        "@SCENARIOS@": " ".join(SCENARIOS),
+        "@CONFIG@": _config(SCENARIOS, 4420),
+        "@LYING_CONFIG@": _config([LYING], 4421),
+        "@LYING_PATH@": str(LYING_PATH),
+        "@LYING@": LYING,
+        "@SCENARIOS@": " ".join([*SCENARIOS, LYING]),
         "@NQN@": NQN,
         "@DATA_MIB@": str(DATA_MIB),
         "@LOG_MIB@": str(LOG_MIB),
@@ -177,10 +203,31 @@ def _script() -> str:
     return script
 
 
+def ensure_host_tools() -> None:
+    """Install (apt) the packages of :data:`HOST_TOOLS` that this machine lacks."""
+    missing = sorted(
+        {pkg for cmd, pkg in HOST_TOOLS.items() if not shutil.which(cmd, path=SBIN_PATH)}
+    )
+    if missing:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            check=True,
+            env=env,
+        )
+
+
 @pytest.fixture(scope="module")
 def guest() -> GuestResult:
+    ensure_host_tools()
     result = run_in_guest("durability", _script(), timeout=2400)
-    (result.out / "seconds.txt").write_text(f"{result.seconds:.1f}\n")
+    timings = {"wall": round(result.seconds, 1)}
+    for name in ("start", "end"):
+        text = result.read(f"uptime-{name}.txt").strip()
+        if text:
+            timings[f"guest_uptime_{name}"] = float(text)
+    (result.out / "timings.json").write_text(json.dumps(timings) + "\n")
     return result
 
 
@@ -213,10 +260,10 @@ def test_guest_ran_to_the_end(guest: GuestResult) -> None:
 
 def test_the_logged_devices_have_a_volatile_write_cache(guest: GuestResult) -> None:
     """Else the block layer completes Flush and drops FUA before dm-log-writes sees them."""
-    assert guest.lines("write_cache.txt") == [f"{s} write back" for s in SCENARIOS]
+    assert guest.lines("write_cache.txt") == [f"{s} write back" for s in [*SCENARIOS, LYING]]
 
 
-@pytest.mark.parametrize("s", SCENARIOS)
+@pytest.mark.parametrize("s", [*SCENARIOS, LYING])
 def test_every_command_of_the_workload_was_acknowledged(guest: GuestResult, s: str) -> None:
     res = results(guest)
     assert res[f"connect {s}"] == "0"
@@ -318,3 +365,19 @@ def test_negative_the_check_fails_without_the_fua_writes_log_entry(
     assert [p.split(":")[0] for p in problems] == [
         f"lba {lba}" for lba in range(fua.lba, fua.lba + fua.nlb)
     ]
+
+
+def test_negative_a_target_that_ignores_fua_and_flush_fails_the_check(guest: GuestResult) -> None:
+    """The whole pipeline, not only the checker, catches a target that acknowledges FUA and
+    Flush without making the data durable: a power loss at any mark loses required writes."""
+    assert "lying media: FUA and Flush are ignored" in guest.read("target-lying.log")
+    assert "lying media" not in guest.read("target.log")
+    result = checked(guest, LYING)
+    marks = [op.name for op in journal(guest, LYING).ops if op.kind == "mark"]
+    assert sorted(result["marks"]) == sorted(marks)
+    assert all(result["marks"][m]["problems"] for m in marks)
+    nlb = lw.REGION // BS
+    fua_problems = result["marks"]["fua-1"]["problems"]
+    assert any(p.startswith(f"lba {nlb}: holds zeroes") for p in fua_problems)
+    host_log = lw.read_log(guest.out / f"{LYING}.log")
+    assert lw.check_block(host_log, journal(guest, LYING), DATA_MIB << 20) == result

@@ -7,6 +7,7 @@ test (``test_durability_guest.py``) runs the same code on logs the kernel wrote.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,8 @@ def test_parse_reads_entries_flags_data_and_marks() -> None:
     assert log.sectorsize == BS
     assert [e.flags for e in log.entries] == [0, FLUSH, MARK, FUA, DISCARD, MARK]
     assert log.marks() == ["one", "two"]
+    assert log.entries[3].describe() == "#3 fua 4+1"
+    assert log.entries[5].describe() == "#5 mark 'two'"
     assert log.entries[0].data == data("a", 0, 2)
     assert log.entries[3].sector == 4 and log.entries[3].data == data("b", 4)
     assert log.entries[4].data == b""  # a discard carries no data in the log
@@ -74,6 +77,20 @@ def test_parse_refuses_what_is_not_a_log() -> None:
     struct.pack_into("<Q", raw, 8, 2)
     with pytest.raises(lw.LogFormatError, match="version"):
         lw.parse(raw)
+
+
+def test_read_log_reads_a_log_longer_than_its_first_step(tmp_path: Path) -> None:
+    """A log bigger than one read (1 MiB), on a device with unused space after it."""
+    big = [write(i, i * 64, "w", 64) for i in range(40)]  # 40 x 32 KiB of data
+    raw = lw.build([*big, mark(40, "m")])
+    assert len(raw) > 1 << 20
+    path = tmp_path / "log"
+    path.write_bytes(raw + bytes(3 << 20))
+    log = lw.read_log(path)
+    assert log.marks() == ["m"] and len(log.entries) == 41 and log.end == len(raw)
+    path.write_bytes(raw[: len(raw) - BS])  # the last entry's block is missing
+    with pytest.raises(lw.LogFormatError, match="past the end"):
+        lw.read_log(path)
 
 
 def test_replay_stops_before_the_mark() -> None:
