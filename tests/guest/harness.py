@@ -1,16 +1,24 @@
-"""Run a shell script inside the Linux guest (``../shared/vm/guest-run``) and collect its results.
+"""Run a shell script inside the project's Linux guest (:mod:`tests.vm.guest`), collect results.
 
 The guest console is lossy, so scripts write what they find into files under an output directory
 inside the repository (the repository is mounted read-write in the guest at the same path) and the
-test reads those files after the guest exits.  One boot costs 15-45 s: group many checks per boot.
+test reads those files after the guest exits.  One boot costs 30 s to a few minutes under
+emulation: group many checks per boot.
 
-A missing ``guest-run`` is a test failure, not a skip: these tests are how the project proves it
-works against real Linux peers.
+The guest, and everything it needs, comes with the project: :mod:`tests.vm.guest` boots it and
+``scripts/guest-setup`` installs QEMU, the kernels and the tools on first use.  An install or boot
+that fails is a test failure, not a skip: these tests are how the project proves it works against
+real Linux peers.
+
+``NVMF_GUEST_RUN``, if set, names an external command to boot the guest instead, called as
+``$NVMF_GUEST_RUN [--cmb-nvme MB] [--kernel K] -- bash SCRIPT`` (the command line of
+``python -m tests.vm.guest``).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,8 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.vm import guest
+
 REPO = Path(__file__).resolve().parents[2]
-GUEST_RUN = Path(os.environ.get("NVMF_GUEST_RUN", REPO.parent / "shared" / "vm" / "guest-run"))
+#: An external guest launcher that replaces :func:`tests.vm.guest.run` (see the module's doc).
+GUEST_RUN = os.environ.get("NVMF_GUEST_RUN", "")
 OUT_ROOT = REPO / "tests" / "guest" / "out"
 #: The interpreter of the project's venv; the guest sees this machine's root read-only, so the
 #: same path works inside it.
@@ -56,8 +67,6 @@ def run_in_guest(
 
     The script runs with ``set -u``; ``$REPO`` is the repository, ``$PY`` the project's Python.
     """
-    if not GUEST_RUN.exists():
-        raise AssertionError(f"guest-run not found at {GUEST_RUN}: the guest tests need it")
     out = OUT_ROOT / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -69,23 +78,27 @@ def run_in_guest(
     )
     path = out / "script.sh"
     path.write_text(body)
-    args = [str(GUEST_RUN)]
-    if cmb_mb:
-        args += ["--cmb-nvme", str(cmb_mb)]
-    if kernel != "6.1":
-        args += ["--kernel", kernel]
-    args += ["--", "bash", str(path)]
+    command = ("bash", str(path))
     start = time.monotonic()
-    proc = subprocess.run(
-        args,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=timeout,
-        text=True,
-        errors="replace",
-    )
-    result = GuestResult(proc.returncode, out, proc.stdout, time.monotonic() - start)
-    (out / "console.log").write_text(proc.stdout)
+    if GUEST_RUN:
+        args = shlex.split(GUEST_RUN)
+        if cmb_mb:
+            args += ["--cmb-nvme", str(cmb_mb)]
+        if kernel != "6.1":
+            args += ["--kernel", kernel]
+        proc = subprocess.run(
+            [*args, "--", *command],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            text=True,
+            errors="replace",
+        )
+    else:
+        spec = guest.GuestSpec(command=command, kernel=kernel, cmb_mb=cmb_mb, cwd=REPO)
+        proc = guest.run(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    result = GuestResult(proc.returncode, out, proc.stdout or "", time.monotonic() - start)
+    (out / "console.log").write_text(result.console)
     return result

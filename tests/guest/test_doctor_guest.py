@@ -3,7 +3,7 @@
 One boot (tests/platform/guest_capture.py) runs the doctor while the kernel's nvme driver owns the
 controller, then with the controller handed to vfio-pci and its CMBMSC cleared as after a reset,
 so the doctor has to enable CMBMSC.CRE to read the CMB.  The checks compare the reports with what
-the guest was built with: ``guest-run --cmb-nvme 16`` (QEMU 7.2's nvme device: CMB in BAR2,
+the guest was built with: ``tests.vm.guest --cmb-nvme 16`` (QEMU 7.2's nvme device: CMB in BAR2,
 SZU=1 MiB, SZ=16, SQS/LISTS/RDS/WDS and no CQS), two CPUs, Debian's 6.1 kernel without
 CONFIG_PCI_P2PDMA, and ``rdma link add rxe0 type rxe netdev lo``.
 """

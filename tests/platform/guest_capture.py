@@ -6,7 +6,7 @@ re-record the trees under tests/data/sysfs::
 
     .venv/bin/python -m tests.platform.guest_capture
 
-What the script does in the guest (``guest-run --cmb-nvme 16``, 2 CPUs, Linux 6.1):
+What the script does in the guest (``tests.vm.guest --cmb-nvme 16``, 2 CPUs, Linux 6.1):
 
 1. Soft-RoCE: ``rdma link add rxe0 type rxe netdev lo``.
 2. ``nvmf doctor`` while the kernel's nvme driver owns the controller (BAR0 cannot be
