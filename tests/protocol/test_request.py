@@ -1,4 +1,4 @@
-"""The data-path request state machine (DESIGN.md pattern 5): every allowed path ends in
+"""The data-path request state machine (docs/architecture.md): every allowed path ends in
 COMPLETED, every other move raises InvalidTransition and leaves the state alone."""
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""nvmf.cli layer (see ../shared/DESIGN.md)."""
+"""nvmf.cli layer (see docs/architecture.md)."""

@@ -1,4 +1,4 @@
-"""nvmf.config: nvmetcli-compatible JSON configuration (see ../shared/DESIGN.md, pattern 7).
+"""nvmf.config: nvmetcli-compatible JSON configuration (see docs/architecture.md).
 
 * :func:`load_config` / :func:`parse_config`: nvmetcli's JSON (plus this project's ``"nvmf"``
   keys) into a validated :class:`~nvmf.control.model.TargetConfig`.

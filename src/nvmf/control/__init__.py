@@ -1,1 +1,1 @@
-"""nvmf.control layer (see ../shared/DESIGN.md)."""
+"""nvmf.control layer (see docs/architecture.md)."""

@@ -1,4 +1,4 @@
-"""nvmf.host: the NVMe-oF initiator (see ../shared/DESIGN.md).
+"""nvmf.host: the NVMe-oF initiator (see docs/architecture.md).
 
 The host side of NVMe/TCP on asyncio: :class:`HostQueue` (one connection, one NVMe queue),
 :func:`connect` / :class:`Controller` (the Linux host's bring-up sequence, admin and NVM I/O

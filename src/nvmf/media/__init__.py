@@ -1,1 +1,1 @@
-"""nvmf.media layer (see ../shared/DESIGN.md)."""
+"""nvmf.media layer (see docs/architecture.md)."""

@@ -1,6 +1,6 @@
 """Media queues: one process's submission path to a medium, without a coroutine per I/O.
 
-DESIGN.md's media contract: ``open_queue() -> MediaQueue``, one per data-plane process per
+The media contract (docs/architecture.md): ``open_queue() -> MediaQueue``, one per data-plane process per
 namespace (the hardware's one SSD SQ/CQ pair per offload context).  :meth:`MediaQueue.submit`
 starts a Read, Write or Flush and either finishes it at once and returns its NVMe status (RAM
 and null media: a copy is cheaper than any hand-off), or returns None and calls ``done`` with the

@@ -1,1 +1,1 @@
-"""nvmf.offload layer (see ../shared/DESIGN.md)."""
+"""nvmf.offload layer (see docs/architecture.md)."""

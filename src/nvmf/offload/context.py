@@ -1,4 +1,4 @@
-"""What an I/O queue needs from the control plane, as one immutable snapshot (DESIGN.md).
+"""What an I/O queue needs from the control plane, as one immutable snapshot (docs/data-plane.md).
 
 The control plane builds an :class:`IoContext` when an I/O queue's Connect succeeds and replaces
 it (never mutates it) when something the data path depends on changes: a namespace added,

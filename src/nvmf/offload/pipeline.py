@@ -3,7 +3,7 @@
 A transport hands each decoded capsule to :meth:`Pipeline.submit`.  The pipeline walks the
 request through its states (:mod:`nvmf.protocol.request`): SGL check by the transport, parse by
 the :class:`CommandHandler` (a plan or a status), staging buffer, host data, execute,
-completion.  Every completion leaves through :meth:`Pipeline.complete` (DESIGN.md pattern 2).
+completion.  Every completion leaves through :meth:`Pipeline.complete` (docs/architecture.md).
 
 The handler is what differs between processes: the control plane parses fabrics, admin and
 discovery commands (and, with ``--workers 0``, I/O); a worker parses the fast-path I/O commands
@@ -69,7 +69,7 @@ class Pipeline:
     def submit(self, session: QueueSession, req: Request) -> None:
         """A capsule arrived on ``session``: run it to completion.
 
-        The fast path (DESIGN.md pattern 6) runs a command whose plan is one media queue
+        The fast path (docs/architecture.md) runs a command whose plan is one media queue
         operation and needs no host data fetched first (a Read, an in-capsule Write, a Flush)
         without a task: parse, buffer, submit, and complete now or from the media queue's
         callback.  Everything else runs in its own task.

@@ -1,4 +1,4 @@
-"""What a command handler returns: a plan to execute, or a status (DESIGN.md pattern 2).
+"""What a command handler returns: a plan to execute, or a status (docs/architecture.md).
 
 A handler's *parse* step validates the SQE and decides the data direction and transfer length;
 the pipeline (:mod:`nvmf.offload.pipeline`) then moves the data and runs the plan's *execute*

@@ -1,1 +1,1 @@
-"""nvmf.pci layer (see ../shared/DESIGN.md)."""
+"""nvmf.pci layer (see docs/architecture.md)."""

@@ -1,1 +1,1 @@
-"""nvmf.platform layer (see ../shared/DESIGN.md)."""
+"""nvmf.platform layer (see docs/architecture.md)."""

@@ -1,1 +1,1 @@
-"""nvmf.protocol layer (see ../shared/DESIGN.md)."""
+"""nvmf.protocol layer (see docs/architecture.md)."""

@@ -1,4 +1,4 @@
-"""The data-path request and its explicit state machine (DESIGN.md pattern 5).
+"""The data-path request and its explicit state machine (docs/architecture.md).
 
 Modelled on SPDK's ``spdk_nvmf_tcp_req_state``; every fabric (TCP, RDMA, the in-memory loop)
 drives the same states, so the command handlers and the offload workers see one life cycle:

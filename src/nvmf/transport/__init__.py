@@ -1,1 +1,1 @@
-"""nvmf.transport layer (see ../shared/DESIGN.md)."""
+"""nvmf.transport layer (see docs/architecture.md)."""

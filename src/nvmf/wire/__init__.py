@@ -1,1 +1,1 @@
-"""nvmf.wire layer (see ../shared/DESIGN.md)."""
+"""nvmf.wire layer (see docs/architecture.md)."""

@@ -9,7 +9,7 @@ What the Identify admin command (opcode 06h) returns, selected by CNS (:class:`C
 * CNS 02h :class:`NamespaceList` (the active namespace ID list);
 * CNS 03h :class:`NsIdDescriptorList` (``struct nvme_ns_id_desc`` entries).
 
-Every data structure is 4096 bytes.  Structures are described declaratively (DESIGN.md pattern 4):
+Every data structure is 4096 bytes.  Structures are described declaratively (docs/architecture.md):
 a *field table* of ``(offset, name, type)`` rows, spec field names kept, compiled once at import
 into one little-endian :class:`struct.Struct` with the reserved gaps as pad bytes.  Compiling checks
 that rows do not overlap and that the total is the structure's size, so an offset typo fails at

@@ -1,6 +1,6 @@
 """NVMe completion status values (NVMe Base 2.0, Figures 100-106; Linux ``enum nvme_status``).
 
-A status is a *value*, not an exception (DESIGN.md pattern 2): a command handler returns a
+A status is a *value*, not an exception (docs/architecture.md): a command handler returns a
 :class:`Status`; exactly one function encodes it into the CQE status field.
 
 The 15-bit CQE status field (CQE DW3 bits 31:17) holds, from bit 0: SC (8 bits), SCT (3 bits),
