@@ -1,11 +1,12 @@
 """Media queues: one process's submission path to a medium, without a coroutine per I/O.
 
-The media contract (docs/architecture.md): ``open_queue() -> MediaQueue``, one per data-plane process per
-namespace (the hardware's one SSD SQ/CQ pair per offload context).  :meth:`MediaQueue.submit`
-starts a Read, Write or Flush and either finishes it at once and returns its NVMe status (RAM
-and null media: a copy is cheaper than any hand-off), or returns None and calls ``done`` with the
-status later, on the event loop's thread (files and block devices: a thread pool runs
-``preadv``/``pwritev``).  Nothing is allocated per I/O beyond what the thread hand-off needs.
+The media contract (docs/architecture.md): ``open_queue() -> MediaQueue``, one per data-plane
+process per namespace (the hardware's one SSD SQ/CQ pair per offload context).
+:meth:`MediaQueue.submit` starts a Read, Write or Flush and either finishes it at once and
+returns its NVMe status (RAM and null media: a copy is cheaper than any hand-off), or returns
+None and calls ``done`` with the status later, on the event loop's thread (files and block
+devices: a thread pool runs ``preadv``/``pwritev``). Nothing is allocated per I/O beyond what
+the thread hand-off needs.
 
 Statuses are NVMe's: Unrecovered Read Error for a failed read, Write Fault for a failed write or
 flush (retryable: DNR clear), as :mod:`nvmf.offload.io` returned them before.  A range outside
