@@ -126,6 +126,8 @@ class TcpQueue:
         return await fut
 
     def complete(self, req: Request, cqe: bytes) -> None:
+        if req.transport:
+            self._h2c.pop(req.transport["ttag"], None)
         if self.closed:
             req.release()
             return
@@ -203,12 +205,17 @@ class TcpQueue:
         if req.cid != cccid:
             raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, f"cccid {cccid} != {req.cid}")
         assert req.data is not None
+        # Checked and advanced here, as each header is parsed, not when its event is handled:
+        # several PDUs of one R2T may arrive in one read, and a PDU covering bytes already
+        # received (a duplicate) must never be placed over them.
         if datao != req.transport["received"] or datao + datal > len(req.data):
             raise self._fatal(
                 Fes.DATA_OUT_OF_RANGE,
                 OFF_DATA_DATAO,
-                f"H2CData offset {datao}+{datal} outside the R2T window",
+                f"H2CData offset {datao}+{datal} outside the R2T window "
+                f"(expected offset {req.transport['received']} of {len(req.data)})",
             )
+        req.transport["received"] = datao + datal
         return req.data[datao : datao + datal]
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
@@ -276,11 +283,12 @@ class TcpQueue:
                 req.staging = self._incapsule.popleft()
             self.owner.submit(self.session, req)
         elif isinstance(ev, p.H2CDataReceived):
+            # The placement checked the offset: the tag is known and its window still open.
             req, fut = self._h2c[ev.ttag]
-            req.transport["received"] += ev.datal
             assert req.data is not None
-            if req.transport["received"] == len(req.data):
-                del self._h2c[ev.ttag]
+            if ev.datao + ev.datal == len(req.data):
+                # The tag stays reserved until the command completes, so that a PDU repeating
+                # this data is out of range, not a write of new data.
                 fut.set_result(SUCCESS)
             elif ev.last:
                 raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
@@ -303,7 +311,7 @@ class TcpQueue:
     def _data_digest_error(self, cccid: int) -> None:
         """A data digest mismatch fails that command with Transient Transport Error."""
         for ttag, (req, fut) in list(self._h2c.items()):
-            if req.cid == cccid:
+            if req.cid == cccid and not fut.done():
                 del self._h2c[ttag]
                 fut.set_result(Status(SC.TRANSIENT_TR_ERR))
                 return
