@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 MAXH2CDATA = 1 << 20
 #: Reads per readable event before yielding to other connections.
 READS_PER_EVENT = 32
+#: Seconds a C2HTermReq may wait behind unsent data (a host that does not read) before the
+#: connection is closed without it.
+TERM_DEADLINE = 0.5
 
 
 class TcpQueue:
@@ -73,7 +76,12 @@ class TcpQueue:
         self.session: QueueState = owner.open_queue(self, port)
         self.peer = _peer(sock)
         self.closed = False
+        #: A fatal error was found: the TermReq is queued, nothing else is read or sent.
+        self.terminating = False
         self._on_close = on_close
+        self._reading = True
+        self._term_reason = ""
+        self._term_timer: asyncio.TimerHandle | None = None
         #: In-capsule buffers placed by the codec, in the order their commands' events follow.
         self._incapsule: deque[StagingBuffer] = deque()
         self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
@@ -115,7 +123,7 @@ class TcpQueue:
     async def fetch_data(self, req: Request) -> Status:
         """R2T for the whole transfer; H2CData PDUs land in ``req.data`` in order."""
         assert req.data is not None
-        if self.closed:
+        if self.closed or self.terminating:
             return Status(SC.TRANSIENT_TR_ERR)
         ttag = self._alloc_ttag()
         req.transport["ttag"] = ttag
@@ -128,7 +136,7 @@ class TcpQueue:
     def complete(self, req: Request, cqe: bytes) -> None:
         if req.transport:
             self._h2c.pop(req.transport["ttag"], None)
-        if self.closed:
+        if self.closed or self.terminating:
             req.release()
             return
         conn = self.conn
@@ -148,11 +156,11 @@ class TcpQueue:
             return
         self.closed = True
         log.info("tcp %s qid %s closed: %s", self.peer, self.session.qid, reason)
+        if self._term_timer is not None:
+            self._term_timer.cancel()
+            self._term_timer = None
         self._sendq.close()
-        try:
-            self.loop.remove_reader(self.sock.fileno())
-        except (ValueError, OSError):
-            pass
+        self._stop_reading()
         self.sock.close()
         for _, fut in self._h2c.values():
             if not fut.done():
@@ -166,9 +174,9 @@ class TcpQueue:
     async def export_state(self) -> QueueExport:
         """Hand this connection over: stop reading, wait until every queued byte is sent, then
         give out a duplicate of the socket and the codec's state; this side closes its own."""
-        if self.closed:
+        if self.closed or self.terminating:
             raise OSError("queue closed before it could be handed over")
-        self.loop.remove_reader(self.sock.fileno())
+        self._stop_reading()
         if self._h2c or self._incapsule:
             raise RuntimeError("a queue with commands in flight cannot be handed over")
         await self._sendq.drained()
@@ -229,7 +237,7 @@ class TcpQueue:
         conn = self.conn
         recv_into = self.sock.recv_into
         for _ in range(READS_PER_EVENT):
-            if self.closed:
+            if not self._reading:
                 return
             buf = conn.get_buffer()
             want = len(buf)
@@ -255,7 +263,7 @@ class TcpQueue:
 
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
-        if self.closed:
+        if self.closed or self.terminating:
             return
         try:
             for ev in self.conn.take_events():
@@ -263,16 +271,34 @@ class TcpQueue:
         except p.TcpFatalError as err:
             self._terminate(err)
 
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            try:
+                self.loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
+
     def _terminate(self, err: p.TcpFatalError) -> None:
-        """A host protocol error: C2HTermReq with the fatal status, then close this queue."""
+        """A host protocol error: C2HTermReq with the fatal status, then close this queue.
+
+        Never blocks: the TermReq is queued behind what is already queued and the queue closes
+        once the kernel took it, or after :data:`TERM_DEADLINE` if the host does not read."""
+        if self.closed or self.terminating:
+            return
         log.warning("tcp %s: fatal transport error %s", self.peer, err)
-        try:
-            self.sock.setblocking(True)
-            self.sock.settimeout(1.0)
-            self.sock.sendall(self.conn.term_req(err))
-        except OSError:
-            pass
-        self.close(f"fatal transport error: {err}")
+        self.terminating = True
+        self._stop_reading()
+        self._term_reason = f"fatal transport error: {err}"
+        self._term_timer = self.loop.call_later(
+            TERM_DEADLINE, self.close, self._term_reason + " (TermReq not taken in time)"
+        )
+        self._send([self.conn.term_req(err)], self._term_sent)
+
+    def _term_sent(self) -> None:
+        """The TermReq is in the kernel (runs inside the send queue's flush: close after it)."""
+        if not self.closed:
+            self.loop.call_soon(self.close, self._term_reason)
 
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.CommandReceived):
