@@ -3,14 +3,20 @@ bounded amount of memory and time, and never stall the other connections."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from nvmf.protocol.request import Request
+from nvmf.protocol.tcp import ResponseReceived
+from nvmf.transport.tcp import TcpQueue
 from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
+from nvmf.wire.sqe import Cqe
 from tests.target.conftest import RunningTarget, running_target
 from tests.target.rawhost import RawHost, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
@@ -63,3 +69,60 @@ def test_term_req_to_a_host_that_does_not_read_blocks_nothing(one_process: Runni
     while any(tq.qid in (2, 3) for qs in queues.values() for tq in qs):
         assert time.monotonic() < deadline, "a victim's queue is still open"
         time.sleep(0.05)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_host_that_does_not_read_completions_is_held_to_its_queue_depth(
+    one_process: RunningTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands written without ever reading: the target executes at most SQSIZE + 1 of them
+    plus the completions the socket buffers hold, its memory stays put, and once the host
+    reads, every command completes."""
+    target = one_process
+    completed = [0]
+    original = TcpQueue.complete
+
+    def counting(self: TcpQueue, req: Request, cqe: bytes) -> None:
+        if self.qid == 1:
+            completed[0] += 1
+        original(self, req, cqe)
+
+    monkeypatch.setattr(TcpQueue, "complete", counting)
+    adm = admin(target)
+    q = io_queue(target, adm)  # SQSIZE 127: 128 commands in flight at most
+    completed[0] = 0  # its Connect
+    length = 64 << 10
+    count = 3000
+    capsules = b"".join(
+        bytes(b)
+        for cid in range(count)
+        for b in q.conn.capsule_cmd(rw(cid, IoOpcode.READ, 1, 0, length // 512, length).encode())
+    )
+    sender = threading.Thread(target=q.sock.sendall, args=(capsules,), daemon=True)
+    rss0 = _rss()
+    q.sock.settimeout(None)
+    sender.start()
+    time.sleep(1.5)
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    rcvbuf = q.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    in_kernel = (wmem_max + 2 * rcvbuf) // length + 1  # the kernel doubles SO_RCVBUF
+    executed = completed[0]
+    assert 0 < executed <= 128 + in_kernel, executed
+    assert _rss() - rss0 < 64 << 20
+    # The host reads now: everything completes.
+    q.sock.settimeout(20)
+    done = 0
+    while done < count:
+        events = q.events()
+        assert events, "the target closed the connection"
+        for ev in events:
+            if isinstance(ev, ResponseReceived):
+                assert status_of(Cqe.decode(ev.cqe)).ok
+                done += 1
+    sender.join(10)
+    assert completed[0] == count

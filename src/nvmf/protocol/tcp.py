@@ -184,6 +184,10 @@ class TcpConnection:
         self.maxr2t = 0
         self.max_incapsule = max_incapsule
         self.established = False
+        #: How many more CapsuleCmd PDUs may be parsed.  At zero, parsing stops in front of the
+        #: next capsule (its bytes stay buffered) until the owner raises the credit again and
+        #: calls :meth:`take_events`: the owner's bound on commands in flight (backpressure).
+        self.capsule_credit = 1 << 62
 
         self._buf = bytearray(RECV_BUFFER_SIZE)
         self._view = memoryview(self._buf)
@@ -260,6 +264,8 @@ class TcpConnection:
             phase = self._phase
             if phase is _Phase.CH:
                 if avail < w.CH.size:
+                    return
+                if self.capsule_credit <= 0 and self._buf[self._start] == _CMD:
                     return
                 self._parse_ch()
                 phase = self._phase = _Phase.HEADER
@@ -423,6 +429,7 @@ class TcpConnection:
         ptype = self._type
         datal = self._datal
         if ptype is PduType.CMD:
+            self.capsule_credit -= 1
             sqe = self._view[start + 8 : start + 72]
             if datal:
                 if datal > self.max_incapsule:
@@ -646,6 +653,7 @@ class TcpConnection:
         return w.term_req(ptype, err.fes, err.fei, err.header)
 
 
+_CMD = int(PduType.CMD)
 _BEFORE_IC_CTRL = frozenset({PduType.ICREQ, PduType.H2C_TERM})
 _AFTER_IC_CTRL = frozenset({PduType.CMD, PduType.H2C_DATA, PduType.H2C_TERM})
 _BEFORE_IC_HOST = frozenset({PduType.ICRESP, PduType.C2H_TERM})

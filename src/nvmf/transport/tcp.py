@@ -48,6 +48,11 @@ READS_PER_EVENT = 32
 #: Seconds a C2HTermReq may wait behind unsent data (a host that does not read) before the
 #: connection is closed without it.
 TERM_DEADLINE = 0.5
+#: Commands a queue takes in before its Connect told the SQ size (the admin queue's depth).
+DEPTH_BEFORE_CONNECT = 32
+#: Bytes queued for sending above which a queue stops reading commands (the host does not
+#: read); it reads again once below half of it.
+SEND_PAUSE_BYTES = 8 << 20
 
 
 class TcpQueue:
@@ -74,6 +79,14 @@ class TcpQueue:
         if imported is not None:
             self.conn.import_state(imported)
         self.session: QueueState = owner.open_queue(self, port)
+        #: Commands submitted whose completion is not yet in the kernel (at most sqsize + 1).
+        self._inflight = 0
+        #: Requests whose completion is queued, in sending order (their done callbacks' order).
+        self._unsent: deque[Request] = deque()
+        self.conn.capsule_credit = self._depth()
+        #: Reading stays off whatever the flow control says (a queue being handed over).
+        self._hold = False
+        self._resume_scheduled = False
         self.peer = _peer(sock)
         self.closed = False
         #: A fatal error was found: the TermReq is queued, nothing else is read or sent.
@@ -140,16 +153,43 @@ class TcpQueue:
             req.release()
             return
         conn = self.conn
+        self._unsent.append(req)
         if req.status.ok and req.c2h_length and req.data is not None:
             data = req.data[: req.c2h_length]
             success = self.session.sqhd_disabled
             bufs = conn.c2h_data(req.cid, 0, data, last=True, success=success)
             if not success:
                 bufs.append(conn.capsule_resp(cqe))
-            self._send(bufs, req.release)
+            self._send(bufs, self._completion_sent)
         else:
-            req.release()
-            self._send([conn.capsule_resp(cqe)])
+            self._send([conn.capsule_resp(cqe)], self._completion_sent)
+        if self._sendq.pending > SEND_PAUSE_BYTES:
+            self._stop_reading()
+
+    def _depth(self) -> int:
+        """Commands this queue may hold in flight: SQSIZE + 1 once Connect told it."""
+        sqsize = self.session.sqsize
+        return sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
+
+    def _completion_sent(self) -> None:
+        """The oldest queued completion is in the kernel: its command has left the queue."""
+        self._unsent.popleft().release()
+        self._inflight -= 1
+        self.conn.capsule_credit = self._depth() - self._inflight
+        if not self._reading and not self._resume_scheduled and not self.closed:
+            self._resume_scheduled = True  # not from inside the send queue's flush
+            self.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """Read again if flow control allows; parse the commands held back meanwhile."""
+        self._resume_scheduled = False
+        if self._reading or self.closed or self.terminating or self._hold:
+            return
+        if self.conn.capsule_credit <= 0 or self._sendq.pending > SEND_PAUSE_BYTES // 2:
+            return  # a later completion tries again
+        self._reading = True
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._take_pending()
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -176,6 +216,7 @@ class TcpQueue:
         give out a duplicate of the socket and the codec's state; this side closes its own."""
         if self.closed or self.terminating:
             raise OSError("queue closed before it could be handed over")
+        self._hold = True
         self._stop_reading()
         if self._h2c or self._incapsule:
             raise RuntimeError("a queue with commands in flight cannot be handed over")
@@ -258,6 +299,9 @@ class TcpQueue:
             except p.TcpFatalError as err:
                 self._terminate(err)
                 return
+            if conn.capsule_credit <= 0:
+                self._stop_reading()  # sqsize + 1 commands in flight: backpressure
+                return
             if n < want:
                 return
 
@@ -270,6 +314,9 @@ class TcpQueue:
                 self._handle(ev)
         except p.TcpFatalError as err:
             self._terminate(err)
+            return
+        if self.conn.capsule_credit <= 0:
+            self._stop_reading()
 
     def _stop_reading(self) -> None:
         if self._reading:
@@ -303,6 +350,7 @@ class TcpQueue:
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.CommandReceived):
             req = Request(Sqe.decode(ev.sqe), self.qid)
+            self._inflight += 1
             if ev.data is not None:
                 req.incapsule = True
                 req.data = ev.data
@@ -344,6 +392,7 @@ class TcpQueue:
         if self._incapsule:  # earlier capsules' events took theirs: the oldest is this one
             self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=cccid), self.qid)
+        self._inflight += 1
         self.owner.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
 
     def _alloc_ttag(self) -> int:
