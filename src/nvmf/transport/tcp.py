@@ -53,6 +53,8 @@ DEPTH_BEFORE_CONNECT = 32
 #: Bytes queued for sending above which a queue stops reading commands (the host does not
 #: read); it reads again once below half of it.
 SEND_PAUSE_BYTES = 8 << 20
+#: Seconds between two housekeeping passes over a transport's queues.
+SWEEP_INTERVAL = 1.0
 
 
 class TcpQueue:
@@ -305,6 +307,14 @@ class TcpQueue:
             if n < want:
                 return
 
+    def sweep(self, recheck: bool) -> None:
+        """Housekeeping, every :data:`SWEEP_INTERVAL`.  With ``recheck``, read as if the socket
+        were readable: uvloop (libuv) reports a socket error (POLLERR, as a reset raises)
+        by closing its poll handle without running the reader, so a queue reset while its
+        reader waits would otherwise never notice and leak its socket and buffers."""
+        if recheck and self._reading:
+            self._on_readable()
+
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
         if self.closed or self.terminating:
@@ -429,6 +439,27 @@ class TcpTransport:
     def __init__(self) -> None:
         self._listeners: dict[int, socket.socket] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def _start_sweeping(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            # Selector loops (asyncio's own) run the reader on any socket error; others
+            # (uvloop) may not, so their queues' sockets are rechecked on every pass.
+            recheck = not isinstance(loop, asyncio.SelectorEventLoop)
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop, recheck)
+
+    def _stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, recheck: bool) -> None:
+        for queues in list(self._queues.values()):
+            for queue in list(queues):
+                if not queue.closed:
+                    queue.sweep(recheck)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop, recheck)
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         family = socket.AF_INET6 if port.adrfam == "ipv6" else socket.AF_INET
@@ -450,6 +481,7 @@ class TcpTransport:
         self._queues[port.portid] = queues
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._accept, sock, port, owner, queues)
+        self._start_sweeping()
         log.info("nvme/tcp port %d listening on %s:%s", port.portid, *self.bound_address(port))
 
     def _accept(
@@ -475,10 +507,12 @@ class TcpTransport:
         queues = self._queues.setdefault(port.portid, set())
         queue = TcpQueue(sock, port, owner, queues.discard, imported=export.state)
         queues.add(queue)
+        self._start_sweeping()
         return queue
 
     async def close_all(self) -> None:
         """Close every queue this transport serves (a worker stopping)."""
+        self._stop_sweeping()
         for queues in list(self._queues.values()):
             for queue in list(queues):
                 queue.close("target stopping")
@@ -490,6 +524,8 @@ class TcpTransport:
             sock.close()
         for queue in list(self._queues.pop(port.portid, set())):
             queue.close("port removed")
+        if not self._listeners and not any(self._queues.values()):
+            self._stop_sweeping()
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         sock = self._listeners[port.portid]
