@@ -510,7 +510,7 @@ def test_data_digest_mismatch_in_a_capsule_is_an_event_and_the_stream_goes_on() 
     good = flat(p.host.capsule_cmd(sqe_bytes(0x22, length=8), memoryview(b"abcdefgh")))
     events = p.ctrl.receive(bytes(bad) + good)
     assert normalize(events) == [
-        DataDigestError(0x1234),
+        DataDigestError(0x1234, capsule=True),
         ("cmd", sqe_bytes(0x22, length=8), b"abcdefgh"),
     ]
 

@@ -9,6 +9,8 @@ import os
 from nvmf.protocol import tcp as p
 from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
+from nvmf.wire.sqe import Cqe, SglDescriptor
+from nvmf.wire.status import SC
 from nvmf.wire.tcp import Fes, PduType
 from tests.target.conftest import RunningTarget
 from tests.target.rawhost import RawHost, status_of
@@ -64,3 +66,42 @@ def test_duplicate_h2c_data_is_a_fatal_error_of_its_connection(target: RunningTa
     # The data of the duplicate never reached the namespace.
     _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 8, 4096))
     assert back != b"\xee" * 4096
+
+
+def test_capsule_digest_error_with_a_cid_of_a_pending_write(target: RunningTarget) -> None:
+    """A data digest error on a capsule whose cid is also that of a write waiting for its
+    H2CData fails the capsule, not the write: each keeps its own buffer (this used to pop
+    the wrong in-capsule buffer, misplace later commands' data, and end in IndexError)."""
+    adm = admin(target)
+    q = io_queue(target, adm, ddgst=True)
+    r2t = _start_write(q, 4096)
+    sqe = rw(r2t.cccid, IoOpcode.WRITE, 1, 40, 1, 512)  # the same cid, in-capsule data
+    sqe.sgl = SglDescriptor.incapsule(512)
+    bad = bytearray(
+        b"".join(bytes(b) for b in q.conn.capsule_cmd(sqe.encode(), memoryview(b"\xaa" * 512)))
+    )
+    bad[-1] ^= 0xFF  # its data digest
+    good_data = os.urandom(512)
+    good = rw(q.next_cid(), IoOpcode.WRITE, 1, 48, 1, 512)
+    good.sgl = SglDescriptor.incapsule(512)
+    q.send(
+        bytes(bad)
+        + b"".join(bytes(b) for b in q.conn.capsule_cmd(good.encode(), memoryview(good_data)))
+    )
+    write_data = os.urandom(4096)
+    q.send(q.conn.h2c_data(r2t.cccid, r2t.ttag, 0, memoryview(write_data), last=True))
+    statuses = []
+    while len(statuses) < 3:
+        events = q.events()
+        assert events, "the target closed the connection"
+        for ev in events:
+            assert isinstance(ev, p.ResponseReceived), ev
+            cqe = Cqe.decode(ev.cqe)
+            statuses.append((cqe.cid, status_of(cqe).code))
+    assert sorted(statuses) == sorted(
+        [(r2t.cccid, SC.TRANSIENT_TR_ERR), (good.cid, SC.SUCCESS), (r2t.cccid, SC.SUCCESS)]
+    )
+    _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 48, 1, 512))
+    assert back == good_data
+    _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 8, 4096))
+    assert back == write_data

@@ -114,9 +114,13 @@ class TermReqReceived:
 
 @dataclass(slots=True)
 class DataDigestError:
-    """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably)."""
+    """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably).
+
+    ``capsule`` tells a CapsuleCmd's in-capsule data from an H2CData or C2HData PDU's: a host
+    may reuse a command identifier, so the identifier alone does not say which it was."""
 
     cccid: int
+    capsule: bool = False
 
 
 Event = (
@@ -303,11 +307,12 @@ class TcpConnection:
                 assert self._dest is not None
                 if received != w.crc32c(self._dest):
                     pending = self._pending
-                    cccid = getattr(pending, "cccid", None)
-                    if cccid is None and isinstance(pending, CommandReceived):
-                        cccid = int.from_bytes(pending.sqe[2:4], "little")
+                    if isinstance(pending, CommandReceived):
+                        cid = int.from_bytes(pending.sqe[2:4], "little")
+                        events.append(DataDigestError(cid, capsule=True))
+                    else:
+                        events.append(DataDigestError(getattr(pending, "cccid", 0)))
                     self._pending = None
-                    events.append(DataDigestError(cccid or 0))
                     self._reset_pdu()
                     continue
                 self._finish_pdu(events)

@@ -386,21 +386,23 @@ class TcpQueue:
                 self.conn.hpda,
             )
         elif isinstance(ev, p.DataDigestError):
-            self._data_digest_error(ev.cccid)
+            self._data_digest_error(ev.cccid, ev.capsule)
         elif isinstance(ev, p.TermReqReceived):
             self.close(f"host sent H2CTermReq (fes {ev.fes:#x})")
         else:
             raise self._fatal(Fes.PDU_SEQ_ERR, 0, f"unexpected {type(ev).__name__}")
 
-    def _data_digest_error(self, cccid: int) -> None:
+    def _data_digest_error(self, cccid: int, capsule: bool) -> None:
         """A data digest mismatch fails that command with Transient Transport Error."""
-        for ttag, (req, fut) in list(self._h2c.items()):
-            if req.cid == cccid and not fut.done():
-                del self._h2c[ttag]
-                fut.set_result(Status(SC.TRANSIENT_TR_ERR))
-                return
-        if self._incapsule:  # earlier capsules' events took theirs: the oldest is this one
-            self._incapsule.popleft().release()
+        if not capsule:  # H2CData: the transfer of the command with that cid fails
+            for ttag, (req, fut) in list(self._h2c.items()):
+                if req.cid == cccid and not fut.done():
+                    del self._h2c[ttag]
+                    fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+                    return
+            return
+        # Earlier capsules' events took theirs: the oldest buffer is this capsule's.
+        self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=cccid), self.qid)
         self._inflight += 1
         self.owner.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
