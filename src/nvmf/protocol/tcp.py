@@ -29,7 +29,10 @@ from typing import Any, Protocol
 from nvmf.wire import tcp as w
 from nvmf.wire.tcp import Fes, PduFlags, PduType
 
-RECV_BUFFER_SIZE = 256 * 1024
+#: The connection's own receive buffer: PDU headers only (at most 128 bytes, plus digest and
+#: padding up to PDO), a batch of them per read; data goes to the placement's buffers.  Kept
+#: small because every idle connection holds one.
+RECV_BUFFER_SIZE = 4096
 
 
 class Role(enum.Enum):
@@ -214,7 +217,9 @@ class TcpConnection:
 
     # -- receive -------------------------------------------------------------------------------
     def get_buffer(self) -> memoryview:
-        """The buffer the next received bytes must be written into (never empty)."""
+        """The buffer the next received bytes must be written into (never empty, unless
+        parsing is held for lack of :attr:`capsule_credit` and the buffer is full: the owner
+        does not read then)."""
         if self._direct:
             assert self._dest is not None
             return self._dest[self._dest_filled :]
@@ -542,6 +547,9 @@ class TcpConnection:
         for name in ("established", "hdgst", "ddgst", "hpda", "cpda", "maxh2cdata", "maxr2t"):
             setattr(self, name, state[name])
         pending = state["pending"]
+        if len(pending) > len(self._buf):  # more held back than one buffer: make room
+            self._buf = bytearray(len(pending))
+            self._view = memoryview(self._buf)
         self._buf[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 

@@ -48,6 +48,8 @@ READS_PER_EVENT = 32
 #: Seconds a C2HTermReq may wait behind unsent data (a host that does not read) before the
 #: connection is closed without it.
 TERM_DEADLINE = 0.5
+#: Where bytes still unread at close are discarded (one buffer for every queue).
+_DISCARD = bytearray(64 << 10)
 #: Commands a queue takes in before its Connect told the SQ size (the admin queue's depth).
 DEPTH_BEFORE_CONNECT = 32
 #: Bytes queued for sending above which a queue stops reading commands (the host does not
@@ -203,6 +205,7 @@ class TcpQueue:
             self._term_timer = None
         self._sendq.close()
         self._stop_reading()
+        self._discard_unread()
         self.sock.close()
         for _, fut in self._h2c.values():
             if not fut.done():
@@ -353,9 +356,26 @@ class TcpQueue:
         self._send([self.conn.term_req(err)], self._term_sent)
 
     def _term_sent(self) -> None:
-        """The TermReq is in the kernel (runs inside the send queue's flush: close after it)."""
+        """The TermReq is in the kernel (runs inside the send queue's flush: close after it).
+        The FIN goes out right behind it, before the close, which may be a reset."""
         if not self.closed:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
             self.loop.call_soon(self.close, self._term_reason)
+
+    def _discard_unread(self) -> None:
+        """Read and drop what the host sent and nobody will parse (within reason): closing a
+        socket with unread bytes resets the connection and drops what is still unsent, such
+        as a TermReq."""
+        recv_into = self.sock.recv_into
+        try:
+            for _ in range(16):
+                if not recv_into(_DISCARD):
+                    return
+        except OSError:
+            pass
 
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.CommandReceived):
