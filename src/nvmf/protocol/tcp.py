@@ -525,6 +525,11 @@ class TcpConnection:
             )
         return ICRespReceived(cpda, bool(dgst & w.DGST_HDR), bool(dgst & w.DGST_DATA), maxdata)
 
+    @property
+    def mid_pdu(self) -> bool:
+        """Part of a PDU (header or data) has arrived and the rest has not."""
+        return self._phase is not _Phase.CH or self._direct or self._start != self._end
+
     # -- moving to another process --------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         """What another process needs to go on with this connection (picklable): the negotiated

@@ -57,6 +57,9 @@ DEPTH_BEFORE_CONNECT = 32
 SEND_PAUSE_BYTES = 8 << 20
 #: Seconds between two housekeeping passes over a transport's queues.
 SWEEP_INTERVAL = 1.0
+#: Default seconds a connection may wait for its ICReq, for its Connect, or for the rest of a
+#: PDU it started (NvmfSettings.idle_timeout_ms).
+IDLE_TIMEOUT = 30.0
 
 
 class TcpQueue:
@@ -91,6 +94,9 @@ class TcpQueue:
         #: Reading stays off whatever the flow control says (a queue being handed over).
         self._hold = False
         self._resume_scheduled = False
+        #: Bytes arrived since the last housekeeping pass; since when the queue waits for some.
+        self._received = False
+        self._waiting_since = self.loop.time()
         self.peer = _peer(sock)
         self.closed = False
         #: A fatal error was found: the TermReq is queued, nothing else is read or sent.
@@ -297,6 +303,7 @@ class TcpQueue:
             if n == 0:
                 self.close("host closed the connection")
                 return
+            self._received = True
             try:
                 events = conn.buffer_updated(n)
                 for ev in events:
@@ -310,13 +317,34 @@ class TcpQueue:
             if n < want:
                 return
 
-    def sweep(self, recheck: bool) -> None:
-        """Housekeeping, every :data:`SWEEP_INTERVAL`.  With ``recheck``, read as if the socket
-        were readable: uvloop (libuv) reports a socket error (POLLERR, as a reset raises)
-        by closing its poll handle without running the reader, so a queue reset while its
-        reader waits would otherwise never notice and leak its socket and buffers."""
+    def sweep(self, recheck: bool, now: float, idle_timeout: float) -> None:
+        """Housekeeping, every :data:`SWEEP_INTERVAL`.
+
+        With ``recheck``, read as if the socket were readable: uvloop (libuv) reports a
+        socket error (POLLERR, as a reset raises) by closing its poll handle without running
+        the reader, so a queue reset while its reader waits would otherwise never notice and
+        leak its socket and buffers.
+
+        A queue still waiting for its ICReq or its Connect, or for the rest of a PDU it
+        started, is closed once nothing arrived for ``idle_timeout`` seconds."""
         if recheck and self._reading:
             self._on_readable()
+        if self.closed:
+            return
+        waiting = self._reading and (
+            not self.conn.established or self.session.qid is None or self.conn.mid_pdu
+        )
+        if not waiting or self._received:
+            self._received = False
+            self._waiting_since = now
+        elif now - self._waiting_since >= idle_timeout:
+            if not self.conn.established:
+                what = "an ICReq"
+            elif self.conn.mid_pdu:
+                what = "the rest of a PDU"
+            else:
+                what = "a Connect"
+            self.close(f"no {what} within {idle_timeout:g} s")
 
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
@@ -462,6 +490,8 @@ class TcpTransport:
         self._listeners: dict[int, socket.socket] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        #: Seconds a connection may wait for its ICReq, its Connect, or the rest of a PDU.
+        self.idle_timeout = IDLE_TIMEOUT
 
     def _start_sweeping(self) -> None:
         if self._sweeper is None:
@@ -477,11 +507,13 @@ class TcpTransport:
             self._sweeper = None
 
     def _sweep(self, loop: asyncio.AbstractEventLoop, recheck: bool) -> None:
+        now = loop.time()
         for queues in list(self._queues.values()):
             for queue in list(queues):
                 if not queue.closed:
-                    queue.sweep(recheck)
-        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop, recheck)
+                    queue.sweep(recheck, now, self.idle_timeout)
+        interval = min(SWEEP_INTERVAL, self.idle_timeout / 4)
+        self._sweeper = loop.call_later(interval, self._sweep, loop, recheck)
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         family = socket.AF_INET6 if port.adrfam == "ipv6" else socket.AF_INET
