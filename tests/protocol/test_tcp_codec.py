@@ -510,7 +510,7 @@ def test_data_digest_mismatch_in_a_capsule_is_an_event_and_the_stream_goes_on() 
     good = flat(p.host.capsule_cmd(sqe_bytes(0x22, length=8), memoryview(b"abcdefgh")))
     events = p.ctrl.receive(bytes(bad) + good)
     assert normalize(events) == [
-        DataDigestError(0x1234),
+        DataDigestError(0x1234, capsule=True),
         ("cmd", sqe_bytes(0x22, length=8), b"abcdefgh"),
     ]
 
@@ -892,3 +892,31 @@ def test_c2h_success_without_last_is_a_header_error() -> None:
     with pytest.raises(p.TcpFatalError) as info:
         host.receive(pdu + bytes(8))
     assert info.value.fes == Fes.INVALID_PDU_HDR and info.value.fei == 1
+
+
+def test_import_takes_more_pending_bytes_than_the_small_receive_buffer() -> None:
+    """The receive buffer holds headers only (4 KiB); a connection handed over with more
+    bytes held back than that (commands parsed no further for lack of credit) grows it."""
+    p = new_pair()
+    p.ctrl.capsule_credit = 0
+    capsules = b"".join(flat(p.host.capsule_cmd(sqe_bytes(cid))) for cid in range(100))
+    assert len(capsules) > 4096
+    mv = memoryview(capsules)
+    while mv:  # fed as the transport would; nothing is parsed without credit
+        buf = p.ctrl.get_buffer()
+        n = min(len(buf), len(mv))
+        buf[:n] = mv[:n]
+        mv = mv[n:]
+        assert p.ctrl.buffer_updated(n) == []
+        if not mv:
+            break
+        if len(p.ctrl.get_buffer()) == 0:
+            break
+    state = p.ctrl.export_state()
+    rest = bytes(mv)
+    taker = fresh_receiver(p.ctrl, Store())
+    taker.import_state({**state, "pending": state["pending"] + rest})
+    events = taker.take_events()
+    assert [e.sqe for e in events if isinstance(e, CommandReceived)] == [
+        sqe_bytes(cid) for cid in range(100)
+    ]

@@ -70,6 +70,7 @@ INT_RANGES: dict[tuple[type, str], tuple[int, int, bool]] = {
     (NvmfSettings, "staging_bytes"): (4096, 1 << 40, False),
     (NvmfSettings, "offload_workers"): (0, 4096, False),
     (NvmfSettings, "kato_min_ms"): (0, 0xFFFFFFFF, False),
+    (NvmfSettings, "idle_timeout_ms"): (1, 0xFFFFFFFF, False),
 }
 
 
@@ -325,6 +326,7 @@ class _Validator:
             "staging_bytes",
             "offload_workers",
             "kato_min_ms",
+            "idle_timeout_ms",
         ):
             self.int_field(settings, field, f"nvmf.{field}")
         if settings.cmb:

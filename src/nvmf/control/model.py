@@ -162,6 +162,8 @@ class NvmfSettings:
     per online core; 0 serves every queue in the control-plane process (for debugging).
     ``cmb``: place staging buffers (and SSD queues) in the SSD's Controller Memory Buffer when
     one is present.  ``kato_min_ms``: the least Keep Alive Timeout granted.
+    ``idle_timeout_ms``: how long a connection may wait for its ICReq, for its Connect, or for
+    the rest of a PDU it started before it is closed.
     """
 
     max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -170,6 +172,7 @@ class NvmfSettings:
     offload_workers: int = field(default_factory=online_cores)
     cmb: bool = False
     kato_min_ms: int = 0
+    idle_timeout_ms: int = 30_000
 
 
 @dataclass

@@ -29,7 +29,10 @@ from typing import Any, Protocol
 from nvmf.wire import tcp as w
 from nvmf.wire.tcp import Fes, PduFlags, PduType
 
-RECV_BUFFER_SIZE = 256 * 1024
+#: The connection's own receive buffer: PDU headers only (at most 128 bytes, plus digest and
+#: padding up to PDO), a batch of them per read; data goes to the placement's buffers.  Kept
+#: small because every idle connection holds one.
+RECV_BUFFER_SIZE = 4096
 
 
 class Role(enum.Enum):
@@ -114,9 +117,13 @@ class TermReqReceived:
 
 @dataclass(slots=True)
 class DataDigestError:
-    """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably)."""
+    """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably).
+
+    ``capsule`` tells a CapsuleCmd's in-capsule data from an H2CData or C2HData PDU's: a host
+    may reuse a command identifier, so the identifier alone does not say which it was."""
 
     cccid: int
+    capsule: bool = False
 
 
 Event = (
@@ -184,6 +191,10 @@ class TcpConnection:
         self.maxr2t = 0
         self.max_incapsule = max_incapsule
         self.established = False
+        #: How many more CapsuleCmd PDUs may be parsed.  At zero, parsing stops in front of the
+        #: next capsule (its bytes stay buffered) until the owner raises the credit again and
+        #: calls :meth:`take_events`: the owner's bound on commands in flight (backpressure).
+        self.capsule_credit = 1 << 62
 
         self._buf = bytearray(RECV_BUFFER_SIZE)
         self._view = memoryview(self._buf)
@@ -206,7 +217,9 @@ class TcpConnection:
 
     # -- receive -------------------------------------------------------------------------------
     def get_buffer(self) -> memoryview:
-        """The buffer the next received bytes must be written into (never empty)."""
+        """The buffer the next received bytes must be written into (never empty, unless
+        parsing is held for lack of :attr:`capsule_credit` and the buffer is full: the owner
+        does not read then)."""
         if self._direct:
             assert self._dest is not None
             return self._dest[self._dest_filled :]
@@ -261,6 +274,8 @@ class TcpConnection:
             if phase is _Phase.CH:
                 if avail < w.CH.size:
                     return
+                if self.capsule_credit <= 0 and self._buf[self._start] == _CMD:
+                    return
                 self._parse_ch()
                 phase = self._phase = _Phase.HEADER
             if phase is _Phase.HEADER:
@@ -297,11 +312,12 @@ class TcpConnection:
                 assert self._dest is not None
                 if received != w.crc32c(self._dest):
                     pending = self._pending
-                    cccid = getattr(pending, "cccid", None)
-                    if cccid is None and isinstance(pending, CommandReceived):
-                        cccid = int.from_bytes(pending.sqe[2:4], "little")
+                    if isinstance(pending, CommandReceived):
+                        cid = int.from_bytes(pending.sqe[2:4], "little")
+                        events.append(DataDigestError(cid, capsule=True))
+                    else:
+                        events.append(DataDigestError(getattr(pending, "cccid", 0)))
                     self._pending = None
-                    events.append(DataDigestError(cccid or 0))
                     self._reset_pdu()
                     continue
                 self._finish_pdu(events)
@@ -423,6 +439,7 @@ class TcpConnection:
         ptype = self._type
         datal = self._datal
         if ptype is PduType.CMD:
+            self.capsule_credit -= 1
             sqe = self._view[start + 8 : start + 72]
             if datal:
                 if datal > self.max_incapsule:
@@ -508,6 +525,11 @@ class TcpConnection:
             )
         return ICRespReceived(cpda, bool(dgst & w.DGST_HDR), bool(dgst & w.DGST_DATA), maxdata)
 
+    @property
+    def mid_pdu(self) -> bool:
+        """Part of a PDU (header or data) has arrived and the rest has not."""
+        return self._phase is not _Phase.CH or self._direct or self._start != self._end
+
     # -- moving to another process --------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         """What another process needs to go on with this connection (picklable): the negotiated
@@ -530,6 +552,9 @@ class TcpConnection:
         for name in ("established", "hdgst", "ddgst", "hpda", "cpda", "maxh2cdata", "maxr2t"):
             setattr(self, name, state[name])
         pending = state["pending"]
+        if len(pending) > len(self._buf):  # more held back than one buffer: make room
+            self._buf = bytearray(len(pending))
+            self._view = memoryview(self._buf)
         self._buf[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 
@@ -646,6 +671,7 @@ class TcpConnection:
         return w.term_req(ptype, err.fes, err.fei, err.header)
 
 
+_CMD = int(PduType.CMD)
 _BEFORE_IC_CTRL = frozenset({PduType.ICREQ, PduType.H2C_TERM})
 _AFTER_IC_CTRL = frozenset({PduType.CMD, PduType.H2C_DATA, PduType.H2C_TERM})
 _BEFORE_IC_HOST = frozenset({PduType.ICRESP, PduType.C2H_TERM})

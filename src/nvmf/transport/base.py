@@ -73,6 +73,9 @@ class QueueState(Protocol):
     """What a transport reads of the per-queue state its owner keeps for it."""
 
     qid: int | None
+    #: Connect SQSIZE (0's based; 0 before Connect): the queue holds at most ``sqsize + 1``
+    #: commands in flight.
+    sqsize: int
     #: SQ flow control disabled: a read's data PDU may carry the completion (NVMe/TCP SUCCESS).
     sqhd_disabled: bool
     #: Where in-capsule data lands.

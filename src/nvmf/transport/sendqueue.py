@@ -42,6 +42,11 @@ class SendQueue:
         self._flush_scheduled = False
         self._writing = False
 
+    @property
+    def pending(self) -> int:
+        """Bytes queued and not yet taken by the kernel."""
+        return self._queued - self._sent
+
     def send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> None:
         """Queue one PDU's buffers; ``done`` runs once the kernel has all of them."""
         out = self._out

@@ -45,6 +45,21 @@ log = logging.getLogger(__name__)
 MAXH2CDATA = 1 << 20
 #: Reads per readable event before yielding to other connections.
 READS_PER_EVENT = 32
+#: Seconds a C2HTermReq may wait behind unsent data (a host that does not read) before the
+#: connection is closed without it.
+TERM_DEADLINE = 0.5
+#: Where bytes still unread at close are discarded (one buffer for every queue).
+_DISCARD = bytearray(64 << 10)
+#: Commands a queue takes in before its Connect told the SQ size (the admin queue's depth).
+DEPTH_BEFORE_CONNECT = 32
+#: Bytes queued for sending above which a queue stops reading commands (the host does not
+#: read); it reads again once below half of it.
+SEND_PAUSE_BYTES = 8 << 20
+#: Seconds between two housekeeping passes over a transport's queues.
+SWEEP_INTERVAL = 1.0
+#: Default seconds a connection may wait for its ICReq, for its Connect, or for the rest of a
+#: PDU it started (NvmfSettings.idle_timeout_ms).
+IDLE_TIMEOUT = 30.0
 
 
 class TcpQueue:
@@ -71,9 +86,25 @@ class TcpQueue:
         if imported is not None:
             self.conn.import_state(imported)
         self.session: QueueState = owner.open_queue(self, port)
+        #: Commands submitted whose completion is not yet in the kernel (at most sqsize + 1).
+        self._inflight = 0
+        #: Requests whose completion is queued, in sending order (their done callbacks' order).
+        self._unsent: deque[Request] = deque()
+        self.conn.capsule_credit = self._depth()
+        #: Reading stays off whatever the flow control says (a queue being handed over).
+        self._hold = False
+        self._resume_scheduled = False
+        #: Bytes arrived since the last housekeeping pass; since when the queue waits for some.
+        self._received = False
+        self._waiting_since = self.loop.time()
         self.peer = _peer(sock)
         self.closed = False
+        #: A fatal error was found: the TermReq is queued, nothing else is read or sent.
+        self.terminating = False
         self._on_close = on_close
+        self._reading = True
+        self._term_reason = ""
+        self._term_timer: asyncio.TimerHandle | None = None
         #: In-capsule buffers placed by the codec, in the order their commands' events follow.
         self._incapsule: deque[StagingBuffer] = deque()
         self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
@@ -115,7 +146,7 @@ class TcpQueue:
     async def fetch_data(self, req: Request) -> Status:
         """R2T for the whole transfer; H2CData PDUs land in ``req.data`` in order."""
         assert req.data is not None
-        if self.closed:
+        if self.closed or self.terminating:
             return Status(SC.TRANSIENT_TR_ERR)
         ttag = self._alloc_ttag()
         req.transport["ttag"] = ttag
@@ -126,31 +157,61 @@ class TcpQueue:
         return await fut
 
     def complete(self, req: Request, cqe: bytes) -> None:
-        if self.closed:
+        if req.transport:
+            self._h2c.pop(req.transport["ttag"], None)
+        if self.closed or self.terminating:
             req.release()
             return
         conn = self.conn
+        self._unsent.append(req)
         if req.status.ok and req.c2h_length and req.data is not None:
             data = req.data[: req.c2h_length]
             success = self.session.sqhd_disabled
             bufs = conn.c2h_data(req.cid, 0, data, last=True, success=success)
             if not success:
                 bufs.append(conn.capsule_resp(cqe))
-            self._send(bufs, req.release)
+            self._send(bufs, self._completion_sent)
         else:
-            req.release()
-            self._send([conn.capsule_resp(cqe)])
+            self._send([conn.capsule_resp(cqe)], self._completion_sent)
+        if self._sendq.pending > SEND_PAUSE_BYTES:
+            self._stop_reading()
+
+    def _depth(self) -> int:
+        """Commands this queue may hold in flight: SQSIZE + 1 once Connect told it."""
+        sqsize = self.session.sqsize
+        return sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
+
+    def _completion_sent(self) -> None:
+        """The oldest queued completion is in the kernel: its command has left the queue."""
+        self._unsent.popleft().release()
+        self._inflight -= 1
+        self.conn.capsule_credit = self._depth() - self._inflight
+        if not self._reading and not self._resume_scheduled and not self.closed:
+            self._resume_scheduled = True  # not from inside the send queue's flush
+            self.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """Read again if flow control allows; parse the commands held back meanwhile."""
+        self._resume_scheduled = False
+        if self._reading or self.closed or self.terminating or self._hold:
+            return
+        if self.conn.capsule_credit <= 0 or self._sendq.pending > SEND_PAUSE_BYTES // 2:
+            return  # a later completion tries again
+        self._reading = True
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._take_pending()
 
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         log.info("tcp %s qid %s closed: %s", self.peer, self.session.qid, reason)
+        if self._term_timer is not None:
+            self._term_timer.cancel()
+            self._term_timer = None
         self._sendq.close()
-        try:
-            self.loop.remove_reader(self.sock.fileno())
-        except (ValueError, OSError):
-            pass
+        self._stop_reading()
+        self._discard_unread()
         self.sock.close()
         for _, fut in self._h2c.values():
             if not fut.done():
@@ -164,9 +225,10 @@ class TcpQueue:
     async def export_state(self) -> QueueExport:
         """Hand this connection over: stop reading, wait until every queued byte is sent, then
         give out a duplicate of the socket and the codec's state; this side closes its own."""
-        if self.closed:
+        if self.closed or self.terminating:
             raise OSError("queue closed before it could be handed over")
-        self.loop.remove_reader(self.sock.fileno())
+        self._hold = True
+        self._stop_reading()
         if self._h2c or self._incapsule:
             raise RuntimeError("a queue with commands in flight cannot be handed over")
         await self._sendq.drained()
@@ -203,12 +265,17 @@ class TcpQueue:
         if req.cid != cccid:
             raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, f"cccid {cccid} != {req.cid}")
         assert req.data is not None
+        # Checked and advanced here, as each header is parsed, not when its event is handled:
+        # several PDUs of one R2T may arrive in one read, and a PDU covering bytes already
+        # received (a duplicate) must never be placed over them.
         if datao != req.transport["received"] or datao + datal > len(req.data):
             raise self._fatal(
                 Fes.DATA_OUT_OF_RANGE,
                 OFF_DATA_DATAO,
-                f"H2CData offset {datao}+{datal} outside the R2T window",
+                f"H2CData offset {datao}+{datal} outside the R2T window "
+                f"(expected offset {req.transport['received']} of {len(req.data)})",
             )
+        req.transport["received"] = datao + datal
         return req.data[datao : datao + datal]
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
@@ -222,7 +289,7 @@ class TcpQueue:
         conn = self.conn
         recv_into = self.sock.recv_into
         for _ in range(READS_PER_EVENT):
-            if self.closed:
+            if not self._reading:
                 return
             buf = conn.get_buffer()
             want = len(buf)
@@ -236,6 +303,7 @@ class TcpQueue:
             if n == 0:
                 self.close("host closed the connection")
                 return
+            self._received = True
             try:
                 events = conn.buffer_updated(n)
                 for ev in events:
@@ -243,44 +311,116 @@ class TcpQueue:
             except p.TcpFatalError as err:
                 self._terminate(err)
                 return
+            if conn.capsule_credit <= 0:
+                self._stop_reading()  # sqsize + 1 commands in flight: backpressure
+                return
             if n < want:
                 return
 
+    def sweep(self, recheck: bool, now: float, idle_timeout: float) -> None:
+        """Housekeeping, every :data:`SWEEP_INTERVAL`.
+
+        With ``recheck``, read as if the socket were readable: uvloop (libuv) reports a
+        socket error (POLLERR, as a reset raises) by closing its poll handle without running
+        the reader, so a queue reset while its reader waits would otherwise never notice and
+        leak its socket and buffers.
+
+        A queue still waiting for its ICReq or its Connect, or for the rest of a PDU it
+        started, is closed once nothing arrived for ``idle_timeout`` seconds."""
+        if recheck and self._reading:
+            self._on_readable()
+        if self.closed:
+            return
+        waiting = self._reading and (
+            not self.conn.established or self.session.qid is None or self.conn.mid_pdu
+        )
+        if not waiting or self._received:
+            self._received = False
+            self._waiting_since = now
+        elif now - self._waiting_since >= idle_timeout:
+            if not self.conn.established:
+                what = "an ICReq"
+            elif self.conn.mid_pdu:
+                what = "the rest of a PDU"
+            else:
+                what = "a Connect"
+            self.close(f"no {what} within {idle_timeout:g} s")
+
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
-        if self.closed:
+        if self.closed or self.terminating:
             return
         try:
             for ev in self.conn.take_events():
                 self._handle(ev)
         except p.TcpFatalError as err:
             self._terminate(err)
+            return
+        if self.conn.capsule_credit <= 0:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            try:
+                self.loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
 
     def _terminate(self, err: p.TcpFatalError) -> None:
-        """A host protocol error: C2HTermReq with the fatal status, then close this queue."""
+        """A host protocol error: C2HTermReq with the fatal status, then close this queue.
+
+        Never blocks: the TermReq is queued behind what is already queued and the queue closes
+        once the kernel took it, or after :data:`TERM_DEADLINE` if the host does not read."""
+        if self.closed or self.terminating:
+            return
         log.warning("tcp %s: fatal transport error %s", self.peer, err)
+        self.terminating = True
+        self._stop_reading()
+        self._term_reason = f"fatal transport error: {err}"
+        self._term_timer = self.loop.call_later(
+            TERM_DEADLINE, self.close, self._term_reason + " (TermReq not taken in time)"
+        )
+        self._send([self.conn.term_req(err)], self._term_sent)
+
+    def _term_sent(self) -> None:
+        """The TermReq is in the kernel (runs inside the send queue's flush: close after it).
+        The FIN goes out right behind it, before the close, which may be a reset."""
+        if not self.closed:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self.loop.call_soon(self.close, self._term_reason)
+
+    def _discard_unread(self) -> None:
+        """Read and drop what the host sent and nobody will parse (within reason): closing a
+        socket with unread bytes resets the connection and drops what is still unsent, such
+        as a TermReq."""
+        recv_into = self.sock.recv_into
         try:
-            self.sock.setblocking(True)
-            self.sock.settimeout(1.0)
-            self.sock.sendall(self.conn.term_req(err))
+            for _ in range(16):
+                if not recv_into(_DISCARD):
+                    return
         except OSError:
             pass
-        self.close(f"fatal transport error: {err}")
 
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.CommandReceived):
             req = Request(Sqe.decode(ev.sqe), self.qid)
+            self._inflight += 1
             if ev.data is not None:
                 req.incapsule = True
                 req.data = ev.data
                 req.staging = self._incapsule.popleft()
             self.owner.submit(self.session, req)
         elif isinstance(ev, p.H2CDataReceived):
+            # The placement checked the offset: the tag is known and its window still open.
             req, fut = self._h2c[ev.ttag]
-            req.transport["received"] += ev.datal
             assert req.data is not None
-            if req.transport["received"] == len(req.data):
-                del self._h2c[ev.ttag]
+            if ev.datao + ev.datal == len(req.data):
+                # The tag stays reserved until the command completes, so that a PDU repeating
+                # this data is out of range, not a write of new data.
                 fut.set_result(SUCCESS)
             elif ev.last:
                 raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
@@ -294,22 +434,25 @@ class TcpQueue:
                 self.conn.hpda,
             )
         elif isinstance(ev, p.DataDigestError):
-            self._data_digest_error(ev.cccid)
+            self._data_digest_error(ev.cccid, ev.capsule)
         elif isinstance(ev, p.TermReqReceived):
             self.close(f"host sent H2CTermReq (fes {ev.fes:#x})")
         else:
             raise self._fatal(Fes.PDU_SEQ_ERR, 0, f"unexpected {type(ev).__name__}")
 
-    def _data_digest_error(self, cccid: int) -> None:
+    def _data_digest_error(self, cccid: int, capsule: bool) -> None:
         """A data digest mismatch fails that command with Transient Transport Error."""
-        for ttag, (req, fut) in list(self._h2c.items()):
-            if req.cid == cccid:
-                del self._h2c[ttag]
-                fut.set_result(Status(SC.TRANSIENT_TR_ERR))
-                return
-        if self._incapsule:  # earlier capsules' events took theirs: the oldest is this one
-            self._incapsule.popleft().release()
+        if not capsule:  # H2CData: the transfer of the command with that cid fails
+            for ttag, (req, fut) in list(self._h2c.items()):
+                if req.cid == cccid and not fut.done():
+                    del self._h2c[ttag]
+                    fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+                    return
+            return
+        # Earlier capsules' events took theirs: the oldest buffer is this capsule's.
+        self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=cccid), self.qid)
+        self._inflight += 1
         self.owner.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
 
     def _alloc_ttag(self) -> int:
@@ -346,6 +489,31 @@ class TcpTransport:
     def __init__(self) -> None:
         self._listeners: dict[int, socket.socket] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        #: Seconds a connection may wait for its ICReq, its Connect, or the rest of a PDU.
+        self.idle_timeout = IDLE_TIMEOUT
+
+    def _start_sweeping(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            # Selector loops (asyncio's own) run the reader on any socket error; others
+            # (uvloop) may not, so their queues' sockets are rechecked on every pass.
+            recheck = not isinstance(loop, asyncio.SelectorEventLoop)
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop, recheck)
+
+    def _stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, recheck: bool) -> None:
+        now = loop.time()
+        for queues in list(self._queues.values()):
+            for queue in list(queues):
+                if not queue.closed:
+                    queue.sweep(recheck, now, self.idle_timeout)
+        interval = min(SWEEP_INTERVAL, self.idle_timeout / 4)
+        self._sweeper = loop.call_later(interval, self._sweep, loop, recheck)
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         family = socket.AF_INET6 if port.adrfam == "ipv6" else socket.AF_INET
@@ -367,6 +535,7 @@ class TcpTransport:
         self._queues[port.portid] = queues
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._accept, sock, port, owner, queues)
+        self._start_sweeping()
         log.info("nvme/tcp port %d listening on %s:%s", port.portid, *self.bound_address(port))
 
     def _accept(
@@ -392,10 +561,12 @@ class TcpTransport:
         queues = self._queues.setdefault(port.portid, set())
         queue = TcpQueue(sock, port, owner, queues.discard, imported=export.state)
         queues.add(queue)
+        self._start_sweeping()
         return queue
 
     async def close_all(self) -> None:
         """Close every queue this transport serves (a worker stopping)."""
+        self._stop_sweeping()
         for queues in list(self._queues.values()):
             for queue in list(queues):
                 queue.close("target stopping")
@@ -407,6 +578,8 @@ class TcpTransport:
             sock.close()
         for queue in list(self._queues.pop(port.portid, set())):
             queue.close("port removed")
+        if not self._listeners and not any(self._queues.values()):
+            self._stop_sweeping()
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         sock = self._listeners[port.portid]

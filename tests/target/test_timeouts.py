@@ -1,0 +1,71 @@
+"""Connections that stall before ICReq, before Connect or inside a PDU are closed after the
+idle timeout (issue 7); an established, idle queue is not."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from nvmf.config.errors import ConfigError
+from nvmf.config.load import parse_config
+from nvmf.wire import tcp as w
+from nvmf.wire.tcp import PduType
+from tests.target.conftest import RunningTarget, running_target
+from tests.target.rawhost import RawHost
+from tests.target.test_tcp_target import admin
+
+TIMEOUT = 0.4
+
+
+@pytest.fixture
+def short_timeout() -> Iterator[RunningTarget]:
+    with running_target(0) as running:
+        running.service.transports["tcp"].idle_timeout = TIMEOUT  # type: ignore[attr-defined]
+        yield running
+
+
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_no_icreq(short_timeout: RunningTarget) -> None:
+    s = socket.create_connection(short_timeout.addr)
+    assert _closed_within(s, 5)
+
+
+def test_no_connect(short_timeout: RunningTarget) -> None:
+    host = RawHost(short_timeout.addr)
+    host.initialize()
+    assert _closed_within(host.sock, 5)
+
+
+@pytest.mark.parametrize("part", ["header", "data"])
+def test_a_pdu_started_and_not_finished(short_timeout: RunningTarget, part: str) -> None:
+    adm = admin(short_timeout)
+    if part == "header":
+        adm.send(w.CH.pack(PduType.CMD, 0, 72, 0, 72) + bytes(20))
+    else:
+        adm.send(w.CH.pack(PduType.CMD, 0, 72, 72, 72 + 4096) + bytes(64) + bytes(100))
+    assert _closed_within(adm.sock, 5)
+
+
+def test_an_idle_established_queue_stays(short_timeout: RunningTarget) -> None:
+    adm = admin(short_timeout)
+    assert not _closed_within(adm.sock, 4 * TIMEOUT + 1.5)
+
+
+def test_the_setting_is_loaded_and_checked() -> None:
+    assert parse_config({}).nvmf.idle_timeout_ms == 30_000
+    assert parse_config({"nvmf": {"idle_timeout_ms": 1500}}).nvmf.idle_timeout_ms == 1500
+    with pytest.raises(ConfigError, match="idle_timeout_ms"):
+        parse_config({"nvmf": {"idle_timeout_ms": 0}})
