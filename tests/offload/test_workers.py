@@ -243,7 +243,8 @@ def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
     adm = admin(target)
     q = io_queue(target, adm)
     # Pipeline writes, stop the target while they are in flight, then collect completions
-    # until the queue closes: every acknowledged write is in the file afterwards.
+    # until the queue closes: every acknowledged write is in the file afterwards.  Every
+    # write is sent before the signal (a send after it could meet a closed connection).
     slba_of = {}
     for i in range(64):
         payload = bytes([i + 1]) * 4096
@@ -251,11 +252,10 @@ def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
         sqe.sgl = SglDescriptor.incapsule(4096)
         q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(payload)))
         slba_of[sqe.cid] = (8 * i, i + 1)
-        if i == 0:
-            cqe, _ = q.wait_response()  # the queue is serving: now stop the target
-            assert status_of(cqe).ok
-            acked = {cqe.cid}
-            proc.send_signal(signal.SIGTERM)
+    cqe, _ = q.wait_response()  # the queue is serving: now stop the target
+    assert status_of(cqe).ok
+    acked = {cqe.cid}
+    proc.send_signal(signal.SIGTERM)
     while True:
         try:
             cqe, _ = q.wait_response()

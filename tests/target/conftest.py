@@ -53,11 +53,14 @@ def make_config(max_io_queues: int = 4, inline: int = 8192, workers: int = 0) ->
 
 
 @contextmanager
-def running_target(workers: int) -> Iterator[RunningTarget]:
-    """A target from :func:`make_config` with ``workers`` offload workers, its event loop in a
-    background thread."""
+def running_target(workers: int, idle_timeout_ms: int | None = None) -> Iterator[RunningTarget]:
+    """A target from :func:`make_config` with ``workers`` offload workers (and, if given, that
+    ``nvmf.idle_timeout_ms``), its event loop in a background thread."""
     loop = asyncio.new_event_loop()
-    service = TargetService(make_config(workers=workers))
+    cfg = make_config(workers=workers)
+    if idle_timeout_ms is not None:
+        cfg.nvmf.idle_timeout_ms = idle_timeout_ms
+    service = TargetService(cfg)
     started = threading.Event()
 
     def run() -> None:

@@ -14,15 +14,15 @@ from nvmf.wire import tcp as w
 from nvmf.wire.tcp import PduType
 from tests.target.conftest import RunningTarget, running_target
 from tests.target.rawhost import RawHost
-from tests.target.test_tcp_target import admin
+from tests.target.test_tcp_target import admin, io_queue
 
 TIMEOUT = 0.4
 
 
-@pytest.fixture
-def short_timeout() -> Iterator[RunningTarget]:
-    with running_target(0) as running:
-        running.service.transports["tcp"].idle_timeout = TIMEOUT  # type: ignore[attr-defined]
+@pytest.fixture(params=[0, 2], ids=["one-process", "2-workers"])
+def short_timeout(request: pytest.FixtureRequest) -> Iterator[RunningTarget]:
+    """A target whose configuration sets ``nvmf.idle_timeout_ms`` (the workers get it too)."""
+    with running_target(request.param, idle_timeout_ms=int(TIMEOUT * 1000)) as running:
         yield running
 
 
@@ -57,6 +57,15 @@ def test_a_pdu_started_and_not_finished(short_timeout: RunningTarget, part: str)
     else:
         adm.send(w.CH.pack(PduType.CMD, 0, 72, 72, 72 + 4096) + bytes(64) + bytes(100))
     assert _closed_within(adm.sock, 5)
+
+
+def test_an_io_queue_stalled_inside_a_pdu(short_timeout: RunningTarget) -> None:
+    """With workers, the I/O queue is served in a worker, which applies the same timeout."""
+    adm = admin(short_timeout)
+    q = io_queue(short_timeout, adm)
+    q.send(w.CH.pack(PduType.CMD, 0, 72, 0, 72) + bytes(20))
+    assert _closed_within(q.sock, 5)
+    assert not _closed_within(adm.sock, 0.2)
 
 
 def test_an_idle_established_queue_stays(short_timeout: RunningTarget) -> None:

@@ -135,6 +135,7 @@ class TargetService:
                     self,
                     staging_bytes=self.settings.staging_bytes,
                     transports=sorted({port.trtype for port in self.config.ports}),
+                    idle_timeout=self.settings.idle_timeout_ms / 1000,
                     log_level=self._log_level,
                 )
                 for nqn, runtime in self.subsystems.items():
@@ -145,6 +146,7 @@ class TargetService:
                 transport = self.transports.get(port.trtype)
                 if transport is None:
                     transport = self.transports[port.trtype] = get_transport(port.trtype)
+                    transport.idle_timeout = self.settings.idle_timeout_ms / 1000
                 await transport.add_port(port, self)
                 self.ports.append(port)
         except BaseException:

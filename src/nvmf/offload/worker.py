@@ -320,11 +320,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-async def _serve(channel_fd: int, index: int, staging_bytes: int, transports: list[str]) -> None:
-    sock = socket.socket(fileno=channel_fd)
-    worker = Worker(sock, index, staging_bytes)
-    for trtype in transports:
-        worker.transports[trtype] = get_transport(trtype)
+async def _serve(args: argparse.Namespace) -> None:
+    sock = socket.socket(fileno=args.channel)
+    worker = Worker(sock, args.index, args.staging_bytes)
+    for trtype in args.transport:
+        transport = worker.transports[trtype] = get_transport(trtype)
+        transport.idle_timeout = args.idle_timeout
     loop = asyncio.get_running_loop()
     # SIGTERM from a terminal's process group or a service manager: the control plane decides.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
@@ -342,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="control plane PID")
     parser.add_argument("--staging-bytes", type=int, required=True)
     parser.add_argument("--log-level", type=int, default=logging.WARNING)
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a queue may stall inside a PDU before it is closed",
+    )
     parser.add_argument(
         "--transport",
         action="append",
@@ -362,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(args.channel, args.index, args.staging_bytes, args.transport))
+        uvloop.run(_serve(args))
     except ImportError:
-        asyncio.run(_serve(args.channel, args.index, args.staging_bytes, args.transport))
+        asyncio.run(_serve(args))
     return 0
 
 

@@ -87,6 +87,7 @@ class WorkerSet:
         *,
         staging_bytes: int,
         transports: list[str] | None = None,
+        idle_timeout: float = 30.0,
         log_level: int = logging.WARNING,
     ) -> None:
         cpus = sorted(os.sched_getaffinity(0))
@@ -95,6 +96,7 @@ class WorkerSet:
         self.staging_bytes = staging_bytes
         #: Fabric types a worker loads before it says it is ready (not on its first queue).
         self.transports = transports or []
+        self.idle_timeout = idle_timeout
         self.log_level = log_level
         self._media: dict[MediaKey, Media] = {}
         self._token = 0
@@ -125,6 +127,7 @@ class WorkerSet:
             str(self.staging_bytes),
             "--log-level",
             str(self.log_level),
+            f"--idle-timeout={self.idle_timeout}",
             *(f"--transport={t}" for t in self.transports),
         ]
         w.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)

@@ -171,6 +171,9 @@ class Transport(Protocol):
 
     trtype: str
     caps: TransportCaps
+    #: Seconds a connection may stall before its ICReq, before its Connect, or inside a PDU
+    #: before it is closed (``nvmf.idle_timeout_ms``); fabrics with no such stall ignore it.
+    idle_timeout: float
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         """Start listening on ``port``; new queues are owned by ``owner``."""

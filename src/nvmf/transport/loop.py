@@ -342,6 +342,8 @@ class LoopTransport:
     caps = TransportCaps(exportable=False)
 
     def __init__(self) -> None:
+        #: Nothing stalls in memory: kept for the contract.
+        self.idle_timeout = 30.0
         self._ports: dict[int, tuple[ListenPort, QueueOwner]] = {}
         self._queues: dict[int, set[LoopQueue]] = {}
 
