@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from nvmf.control.service import RemoteQueue
+from nvmf.protocol import tcp as codec
 from nvmf.wire.opcodes import IoOpcode
-from nvmf.wire.sqe import SglDescriptor, Sqe
+from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.target.conftest import SUBNQN, RunningTarget, running_target
 from tests.target.rawhost import RawHost, status_of
@@ -252,17 +253,24 @@ def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
         sqe.sgl = SglDescriptor.incapsule(4096)
         q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(payload)))
         slba_of[sqe.cid] = (8 * i, i + 1)
-    cqe, _ = q.wait_response()  # the queue is serving: now stop the target
-    assert status_of(cqe).ok
-    acked = {cqe.cid}
-    proc.send_signal(signal.SIGTERM)
-    while True:
+    acked: set[int] = set()
+    signalled = False
+    while True:  # completions, many per read, until the target closes the queue
         try:
-            cqe, _ = q.wait_response()
+            events = q.events()
         except (ConnectionError, OSError):
             break
-        assert status_of(cqe).ok
-        acked.add(cqe.cid)
+        if not events:
+            break
+        for ev in events:
+            assert isinstance(ev, codec.ResponseReceived), ev
+            cqe = Cqe.decode(ev.cqe)
+            assert status_of(cqe).ok
+            acked.add(cqe.cid)
+        if not signalled:  # the queue is serving: now stop the target
+            proc.send_signal(signal.SIGTERM)
+            signalled = True
+    assert acked
     assert proc.wait(20) == 0
     assert all(_gone(p, 5) for p in pids)
     image = (tmp_path / "ns1.img").read_bytes()
