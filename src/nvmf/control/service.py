@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from nvmf.control import admin, discovery, fabrics
 from nvmf.control.command import Context, Parsed
@@ -189,7 +189,8 @@ class TargetService:
         return ControlSession(fabric=fabric, port=port, pool=self.pool)
 
     def submit(self, state: QueueState, req: Request) -> None:
-        self.pipeline.submit(cast(ControlSession, state), req)
+        session: ControlSession = state  # type: ignore[assignment]  # what open_queue made
+        self.pipeline.submit(session, req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, ControlSession)
@@ -208,8 +209,8 @@ class TargetService:
             del ctrl.queues[state.qid]
 
     # -- CommandHandler ------------------------------------------------------------------------
-    def parse(self, session: QueueSession, req: Request) -> Parsed:
-        session = cast(ControlSession, session)
+    def parse(self, queue: QueueSession, req: Request) -> Parsed:
+        session: ControlSession = queue  # type: ignore[assignment]  # what open_queue made
         sqe = req.sqe
         if sqe.opcode == AdminOpcode.FABRICS:
             return fabrics.parse(Context(self, session, req))
@@ -231,10 +232,10 @@ class TargetService:
         if session.ctrl is not None:
             self._record_error(session.ctrl, session.qid or 0, req.sqe, status)
 
-    def activity(self, session: QueueSession) -> None:
-        session = cast(ControlSession, session)
-        if session.ctrl is not None:
-            session.ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
+    def activity(self, queue: QueueSession) -> None:
+        ctrl = queue.ctrl  # type: ignore[attr-defined]  # a ControlSession, as open_queue made
+        if ctrl is not None:
+            ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
 
     def _record_error(self, ctrl: Controller, qid: int, sqe: Sqe, status: Status) -> None:
         if status.code == SC.ABORT_REQ:

@@ -346,12 +346,10 @@ class TcpConnection:
     def _parse_ch(self) -> None:
         ptype, flags, hlen, pdo, plen = w.CH.unpack_from(self._buf, self._start)
         self._flags, self._hlen, self._pdo, self._plen = flags, hlen, pdo, plen
-        try:
-            self._type = PduType(ptype)
-        except ValueError:
-            raise self._fatal(
-                Fes.INVALID_PDU_HDR, w.OFF_TYPE, f"unknown PDU type {ptype:#x}"
-            ) from None
+        pdu_type = _PDU_TYPES.get(ptype)
+        if pdu_type is None:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_TYPE, f"unknown PDU type {ptype:#x}")
+        self._type = pdu_type
         allowed = self._allowed_types()
         if self._type not in allowed:
             raise self._fatal(
@@ -366,7 +364,7 @@ class TcpConnection:
             )
         hd = 0
         if self._type in w.HAS_HDGST:
-            if bool(flags & PduFlags.HDGSTF) != self.hdgst:
+            if bool(flags & _HDGSTF) != self.hdgst:
                 raise self._fatal(
                     Fes.INVALID_PDU_HDR, w.OFF_FLAGS, "HDGSTF flag disagrees with negotiation"
                 )
@@ -398,7 +396,7 @@ class TcpConnection:
             if self._type is not PduType.CMD:
                 raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_PLEN, "data PDU without data")
             return  # a capsule with no in-capsule data
-        if bool(flags & PduFlags.DDGSTF) != self.ddgst:
+        if bool(flags & _DDGSTF) != self.ddgst:
             raise self._fatal(
                 Fes.INVALID_PDU_HDR, w.OFF_FLAGS, "DDGSTF flag disagrees with negotiation"
             )
@@ -461,7 +459,7 @@ class TcpConnection:
                     w.OFF_DATA_DATAL,
                     f"H2CData datal {dlen} exceeds MAXH2CDATA {self.maxh2cdata}",
                 )
-            last = bool(self._flags & PduFlags.DATA_LAST)
+            last = bool(self._flags & _DATA_LAST)
             self._dest = self.placement.h2c_data(cccid, ttag, datao, dlen)
             self._pending = H2CDataReceived(cccid, ttag, datao, dlen, last)
         elif ptype is PduType.C2H_DATA:
@@ -597,10 +595,11 @@ class TcpConnection:
         return header + w.digest(header) if self.hdgst else header
 
     def capsule_resp(self, cqe: bytes) -> bytes:
-        """Controller: a CapsuleResp PDU carrying ``cqe``."""
-        hd = w.DIGEST_LEN if self.hdgst else 0
-        header = w.CH.pack(PduType.RSP, self._hflags(), 24, 0, 24 + hd) + cqe
-        return self._with_hdgst(header)
+        """Controller: a CapsuleResp PDU carrying ``cqe`` (its common header prebuilt)."""
+        if self.hdgst:
+            header = _RSP_CH_HDGST + cqe
+            return header + w.digest(header)
+        return _RSP_CH + cqe
 
     def r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
         """Controller: ask the host for ``r2tl`` bytes at offset ``r2to``."""
@@ -618,13 +617,18 @@ class TcpConnection:
         data: memoryview,
         pda: int,
     ) -> Buffers:
-        hd = w.DIGEST_LEN if self.hdgst else 0
-        dd = w.DIGEST_LEN if self.ddgst else 0
+        hdgst, ddgst = self.hdgst, self.ddgst
+        datal = len(data)
+        if not (hdgst or ddgst or pda):  # the common case: no digest, no padding
+            return [w.DATA.pack(ptype, flags, 24, 24, 24 + datal, cccid, ttag, datao, datal), data]
+        hd = w.DIGEST_LEN if hdgst else 0
+        dd = w.DIGEST_LEN if ddgst else 0
         pdo = w.pad_to(24 + hd, pda)
-        plen = pdo + len(data) + dd
-        flags |= self._hflags() | (PduFlags.DDGSTF if self.ddgst else 0)
-        header = w.DATA.pack(ptype, flags, 24, pdo, plen, cccid, ttag, datao, len(data))
-        header = self._with_hdgst(header)
+        plen = pdo + datal + dd
+        flags |= (_HDGSTF if hdgst else 0) | (_DDGSTF if ddgst else 0)
+        header = w.DATA.pack(ptype, flags, 24, pdo, plen, cccid, ttag, datao, datal)
+        if hdgst:
+            header += w.digest(header)
         if pdo > 24 + hd:
             header += bytes(pdo - 24 - hd)
         out: Buffers = [header, data]
@@ -636,8 +640,8 @@ class TcpConnection:
         self, cccid: int, datao: int, data: memoryview, *, last: bool, success: bool = False
     ) -> Buffers:
         """Controller: one C2HData PDU; ``success`` (with ``last``) replaces the CapsuleResp."""
-        flags = (PduFlags.DATA_LAST if last else 0) | (PduFlags.DATA_SUCCESS if success else 0)
-        return self._data_pdu(PduType.C2H_DATA, flags, cccid, 0, datao, data, self.hpda)
+        flags = (_DATA_LAST if last else 0) | (_DATA_SUCCESS if success else 0)
+        return self._data_pdu(_C2H_DATA, flags, cccid, 0, datao, data, self.hpda)
 
     def h2c_data(
         self, cccid: int, ttag: int, datao: int, data: memoryview, *, last: bool
@@ -672,6 +676,17 @@ class TcpConnection:
 
 
 _CMD = int(PduType.CMD)
+#: PDU type byte -> PduType, without an enum call per PDU.
+_PDU_TYPES: dict[int, PduType] = {int(t): t for t in PduType}
+_HDGSTF = int(PduFlags.HDGSTF)
+_DDGSTF = int(PduFlags.DDGSTF)
+_DATA_LAST = int(PduFlags.DATA_LAST)
+_DATA_SUCCESS = int(PduFlags.DATA_SUCCESS)
+_C2H_DATA = PduType.C2H_DATA
+#: The common header of a CapsuleResp, without and with a header digest.
+_RSP_CH = w.CH.pack(PduType.RSP, 0, 24, 0, 24)
+_RSP_CH_HDGST = w.CH.pack(PduType.RSP, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN)
+
 _BEFORE_IC_CTRL = frozenset({PduType.ICREQ, PduType.H2C_TERM})
 _AFTER_IC_CTRL = frozenset({PduType.CMD, PduType.H2C_DATA, PduType.H2C_TERM})
 _BEFORE_IC_HOST = frozenset({PduType.ICRESP, PduType.C2H_TERM})

@@ -71,7 +71,8 @@ class SendQueue:
         out = self._out
         sendmsg = self.sock.sendmsg
         while out:
-            iov = list(out) if len(out) <= IOV_MAX else [out[i] for i in range(IOV_MAX)]
+            whole = len(out) <= IOV_MAX
+            iov = list(out) if whole else [out[i] for i in range(IOV_MAX)]
             try:
                 n = sendmsg(iov)
             except (BlockingIOError, InterruptedError):
@@ -80,7 +81,8 @@ class SendQueue:
                 self.on_error(exc)
                 return
             self._advance(n)
-            if n < sum(len(b) for b in iov):
+            # Whole queue sent in one go: a partial send leaves something in it.
+            if out if whole else n < sum(len(b) for b in iov):
                 if not self._writing:
                     self._writing = True
                     self.loop.add_writer(self.sock.fileno(), self.flush)

@@ -164,10 +164,11 @@ class TcpQueue:
             return
         conn = self.conn
         self._unsent.append(req)
-        if req.status.ok and req.c2h_length and req.data is not None:
+        status = req.status
+        if req.c2h_length and req.data is not None and (status is SUCCESS or status.ok):
             data = req.data[: req.c2h_length]
             success = self.session.sqhd_disabled
-            bufs = conn.c2h_data(req.cid, 0, data, last=True, success=success)
+            bufs = conn.c2h_data(req.sqe.cid, 0, data, last=True, success=success)
             if not success:
                 bufs.append(conn.capsule_resp(cqe))
             self._send(bufs, self._completion_sent)
@@ -407,7 +408,7 @@ class TcpQueue:
 
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.CommandReceived):
-            req = Request(Sqe.decode(ev.sqe), self.qid)
+            req = Request(Sqe.decode(ev.sqe), self.session.qid or 0)
             self._inflight += 1
             if ev.data is not None:
                 req.incapsule = True
