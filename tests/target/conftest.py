@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -53,10 +53,14 @@ def make_config(max_io_queues: int = 4, inline: int = 8192, workers: int = 0) ->
 
 
 @contextmanager
-def running_target(workers: int, idle_timeout_ms: int | None = None) -> Iterator[RunningTarget]:
+def running_target(
+    workers: int,
+    idle_timeout_ms: int | None = None,
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+) -> Iterator[RunningTarget]:
     """A target from :func:`make_config` with ``workers`` offload workers (and, if given, that
-    ``nvmf.idle_timeout_ms``), its event loop in a background thread."""
-    loop = asyncio.new_event_loop()
+    ``nvmf.idle_timeout_ms``), its event loop (made by ``new_loop``) in a background thread."""
+    loop = new_loop()
     cfg = make_config(workers=workers)
     if idle_timeout_ms is not None:
         cfg.nvmf.idle_timeout_ms = idle_timeout_ms

@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import uvloop
 
-from nvmf.control.service import TargetService
 from nvmf.transport.tcp import TcpQueue
 from nvmf.wire import tcp as w
-from tests.target.conftest import RunningTarget, make_config
+from tests.target.conftest import RunningTarget, running_target
 
 
 @pytest.fixture
 def uvloop_target() -> Iterator[RunningTarget]:
     """A one-process target on a uvloop event loop in a background thread."""
-    loop = uvloop.new_event_loop()
-    service = TargetService(make_config(workers=0))
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(service.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    addr = service.transports["tcp"].bound_address(service.ports[0])
-    try:
-        yield RunningTarget(service, loop, addr)
-    finally:
-        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with running_target(0, new_loop=uvloop.new_event_loop) as running:
+        yield running
 
 
 def _descriptors() -> int:

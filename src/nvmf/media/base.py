@@ -20,11 +20,32 @@ a bug, as is anything else escaping a media call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from nvmf.media.queue import MediaQueue
+
+
+T = TypeVar("T")
+
+
+async def medium_result(fut: asyncio.Future[T]) -> T:
+    """Await a medium's operation; if the awaiting task is cancelled, wait until the medium is
+    done anyway before the cancellation goes on.  A thread (or a device) cannot be stopped in
+    the middle of a transfer: the caller's staging buffer stays borrowed until the medium is
+    done with it, so it is never reused under a running I/O."""
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([fut])
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the caller asked to stop, not to hear about it
+        raise
 
 
 class MediaError(OSError):

@@ -33,7 +33,6 @@ and the data in the disk's own cache until ``fdatasync``.  Only Flush or FUA mak
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno
 import os
@@ -42,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
-from nvmf.media.base import MediaError, MediaHandle
+from nvmf.media.base import MediaError, MediaHandle, medium_result
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
 from nvmf.media.queue import MediaQueue, ThreadQueue
 
@@ -328,14 +327,7 @@ class DescriptorMedia:
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, func, *args)
         try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            while not fut.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([fut])
-            if not fut.cancelled():
-                fut.exception()  # retrieved: the caller asked to stop, not to hear about it
-            raise
+            return await medium_result(fut)
         except MediaError:
             raise
         except OSError as exc:

@@ -10,10 +10,10 @@ return these.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nvmf.media.base import medium_result
 from nvmf.media.queue import MediaQueue
 from nvmf.protocol.request import Direction, Request
 from nvmf.wire.sqe import OFF_CDW10, OFF_DPTR, OFF_NSID
@@ -90,13 +90,7 @@ def media_executor(queue: MediaQueue, op: int, offset: int, fua: bool) -> Execut
         status = queue.submit(op, offset, req.data, fua, done, req)
         if status is not None:
             return status
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            while not fut.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([fut])
-            raise
+        return await medium_result(fut)
 
     return execute
 
