@@ -13,17 +13,24 @@ from typing import Any
 
 from nvmf.media import file
 
-_write = file.DescriptorMedia.write
+# Both I/O paths of a descriptor medium end in _write_sync (the coroutine API through its thread
+# pool, the data plane's media queue directly); Flush is flush() on one, flush_sync() on the other.
+_write_sync = file.DescriptorMedia._write_sync
 
 
-async def _write_ignoring_fua(self: Any, offset: int, buf: memoryview, fua: bool = False) -> None:
-    await _write(self, offset, buf, False)
+def _write_ignoring_fua(self: Any, offset: int, buf: memoryview, fua: bool) -> None:
+    _write_sync(self, offset, buf, False)
 
 
 async def _flush_nothing(self: Any) -> None:
     return None
 
 
-file.DescriptorMedia.write = _write_ignoring_fua  # type: ignore[method-assign]
+def _flush_sync_nothing(self: Any) -> None:
+    return None
+
+
+file.DescriptorMedia._write_sync = _write_ignoring_fua  # type: ignore[method-assign]
 file.DescriptorMedia.flush = _flush_nothing  # type: ignore[method-assign]
+file.DescriptorMedia.flush_sync = _flush_sync_nothing  # type: ignore[method-assign]
 print("nvmf test: lying media: FUA and Flush are ignored", file=sys.stderr)
