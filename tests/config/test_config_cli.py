@@ -150,7 +150,7 @@ def test_missing_action_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     [
         (None, "cannot read: No such file or directory"),
         ("{not json", "invalid JSON at line 1 column 2"),
-        ('{"hosts": [{"nqn": "bad"}]}', "hosts[0].nqn: must be an NQN"),
+        ('{"hosts": [{"nqn": "a b"}]}', "hosts[0].nqn: must not contain spaces"),
     ],
     ids=["missing", "not JSON", "invalid"],
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -49,15 +50,22 @@ from nvmf.control.model import (
 )
 
 _INT = re.compile(r"[-+]?[0-9]+")
+_log = logging.getLogger(__name__)
 
 
-def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> TargetConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    check_paths: bool = True,
+    warnings: list[Problem] | None = None,
+) -> TargetConfig:
     """Read, parse and validate the nvmetcli-style JSON file at ``path``.
 
     ``check_paths=False`` skips the checks that look at this machine's files (whether a
     namespace's ``device.path`` exists and is a file or a block device), for checking a
     configuration meant for another machine.  Raises :class:`ConfigError` for an unreadable
-    file, invalid JSON, or an invalid configuration.
+    file, invalid JSON, or an invalid configuration.  Warnings (problems that do not stop the
+    file from loading) are appended to ``warnings``, or logged when it is None.
     """
     source = os.fspath(path)
     try:
@@ -73,19 +81,31 @@ def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> Ta
         raise ConfigError(
             source, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
-    return parse_config(obj, source, check_paths=check_paths)
+    return parse_config(obj, source, check_paths=check_paths, warnings=warnings)
 
 
-def parse_config(obj: Any, source: str = "<config>", *, check_paths: bool = True) -> TargetConfig:
+def parse_config(
+    obj: Any,
+    source: str = "<config>",
+    *,
+    check_paths: bool = True,
+    warnings: list[Problem] | None = None,
+) -> TargetConfig:
     """Turn an already-decoded nvmetcli JSON object into a validated :class:`TargetConfig`.
 
-    ``source`` names the configuration in error messages (usually its file name).
+    ``source`` names the configuration in error messages (usually its file name).  Warnings go
+    to ``warnings`` when given, else to this module's logger (one ``logging.warning`` each).
     """
     reader = _Reader()
     cfg = reader.root(obj)
     if reader.problems or cfg is None:
         raise ConfigError(source, reader.problems or [Problem("", "must be a JSON object")])
-    validate_config(cfg, source, check_paths=check_paths)
+    found = reader.warnings + validate_config(cfg, source, check_paths=check_paths)
+    if warnings is not None:
+        warnings.extend(found)
+    else:
+        for warning in found:
+            _log.warning("%s", warning.render(source))
     return cfg
 
 
@@ -98,6 +118,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))

@@ -26,6 +26,7 @@ from nvmf.config.values import (
     PORTID_MAX,
     QID_MAX,
     SERIAL_MAX,
+    SERVED_TRTYPES,
     TREQS,
     TRTYPES,
     check_ascii,
@@ -37,6 +38,7 @@ from nvmf.config.values import (
     check_trsvcid,
     check_uuid,
     check_version,
+    nqn_format_warning,
     range_message,
 )
 from nvmf.control.model import (
@@ -84,21 +86,30 @@ def int_problem(cls: type, field: str, value: Any) -> str:
 
 def validate_config(
     cfg: TargetConfig, source: str = "<config>", *, check_paths: bool = True
-) -> None:
-    """Raise :class:`ConfigError` listing every problem of ``cfg``; return if there is none.
+) -> list[Problem]:
+    """Raise :class:`ConfigError` listing every problem of ``cfg``; else return its warnings.
 
     ``check_paths`` also looks at this machine's file system: each namespace's ``device.path``
-    must exist and match its media kind (see :mod:`nvmf.config.media`).
+    must exist and match its media kind (see :mod:`nvmf.config.media`).  Warnings are things the
+    kernel target accepts but that deserve a look (a name that is not a strict NQN, a port whose
+    transport this target does not serve); they never stop a configuration from loading.
     """
-    problems = _Validator(check_paths).config(cfg)
+    validator = _Validator(check_paths)
+    problems = validator.config(cfg)
     if problems:
         raise ConfigError(source, problems)
+    return validator.warnings
 
 
 class _Validator:
     def __init__(self, check_paths: bool) -> None:
         self.check_paths = check_paths
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def warn(self, path: str, warning: str | None) -> None:
+        if warning is not None:
+            self.warnings.append(Problem(path, warning))
 
     def add(self, path: str, problem: str | None) -> None:
         if problem is not None:
@@ -148,7 +159,10 @@ class _Validator:
         first: dict[str, int] = {}
         for i, nqn in enumerate(nqns):
             path = f"{key}[{i}].nqn"
-            self.add(path, check_nqn(nqn))
+            problem = check_nqn(nqn)
+            self.add(path, problem)
+            if problem is None:
+                self.warn(path, nqn_format_warning(nqn))
             if what == "subsystem" and nqn == DISCOVERY_NQN:
                 self.add(path, "is the discovery NQN, which the target serves by itself")
             if nqn in first:
@@ -287,6 +301,12 @@ class _Validator:
     def port(self, port: Port, path: str, subsystems: set[str]) -> None:
         self.int_field(port, "portid", f"{path}.portid")
         self.address(port, path)
+        if port.trtype in TRTYPES and port.trtype not in SERVED_TRTYPES:
+            self.warn(
+                f"{path}.addr.trtype",
+                f"this target does not serve trtype {port.trtype} (it serves "
+                f"{', '.join(SERVED_TRTYPES)}); only the kernel target can use this port",
+            )
         self.int_field(port, "inline_data_size", f"{path}.param.inline_data_size")
         self.references(port.subsystems, f"{path}.subsystems", subsystems, "subsystem")
         names: dict[str, int] = {}
