@@ -8,6 +8,8 @@ where nvmetcli writes strings; both are accepted.
 
 What this reader is strict and lenient about:
 
+* nvmetcli's top-level ``"discovery"`` group is kept verbatim in ``TargetConfig.extra_attrs``
+  (``nvmetcli restore`` does not apply it either, so neither does :mod:`nvmf.config.kernel`).
 * An attribute group it does not model (``"resv"``), and attributes inside a group it does not
   model (``attr.pi_enable``, ``addr.tsas``, ...), are nvmetcli's business and differ between
   kernels: they are kept verbatim in ``extra_attrs`` so that saving loses nothing.
@@ -33,7 +35,15 @@ import re
 from typing import Any
 
 from nvmf.config.errors import ConfigError, Problem, show
-from nvmf.config.schema import ATTRS, DATACLASS_DEFAULT, GROUPS, PLAIN_KEYS, Attr, Codec
+from nvmf.config.schema import (
+    ATTRS,
+    DATACLASS_DEFAULT,
+    GROUPS,
+    PLAIN_KEYS,
+    ROOT_GROUPS,
+    Attr,
+    Codec,
+)
 from nvmf.config.validate import int_problem, validate_config
 from nvmf.config.values import parse_size
 from nvmf.control.model import (
@@ -254,9 +264,14 @@ class _Reader:
     def root(self, obj: Any) -> TargetConfig | None:
         if not isinstance(obj, dict):
             return None
-        for key in obj:
-            if key not in PLAIN_KEYS["root"]:
-                self.problem(key, "unknown key (the top level has hosts, ports, subsystems, nvmf)")
+        extra: dict[str, dict[str, str]] = {}
+        for key, value in obj.items():
+            if key in ROOT_GROUPS:
+                if self.is_object(value, key):
+                    extra[key] = self.group(value, key)
+            elif key not in PLAIN_KEYS["root"]:
+                known = ", ".join(sorted(PLAIN_KEYS["root"] | set(ROOT_GROUPS)))
+                self.problem(key, f"unknown key (the top level has {known})")
         cfg = TargetConfig(
             hosts=[
                 self.host(o, p) for p, o in self.items(obj, "hosts", "") if self.is_object(o, p)
@@ -272,7 +287,13 @@ class _Reader:
         )
         if "nvmf" in obj and self.is_object(obj["nvmf"], "nvmf"):
             cfg.nvmf = self.settings(obj["nvmf"], "nvmf")
+        cfg.extra_attrs = extra
         return cfg
+
+    def group(self, obj: dict[str, Any], path: str) -> dict[str, str]:
+        """An attribute group this reader does not model, as strings (kept for saving)."""
+        values = {name: self.scalar(raw, _join(path, name)) for name, raw in obj.items()}
+        return {name: text for name, text in values.items() if text is not None}
 
     def host(self, obj: dict[str, Any], path: str) -> Host:
         nqn = self.required_str(obj, "nqn", path)
@@ -283,8 +304,7 @@ class _Reader:
             if not isinstance(value, dict):
                 self.problem(_join(path, key), "unknown key (a host has nqn)")
                 continue
-            group = {n: self.scalar(v, _join(_join(path, key), n)) for n, v in value.items()}
-            extra[key] = {n: v for n, v in group.items() if v is not None}
+            extra[key] = self.group(value, _join(path, key))
         return Host(nqn=nqn, extra_attrs=extra)
 
     def subsystem(self, obj: dict[str, Any], path: str) -> Subsystem:

@@ -109,6 +109,9 @@ GROUPS: dict[type, tuple[str, ...]] = {
     AnaGroup: ("ana",),
 }
 
+#: Attribute groups nvmetcli writes at the top level (``Root.attr_groups``): kept, not modelled.
+ROOT_GROUPS = ("discovery",)
+
 #: Keys of a node that are not attribute groups, per nvmetcli's dump of that node.
 PLAIN_KEYS: dict[str, frozenset[str]] = {
     "root": frozenset({"hosts", "ports", "subsystems", "nvmf"}),
