@@ -8,22 +8,12 @@ every known one is a newer kernel's attribute: it is kept for nvmetcli, with a w
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nvmf.config import ConfigError, Problem, dump_config, parse_config
-
-SAVED = Path(__file__).parent / "data" / "nvmetcli_save_6.12.json"
-
-
-@pytest.fixture
-def saved() -> dict[str, Any]:
-    """A fresh copy of what nvmetcli save writes on 6.12 (see data/)."""
-    return json.loads(SAVED.read_text())  # type: ignore[no-any-return]
 
 
 def errors(obj: dict[str, Any]) -> list[str]:

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 cfg = load_config(args.file, check_paths=args.check_paths)
             sys.stdout.write(config_to_json(cfg))
         elif args.action == "apply":
-            cfg = load_config(args.file)
+            cfg = load_config(args.file, kernel=True)
             notes = apply_to_kernel(cfg, args.configfs, clear_existing=args.clear, source=args.file)
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)

@@ -74,6 +74,7 @@ def load_config(
     *,
     check_paths: bool = True,
     warnings: list[Problem] | None = None,
+    kernel: bool = False,
 ) -> TargetConfig:
     """Read, parse and validate the nvmetcli-style JSON file at ``path``.
 
@@ -81,7 +82,8 @@ def load_config(
     namespace's ``device.path`` exists and is a file or a block device), for checking a
     configuration meant for another machine.  Raises :class:`ConfigError` for an unreadable
     file, invalid JSON, or an invalid configuration.  Warnings (problems that do not stop the
-    file from loading) are appended to ``warnings``, or logged when it is None.
+    file from loading) are appended to ``warnings``, or logged when it is None.  ``kernel``
+    accepts settings only the Linux kernel target honours (see :func:`validate_config`).
     """
     source = os.fspath(path)
     try:
@@ -97,7 +99,7 @@ def load_config(
         raise ConfigError(
             source, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
-    return parse_config(obj, source, check_paths=check_paths, warnings=warnings)
+    return parse_config(obj, source, check_paths=check_paths, warnings=warnings, kernel=kernel)
 
 
 def parse_config(
@@ -106,6 +108,7 @@ def parse_config(
     *,
     check_paths: bool = True,
     warnings: list[Problem] | None = None,
+    kernel: bool = False,
 ) -> TargetConfig:
     """Turn an already-decoded nvmetcli JSON object into a validated :class:`TargetConfig`.
 
@@ -116,7 +119,7 @@ def parse_config(
     cfg = reader.root(obj)
     if reader.problems or cfg is None:
         raise ConfigError(source, reader.problems or [Problem("", "must be a JSON object")])
-    found = reader.warnings + validate_config(cfg, source, check_paths=check_paths)
+    found = reader.warnings + validate_config(cfg, source, check_paths=check_paths, kernel=kernel)
     if warnings is not None:
         warnings.extend(found)
     else:

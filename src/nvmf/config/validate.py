@@ -85,7 +85,7 @@ def int_problem(cls: type, field: str, value: Any) -> str:
 
 
 def validate_config(
-    cfg: TargetConfig, source: str = "<config>", *, check_paths: bool = True
+    cfg: TargetConfig, source: str = "<config>", *, check_paths: bool = True, kernel: bool = False
 ) -> list[Problem]:
     """Raise :class:`ConfigError` listing every problem of ``cfg``; else return its warnings.
 
@@ -93,12 +93,55 @@ def validate_config(
     must exist and match its media kind (see :mod:`nvmf.config.media`).  Warnings are things the
     kernel target accepts but that deserve a look (a name that is not a strict NQN, a port whose
     transport this target does not serve); they never stop a configuration from loading.
+
+    Settings this target cannot honour yet (DH-HMAC-CHAP keys, TLS, reservations) are refused
+    unless ``kernel`` says the configuration is for the Linux kernel target, which has them.
     """
     validator = _Validator(check_paths)
     problems = validator.config(cfg)
+    if not kernel:
+        problems += unsupported_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
     return validator.warnings
+
+
+#: Per host ``dhchap`` attribute: holding a key means the host must authenticate.
+DHCHAP_KEYS = ("key", "ctrl_key")
+
+
+def _not_yet(what: str) -> str:
+    return f"is not supported yet: {what} (the kernel target has it: nvmf config apply)"
+
+
+def unsupported_problems(cfg: TargetConfig) -> list[Problem]:
+    """Settings nvmetcli writes that this target cannot honour yet, each refused by name.
+
+    Serving a host without the authentication, the encryption or the reservations the file asks
+    for would look like success and be less safe, so these are errors, not warnings.  An empty
+    ``dhchap`` group (what nvmetcli on 6.12 saves for every host) asks for nothing.
+    """
+    problems: list[Problem] = []
+    for i, host in enumerate(cfg.hosts):
+        dhchap = host.extra_attrs.get("dhchap", {})
+        for name in DHCHAP_KEYS:
+            if dhchap.get(name):
+                where = f"hosts[{i}].dhchap.{name}"
+                problems.append(Problem(where, _not_yet("DH-HMAC-CHAP authentication")))
+    for i, port in enumerate(cfg.ports):
+        if port.treq == "required":
+            problems.append(
+                Problem(f"ports[{i}].addr.treq", _not_yet("a required secure channel (TLS)"))
+            )
+        tsas = port.extra_attrs.get("addr", {}).get("tsas", "")
+        if "tls" in tsas.lower():
+            problems.append(Problem(f"ports[{i}].addr.tsas", _not_yet(f"TLS ({tsas})")))
+    for i, sub in enumerate(cfg.subsystems):
+        for j, ns in enumerate(sub.namespaces):
+            if ns.extra_attrs.get("resv", {}).get("enable", "0") not in ("", "0"):
+                where = f"subsystems[{i}].namespaces[{j}].resv.enable"
+                problems.append(Problem(where, _not_yet("reservations")))
+    return problems
 
 
 class _Validator:
