@@ -91,15 +91,39 @@ def load_config(
             text = f.read()
     except OSError as e:
         raise ConfigError(source, f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, "cannot read: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, f"cannot read: not UTF-8 text (byte {e.start})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise ConfigError(
             source, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except _DuplicateKey as e:
+        raise ConfigError(
+            source, f"invalid JSON: duplicate key {show(e.key)} in one object (which one counts?)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(source, "invalid JSON: nested too deeply") from None
     return parse_config(obj, source, check_paths=check_paths, warnings=warnings, kernel=kernel)
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names the same key twice (``json`` would silently keep the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads` that refuses a key given twice."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def parse_config(

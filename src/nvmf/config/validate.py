@@ -194,6 +194,8 @@ class _Validator:
                         f"[{listeners[where]}]'s address; a listener can be bound only once",
                     )
                 listeners.setdefault(where, i)
+        if not cfg.ports:
+            self.warn("ports", "there are no ports: the target would serve nothing")
         self.settings(cfg.nvmf)
         return self.problems
 
