@@ -12,7 +12,7 @@ import pytest
 
 import nvmf.config.kernel
 from nvmf.cli.main import main
-from nvmf.config import parse_config
+from nvmf.config import ConfigError, parse_config
 from nvmf.control.model import default_config
 from tests.config.fake_configfs import FakeConfigFs
 
@@ -150,15 +150,21 @@ def test_missing_action_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     [
         (None, "cannot read: No such file or directory"),
         ("{not json", "invalid JSON at line 1 column 2"),
-        ('{"hosts": [{"nqn": "bad"}]}', "hosts[0].nqn: must be an NQN"),
+        ('{"hosts": [{"nqn": "a b"}]}', "hosts[0].nqn: must not contain spaces"),
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),
+        ('{"hosts": [], "hosts": []}', 'invalid JSON: duplicate key "hosts" in one object'),
+        ('{"hosts": [{"nqn": "x", "nqn": "y"}]}', 'duplicate key "nqn"'),
+        (b'{"hosts": [{"nqn": "nqn.2024-01.io.x:\xff"}]}', "cannot read: not UTF-8 text"),
     ],
-    ids=["missing", "not JSON", "invalid"],
+    ids=["missing", "not JSON", "invalid", "deep", "duplicate", "duplicate inside", "not UTF-8"],
 )
 def test_bad_file_is_one_line_without_traceback(
-    tmp_path: Path, content: str | None, expected: str
+    tmp_path: Path, content: str | bytes | None, expected: str
 ) -> None:
     path = tmp_path / "config.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     proc = subprocess.run(
         [sys.executable, "-m", "nvmf.cli.main", "config", "check", str(path)],
@@ -168,6 +174,35 @@ def test_bad_file_is_one_line_without_traceback(
     )
     assert proc.returncode == 1
     assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert lines[0].startswith(str(path))
+
+
+def test_deep_value_in_a_field_is_one_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nested deeper than the reader can show, but valid JSON: still a one-line message."""
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    obj = {"hosts": [{"nqn": deep}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(obj, "deep.json", check_paths=False, warnings=[])
+    assert str(info.value).startswith("deep.json: hosts[0].nqn: must be a string")
+
+
+def test_no_ports_is_a_warning(tmp_path: Path) -> None:
+    obj = file_config(tmp_path)
+    obj["ports"] = []
+    path = write(tmp_path, obj)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nvmf.cli.main", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [
+        f"{path}: ports: warning: there are no ports: the target would serve nothing"
+    ]
+    assert f"{path}: OK:" in proc.stdout

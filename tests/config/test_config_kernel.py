@@ -108,7 +108,7 @@ def apply(cfg: TargetConfig, fs: ConfigFs, **kwargs: Any) -> list[str]:
 
 
 def test_apply_writes_every_attribute(tmp_path: Path, fs: FakeConfigFs) -> None:
-    notes = apply(parse_config(config(tmp_path)), fs)
+    notes = apply(parse_config(config(tmp_path), kernel=True), fs)
     tree = fs.tree()
     s = f"subsystems/{SUB}"
     for entry in (
@@ -155,7 +155,7 @@ def test_apply_writes_every_attribute(tmp_path: Path, fs: FakeConfigFs) -> None:
 
 
 def test_apply_order(tmp_path: Path, fs: FakeConfigFs) -> None:
-    apply(parse_config(config(tmp_path)), fs)
+    apply(parse_config(config(tmp_path), kernel=True), fs)
     log = fs.log
 
     def first(prefix: str) -> int:
@@ -179,7 +179,7 @@ def test_apply_order(tmp_path: Path, fs: FakeConfigFs) -> None:
 
 
 def test_clear_tears_down_in_reverse(tmp_path: Path, fs: FakeConfigFs) -> None:
-    apply(parse_config(config(tmp_path)), fs)
+    apply(parse_config(config(tmp_path), kernel=True), fs)
     fs.log.clear()
     clear_kernel(fs.root, fs=fs)
     assert fs.tree() == ["hosts/", "ports/", "subsystems/"]
@@ -204,7 +204,7 @@ def test_clear_of_an_empty_target_is_a_no_op(fs: FakeConfigFs) -> None:
 
 
 def test_apply_then_clear_then_apply_again(tmp_path: Path, fs: FakeConfigFs) -> None:
-    cfg = parse_config(config(tmp_path))
+    cfg = parse_config(config(tmp_path), kernel=True)
     apply(cfg, fs)
     before = fs.tree()
     clear_kernel(fs.root, fs=fs)
@@ -213,7 +213,7 @@ def test_apply_then_clear_then_apply_again(tmp_path: Path, fs: FakeConfigFs) -> 
 
 
 def test_existing_configuration_is_refused_unless_cleared(tmp_path: Path, fs: FakeConfigFs) -> None:
-    cfg = parse_config(config(tmp_path))
+    cfg = parse_config(config(tmp_path), kernel=True)
     apply(cfg, fs)
     with pytest.raises(ConfigError, match="already has a configuration"):
         apply(cfg, fs)
@@ -235,7 +235,7 @@ def test_null_namespaces_are_refused_too(tmp_path: Path, fs: FakeConfigFs) -> No
     obj = config(tmp_path)
     obj["subsystems"][1]["namespaces"] = [{"nsid": 1, "nvmf": {"kind": "null", "size": "1G"}}]
     with pytest.raises(ConfigError, match=r"subsystems\[1\]\.namespaces\[0\]\.nvmf\.kind: null"):
-        apply(parse_config(obj), fs)
+        apply(parse_config(obj, kernel=True), fs)
 
 
 def test_relative_paths_are_refused(tmp_path: Path, fs: FakeConfigFs, monkeypatch: Any) -> None:
@@ -243,13 +243,13 @@ def test_relative_paths_are_refused(tmp_path: Path, fs: FakeConfigFs, monkeypatc
     obj = config(tmp_path)
     obj["subsystems"][0]["namespaces"][0]["device"]["path"] = "disk0.img"
     with pytest.raises(ConfigError, match=r"namespaces\[0\]\.device\.path: must be an absolute"):
-        apply(parse_config(obj), fs)
+        apply(parse_config(obj, kernel=True), fs)
 
 
 def test_a_refused_step_names_the_field_and_rolls_back(tmp_path: Path) -> None:
     fs = FakeConfigFs(str(tmp_path / "nvmet"), fail=f"subsystems/{SUB}/namespaces/1/enable")
     with pytest.raises(ConfigError) as info:
-        apply(parse_config(config(tmp_path)), fs)
+        apply(parse_config(config(tmp_path), kernel=True), fs)
     message = str(info.value)
     assert message.startswith("config.json: subsystems[0].namespaces[0].enable: the kernel refused")
     assert "Input/output error" in message
@@ -258,7 +258,7 @@ def test_a_refused_step_names_the_field_and_rolls_back(tmp_path: Path) -> None:
 
 def test_a_missing_attribute_is_an_error_for_modelled_fields(tmp_path: Path) -> None:
     fs = FakeConfigFs(str(tmp_path / "nvmet"))
-    cfg = parse_config(config(tmp_path))
+    cfg = parse_config(config(tmp_path), kernel=True)
     original_mkdir = fs.mkdir
 
     def mkdir_without_qid_max(rel: str) -> None:
@@ -272,7 +272,7 @@ def test_a_missing_attribute_is_an_error_for_modelled_fields(tmp_path: Path) -> 
 
 
 def test_not_a_configfs(tmp_path: Path) -> None:
-    cfg = parse_config(config(tmp_path))
+    cfg = parse_config(config(tmp_path), kernel=True)
     with pytest.raises(ConfigError, match="is not the nvmet configfs"):
         apply_to_kernel(cfg, str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="is not the nvmet configfs"):
@@ -285,7 +285,7 @@ def test_a_plain_directory_is_not_mistaken_for_configfs(tmp_path: Path) -> None:
     for d in ("hosts", "subsystems", "ports"):
         (root / d).mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"subsystems\[0\]\.attr\.allow_any_host: this kernel"):
-        apply_to_kernel(parse_config(config(tmp_path)), str(root))
+        apply_to_kernel(parse_config(config(tmp_path), kernel=True), str(root))
     assert sorted(p.name for p in root.iterdir()) == ["hosts", "ports", "subsystems"]
     assert list((root / "subsystems").iterdir()) == []
 
@@ -295,7 +295,7 @@ def test_passthru(tmp_path: Path, fs: FakeConfigFs) -> None:
     obj["subsystems"][1]["passthru"] = [
         {"device": {"path": "/dev/nvme0"}, "enable": 0, "clear_ids": 1, "io_timeout": 30}
     ]
-    apply(parse_config(obj), fs)
+    apply(parse_config(obj, kernel=True), fs)
     tree = fs.tree()
     assert f"subsystems/{OPEN}/passthru/device_path=/dev/nvme0" in tree
     assert f"subsystems/{OPEN}/passthru/io_timeout=30" in tree

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nvmf.config import dump_config, load_config, save_config
+from nvmf.config import ConfigError, dump_config, load_config, parse_config, save_config
 from nvmf.control.model import AnaGroup
 
 DATA = Path(__file__).parent / "data"
@@ -61,7 +61,8 @@ def test_load_then_save_preserves_every_nvmetcli_field(path: Path, tmp_path: Pat
 def test_saved_layout_is_nvmetclis(path: Path, tmp_path: Path) -> None:
     """Same top-level keys and node keys as nvmetcli, every group attribute a string."""
     saved = dump_config(load_config(path, check_paths=False))
-    assert set(saved) == {"hosts", "ports", "subsystems", "nvmf"}
+    assert {"hosts", "ports", "subsystems", "nvmf"} <= set(saved)
+    assert set(saved) <= {"hosts", "ports", "subsystems", "nvmf", "discovery"}
     for sub in saved["subsystems"]:
         assert {"attr", "nqn", "namespaces", "allowed_hosts"} <= set(sub)
         assert all(isinstance(v, str) for v in sub["attr"].values())
@@ -136,6 +137,40 @@ def test_rdma_file_keeps_newer_kernels_attributes() -> None:
 def test_fc_file() -> None:
     port = load_config(DATA / "nvmetcli_fc.json", check_paths=False).ports[0]
     assert (port.adrfam, port.trsvcid) == ("fc", "none")
+
+
+def test_what_nvmetcli_save_writes_on_6_12() -> None:
+    """discovery, dhchap, tsas, max_queue_size, firmware, ieee_oui, resv and passthru load."""
+    cfg = load_config(DATA / "nvmetcli_save_6.12.json", check_paths=False)
+    assert cfg.extra_attrs == {"discovery": {"nqn": "nqn.2014-08.org.nvmexpress.discovery"}}
+    assert cfg.hosts[0].extra_attrs["dhchap"] == {
+        "ctrl_key": "",
+        "dhgroup": "null",
+        "hash": "hmac(sha256)",
+        "key": "",
+    }
+    port = cfg.ports[0]
+    assert port.extra_attrs == {
+        "addr": {"tsas": "none"},
+        "param": {"max_queue_size": "128", "pi_enable": "0"},
+    }
+    disk, pt = cfg.subsystems
+    assert disk.extra_attrs["attr"]["ieee_oui"] == "0x000000"
+    assert disk.namespaces[0].extra_attrs == {"resv": {"enable": "0"}}
+    assert pt.passthru is not None and pt.namespaces == []
+    assert (pt.passthru.path, pt.passthru.enable, pt.passthru.clear_ids) == ("/dev/nvme2", True, 1)
+
+
+@pytest.mark.parametrize("discovery", [{}, {"nqn": "nqn.2014-08.org.nvmexpress.discovery"}])
+def test_top_level_discovery_group_survives_a_round_trip(discovery: dict[str, str]) -> None:
+    """6.1's nvmetcli writes an empty group, 6.12's the discovery NQN; both come back."""
+    cfg = parse_config({"discovery": discovery}, check_paths=False, warnings=[])
+    assert dump_config(cfg)["discovery"] == discovery
+
+
+def test_unknown_top_level_key_is_still_an_error() -> None:
+    with pytest.raises(ConfigError, match="discovry: unknown key"):
+        parse_config({"discovry": {}}, check_paths=False, warnings=[])
 
 
 def test_absent_attributes_mean_what_they_mean_to_nvmetcli_restore() -> None:

@@ -91,7 +91,12 @@ def namespaces(draw: st.DrawFn, nsid: int) -> Namespace:
         nguid=draw(st.none() | st.uuids().map(str)),
         ana_grpid=draw(st.integers(1, 1024)),
         media=medium,
-        extra_attrs=draw(extras({"resv": ["enable"], "device": ["eui64"]})),
+        # Enabled reservations are refused (not served yet): only "0" or empty.
+        extra_attrs=draw(
+            extras({"resv": ["enable"], "device": ["eui64"]}).filter(
+                lambda e: e.get("resv", {}).get("enable", "0") in ("", "0")
+            )
+        ),
     )
 
 
@@ -147,6 +152,8 @@ def addresses(draw: st.DrawFn) -> dict[str, str]:
 
 
 TREQ = st.sampled_from(["not specified", "required", "not required"])
+#: A port that requires a secure channel is refused (TLS is not served yet); a referral may.
+PORT_TREQ = st.sampled_from(["not specified", "not required"])
 ANA_STATE = st.sampled_from(
     ["optimized", "non-optimized", "inaccessible", "persistent-loss", "change"]
 )
@@ -169,12 +176,16 @@ def ports(draw: st.DrawFn, portid: int, subsystem_nqns: list[str]) -> Port:
     chosen = draw(st.lists(st.sampled_from(subsystem_nqns), unique=True)) if subsystem_nqns else []
     return Port(
         portid=portid,
-        treq=draw(TREQ),
+        treq=draw(PORT_TREQ),
         inline_data_size=draw(st.integers(-1, 1 << 20)),
         subsystems=chosen,
         referrals=referrals,
         ana_groups=[AnaGroup(g, draw(ANA_STATE)) for g in grpids],
-        extra_attrs=draw(extras({"addr": ["tsas"], "param": ["pi_enable", "mdts"]})),
+        extra_attrs=draw(
+            extras({"addr": ["tsas"], "param": ["pi_enable", "mdts"]}).filter(
+                lambda e: "tls" not in e.get("addr", {}).get("tsas", "").lower()
+            )
+        ),
         **{"trsvcid": "", **draw(addresses())},
     )
 

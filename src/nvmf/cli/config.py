@@ -1,6 +1,7 @@
 """``nvmf config``: check, show, apply and clear nvmetcli-style JSON configurations.
 
-* ``check FILE``: validate; print a summary, or every problem (exit 1).
+* ``check FILE``: validate; print a summary (and any warnings, on stderr, exit 0), or every
+  problem (exit 1).
 * ``show [FILE]``: print the normalized JSON (what ``save`` would write); without FILE the
   embedded default configuration.
 * ``apply FILE [--configfs DIR] [--clear]``: configure the Linux kernel target from FILE.
@@ -16,7 +17,7 @@ import argparse
 import sys
 from typing import Any
 
-from nvmf.config import ConfigError, config_to_json, load_config, resolve_media_kind
+from nvmf.config import ConfigError, Problem, config_to_json, load_config, resolve_media_kind
 from nvmf.config.kernel import CONFIGFS_ROOT, apply_to_kernel, clear_kernel
 from nvmf.control.model import TargetConfig, default_config
 
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     """Carry out ``args.action``; 0 on success, 1 with the problem on stderr otherwise."""
     try:
         if args.action == "check":
-            cfg = load_config(args.file, check_paths=args.check_paths)
+            warnings: list[Problem] = []
+            cfg = load_config(args.file, check_paths=args.check_paths, warnings=warnings)
+            for warning in warnings:
+                print(warning_line(warning, args.file), file=sys.stderr)
             print(summary(cfg, args.file))
         elif args.action == "show":
             if args.file is None:
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 cfg = load_config(args.file, check_paths=args.check_paths)
             sys.stdout.write(config_to_json(cfg))
         elif args.action == "apply":
-            cfg = load_config(args.file)
+            cfg = load_config(args.file, kernel=True)
             notes = apply_to_kernel(cfg, args.configfs, clear_existing=args.clear, source=args.file)
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
@@ -99,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         return 1
     return 0
+
+
+def warning_line(warning: Problem, source: str) -> str:
+    """A warning as one line: ``source: path: warning: message``."""
+    return Problem(warning.path, f"warning: {warning.message}").render(source)
 
 
 def _counts(cfg: TargetConfig) -> str:

@@ -59,6 +59,8 @@ def show(value: Any, limit: int = 60) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError):
         text = repr(value)
+    except RecursionError:  # JSON nested deeper than Python's stack: say so, briefly
+        return "<a value nested too deeply to show>"
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text

@@ -293,7 +293,7 @@ def apply_to_kernel(
     and the :class:`ConfigError` names the JSON field and the kernel's reason.  Returns notes
     on nvmetcli attributes this kernel does not have, which were skipped (as nvmetcli does).
     """
-    validate_config(cfg, source, check_paths=check_paths)
+    validate_config(cfg, source, check_paths=check_paths, kernel=True)
     problems = kernel_problems(cfg)
     if problems:
         raise ConfigError(source, problems)

@@ -8,11 +8,16 @@ where nvmetcli writes strings; both are accepted.
 
 What this reader is strict and lenient about:
 
-* An attribute group it does not model (``"resv"``), and attributes inside a group it does not
-  model (``attr.pi_enable``, ``addr.tsas``, ...), are nvmetcli's business and differ between
-  kernels: they are kept verbatim in ``extra_attrs`` so that saving loses nothing.
-* Any other unknown key (a typo such as ``"namespace"``), and any unknown key inside this
-  project's ``"nvmf"`` objects, is an error: silently ignoring it would lose configuration.
+* nvmetcli's top-level ``"discovery"`` group is kept verbatim in ``TargetConfig.extra_attrs``
+  (``nvmetcli restore`` does not apply it either, so neither does :mod:`nvmf.config.kernel`).
+* A key, attribute group or attribute name close to one nvmetcli writes (``alow_any_host``,
+  ``trtyp``, ``namespace``) is a typo and an error that names the key meant
+  (:data:`nvmf.config.schema.KNOWN_ATTRS` lists them).  Attributes nvmetcli writes that the model
+  has no field for (``attr.pi_enable``, ``addr.tsas``, the ``resv`` group, ...) are kept verbatim
+  in ``extra_attrs`` so that saving loses nothing; a name far from every known one is taken for a
+  newer kernel's attribute and kept too, with a warning.
+* Any unknown key inside this project's ``"nvmf"`` objects is an error: silently ignoring it
+  would lose configuration.
 * An attribute left out means what it means to ``nvmetcli restore`` where that matters:
   ``allow_any_host`` absent leaves the subsystem closed, ``enable`` absent leaves a namespace or
   referral disabled.  Other absent attributes take the model's defaults; absent ``addr`` fields
@@ -26,13 +31,25 @@ values and cross references.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from nvmf.config.errors import ConfigError, Problem, show
-from nvmf.config.schema import ATTRS, DATACLASS_DEFAULT, GROUPS, PLAIN_KEYS, Attr, Codec
+from nvmf.config.schema import (
+    ATTRS,
+    DATACLASS_DEFAULT,
+    GROUPS,
+    KNOWN_ATTRS,
+    PLAIN_KEYS,
+    ROOT_GROUPS,
+    Attr,
+    Codec,
+)
 from nvmf.config.validate import int_problem, validate_config
 from nvmf.config.values import parse_size
 from nvmf.control.model import (
@@ -49,15 +66,24 @@ from nvmf.control.model import (
 )
 
 _INT = re.compile(r"[-+]?[0-9]+")
+_log = logging.getLogger(__name__)
 
 
-def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> TargetConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    check_paths: bool = True,
+    warnings: list[Problem] | None = None,
+    kernel: bool = False,
+) -> TargetConfig:
     """Read, parse and validate the nvmetcli-style JSON file at ``path``.
 
     ``check_paths=False`` skips the checks that look at this machine's files (whether a
     namespace's ``device.path`` exists and is a file or a block device), for checking a
     configuration meant for another machine.  Raises :class:`ConfigError` for an unreadable
-    file, invalid JSON, or an invalid configuration.
+    file, invalid JSON, or an invalid configuration.  Warnings (problems that do not stop the
+    file from loading) are appended to ``warnings``, or logged when it is None.  ``kernel``
+    accepts settings only the Linux kernel target honours (see :func:`validate_config`).
     """
     source = os.fspath(path)
     try:
@@ -65,27 +91,64 @@ def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> Ta
             text = f.read()
     except OSError as e:
         raise ConfigError(source, f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, "cannot read: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, f"cannot read: not UTF-8 text (byte {e.start})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise ConfigError(
             source, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
-    return parse_config(obj, source, check_paths=check_paths)
+    except _DuplicateKey as e:
+        raise ConfigError(
+            source, f"invalid JSON: duplicate key {show(e.key)} in one object (which one counts?)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(source, "invalid JSON: nested too deeply") from None
+    return parse_config(obj, source, check_paths=check_paths, warnings=warnings, kernel=kernel)
 
 
-def parse_config(obj: Any, source: str = "<config>", *, check_paths: bool = True) -> TargetConfig:
+class _DuplicateKey(ValueError):
+    """A JSON object names the same key twice (``json`` would silently keep the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads` that refuses a key given twice."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def parse_config(
+    obj: Any,
+    source: str = "<config>",
+    *,
+    check_paths: bool = True,
+    warnings: list[Problem] | None = None,
+    kernel: bool = False,
+) -> TargetConfig:
     """Turn an already-decoded nvmetcli JSON object into a validated :class:`TargetConfig`.
 
-    ``source`` names the configuration in error messages (usually its file name).
+    ``source`` names the configuration in error messages (usually its file name).  Warnings go
+    to ``warnings`` when given, else to this module's logger (one ``logging.warning`` each).
     """
     reader = _Reader()
     cfg = reader.root(obj)
     if reader.problems or cfg is None:
         raise ConfigError(source, reader.problems or [Problem("", "must be a JSON object")])
-    validate_config(cfg, source, check_paths=check_paths)
+    found = reader.warnings + validate_config(cfg, source, check_paths=check_paths, kernel=kernel)
+    if warnings is not None:
+        warnings.extend(found)
+    else:
+        for warning in found:
+            _log.warning("%s", warning.render(source))
     return cfg
 
 
@@ -93,14 +156,30 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def suggest(key: str, known: Iterable[str]) -> str | None:
+    """The known key ``key`` is most likely a typo of, if one is close enough."""
+    matches = difflib.get_close_matches(key, sorted(known), n=1)
+    return matches[0] if matches else None
+
+
+def unknown_key(key: str, known: Iterable[str], listing: str) -> str:
+    """``unknown key (did you mean X?)``, or ``unknown key (LISTING)`` when nothing is close."""
+    match = suggest(key, known)
+    return f"unknown key (did you mean {match}?)" if match else f"unknown key ({listing})"
+
+
 class _Reader:
     """Maps JSON nodes onto model objects, recording problems instead of stopping at the first."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(Problem(path, message))
 
     # -- generic pieces ------------------------------------------------------------------------
 
@@ -178,29 +257,49 @@ class _Reader:
     def node(self, cls: type, obj: dict[str, Any], path: str, kind: str) -> dict[str, Any]:
         """Keyword arguments for ``cls`` from ``obj``'s attribute groups, plus ``extra_attrs``.
 
-        Modelled attributes are decoded by their codec; any other attribute, and any other
-        group, is kept as strings.  A key that is neither plain nor a group is an error.
+        Modelled attributes are decoded by their codec; nvmetcli's other attributes are kept as
+        strings.  A key, group or attribute name close to a known one (``alow_any_host``,
+        ``trtyp``) is a typo and an error; a group or attribute far from every known name is a
+        newer kernel's, kept with a warning; a non-object key that is not plain is an error.
         """
         table = {(a.group, a.name): a for a in ATTRS[cls]}
+        known = KNOWN_ATTRS[kind]
+        keys = PLAIN_KEYS[kind] | set(known)
         kwargs: dict[str, Any] = {}
         extra: dict[str, dict[str, str]] = {}
         for key, value in obj.items():
             if key in PLAIN_KEYS[kind]:
                 continue
             where = _join(path, key)
-            if not isinstance(value, dict) and key in GROUPS[cls]:
+            if not isinstance(value, dict) and key in known:
                 self.problem(where, f"must be a JSON object, got {show(value)}")
                 continue
             if not isinstance(value, dict):
-                allowed = sorted(PLAIN_KEYS[kind] | set(GROUPS[cls]))
-                self.problem(where, f"unknown key (a {kind} has {', '.join(allowed)})")
+                self.problem(
+                    where, unknown_key(key, keys, f"a {kind} has {', '.join(sorted(keys))}")
+                )
                 continue
+            if key not in known:
+                if suggest(key, keys):
+                    self.problem(where, unknown_key(key, keys, ""))
+                    continue
+                self.warn(
+                    where, "unknown attribute group, kept for nvmetcli; this target ignores it"
+                )
             group_extra: dict[str, str] = {}
             for name, raw in value.items():
                 attr = table.get((key, name))
                 if attr is not None:
                     kwargs[attr.field] = self.decode(attr, raw, _join(where, name), cls)
                     continue
+                if key in known and name not in known[key]:
+                    if suggest(name, known[key]):
+                        self.problem(_join(where, name), unknown_key(name, known[key], ""))
+                        continue
+                    self.warn(
+                        _join(where, name),
+                        "unknown attribute, kept for nvmetcli; this target ignores it",
+                    )
                 text = self.scalar(raw, _join(where, name))
                 if text is not None:
                     group_extra[name] = text
@@ -233,9 +332,15 @@ class _Reader:
     def root(self, obj: Any) -> TargetConfig | None:
         if not isinstance(obj, dict):
             return None
-        for key in obj:
-            if key not in PLAIN_KEYS["root"]:
-                self.problem(key, "unknown key (the top level has hosts, ports, subsystems, nvmf)")
+        extra: dict[str, dict[str, str]] = {}
+        for key, value in obj.items():
+            if key in ROOT_GROUPS:
+                if self.is_object(value, key):
+                    extra[key] = self.group(value, key, KNOWN_ATTRS["root"][key])
+            elif key not in PLAIN_KEYS["root"]:
+                keys = PLAIN_KEYS["root"] | set(ROOT_GROUPS)
+                listing = f"the top level has {', '.join(sorted(keys))}"
+                self.problem(key, unknown_key(key, keys, listing))
         cfg = TargetConfig(
             hosts=[
                 self.host(o, p) for p, o in self.items(obj, "hosts", "") if self.is_object(o, p)
@@ -251,20 +356,27 @@ class _Reader:
         )
         if "nvmf" in obj and self.is_object(obj["nvmf"], "nvmf"):
             cfg.nvmf = self.settings(obj["nvmf"], "nvmf")
+        cfg.extra_attrs = extra
         return cfg
 
+    def group(self, obj: dict[str, Any], path: str, known: frozenset[str]) -> dict[str, str]:
+        """An attribute group this reader does not model, as strings (kept for saving)."""
+        out: dict[str, str] = {}
+        for name, raw in obj.items():
+            where = _join(path, name)
+            if name not in known:
+                if suggest(name, known):
+                    self.problem(where, unknown_key(name, known, ""))
+                    continue
+                self.warn(where, "unknown attribute, kept for nvmetcli; this target ignores it")
+            text = self.scalar(raw, where)
+            if text is not None:
+                out[name] = text
+        return out
+
     def host(self, obj: dict[str, Any], path: str) -> Host:
-        nqn = self.required_str(obj, "nqn", path)
-        extra: dict[str, dict[str, str]] = {}
-        for key, value in obj.items():
-            if key in PLAIN_KEYS["host"]:
-                continue
-            if not isinstance(value, dict):
-                self.problem(_join(path, key), "unknown key (a host has nqn)")
-                continue
-            group = {n: self.scalar(v, _join(_join(path, key), n)) for n, v in value.items()}
-            extra[key] = {n: v for n, v in group.items() if v is not None}
-        return Host(nqn=nqn, extra_attrs=extra)
+        kwargs = self.node(Host, obj, path, "host")
+        return Host(nqn=self.required_str(obj, "nqn", path), **kwargs)
 
     def subsystem(self, obj: dict[str, Any], path: str) -> Subsystem:
         kwargs = self.node(Subsystem, obj, path, "subsystem")
@@ -346,9 +458,8 @@ class _Reader:
         for key, value in obj.items():
             where = _join(path, key)
             if key not in fields:
-                self.problem(
-                    where, f"unknown key (the nvmf settings are {', '.join(sorted(fields))})"
-                )
+                listing = f"the nvmf settings are {', '.join(sorted(fields))}"
+                self.problem(where, unknown_key(key, fields, listing))
             elif key == "cmb":
                 settings.cmb = self.json_bool(value, where)
             elif key == "staging_bytes":
@@ -365,9 +476,8 @@ class _Reader:
         for key, value in obj.items():
             where = _join(path, key)
             if key not in fields:
-                self.problem(
-                    where, f"unknown key (a namespace's nvmf has {', '.join(sorted(fields))})"
-                )
+                listing = f"a namespace's nvmf has {', '.join(sorted(fields))}"
+                self.problem(where, unknown_key(key, fields, listing))
             elif key == "kind":
                 if value is None or isinstance(value, str):
                     media.kind = value

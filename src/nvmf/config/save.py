@@ -37,6 +37,7 @@ from nvmf.control.model import (
 def dump_config(cfg: TargetConfig) -> dict[str, Any]:
     """``cfg`` as the JSON object nvmetcli would write, plus this project's ``"nvmf"`` keys."""
     return {
+        **{group: dict(attrs) for group, attrs in cfg.extra_attrs.items()},
         "hosts": [_host(h) for h in cfg.hosts],
         "ports": [_port(p) for p in cfg.ports],
         "subsystems": [_subsystem(s) for s in cfg.subsystems],

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from nvmf.control.model import AnaGroup, Namespace, Passthru, Port, Referral, Subsystem
+from nvmf.control.model import AnaGroup, Host, Namespace, Passthru, Port, Referral, Subsystem
 
 
 class Codec(enum.Enum):
@@ -97,6 +97,7 @@ ATTRS: dict[type, tuple[Attr, ...]] = {
         _addr("portid", Codec.INT, 0),
     ),
     AnaGroup: (Attr("state", "ana", "state", Codec.STR),),
+    Host: (),
 }
 
 #: Attribute groups nvmetcli always writes for a node, even when empty.
@@ -107,7 +108,11 @@ GROUPS: dict[type, tuple[str, ...]] = {
     Port: ("addr", "param"),
     Referral: ("addr",),
     AnaGroup: ("ana",),
+    Host: (),
 }
+
+#: Attribute groups nvmetcli writes at the top level (``Root.attr_groups``): kept, not modelled.
+ROOT_GROUPS = ("discovery",)
 
 #: Keys of a node that are not attribute groups, per nvmetcli's dump of that node.
 PLAIN_KEYS: dict[str, frozenset[str]] = {
@@ -119,6 +124,47 @@ PLAIN_KEYS: dict[str, frozenset[str]] = {
     "port": frozenset({"portid", "subsystems", "referrals", "ana_groups"}),
     "referral": frozenset({"name", "enable"}),
     "ana_group": frozenset({"grpid"}),
+}
+
+
+#: Every attribute nvmetcli writes, per node kind and group, as far as this version knows
+#: (kernels up to 6.12 and the vendor_id/mdts additions after it).  A name close to one of these
+#: is a typo and an error; any other is a newer kernel's attribute, kept with a warning.
+KNOWN_ATTRS: dict[str, dict[str, frozenset[str]]] = {
+    "root": {"discovery": frozenset({"nqn"})},
+    "host": {"dhchap": frozenset({"key", "ctrl_key", "hash", "dhgroup"})},
+    "subsystem": {
+        "attr": frozenset(
+            {
+                "allow_any_host",
+                "cntlid_max",
+                "cntlid_min",
+                "firmware",
+                "ieee_oui",
+                "model",
+                "pi_enable",
+                "qid_max",
+                "serial",
+                "subsys_vendor_id",
+                "vendor_id",
+                "version",
+            }
+        )
+    },
+    "namespace": {
+        "device": frozenset({"path", "uuid", "nguid"}),
+        "ana": frozenset({"grpid"}),
+        "resv": frozenset({"enable"}),
+    },
+    "passthru": {"device": frozenset({"path"})},
+    "port": {
+        "addr": frozenset({"adrfam", "traddr", "treq", "trsvcid", "trtype", "tsas"}),
+        "param": frozenset({"inline_data_size", "max_queue_size", "mdts", "pi_enable"}),
+    },
+    "referral": {
+        "addr": frozenset({"adrfam", "traddr", "treq", "trsvcid", "trtype", "tsas", "portid"})
+    },
+    "ana_group": {"ana": frozenset({"state"})},
 }
 
 

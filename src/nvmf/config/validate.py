@@ -26,6 +26,7 @@ from nvmf.config.values import (
     PORTID_MAX,
     QID_MAX,
     SERIAL_MAX,
+    SERVED_TRTYPES,
     TREQS,
     TRTYPES,
     check_ascii,
@@ -37,6 +38,7 @@ from nvmf.config.values import (
     check_trsvcid,
     check_uuid,
     check_version,
+    nqn_format_warning,
     range_message,
 )
 from nvmf.control.model import (
@@ -83,22 +85,74 @@ def int_problem(cls: type, field: str, value: Any) -> str:
 
 
 def validate_config(
-    cfg: TargetConfig, source: str = "<config>", *, check_paths: bool = True
-) -> None:
-    """Raise :class:`ConfigError` listing every problem of ``cfg``; return if there is none.
+    cfg: TargetConfig, source: str = "<config>", *, check_paths: bool = True, kernel: bool = False
+) -> list[Problem]:
+    """Raise :class:`ConfigError` listing every problem of ``cfg``; else return its warnings.
 
     ``check_paths`` also looks at this machine's file system: each namespace's ``device.path``
-    must exist and match its media kind (see :mod:`nvmf.config.media`).
+    must exist and match its media kind (see :mod:`nvmf.config.media`).  Warnings are things the
+    kernel target accepts but that deserve a look (a name that is not a strict NQN, a port whose
+    transport this target does not serve); they never stop a configuration from loading.
+
+    Settings this target cannot honour yet (DH-HMAC-CHAP keys, TLS, reservations) are refused
+    unless ``kernel`` says the configuration is for the Linux kernel target, which has them.
     """
-    problems = _Validator(check_paths).config(cfg)
+    validator = _Validator(check_paths)
+    problems = validator.config(cfg)
+    if not kernel:
+        problems += unsupported_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
+    return validator.warnings
+
+
+#: Per host ``dhchap`` attribute: holding a key means the host must authenticate.
+DHCHAP_KEYS = ("key", "ctrl_key")
+
+
+def _not_yet(what: str) -> str:
+    return f"is not supported yet: {what} (the kernel target has it: nvmf config apply)"
+
+
+def unsupported_problems(cfg: TargetConfig) -> list[Problem]:
+    """Settings nvmetcli writes that this target cannot honour yet, each refused by name.
+
+    Serving a host without the authentication, the encryption or the reservations the file asks
+    for would look like success and be less safe, so these are errors, not warnings.  An empty
+    ``dhchap`` group (what nvmetcli on 6.12 saves for every host) asks for nothing.
+    """
+    problems: list[Problem] = []
+    for i, host in enumerate(cfg.hosts):
+        dhchap = host.extra_attrs.get("dhchap", {})
+        for name in DHCHAP_KEYS:
+            if dhchap.get(name):
+                where = f"hosts[{i}].dhchap.{name}"
+                problems.append(Problem(where, _not_yet("DH-HMAC-CHAP authentication")))
+    for i, port in enumerate(cfg.ports):
+        if port.treq == "required":
+            problems.append(
+                Problem(f"ports[{i}].addr.treq", _not_yet("a required secure channel (TLS)"))
+            )
+        tsas = port.extra_attrs.get("addr", {}).get("tsas", "")
+        if "tls" in tsas.lower():
+            problems.append(Problem(f"ports[{i}].addr.tsas", _not_yet(f"TLS ({tsas})")))
+    for i, sub in enumerate(cfg.subsystems):
+        for j, ns in enumerate(sub.namespaces):
+            if ns.extra_attrs.get("resv", {}).get("enable", "0") not in ("", "0"):
+                where = f"subsystems[{i}].namespaces[{j}].resv.enable"
+                problems.append(Problem(where, _not_yet("reservations")))
+    return problems
 
 
 class _Validator:
     def __init__(self, check_paths: bool) -> None:
         self.check_paths = check_paths
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def warn(self, path: str, warning: str | None) -> None:
+        if warning is not None:
+            self.warnings.append(Problem(path, warning))
 
     def add(self, path: str, problem: str | None) -> None:
         if problem is not None:
@@ -140,6 +194,8 @@ class _Validator:
                         f"[{listeners[where]}]'s address; a listener can be bound only once",
                     )
                 listeners.setdefault(where, i)
+        if not cfg.ports:
+            self.warn("ports", "there are no ports: the target would serve nothing")
         self.settings(cfg.nvmf)
         return self.problems
 
@@ -148,7 +204,10 @@ class _Validator:
         first: dict[str, int] = {}
         for i, nqn in enumerate(nqns):
             path = f"{key}[{i}].nqn"
-            self.add(path, check_nqn(nqn))
+            problem = check_nqn(nqn)
+            self.add(path, problem)
+            if problem is None:
+                self.warn(path, nqn_format_warning(nqn))
             if what == "subsystem" and nqn == DISCOVERY_NQN:
                 self.add(path, "is the discovery NQN, which the target serves by itself")
             if nqn in first:
@@ -287,6 +346,12 @@ class _Validator:
     def port(self, port: Port, path: str, subsystems: set[str]) -> None:
         self.int_field(port, "portid", f"{path}.portid")
         self.address(port, path)
+        if port.trtype in TRTYPES and port.trtype not in SERVED_TRTYPES:
+            self.warn(
+                f"{path}.addr.trtype",
+                f"this target does not serve trtype {port.trtype} (it serves "
+                f"{', '.join(SERVED_TRTYPES)}); only the kernel target can use this port",
+            )
         self.int_field(port, "inline_data_size", f"{path}.param.inline_data_size")
         self.references(port.subsystems, f"{path}.subsystems", subsystems, "subsystem")
         names: dict[str, int] = {}

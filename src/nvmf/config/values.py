@@ -18,6 +18,9 @@ NQN_MAX_BYTES = 223
 UUID_NQN_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"
 
 TRTYPES = ("tcp", "rdma", "loop", "fc")
+#: The transports this target serves itself (nvmf.transport.base.REGISTRY); the others are
+#: valid for the kernel target only.
+SERVED_TRTYPES = ("tcp", "loop")
 ADRFAMS = ("ipv4", "ipv6", "ib", "fc", "loop")
 TREQS = ("not specified", "required", "not required")
 ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
@@ -42,13 +45,14 @@ _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 
 
 def check_nqn(nqn: str) -> str | None:
-    """An NQN: ``nqn.`` then a name, at most 223 bytes, usable as a configfs directory name.
+    """A name the kernel target takes for a host or subsystem: hard limits only.
 
-    The UUID form (``nqn.2014-08.org.nvmexpress:uuid:<uuid>``) must carry a well-formed UUID.
+    At most 223 bytes of UTF-8, not empty, usable as a configfs directory name (no spaces,
+    control characters or '/').  Whether it has the NQN *format* is :func:`nqn_format_warning`'s
+    business: the Linux target accepts names like ``testnqn``, and nvmetcli's examples use them.
     """
-    want = 'must be an NQN ("nqn.YYYY-MM.reverse.domain:name" or the UUID form)'
-    if not nqn.startswith("nqn.") or len(nqn) == len("nqn."):
-        return f"{want}, got {show(nqn)}"
+    if not nqn:
+        return "must not be empty"
     size = utf8_len(nqn)
     if size is None:
         return f"must be valid UTF-8, got {show(nqn)}"
@@ -56,8 +60,22 @@ def check_nqn(nqn: str) -> str | None:
         return f"must be at most {NQN_MAX_BYTES} bytes, got {size}"
     if any(ch.isspace() or not ch.isprintable() or ch == "/" for ch in nqn):
         return f"must not contain spaces, control characters or '/', got {show(nqn)}"
+    return None
+
+
+def nqn_format_warning(nqn: str) -> str | None:
+    """Why ``nqn`` is not a strict NQN (``nqn.`` then a name, or the UUID form); None if it is.
+
+    Not an error: the kernel accepts any directory name, and hosts that connect with such a
+    name work, so a file written for the kernel (nvmetcli's ``testnqn``) still loads.
+    """
+    if not nqn.startswith("nqn.") or len(nqn) == len("nqn."):
+        return (
+            f'{show(nqn)} is not an NQN ("nqn.YYYY-MM.reverse.domain:name" or the UUID form); '
+            "the kernel accepts it, but hosts may not"
+        )
     if nqn.startswith(UUID_NQN_PREFIX) and check_uuid(nqn[len(UUID_NQN_PREFIX) :]) is not None:
-        return f"a UUID NQN must end in a UUID (8-4-4-4-12 hex digits), got {show(nqn)}"
+        return f"a UUID NQN should end in a UUID (8-4-4-4-12 hex digits), got {show(nqn)}"
     return None
 
 

@@ -183,6 +183,9 @@ class TargetConfig:
     ports: list[Port] = field(default_factory=list)
     subsystems: list[Subsystem] = field(default_factory=list)
     nvmf: NvmfSettings = field(default_factory=NvmfSettings)
+    #: nvmetcli's top-level attribute groups (``"discovery": {"nqn": ...}`` on 6.12), kept
+    #: verbatim so that saving gives them back; ``nvmetcli restore`` does not apply them either.
+    extra_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 DEFAULT_SUBSYSTEM_NQN = "nqn.2024-01.io.nvmf:default"
