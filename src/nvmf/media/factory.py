@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import Protocol, TypeAlias
 
 from nvmf.media.base import Media, MediaError, MediaHandle
 from nvmf.media.block import BlockMedia
@@ -22,11 +22,34 @@ from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia, check_geometry
 from nvmf.media.ram import RamMedia
 
-if TYPE_CHECKING:  # only the type: the model must stay importable without the media layer
-    from nvmf.control.model import Namespace
+
+class MediaSettings(Protocol):
+    """What the factory reads of a namespace's media settings (``control.model.NamespaceMedia``
+    has them all); a protocol, so the media layer imports nothing from the control plane."""
+
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def direct(self) -> bool: ...
+
+
+class Namespace(Protocol):
+    """What the factory reads of a namespace (``control.model.Namespace`` has it all)."""
+
+    @property
+    def nsid(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def media(self) -> MediaSettings: ...
+
 
 #: Opens one media kind for a namespace; raises ``MediaError`` or ``ValueError``.
-Opener: TypeAlias = Callable[["Namespace"], Media]
+Opener: TypeAlias = Callable[[Namespace], Media]
 
 
 def _open_ram(ns: Namespace) -> Media:
