@@ -102,7 +102,6 @@ class WorkerCounters:
     incapsule_writes: int = 0
     forwarded: int = 0
     errors: int = 0
-    staging_waits: int = 0
     namespaces: dict[MediaKey, NamespaceCounters] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
@@ -112,7 +111,6 @@ class WorkerCounters:
             "incapsule_writes": self.incapsule_writes,
             "forwarded": self.forwarded,
             "errors": self.errors,
-            "staging_waits": self.staging_waits,
             "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in self.namespaces.items()},
         }
 
