@@ -194,8 +194,7 @@ class TargetService:
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, ControlSession)
-        state.consume_sqe()
-        self.pipeline.complete(state, req, status)
+        self.pipeline.reject(state, req, status)
 
     def queue_closed(self, state: QueueState) -> None:
         """The fabric queue is gone: an admin queue takes its controller with it."""

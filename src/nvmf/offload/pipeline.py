@@ -193,6 +193,12 @@ class Pipeline:
         req.advance(ReqState.EXECUTED)
         return status
 
+    def reject(self, session: QueueSession, req: Request, status: Status) -> None:
+        """Complete at once a command that never reached :meth:`submit` (a transport fault on
+        its capsule, such as a data digest error): it still took an SQ entry."""
+        session.consume_sqe()
+        self.complete(session, req, status)
+
     def complete(self, session: QueueSession, req: Request, status: Status) -> None:
         """The one way a completion leaves: error log, CQE, then the transport sends it."""
         req.status = status

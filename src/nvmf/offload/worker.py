@@ -245,8 +245,7 @@ class Worker:
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, WorkerSession)
-        state.consume_sqe()
-        self.pipeline.complete(state, req, status)
+        self.pipeline.reject(state, req, status)
 
     def queue_closed(self, state: QueueState) -> None:
         assert isinstance(state, WorkerSession)
