@@ -17,7 +17,8 @@ from nvmf.protocol.request import (
     ReqState,
     Request,
 )
-from nvmf.wire.sqe import Sqe
+from nvmf.wire.sqe import SGL_INCAPSULE, SGL_TCP_TRANSPORT, SglDescriptor, Sqe
+from nvmf.wire.status import WireError
 
 S = ReqState
 
@@ -63,7 +64,7 @@ def test_every_transition(old: ReqState, new: ReqState) -> None:
             req.advance(new)
         assert req.state is old
         assert "cid 66" in str(info.value)
-        assert old.value in str(info.value) and new.value in str(info.value)
+        assert old.label in str(info.value) and new.label in str(info.value)
 
 
 def all_paths(state: ReqState, seen: tuple[ReqState, ...] = ()) -> list[tuple[ReqState, ...]]:
@@ -110,7 +111,32 @@ def test_request_defaults_and_cid() -> None:
     req = request()
     assert req.cid == 0x42 and req.state is S.NEW and req.direction is Direction.NONE
     assert req.data is None and req.staging is None and req.status.ok
-    assert request().transport is not req.transport  # one dict per request
+    assert req.ttag == -1 and req.received == 0
+
+
+def test_load_decodes_the_hot_fields_and_resets_the_last_command() -> None:
+    """A reused request (the transport's per-queue requests) starts each command afresh: the
+    fields the data path reads come from the new SQE, and nothing of the last command stays."""
+    first = Sqe(opcode=0x02, cid=7, nsid=1, cdw10=0x1000, cdw11=0x2, cdw12=0x4000_0007)
+    first.sgl = SglDescriptor.tcp_transport(4096)
+    req = Request(first, qid=3)
+    assert (req.opcode, req.cid, req.nsid) == (0x02, 7, 1)
+    assert (req.cdw10, req.cdw11, req.cdw12) == (0x1000, 0x2, 0x4000_0007)
+    assert (req.dptr_address, req.dptr_length, req.dptr_type) == (0, 4096, SGL_TCP_TRANSPORT)
+    assert req.sqe == first
+    req.advance(S.NEED_BUFFER)
+    req.sgl_length, req.incapsule, req.c2h_length, req.ttag = 4096, True, 4096, 5
+    second = Sqe(opcode=0x01, cid=8, nsid=2, dptr=SglDescriptor.incapsule(512).encode())
+    req.load(second.encode())
+    assert (req.opcode, req.cid, req.nsid, req.cdw10, req.cdw12) == (0x01, 8, 2, 0, 0)
+    assert (req.dptr_address, req.dptr_length, req.dptr_type) == (0, 512, SGL_INCAPSULE)
+    assert req.state is S.NEW and req.sgl_length == 0 and not req.incapsule
+    assert req.c2h_length == 0 and req.ttag == -1 and req.sqe == second and req.qid == 3
+
+
+def test_load_refuses_a_short_sqe() -> None:
+    with pytest.raises(WireError, match="need 64 bytes, got 63"):
+        request().load(bytes(63))
 
 
 def held(req: Request) -> tuple[object, object]:

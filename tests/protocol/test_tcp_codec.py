@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nvmf.protocol import tcp
 from nvmf.protocol.tcp import (
     C2HDataReceived,
     CommandReceived,
@@ -920,3 +921,59 @@ def test_import_takes_more_pending_bytes_than_the_small_receive_buffer() -> None
     assert [e.sqe for e in events if isinstance(e, CommandReceived)] == [
         sqe_bytes(cid) for cid in range(100)
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command sink: the target's hot path
+# ---------------------------------------------------------------------------------------------
+
+
+def sink_pair() -> tuple[Pair, list[tuple[bytes, bytes | None]]]:
+    """A pair whose controller delivers commands to a sink, as the target's queues do."""
+    got: list[tuple[bytes, bytes | None]] = []
+    hstore, cstore = Store(), Store()
+    host = TcpConnection(Role.HOST, hstore)
+    ctrl = TcpConnection(
+        Role.CONTROLLER,
+        cstore,
+        on_command=lambda sqe, data: got.append(
+            (bytes(sqe), None if data is None else bytes(data))
+        ),
+    )
+    (req,) = ctrl.receive(host.start_icreq(hdgst=False, ddgst=False))
+    assert isinstance(req, ICReqReceived)
+    (resp,) = host.receive(ctrl.accept_icreq(req, hdgst=False, ddgst=False))
+    assert isinstance(resp, ICRespReceived)
+    host.accept_icresp(resp)
+    return Pair(host, ctrl, hstore, cstore), got
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 4168, 1 << 20])
+def test_sink_gets_every_capsule_in_order_however_the_bytes_arrive(chunk: int) -> None:
+    """Capsules with and without in-capsule data reach the sink, never the event list, in
+    order, with their data, whether they arrive whole in one read or split anywhere."""
+    p, got = sink_pair()
+    sent = []
+    stream = b""
+    for i in range(12):
+        sqe = Sqe(opcode=0x01 if i % 2 else 0x02, cid=i).encode()
+        data = bytes([i]) * 4096 if i % 2 else None
+        sent.append((sqe, data))
+        stream += flat(p.host.capsule_cmd(sqe, None if data is None else memoryview(data)))
+    for lo in range(0, len(stream), chunk):
+        assert p.ctrl.receive(stream[lo : lo + chunk]) == []
+    assert got == sent
+
+
+def test_a_connection_with_large_capsules_grows_its_receive_buffer_once() -> None:
+    """A capsule larger than the small header buffer makes the buffer grow (once), so that the
+    next reads take in several such capsules at a time."""
+    p, got = sink_pair()
+    assert len(p.ctrl.get_buffer()) <= tcp.RECV_BUFFER_SIZE
+    capsule = flat(p.host.capsule_cmd(Sqe(opcode=0x01).encode(), memoryview(bytes(4096))))
+    p.ctrl.receive(capsule * 3)
+    assert len(got) == 3
+    room = len(p.ctrl.get_buffer())
+    assert room == tcp.RECV_BUFFER_LARGE
+    p.ctrl.receive(capsule * 10)
+    assert len(got) == 13 and len(p.ctrl.get_buffer()) == room

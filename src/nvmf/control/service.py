@@ -38,6 +38,7 @@ from nvmf.offload.worker import CtrlKey, Handover
 from nvmf.offload.workers import WorkerSet
 from nvmf.protocol.request import ReqState, Request
 from nvmf.transport.base import (
+    DataDone,
     FabricQueue,
     ListenPort,
     PortInfo,
@@ -79,7 +80,7 @@ class RemoteQueue:
     def map_sgl(self, req: _Request) -> Status:
         raise RuntimeError("a handed-over queue's commands run in its worker")
 
-    async def fetch_data(self, req: _Request) -> Status:
+    def fetch_data(self, req: _Request, done: DataDone) -> None:
         raise RuntimeError("a handed-over queue's commands run in its worker")
 
     def complete(self, req: _Request, cqe: bytes) -> None:
@@ -210,8 +211,7 @@ class TargetService:
     # -- CommandHandler ------------------------------------------------------------------------
     def parse(self, queue: QueueSession, req: Request) -> Parsed:
         session: ControlSession = queue  # type: ignore[assignment]  # what open_queue made
-        sqe = req.sqe
-        if sqe.opcode == AdminOpcode.FABRICS:
+        if req.opcode == AdminOpcode.FABRICS:
             return fabrics.parse(Context(self, session, req))
         ctrl = session.ctrl
         if ctrl is None:

@@ -53,18 +53,34 @@ def _media_error(exc: MediaError, write: bool) -> Status:
 
 
 def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
-    """Validate an I/O command against ``ioctx`` and plan it (or return its error status)."""
-    sqe = req.sqe
-    op = sqe.opcode
+    """Validate an I/O command against ``ioctx`` and plan it (or return its error status).
+
+    Read and Write, the commands that carry the load, are parsed right here, in the one call the
+    pipeline makes (docs/data-plane.md, "calls per I/O")."""
+    op = req.opcode
     if op == _FLUSH:
-        return _flush(ioctx, sqe.nsid)
-    ns = ioctx.namespaces.get(sqe.nsid)
+        return _flush(ioctx, req.nsid)
+    ns = ioctx.namespaces.get(req.nsid)
     if ns is None:
         return INVALID_NS if op in FAST_PATH else INVALID_OPCODE
-    if op == _READ:
-        return _read(ioctx, req, ns)
-    if op == _WRITE:
-        return _write(ioctx, req, ns, fua=bool(sqe.cdw12 & RW_FUA) or not ioctx.wce)
+    if op in (_READ, _WRITE):
+        slba = req.cdw10 | (req.cdw11 << 32)  # Starting LBA, CDW11:CDW10
+        nlb = (req.cdw12 & 0xFFFF) + 1  # Number of Logical Blocks, CDW12 15:0, 0's based
+        if slba + nlb > ns.nsze:
+            return LBA_RANGE
+        bs = ns.block_size
+        length = nlb * bs
+        if length > ioctx.max_transfer:
+            return TOO_LARGE
+        counters = ns.counters
+        if op == _READ:
+            counters.read_cmds += 1
+            counters.read_blocks += nlb
+            return Plan(C2H, length, None, queue=ns.queue, op=_READ, offset=slba * bs)
+        counters.write_cmds += 1
+        counters.write_blocks += nlb
+        fua = bool(req.cdw12 & RW_FUA) or not ioctx.wce
+        return Plan(H2C, length, None, queue=ns.queue, op=_WRITE, offset=slba * bs, fua=fua)
     if op == IoOpcode.WRITE_ZEROES:
         return _write_zeroes(req, ns)
     if op == IoOpcode.DSM:
@@ -76,8 +92,7 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
 
 def _range(req: Request, ns: NamespaceIo) -> tuple[int, int] | Status:
     """Byte offset and length of SLBA/NLB, range checked."""
-    sqe = req.sqe
-    slba, nlb = sqe.slba, sqe.nlb + 1
+    slba, nlb = req.cdw10 | (req.cdw11 << 32), (req.cdw12 & 0xFFFF) + 1
     if slba + nlb > ns.nsze:
         return LBA_RANGE
     bs = ns.block_size
@@ -90,38 +105,6 @@ def _transfer(ioctx: IoContext, req: Request, ns: NamespaceIo) -> tuple[int, int
     if not isinstance(rng, Status) and rng[1] > ioctx.max_transfer:
         return TOO_LARGE
     return rng
-
-
-def _read(ioctx: IoContext, req: Request, ns: NamespaceIo) -> Parsed:
-    sqe = req.sqe
-    slba = sqe.cdw10 | (sqe.cdw11 << 32)  # Starting LBA, CDW11:CDW10
-    nlb = (sqe.cdw12 & 0xFFFF) + 1  # NLB, CDW12 15:0, 0's based
-    if slba + nlb > ns.nsze:
-        return LBA_RANGE
-    bs = ns.block_size
-    length = nlb * bs
-    if length > ioctx.max_transfer:
-        return TOO_LARGE
-    counters = ns.counters
-    counters.read_cmds += 1
-    counters.read_blocks += nlb
-    return Plan(C2H, length, None, queue=ns.queue, op=READ, offset=slba * bs)
-
-
-def _write(ioctx: IoContext, req: Request, ns: NamespaceIo, *, fua: bool) -> Parsed:
-    sqe = req.sqe
-    slba = sqe.cdw10 | (sqe.cdw11 << 32)
-    nlb = (sqe.cdw12 & 0xFFFF) + 1
-    if slba + nlb > ns.nsze:
-        return LBA_RANGE
-    bs = ns.block_size
-    length = nlb * bs
-    if length > ioctx.max_transfer:
-        return TOO_LARGE
-    counters = ns.counters
-    counters.write_cmds += 1
-    counters.write_blocks += nlb
-    return Plan(H2C, length, None, queue=ns.queue, op=WRITE, offset=slba * bs, fua=fua)
 
 
 def _flush(ioctx: IoContext, nsid: int) -> Parsed:
@@ -153,7 +136,7 @@ def _write_zeroes(req: Request, ns: NamespaceIo) -> Parsed:
     if isinstance(rng, Status):
         return rng
     offset, length = rng
-    deallocate = bool(req.sqe.cdw12 & WZ_DEAC)
+    deallocate = bool(req.cdw12 & WZ_DEAC)
     media = ns.media
     ns.counters.other_cmds += 1
 
@@ -171,9 +154,8 @@ def _write_zeroes(req: Request, ns: NamespaceIo) -> Parsed:
 
 
 def _dsm(req: Request, ns: NamespaceIo) -> Parsed:
-    sqe = req.sqe
-    nr = (sqe.cdw10 & 0xFF) + 1
-    deallocate = bool(sqe.cdw11 & DSM_ATTR_DEALLOCATE)
+    nr = (req.cdw10 & 0xFF) + 1
+    deallocate = bool(req.cdw11 & DSM_ATTR_DEALLOCATE)
     media = ns.media
     bs = ns.block_size
     ns.counters.other_cmds += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
@@ -23,11 +23,15 @@ from nvmf.protocol.request import Direction, ReqState, Request
 from nvmf.wire.sqe import CQE, encode_cqe
 from nvmf.wire.status import SC, SUCCESS, Status
 
+if TYPE_CHECKING:
+    from nvmf.transport.base import FabricQueue
+
 log = logging.getLogger(__name__)
 
 H2C = Direction.H2C
 C2H = Direction.C2H
 EXECUTING = ReqState.EXECUTING
+TRANSFERRING_H2C = ReqState.TRANSFERRING_H2C
 EXECUTED = ReqState.EXECUTED
 TRANSFERRING_C2H = ReqState.TRANSFERRING_C2H
 
@@ -54,8 +58,8 @@ class Pipeline:
     def __init__(self, handler: CommandHandler) -> None:
         self.handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Fast-path commands whose media I/O is running.
-        self._in_media = 0
+        #: Fast-path commands in flight (fetching host data or in the media queue).
+        self._untasked = 0
         self._done = self._start_done
         #: Called per command only where the handler counts activity (the control plane's
         #: traffic-based keep-alive); a worker's handler does not.
@@ -64,15 +68,16 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         """Commands submitted and not yet completed."""
-        return len(self._tasks) + self._in_media
+        return len(self._tasks) + self._untasked
 
     def submit(self, session: QueueSession, req: Request) -> None:
         """A capsule arrived on ``session``: run it to completion.
 
         The fast path (docs/architecture.md) runs a command whose plan is one media queue
-        operation and needs no host data fetched first (a Read, an in-capsule Write, a Flush)
-        without a task: parse, buffer, submit, and complete now or from the media queue's
-        callback.  Everything else runs in its own task.
+        operation without a task: a Read, an in-capsule Write or a Flush goes parse, buffer,
+        submit, and completes now or from the media queue's callback; a Write whose data the
+        host still has to send goes parse, buffer, :meth:`FabricQueue.fetch_data`, and submits
+        from its callback.  Everything else runs in its own task.
         """
         sqsize = session.sqsize
         if sqsize:  # the SQ head advances for every fetched command (wraps at SQSIZE + 1)
@@ -91,56 +96,70 @@ class Pipeline:
         queue = plan.queue
         if queue is not None and plan.length == req.sgl_length:
             direction = plan.direction
+            data: memoryview | None = None
+            fua = False
             if req.incapsule:
-                if direction is H2C:
-                    req.direction = direction
-                    req.state = EXECUTING  # NEW -> READY -> EXECUTING: the data is here
-                    self._started(
-                        session,
-                        req,
-                        queue.submit(plan.op, plan.offset, req.data, plan.fua, self._done, req),
-                    )
-                    return
+                go = direction is H2C  # NEW -> READY -> EXECUTING: the data is here
+                data = req.data
+                fua = plan.fua
             elif direction is C2H:
                 staging = session.pool.get(plan.length)
+                go = staging is not None  # NEW -> NEED_BUFFER -> READY -> EXECUTING
                 if staging is not None:
                     req.staging = staging
                     data = req.data = staging.view
-                    req.direction = direction
                     req.c2h_length = plan.length
-                    req.state = EXECUTING  # NEW -> NEED_BUFFER -> READY -> EXECUTING
-                    self._started(
-                        session,
-                        req,
-                        queue.submit(plan.op, plan.offset, data, False, self._done, req),
-                    )
+            elif direction is H2C:
+                staging = session.pool.get(plan.length)
+                if staging is not None:  # NEW -> NEED_BUFFER -> TRANSFERRING_H2C
+                    req.staging = staging
+                    req.data = staging.view
+                    req.direction = direction
+                    req.plan = plan
+                    req.state = TRANSFERRING_H2C
+                    self._untasked += 1
+                    session.fabric.fetch_data(req, self._fetched)
                     return
-            elif not plan.length:
+                go = False
+            else:
+                go = not plan.length
+            if go:
+                req.direction = direction
                 req.state = EXECUTING
-                self._started(
-                    session, req, queue.submit(plan.op, plan.offset, None, False, self._done, req)
-                )
+                now = queue.submit(plan.op, plan.offset, data, fua, self._done, req)
+                if now is None:
+                    self._untasked += 1
+                else:
+                    req.state = EXECUTED
+                    self.complete(session, req, now)
                 return
         task = asyncio.get_running_loop().create_task(self._run(session, req, plan))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _started(self, session: QueueSession, req: Request, status: Status | None) -> None:
-        if status is None:
-            self._in_media += 1
-        else:
+    def _fetched(self, req: Request, status: Status) -> None:
+        """A fast-path Write's host data is in (or its transfer failed): submit it."""
+        plan, req.plan = req.plan, None
+        if status is not SUCCESS and not status.ok:
+            self._untasked -= 1
+            self.complete(req.session, req, status)
+            return
+        req.state = EXECUTING  # TRANSFERRING_H2C -> READY -> EXECUTING
+        now = plan.queue.submit(plan.op, plan.offset, req.data, plan.fua, self._done, req)
+        if now is not None:
+            self._untasked -= 1
             req.state = EXECUTED
-            self.complete(session, req, status)
+            self.complete(req.session, req, now)
 
     def _start_done(self, req: Request, status: Status) -> None:
         """A fast-path command's media I/O finished (on the event loop's thread)."""
-        self._in_media -= 1
+        self._untasked -= 1
         req.state = EXECUTED
         self.complete(req.session, req, status)
 
     async def drain(self) -> None:
         """Until every submitted command has completed."""
-        while self._tasks or self._in_media:
+        while self._tasks or self._untasked:
             if self._tasks:
                 await asyncio.wait(list(self._tasks))
             else:
@@ -182,7 +201,7 @@ class Pipeline:
             req.data = staging.view
             if plan.direction is Direction.H2C:
                 req.advance(ReqState.TRANSFERRING_H2C)
-                status = await session.fabric.fetch_data(req)
+                status = await _fetch(session.fabric, req)
                 if not status.ok:
                     return status
         if plan.direction is Direction.C2H:
@@ -204,11 +223,23 @@ class Pipeline:
         req.status = status
         sqhd = 0xFFFF if session.sqhd_disabled else session.sqhd
         if status is SUCCESS:
-            cqe = CQE.pack(0, 0, sqhd, session.qid or 0, req.sqe.cid, 0)
+            cqe = CQE.pack(0, 0, sqhd, session.qid or 0, req.cid, 0)
         else:
             if not status.ok:
                 req.c2h_length = 0
                 self.handler.command_failed(session, req, status)
-            cqe = encode_cqe(status, cid=req.sqe.cid, sqid=session.qid or 0, sqhd=sqhd)
+            cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=sqhd)
         req.state = TRANSFERRING_C2H
         session.fabric.complete(req, cqe)
+
+
+async def _fetch(fabric: FabricQueue, req: Request) -> Status:
+    """:meth:`FabricQueue.fetch_data` awaited (the pipeline's general path)."""
+    fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+
+    def done(_req: Request, status: Status) -> None:
+        if not fut.done():
+            fut.set_result(status)
+
+    fabric.fetch_data(req, done)
+    return await fut

@@ -257,7 +257,7 @@ class Worker:
     # -- CommandHandler ------------------------------------------------------------------------
     def parse(self, session: QueueSession, req: Request) -> Parsed:
         ioctx = session.ioctx
-        if ioctx is not None and req.sqe.opcode in io.FAST_PATH:
+        if ioctx is not None and req.opcode in io.FAST_PATH:
             return io.parse(ioctx, req, self.pool)
         assert isinstance(session, WorkerSession)
         return self._forward(session, req)
@@ -268,7 +268,7 @@ class Worker:
         token = self._next_token = self._next_token + 1
         fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         self._replies[token] = fut
-        self.channel.send(("forward", token, session.ctrl_key, session.qid, req.sqe.encode()))
+        self.channel.send(("forward", token, session.ctrl_key, session.qid, req.raw))
 
         async def execute(req: Request) -> Status:
             try:
@@ -281,9 +281,8 @@ class Worker:
     def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
         assert isinstance(session, WorkerSession)
         self.counters.errors += 1
-        sqe = req.sqe
         self.channel.send(
-            ("error", session.ctrl_key, session.qid, req.cid, sqe.opcode, sqe.nsid, status)
+            ("error", session.ctrl_key, session.qid, req.cid, req.opcode, req.nsid, status)
         )
 
     def activity(self, session: QueueSession) -> None:

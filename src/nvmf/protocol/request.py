@@ -27,25 +27,32 @@ is not a successor of the current one is a bug and raises :class:`InvalidTransit
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import struct
 from typing import TYPE_CHECKING, Any
 
-from nvmf.wire.sqe import Sqe
-from nvmf.wire.status import SUCCESS, Status
+from nvmf.wire.sqe import SQE_SIZE, Sqe
+from nvmf.wire.status import SUCCESS, Status, WireError
 
 if TYPE_CHECKING:
     from nvmf.memory.staging import StagingBuffer
 
 
-class ReqState(enum.Enum):
-    NEW = "new"
-    NEED_BUFFER = "need-buffer"
-    TRANSFERRING_H2C = "transferring-h2c"
-    READY = "ready"
-    EXECUTING = "executing"
-    EXECUTED = "executed"
-    TRANSFERRING_C2H = "transferring-c2h"
-    COMPLETED = "completed"
+class ReqState(enum.IntEnum):
+    """The request states (an ``IntEnum``: the hot path hashes and compares them as ints)."""
+
+    NEW = 0
+    NEED_BUFFER = 1
+    TRANSFERRING_H2C = 2
+    READY = 3
+    EXECUTING = 4
+    EXECUTED = 5
+    TRANSFERRING_C2H = 6
+    COMPLETED = 7
+
+    @property
+    def label(self) -> str:
+        """The state's name as the docs write it (``need-buffer``)."""
+        return self.name.lower().replace("_", "-")
 
 
 S = ReqState
@@ -74,37 +81,135 @@ class Direction(enum.Enum):
     C2H = 2  # controller to host (Read, Identify, Get Log Page)
 
 
-@dataclass(slots=True, eq=False)
-class Request:
-    """One command on one fabric queue, from capsule to completion."""
+#: The SQE fields the data path reads, in one unpack: opcode, flags, CID, NSID, DPTR read as a
+#: data block descriptor (address, length, descriptor type byte), CDW10, CDW11, CDW12.
+HOT_FIELDS = struct.Struct("<BBHI16xQI3xBIII12x")
+assert HOT_FIELDS.size == SQE_SIZE
+_NEW = ReqState.NEW
+_NONE = Direction.NONE
 
-    sqe: Sqe
-    qid: int
-    state: ReqState = ReqState.NEW
-    direction: Direction = Direction.NONE
-    #: Transfer length the SGL describes (bytes).
-    sgl_length: int = 0
+
+class Request:
+    """One command on one fabric queue, from capsule to completion.
+
+    A transport keeps a queue's requests and reuses them (:meth:`load` starts the next
+    command's life in one): the data path allocates nothing per command.  The SQE is kept raw;
+    the fields the I/O path reads are decoded once by :meth:`load`, the rest on demand through
+    :attr:`sqe` (the control plane's admin and fabrics commands).
+    """
+
+    __slots__ = (
+        "_sqe",
+        "c2h_length",
+        "cdw10",
+        "cdw11",
+        "cdw12",
+        "cid",
+        "data",
+        "direction",
+        "dptr_address",
+        "dptr_length",
+        "dptr_type",
+        "flags",
+        "incapsule",
+        "nsid",
+        "opcode",
+        "plan",
+        "qid",
+        "raw",
+        "received",
+        "session",
+        "sgl_length",
+        "staging",
+        "state",
+        "status",
+        "ttag",
+    )
+
+    raw: bytes
+    #: Decoded from the SQE by :meth:`load` (names from the spec; DPTR as a data block
+    #: descriptor: a keyed descriptor's fields are for its transport to decode from ``raw``).
+    opcode: int
+    flags: int
+    cid: int
+    nsid: int
+    dptr_address: int
+    dptr_length: int
+    dptr_type: int
+    cdw10: int
+    cdw11: int
+    cdw12: int
+    state: ReqState
+    direction: Direction
+    #: Transfer length the SGL describes (bytes), set by the transport's ``map_sgl``.
+    sgl_length: int
     #: Data already in the capsule (NVMe/TCP in-capsule, NVMe/RDMA inline).
-    incapsule: bool = False
+    incapsule: bool
     #: The command's data: a staging buffer view of ``length`` bytes.
-    data: memoryview | None = None
-    staging: StagingBuffer | None = None
+    data: memoryview | None
+    staging: StagingBuffer | None
     #: Bytes of C2H data to send (may be less than the buffer: a short Identify, say).
-    c2h_length: int = 0
-    status: Status = SUCCESS
-    #: Transport-private state (TCP: ttag, bytes received; RDMA: remote key and address).
-    transport: dict[str, int] = field(default_factory=dict)
+    c2h_length: int
+    status: Status
+    #: Transport-private transfer state (NVMe/TCP: the R2T's transfer tag, -1 when none, and
+    #: the H2C bytes received so far).
+    ttag: int
+    received: int
     #: The queue state of the owner running the command (for completions that arrive later).
-    session: Any = None
+    session: Any
+    _sqe: Sqe | None
+    #: The owner's plan for the command, kept while its host data is fetched.
+    plan: Any
+
+    def __init__(self, sqe: Sqe | bytes | memoryview, qid: int = 0, state: ReqState = _NEW) -> None:
+        self.qid = qid
+        self.session = None
+        self.plan = None
+        self.load(sqe.encode() if isinstance(sqe, Sqe) else sqe)
+        self.state = state
+
+    def load(self, raw: bytes | memoryview) -> None:
+        """Start a new command's life in this request: ``raw`` is its 64-byte SQE."""
+        try:
+            (
+                self.opcode,
+                self.flags,
+                self.cid,
+                self.nsid,
+                self.dptr_address,
+                self.dptr_length,
+                self.dptr_type,
+                self.cdw10,
+                self.cdw11,
+                self.cdw12,
+            ) = HOT_FIELDS.unpack_from(raw)
+        except struct.error as exc:
+            raise WireError(f"SQE: need {SQE_SIZE} bytes, got {len(raw)}") from exc
+        self.raw = bytes(raw)
+        self._sqe = None
+        self.state = _NEW
+        self.direction = _NONE
+        self.sgl_length = 0
+        self.incapsule = False
+        self.data = None
+        self.staging = None
+        self.c2h_length = 0
+        self.status = SUCCESS
+        self.ttag = -1
+        self.received = 0
 
     @property
-    def cid(self) -> int:
-        return self.sqe.cid
+    def sqe(self) -> Sqe:
+        """The whole SQE, decoded (on first use)."""
+        sqe = self._sqe
+        if sqe is None:
+            sqe = self._sqe = Sqe.decode(self.raw)
+        return sqe
 
     def advance(self, new: ReqState) -> None:
         """Move to ``new``; raise :class:`InvalidTransition` if it does not follow."""
         if new not in TRANSITIONS[self.state]:
-            raise InvalidTransition(f"cid {self.cid}: {self.state.value} -> {new.value}")
+            raise InvalidTransition(f"cid {self.cid}: {self.state.label} -> {new.label}")
         self.state = new
 
     def release(self) -> None:

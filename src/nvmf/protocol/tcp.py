@@ -23,6 +23,8 @@ not fatal: it is an event naming the command, which completes with Transient Tra
 from __future__ import annotations
 
 import enum
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +35,10 @@ from nvmf.wire.tcp import Fes, PduFlags, PduType
 #: padding up to PDO), a batch of them per read; data goes to the placement's buffers.  Kept
 #: small because every idle connection holds one.
 RECV_BUFFER_SIZE = 4096
+#: The receive buffer of a connection that carries capsules with in-capsule data too large for
+#: :data:`RECV_BUFFER_SIZE`: grown once, so that a read takes in a batch of such capsules (each
+#: then costs no receive call of its own).
+RECV_BUFFER_LARGE = 64 * 1024
 
 
 class Role(enum.Enum):
@@ -167,6 +173,9 @@ class _Phase(enum.Enum):
 
 
 Buffers = list[bytes | memoryview]
+#: Where a controller's parsed commands go at once (see :class:`TcpConnection`): the 64-byte SQE
+#: (a view valid only during the call) and the in-capsule data, placed, if any.
+CommandSink = Callable[[memoryview | bytes, memoryview | None], None]
 
 
 class TcpConnection:
@@ -179,9 +188,17 @@ class TcpConnection:
         *,
         max_incapsule: int = 8192,
         maxh2cdata: int = 1 << 20,
+        on_command: CommandSink | None = None,
     ) -> None:
         self.role = role
         self.placement = placement
+        #: With a sink, a controller's CapsuleCmds are not events: each goes to the sink as soon
+        #: as it is parsed, before the events of the same read are returned, and a complete
+        #: capsule without digests is taken straight from the receive buffer (the target's hot
+        #: path: no event object, one call).
+        self.on_command = on_command
+        self._plain = False  # an established connection without digests, and a sink
+        self._grow = False  # the receive buffer is to grow (see RECV_BUFFER_LARGE)
         #: Negotiated by ICReq/ICResp.
         self.hdgst = False
         self.ddgst = False
@@ -225,6 +242,13 @@ class TcpConnection:
             return self._dest[self._dest_filled :]
         if self._end == len(self._buf):
             self._compact()
+        if self._grow:
+            self._grow = False
+            live = self._buf[self._start : self._end]
+            self._buf = bytearray(RECV_BUFFER_LARGE)
+            self._view = memoryview(self._buf)
+            self._buf[: len(live)] = live
+            self._start, self._end = 0, len(live)
         return self._view[self._end :]
 
     def _compact(self) -> None:
@@ -268,14 +292,29 @@ class TcpConnection:
         return TcpFatalError(fes, fei, self._header_bytes(), reason)
 
     def _parse(self, events: list[Event]) -> None:
+        buf = self._buf
         while True:
             avail = self._end - self._start
             phase = self._phase
             if phase is _Phase.CH:
                 if avail < w.CH.size:
                     return
-                if self.capsule_credit <= 0 and self._buf[self._start] == _CMD:
-                    return
+                start = self._start
+                if buf[start] == _CMD:
+                    if self.capsule_credit <= 0:
+                        return
+                    # A whole capsule, no digests, flags and hlen as they must be: take it here.
+                    if self._plain and buf[start + 1] == 0 and buf[start + 2] == _CMD_HLEN:
+                        plen = _PLEN.unpack_from(buf, start + 4)[0]
+                        pdo = buf[start + 3]
+                        if (pdo == 0 and plen == _CMD_HLEN) or (
+                            pdo == _CMD_HLEN and pdo < plen <= pdo + self.max_incapsule
+                        ):
+                            if avail >= plen:
+                                self._fast_capsule(start, plen)
+                                continue
+                            if len(buf) < plen * 4 and len(buf) < RECV_BUFFER_LARGE:
+                                self._grow = True
                 self._parse_ch()
                 phase = self._phase = _Phase.HEADER
             if phase is _Phase.HEADER:
@@ -322,6 +361,22 @@ class TcpConnection:
                     continue
                 self._finish_pdu(events)
 
+    def _fast_capsule(self, start: int, plen: int) -> None:
+        """A complete capsule without digests at ``start``: place its data and deliver it."""
+        view = self._view
+        sqe = view[start + 8 : start + _CMD_HLEN]
+        self.capsule_credit -= 1
+        data = None
+        if plen > _CMD_HLEN:
+            data = self.placement.capsule_data(sqe, plen - _CMD_HLEN)
+            data[:] = view[start + _CMD_HLEN : start + plen]
+        end = start + plen
+        self._start = end
+        if end == self._end:
+            self._start = self._end = 0
+        assert self.on_command is not None
+        self.on_command(sqe, data)
+
     def _data_done(self, events: list[Event]) -> None:
         """All data bytes are in: verify the digest next, or finish."""
         if self._data_dgst:
@@ -330,9 +385,13 @@ class TcpConnection:
             self._finish_pdu(events)
 
     def _finish_pdu(self, events: list[Event]) -> None:
-        if self._pending is not None:
-            events.append(self._pending)
+        pending = self._pending
         self._reset_pdu()
+        if pending is not None:
+            if self.on_command is not None and type(pending) is CommandReceived:
+                self.on_command(pending.sqe, pending.data)
+            else:
+                events.append(pending)
 
     def _reset_pdu(self) -> None:
         self._pending = None
@@ -555,6 +614,17 @@ class TcpConnection:
             self._view = memoryview(self._buf)
         self._buf[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
+        self._update_plain()
+
+    def _update_plain(self) -> None:
+        self._plain = (
+            self.on_command is not None
+            and self.role is Role.CONTROLLER
+            and self.established
+            and not self.hdgst
+            and not self.ddgst
+            and self.cpda == 0
+        )
 
     def take_events(self) -> list[Event]:
         """Events complete in bytes already received (after :meth:`import_state`)."""
@@ -570,6 +640,7 @@ class TcpConnection:
         self.hdgst = ev.hdgst and hdgst
         self.ddgst = ev.ddgst and ddgst
         self.established = True
+        self._update_plain()
         return w.icresp(
             cpda=self.cpda, hdgst=self.hdgst, ddgst=self.ddgst, maxh2cdata=self.maxh2cdata
         )
@@ -636,12 +707,31 @@ class TcpConnection:
             out.append(w.digest(data))
         return out
 
+    def c2h_response(self, cccid: int, data: memoryview, cqe: bytes | None) -> Buffers:
+        """Controller: a command's whole answer, ``data`` in one C2HData PDU and then the
+        CapsuleResp ``cqe``, or (``cqe`` None) the C2HData alone with LAST_PDU and SUCCESS, when
+        SQ flow control is off and the completion is a success (NVMe/TCP 1.0 §3.3.2)."""
+        if not (self.hdgst or self.ddgst or self.hpda):  # the common case, in one call
+            datal = len(data)
+            if cqe is None:
+                return [_DATA.pack(_C2H_DATA, _LAST_SUCCESS, 24, 24, 24 + datal, cccid, 0, 0,
+                                   datal), data]  # fmt: skip
+            return [
+                _DATA.pack(_C2H_DATA, _DATA_LAST, 24, 24, 24 + datal, cccid, 0, 0, datal),
+                data,
+                _RSP_CH + cqe,
+            ]
+        bufs = self.c2h_data(cccid, 0, data, last=True, success=cqe is None)
+        if cqe is not None:
+            bufs.append(self.capsule_resp(cqe))
+        return bufs
+
     def c2h_data(
         self, cccid: int, datao: int, data: memoryview, *, last: bool, success: bool = False
     ) -> Buffers:
         """Controller: one C2HData PDU; ``success`` (with ``last``) replaces the CapsuleResp."""
         flags = (_DATA_LAST if last else 0) | (_DATA_SUCCESS if success else 0)
-        return self._data_pdu(_C2H_DATA, flags, cccid, 0, datao, data, self.hpda)
+        return self._data_pdu(PduType.C2H_DATA, flags, cccid, 0, datao, data, self.hpda)
 
     def h2c_data(
         self, cccid: int, ttag: int, datao: int, data: memoryview, *, last: bool
@@ -676,13 +766,18 @@ class TcpConnection:
 
 
 _CMD = int(PduType.CMD)
+_CMD_HLEN = w.CAPSULE_CMD_HLEN
+#: The common header's PLEN (at offset 4).
+_PLEN = struct.Struct("<I")
+_DATA = w.DATA
 #: PDU type byte -> PduType, without an enum call per PDU.
 _PDU_TYPES: dict[int, PduType] = {int(t): t for t in PduType}
 _HDGSTF = int(PduFlags.HDGSTF)
 _DDGSTF = int(PduFlags.DDGSTF)
 _DATA_LAST = int(PduFlags.DATA_LAST)
 _DATA_SUCCESS = int(PduFlags.DATA_SUCCESS)
-_C2H_DATA = PduType.C2H_DATA
+_C2H_DATA = int(PduType.C2H_DATA)
+_LAST_SUCCESS = _DATA_LAST | _DATA_SUCCESS
 #: The common header of a CapsuleResp, without and with a header digest.
 _RSP_CH = w.CH.pack(PduType.RSP, 0, 24, 0, 24)
 _RSP_CH_HDGST = w.CH.pack(PduType.RSP, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN)

@@ -22,6 +22,7 @@ to an offload worker after its Connect: :meth:`FabricQueue.export_state` on one 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,10 @@ from nvmf.wire.status import Status
 if TYPE_CHECKING:
     from nvmf.memory.staging import StagingPool
     from nvmf.protocol.request import Request
+
+#: Told when a command's host data is in (:meth:`FabricQueue.fetch_data`): the request and
+#: SUCCESS, or the error status the command completes with.
+DataDone = Callable[["Request", Status], None]
 
 
 class ListenPort(Protocol):
@@ -135,8 +140,11 @@ class FabricQueue(Protocol):
         transport data blocks; NVMe/RDMA keyed data blocks and in-capsule data blocks."""
         ...
 
-    async def fetch_data(self, req: Request) -> Status:
-        """Bring the command's host data into ``req.data`` (R2T/H2CData, RDMA READ)."""
+    def fetch_data(self, req: Request, done: DataDone) -> None:
+        """Bring the command's host data into ``req.data`` (R2T/H2CData, RDMA READ), then call
+        ``done(req, status)`` exactly once, on the event loop, never from inside this call: with
+        SUCCESS when all of it is in, with an error status when the transfer failed or the
+        queue closed first.  A callback, not a coroutine, so that a command needs no task."""
         ...
 
     def complete(self, req: Request, cqe: bytes) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol.request import Request
-from nvmf.transport.base import QueueExport, TransportCaps
+from nvmf.transport.base import DataDone, QueueExport, TransportCaps
 from nvmf.wire.sqe import (
     CQE,
     OFF_DPTR,
@@ -48,7 +48,6 @@ from nvmf.wire.sqe import (
     SGL_INCAPSULE,
     SGL_TCP_TRANSPORT,
     SQE_SIZE,
-    Sqe,
 )
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
@@ -127,33 +126,35 @@ class LoopQueue:
     def map_sgl(self, req: Request) -> Status:
         """An in-capsule data block for data that came with the command, else a transport data
         block no longer than the host memory the command was given."""
-        sqe = req.sqe
-        if sqe.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
-        sgl = sqe.sgl
-        if sgl.type_byte == SGL_INCAPSULE:
-            if sgl.address != 0:  # offset from ICDOFF 0
+        length = req.dptr_length
+        if req.dptr_type == SGL_INCAPSULE:
+            if req.dptr_address != 0:  # offset from ICDOFF 0
                 return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            if sgl.length > self.port.inline_data_size:  # as Linux's nvmet-tcp and -rdma say
+            if length > self.port.inline_data_size:  # as Linux's nvmet-tcp and -rdma say
                 return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
             got = len(req.data) if req.data is not None else 0
-            if sgl.length != got:
+            if length != got:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = sgl.length
+            req.sgl_length = length
             return SUCCESS
-        if sgl.type_byte == SGL_LOOP_TRANSPORT:
+        if req.dptr_type == SGL_LOOP_TRANSPORT:
             if req.incapsule:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
             cmd = self._pending.get(req.cid)
             room = 0 if cmd is None or cmd.memory is None else len(cmd.memory)
-            if sgl.length > room:  # the descriptor reaches past the host's memory
+            if length > room:  # the descriptor reaches past the host's memory
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = sgl.length
+            req.sgl_length = length
             return SUCCESS
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
-    async def fetch_data(self, req: Request) -> Status:
+    def fetch_data(self, req: Request, done: DataDone) -> None:
         """Copy the host's data into ``req.data`` (the one copy an H2C transfer makes)."""
+        self.loop.call_soon(done, req, self._copy_in(req))
+
+    def _copy_in(self, req: Request) -> Status:
         assert req.data is not None
         if self.closed:
             return Status(SC.TRANSIENT_TR_ERR)
@@ -230,10 +231,9 @@ class LoopQueue:
             return future
         if len(sqe) != SQE_SIZE:
             raise ValueError(f"an SQE is {SQE_SIZE} bytes, got {len(sqe)}")
-        decoded = Sqe.decode(sqe)
-        if decoded.cid in self._pending:
-            raise ValueError(f"cid {decoded.cid} is already in flight on this queue")
-        req = Request(decoded, self.qid)
+        req = Request(sqe, self.qid)
+        if req.cid in self._pending:
+            raise ValueError(f"cid {req.cid} is already in flight on this queue")
         if incapsule and memory is not None and len(memory):
             staging = self.session.pool.get(len(memory))
             if staging is None:  # pool spent: in-capsule data is small, take it from the heap
@@ -243,7 +243,7 @@ class LoopQueue:
             req.staging = staging
             req.data = staging.view
             memory = None  # the data went with the capsule: nothing is left in host memory
-        self._pending[decoded.cid] = _HostCommand(memory, future)
+        self._pending[req.cid] = _HostCommand(memory, future)
         self.owner.submit(self.session, req)
         return future
 

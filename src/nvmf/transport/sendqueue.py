@@ -47,8 +47,9 @@ class SendQueue:
         """Bytes queued and not yet taken by the kernel."""
         return self._queued - self._sent
 
-    def send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> None:
-        """Queue one PDU's buffers; ``done`` runs once the kernel has all of them."""
+    def send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> int:
+        """Queue one PDU's buffers; ``done`` runs once the kernel has all of them.  Returns the
+        bytes now queued and not yet sent (:attr:`pending`)."""
         out = self._out
         for b in bufs:
             out.append(b)
@@ -56,12 +57,13 @@ class SendQueue:
         if done is not None:
             self._done.append((self._queued, done))
         if self._writing:
-            return  # the writer callback sends it when the socket drains
-        if self.flush_at is not None and len(out) >= self.flush_at:
+            pass  # the writer callback sends it when the socket drains
+        elif self.flush_at is not None and len(out) >= self.flush_at:
             self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
+        return self._queued - self._sent
 
     def flush(self) -> None:
         """Send what the kernel takes now; wait for writability for the rest."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol import tcp as p
 from nvmf.protocol.request import Request
-from nvmf.transport.base import QueueExport, TransportCaps
+from nvmf.transport.base import DataDone, QueueExport, TransportCaps
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
     OFF_DPTR,
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from nvmf.transport.base import ListenPort, QueueOwner, QueueState
 
 log = logging.getLogger(__name__)
+
+#: What an unused request holds until a capsule loads it.
+_BLANK_SQE = bytes(64)
 
 #: MAXH2CDATA we offer: the most data one H2CData PDU may carry.
 MAXH2CDATA = 1 << 20
@@ -82,6 +85,7 @@ class TcpQueue:
             self,
             max_incapsule=port.inline_data_size,
             maxh2cdata=MAXH2CDATA,
+            on_command=self._command,
         )
         if imported is not None:
             self.conn.import_state(imported)
@@ -91,6 +95,8 @@ class TcpQueue:
         #: Requests whose completion is queued, in sending order (their done callbacks' order).
         self._unsent: deque[Request] = deque()
         self.conn.capsule_credit = self._depth()
+        #: The queue's requests not in use: one per command it may hold, reused (Request.load).
+        self._free = [Request(_BLANK_SQE) for _ in range(self._depth())]
         #: Reading stays off whatever the flow control says (a queue being handed over).
         self._hold = False
         self._resume_scheduled = False
@@ -107,7 +113,10 @@ class TcpQueue:
         self._term_timer: asyncio.TimerHandle | None = None
         #: In-capsule buffers placed by the codec, in the order their commands' events follow.
         self._incapsule: deque[StagingBuffer] = deque()
-        self._h2c: dict[int, tuple[Request, asyncio.Future[Status]]] = {}
+        #: Transfer tags of R2Ts sent, until their commands complete; and the callbacks of the
+        #: transfers still running.
+        self._h2c: dict[int, Request] = {}
+        self._fetching: dict[int, DataDone] = {}
         self._next_ttag = 0
         self._sendq = SendQueue(sock, self.loop, self._send_failed)
         self.loop.add_reader(sock.fileno(), self._on_readable)
@@ -124,57 +133,53 @@ class TcpQueue:
         return str(host), str(port)
 
     def map_sgl(self, req: Request) -> Status:
-        sqe = req.sqe
-        if sqe.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
-        sgl = sqe.sgl
-        if sgl.type_byte == SGL_INCAPSULE:
-            if sgl.address != 0:  # offset from ICDOFF 0
-                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            got = len(req.data) if req.data is not None else 0
-            if sgl.length != got:
-                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = sgl.length
-            return SUCCESS
-        if sgl.type_byte == SGL_TCP_TRANSPORT:
+        sgl_type = req.dptr_type
+        if sgl_type == SGL_TCP_TRANSPORT:
             if req.incapsule:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = sgl.length
+            req.sgl_length = req.dptr_length
+            return SUCCESS
+        if sgl_type == SGL_INCAPSULE:
+            if req.dptr_address != 0:  # offset from ICDOFF 0
+                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
+            got = len(req.data) if req.data is not None else 0
+            if req.dptr_length != got:
+                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
+            req.sgl_length = got
             return SUCCESS
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
-    async def fetch_data(self, req: Request) -> Status:
+    def fetch_data(self, req: Request, done: DataDone) -> None:
         """R2T for the whole transfer; H2CData PDUs land in ``req.data`` in order."""
         assert req.data is not None
         if self.closed or self.terminating:
-            return Status(SC.TRANSIENT_TR_ERR)
+            self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
+            return
         ttag = self._alloc_ttag()
-        req.transport["ttag"] = ttag
-        req.transport["received"] = 0
-        fut: asyncio.Future[Status] = self.loop.create_future()
-        self._h2c[ttag] = (req, fut)
+        req.ttag = ttag
+        req.received = 0
+        self._h2c[ttag] = req
+        self._fetching[ttag] = done
         self._send([self.conn.r2t(req.cid, ttag, 0, len(req.data))])
-        return await fut
 
     def complete(self, req: Request, cqe: bytes) -> None:
-        if req.transport:
-            self._h2c.pop(req.transport["ttag"], None)
         if self.closed or self.terminating:
+            if req.ttag >= 0:
+                self._h2c.pop(req.ttag, None)
             req.release()
             return
-        conn = self.conn
         self._unsent.append(req)
         status = req.status
-        if req.c2h_length and req.data is not None and (status is SUCCESS or status.ok):
-            data = req.data[: req.c2h_length]
-            success = self.session.sqhd_disabled
-            bufs = conn.c2h_data(req.sqe.cid, 0, data, last=True, success=success)
-            if not success:
-                bufs.append(conn.capsule_resp(cqe))
-            self._send(bufs, self._completion_sent)
+        n = req.c2h_length
+        if n and req.data is not None and (status is SUCCESS or status.ok):
+            data = req.data if len(req.data) == n else req.data[:n]
+            success = self.session.sqhd_disabled and status is SUCCESS
+            bufs = self.conn.c2h_response(req.cid, data, None if success else cqe)
         else:
-            self._send([conn.capsule_resp(cqe)], self._completion_sent)
-        if self._sendq.pending > SEND_PAUSE_BYTES:
+            bufs = [self.conn.capsule_resp(cqe)]
+        if self._sendq.send(bufs, self._completion_sent) > SEND_PAUSE_BYTES:
             self._stop_reading()
 
     def _depth(self) -> int:
@@ -183,10 +188,21 @@ class TcpQueue:
         return sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
 
     def _completion_sent(self) -> None:
-        """The oldest queued completion is in the kernel: its command has left the queue."""
-        self._unsent.popleft().release()
+        """The oldest queued completion is in the kernel: its command has left the queue, and
+        its request and buffer are free."""
+        req = self._unsent.popleft()
+        if req.ttag >= 0:  # reserved until now: a repeated H2CData is out of range, not new data
+            self._h2c.pop(req.ttag, None)
+        staging = req.staging
+        if staging is not None:
+            req.staging = None
+            staging.release()
+        req.data = None
+        self._free.append(req)
         self._inflight -= 1
-        self.conn.capsule_credit = self._depth() - self._inflight
+        sqsize = self.session.sqsize
+        depth = sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
+        self.conn.capsule_credit = depth - self._inflight
         if not self._reading and not self._resume_scheduled and not self.closed:
             self._resume_scheduled = True  # not from inside the send queue's flush
             self.loop.call_soon(self._resume)
@@ -214,9 +230,9 @@ class TcpQueue:
         self._stop_reading()
         self._discard_unread()
         self.sock.close()
-        for _, fut in self._h2c.values():
-            if not fut.done():
-                fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+        for ttag, done in self._fetching.items():
+            self.loop.call_soon(done, self._h2c[ttag], Status(SC.TRANSIENT_TR_ERR))
+        self._fetching.clear()
         self._h2c.clear()
         while self._incapsule:
             self._incapsule.popleft().release()
@@ -230,7 +246,7 @@ class TcpQueue:
             raise OSError("queue closed before it could be handed over")
         self._hold = True
         self._stop_reading()
-        if self._h2c or self._incapsule:
+        if self._fetching or self._incapsule:
             raise RuntimeError("a queue with commands in flight cannot be handed over")
         await self._sendq.drained()
         state = self.conn.export_state()
@@ -259,24 +275,23 @@ class TcpQueue:
         return staging.view
 
     def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        entry = self._h2c.get(ttag)
-        if entry is None:
+        req = self._h2c.get(ttag)
+        if req is None:
             raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_TTAG, f"unknown ttag {ttag}")
-        req, _ = entry
         if req.cid != cccid:
             raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, f"cccid {cccid} != {req.cid}")
         assert req.data is not None
         # Checked and advanced here, as each header is parsed, not when its event is handled:
         # several PDUs of one R2T may arrive in one read, and a PDU covering bytes already
         # received (a duplicate) must never be placed over them.
-        if datao != req.transport["received"] or datao + datal > len(req.data):
+        if datao != req.received or datao + datal > len(req.data):
             raise self._fatal(
                 Fes.DATA_OUT_OF_RANGE,
                 OFF_DATA_DATAO,
                 f"H2CData offset {datao}+{datal} outside the R2T window "
-                f"(expected offset {req.transport['received']} of {len(req.data)})",
+                f"(expected offset {req.received} of {len(req.data)})",
             )
-        req.transport["received"] = datao + datal
+        req.received = datao + datal
         return req.data[datao : datao + datal]
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
@@ -406,23 +421,31 @@ class TcpQueue:
         except OSError:
             pass
 
+    def _command(self, sqe: memoryview | bytes, data: memoryview | None) -> None:
+        """A capsule arrived (the codec's command sink): load a free request and submit it."""
+        free = self._free
+        if free:
+            req = free.pop()
+            req.load(sqe)
+        else:  # more in flight than the queue's depth: only before a Connect set it
+            req = Request(sqe)
+        req.qid = self.session.qid or 0
+        self._inflight += 1
+        if data is not None:
+            req.incapsule = True
+            req.data = data
+            req.staging = self._incapsule.popleft()
+        self.owner.submit(self.session, req)
+
     def _handle(self, ev: p.Event) -> None:
-        if isinstance(ev, p.CommandReceived):
-            req = Request(Sqe.decode(ev.sqe), self.session.qid or 0)
-            self._inflight += 1
-            if ev.data is not None:
-                req.incapsule = True
-                req.data = ev.data
-                req.staging = self._incapsule.popleft()
-            self.owner.submit(self.session, req)
-        elif isinstance(ev, p.H2CDataReceived):
+        if isinstance(ev, p.H2CDataReceived):
             # The placement checked the offset: the tag is known and its window still open.
-            req, fut = self._h2c[ev.ttag]
+            req = self._h2c[ev.ttag]
             assert req.data is not None
             if ev.datao + ev.datal == len(req.data):
                 # The tag stays reserved until the command completes, so that a PDU repeating
                 # this data is out of range, not a write of new data.
-                fut.set_result(SUCCESS)
+                self._fetching.pop(ev.ttag)(req, SUCCESS)
             elif ev.last:
                 raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
         elif isinstance(ev, p.ICReqReceived):
@@ -444,10 +467,11 @@ class TcpQueue:
     def _data_digest_error(self, cccid: int, capsule: bool) -> None:
         """A data digest mismatch fails that command with Transient Transport Error."""
         if not capsule:  # H2CData: the transfer of the command with that cid fails
-            for ttag, (req, fut) in list(self._h2c.items()):
-                if req.cid == cccid and not fut.done():
-                    del self._h2c[ttag]
-                    fut.set_result(Status(SC.TRANSIENT_TR_ERR))
+            for ttag, done in list(self._fetching.items()):
+                req = self._h2c[ttag]
+                if req.cid == cccid:
+                    del self._fetching[ttag]
+                    done(req, Status(SC.TRANSIENT_TR_ERR))
                     return
             return
         # Earlier capsules' events took theirs: the oldest buffer is this capsule's.
