@@ -249,6 +249,9 @@ def test_unknown_status_code_keeps_its_raw_value() -> None:
             await q.submit(c.flush(1))
         assert info.value.raw & 0x7FF == 0x1C3
         assert "sct=0x1 sc=0xc3" in str(info.value)
+        assert info.value.status.encode() == info.value.raw  # the decoded value keeps it too
+        comp = await q.submit(c.flush(1), check=False)
+        assert comp.status.encode() == comp.status_field == 0x1C3
 
     class Odd(Status):
         def encode(self) -> int:
