@@ -71,7 +71,9 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         mn=sub.config.model or "nvmf",
         fr=FIRMWARE_REVISION,
         rab=6,
-        cmic=1 << 1,  # may have multiple controllers (dynamic model)
+        # May have multiple controllers (dynamic model); bit 3 clear: no ANA reporting, so
+        # ANATT/ANACAP/ANAGRPMAX/NANAGRPID stay 0 and LID 0Ch is an Invalid Log Page.
+        cmic=1 << 1,
         mdts=MDTS,
         cntlid=ctrl.cntlid,
         ver=sub.vs,
