@@ -3,6 +3,8 @@ failing ``accept``, logs the shortage once, and serves again once descriptors ar
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import select
 import socket
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from nvmf.wire import tcp as w
+from tests.target.conftest import running_target
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Descriptors the target has left once it listens.
@@ -123,3 +126,72 @@ def test_out_of_descriptors_pauses_accepting_and_recovers(fd_limited: FdLimitedT
         for sock in served + waiting:
             sock.close()
     assert target.proc.poll() is None, "the target died"
+
+
+class _FailingAccept:
+    """``socket.socket.accept`` failing with ``code`` while ``failing`` is set."""
+
+    def __init__(self, code: int) -> None:
+        self.code, self.failing, self.calls = code, True, 0
+        self.real = socket.socket.accept
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def accept(sock: socket.socket) -> tuple[socket.socket, object]:
+            if self.failing:
+                self.calls += 1
+                raise OSError(self.code, os.strerror(self.code))
+            return self.real(sock)
+
+        monkeypatch.setattr(socket.socket, "accept", accept)
+
+
+def _accept_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "accept" in r.getMessage()]
+
+
+def test_a_failure_of_one_connection_does_not_pause_the_listener(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ECONNABORTED (the connection was reset while queued) concerns that connection only."""
+    caplog.set_level(logging.INFO, logger="nvmf")
+    fake = _FailingAccept(errno.ECONNABORTED)
+    with running_target(0) as target:
+        fake.install(monkeypatch)
+        sock = socket.create_connection(target.addr, timeout=5)
+        try:
+            sock.sendall(w.icreq())
+            deadline = time.monotonic() + 5
+            while fake.calls < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fake.failing = False
+            assert _initialized(sock, 0.5)  # no back-off was waiting
+        finally:
+            sock.close()
+        monkeypatch.undo()
+    assert fake.calls >= 3
+    assert not _accept_lines(caplog)
+
+
+def test_a_shortage_is_logged_once_and_ends(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nvmf")
+    fake = _FailingAccept(errno.ENFILE)
+    with running_target(0) as target:
+        fake.install(monkeypatch)
+        sock = socket.create_connection(target.addr, timeout=5)
+        try:
+            sock.sendall(w.icreq())
+            time.sleep(HOLD)
+            failed_calls = fake.calls
+            fake.failing = False
+            assert _initialized(sock, 5.0)
+        finally:
+            sock.close()
+        monkeypatch.undo()
+    # Back-off from 50 ms doubling to 1 s: a handful of tries in HOLD seconds, not thousands.
+    assert 2 <= failed_calls <= 10, failed_calls
+    lines = _accept_lines(caplog)
+    assert len(lines) == 2, lines
+    assert "cannot accept connections" in lines[0] and "Too many open files in system" in lines[0]
+    assert "accepting connections again" in lines[1]
