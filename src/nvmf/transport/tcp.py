@@ -586,7 +586,9 @@ class TcpTransport:
         connection queued, so the socket stays readable and accepting on would spin.  The
         listener then pauses (see :meth:`_pause_accepting`); an error that belongs to the one
         connection it consumed (``ECONNABORTED`` and the network errors Linux passes on, see
-        accept(2)) only skips that connection."""
+        accept(2)) only skips that connection.  The episode ends when a connection is accepted
+        again (an empty backlog says nothing about descriptors)."""
+        accepted = False
         for _ in range(16):
             try:
                 sock, _addr = lst.sock.accept()
@@ -605,7 +607,8 @@ class TcpTransport:
                 continue
             queue = TcpQueue(sock, lst.port, lst.owner, lst.queues.discard)
             lst.queues.add(queue)
-        if lst.shortage_since is not None:
+            accepted = True
+        if accepted and lst.shortage_since is not None:
             log.info(
                 "port %d: accepting connections again after %.1f s",
                 lst.port.portid,
