@@ -342,6 +342,6 @@ def _apply_port_exports(service: TargetService, ports: list[Port], report: Reloa
     for sub in service.subsystems.values():
         for ctrl in list(sub.controllers.values()):
             port = ctrl.port
-            if port not in ports or sub.nqn not in port.subsystems:
+            if not any(port is live for live in ports) or sub.nqn not in port.subsystems:
                 service.delete_controller(ctrl, "subsystem no longer exported on its port")
                 report.controllers_deleted += 1
