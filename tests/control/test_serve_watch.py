@@ -154,6 +154,27 @@ def test_config_reload_reports_what_changed_or_why_not(serve: Serve) -> None:
     assert serve.nsids() == [1, 2, 3]
 
 
+def test_config_reload_by_pid_signals_the_target(serve: Serve) -> None:
+    serve.config.write_text(json.dumps(config(2)))
+    out = serve.cli("config", "reload", "--pid", str(serve.proc.pid))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"sent SIGHUP to {serve.proc.pid}; the target logs what changed"
+    wait_for(lambda: serve.nsids() == [1, 2])
+
+
+def test_config_reload_of_no_such_pid_says_so() -> None:
+    # Above pid_max no process can exist (a reaped child's pid could be reused and signalled).
+    missing = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    out = subprocess.run(
+        [sys.executable, "-m", "nvmf.cli.main", "config", "reload", "--pid", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"nvmf config reload: no process {missing}"
+
+
 def test_config_save_writes_the_running_configuration(serve: Serve, tmp_path: Path) -> None:
     serve.config.write_text(json.dumps(config(2)))
     assert serve.cli("config", "reload").returncode == 0

@@ -6,8 +6,9 @@
   embedded default configuration.
 * ``apply FILE [--configfs DIR] [--clear]``: configure the Linux kernel target from FILE.
 * ``clear [--configfs DIR]``: remove the kernel target's whole configuration.
-* ``reload [--control-socket PATH]``: make a running ``nvmf serve`` re-read its ``--config``
-  file (as ``SIGHUP`` does) and print what changed, or why nothing did.
+* ``reload [--control-socket PATH | --pid PID]``: make a running ``nvmf serve`` re-read its
+  ``--config`` file and print what changed, or why nothing did; with ``--pid`` it only sends
+  the target ``SIGHUP`` (the target logs the outcome).
 * ``save FILE [--control-socket PATH]``: write a running target's configuration to FILE,
   atomically; ``save FILE --from-kernel [--configfs DIR]``: the Linux kernel target's instead,
   read from configfs the way ``nvmetcli save`` reads it.
@@ -19,6 +20,8 @@ All logic lives in :mod:`nvmf.config`; a bad file or a refused step prints its
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import Any
 
@@ -72,6 +75,12 @@ def register(sub: Any) -> None:
         "reload", help="make a running nvmf serve apply its edited --config file"
     )
     control_socket_option(reload)
+    reload.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="send SIGHUP to this nvmf serve instead of asking over its control socket",
+    )
 
     save = actions.add_parser(
         "save", help="write a running target's (or the kernel target's) configuration to FILE"
@@ -131,8 +140,11 @@ def run(args: argparse.Namespace) -> int:
             clear_kernel(args.configfs)
             print(f"{args.configfs}: cleared")
         elif args.action == "reload":
-            result = request(args.control_socket or default_socket_path(), "reload")
-            print(f"reloaded: {result['summary']}")
+            if args.pid is not None:
+                _signal_reload(args.pid)
+            else:
+                result = request(args.control_socket or default_socket_path(), "reload")
+                print(f"reloaded: {result['summary']}")
         elif args.action == "save":
             if args.from_kernel:
                 cfg = read_kernel(args.configfs)
@@ -151,6 +163,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"nvmf config {args.action}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _signal_reload(pid: int) -> None:
+    """``SIGHUP`` to the target ``pid``; a failure is a RequestError naming the pid."""
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise RequestError(f"no process {pid}") from None
+    except PermissionError:
+        raise RequestError(f"not allowed to signal process {pid}") from None
+    print(f"sent SIGHUP to {pid}; the target logs what changed")
 
 
 def warning_line(warning: Problem, source: str) -> str:
