@@ -180,6 +180,7 @@ kill %1; wait
 # The kernel's own target: apply a file, save it back from configfs, apply that, save again.
 modprobe nvmet && modprobe nvmet-tcp
 echo "modprobe nvmet rc=$?" >> $OUT/results.txt
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 truncate -s 16M /tmp/nvmf-guest/kernel.img
 $PY -m nvmf.cli.main config apply KERNEL_FILE > $OUT/kapply.txt 2>&1
 echo "kapply rc=$?" >> $OUT/results.txt
@@ -356,7 +357,8 @@ def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResu
     for bad in ("Reconnecting", "resetting", "I/O Error", "timeout"):
         assert bad not in dmesg, bad
     log = guest.read("target.log")
-    assert f"nvmf: reloaded /tmp/nvmf-guest/target.json: namespaces added {NQN}ram/2" in log
+    added = f"namespaces added {NQN}ram/2; namespace change notice to 1 controller"
+    assert f"nvmf: reloaded /tmp/nvmf-guest/target.json: {added}" in log
     added_status = json.loads(guest.read("status-added.json"))
     ram = _ram_subsystem(added_status)
     assert [ns["nsid"] for ns in ram["namespaces"]] == [1, 2]
@@ -371,7 +373,9 @@ def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResu
 def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestResult) -> None:
     res = results(guest)
     assert res["reload rc"] == "0", guest.read("reload.txt")
-    assert guest.read("reload.txt").strip() == f"reloaded: namespaces removed {NQN}ram/2"
+    assert guest.read("reload.txt").strip() == (
+        f"reloaded: namespaces removed {NQN}ram/2; namespace change notice to 1 controller"
+    )
     assert set(guest.lines("block-removed.txt")) == set(guest.lines("block-before.txt"))
     assert res["reload-bad rc"] == "1"
     assert "subsystems[0].nqn" in guest.read("reload-bad.txt")

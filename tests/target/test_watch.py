@@ -125,6 +125,9 @@ def test_added_namespace_is_announced_and_served_without_reconnecting(
     add_namespace(cfg, 3, 4 << 20)
     report = reload(target, cfg)
     assert report.namespaces_added == [f"{SUBNQN}/3"] and report.notices_sent == 1
+    assert (
+        report.summary() == f"namespaces added {SUBNQN}/3; namespace change notice to 1 controller"
+    )
     cqe, _ = host.wait_response()
     assert status_of(cqe).ok and cqe.dw0 == AEN_NS_CHANGED == 0x040002
     assert changed_log(host) == [3]

@@ -88,9 +88,10 @@ class ReloadReport:
             if values:
                 parts.append(f"{name.replace('_', ' ')} {', '.join(map(str, values))}")
         if self.controllers_deleted:
-            parts.append(f"{self.controllers_deleted} controllers deleted")
+            parts.append(f"controllers deleted: {self.controllers_deleted}")
         if self.notices_sent:
-            parts.append(f"{self.notices_sent} namespace change notices")
+            n = self.notices_sent
+            parts.append(f"namespace change notice to {n} controller{'' if n == 1 else 's'}")
         if self.settings_kept:
             parts.append(f"restart needed for {', '.join(self.settings_kept)}")
         return "; ".join(parts) or "no changes"
