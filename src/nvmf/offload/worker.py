@@ -242,12 +242,13 @@ class Worker:
         return session
 
     def submit(self, state: QueueState, req: Request) -> None:
+        session = cast(WorkerSession, state)  # what open_queue made
         counters = self.counters
         counters.commands += 1
-        state.commands += 1  # type: ignore[attr-defined]  # a WorkerSession, as open_queue made
+        session.commands += 1
         if req.incapsule:
             counters.incapsule_writes += 1
-        self.pipeline.submit(cast(WorkerSession, state), req)
+        self.pipeline.submit(session, req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, WorkerSession)
