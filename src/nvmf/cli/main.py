@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules under ``nvmf.cli``, in the order ``nvmf --help`` lists them.
-COMMANDS: tuple[str, ...] = ("serve", "config", "doctor", "host", "bench")
+COMMANDS: tuple[str, ...] = ("serve", "status", "config", "doctor", "host", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
