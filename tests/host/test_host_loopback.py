@@ -208,13 +208,14 @@ def test_cli_discover_identify_write_read(target: int, tmp_path: Path) -> None:
     out = _cli("discover", *conn, "--json")
     assert out.returncode == 0, out.stderr
     records = json.loads(out.stdout)["records"]
-    assert any(r["subnqn"] == SUBNQN and r["subtype"] == "nvme" for r in records)
+    assert any(r["subnqn"] == SUBNQN and r["subtype"] == "nvme subsystem" for r in records)
 
     out = _cli("identify", *conn, "-n", SUBNQN, "--json")
     assert out.returncode == 0, out.stderr
     ident = json.loads(out.stdout)
     assert ident["controller"]["mn"] == "nvmf-loop"
-    assert [(n["nsid"], n["block_size"]) for n in ident["namespaces"]] == [(1, 512), (2, 4096)]
+    in_use = [next(f["ds"] for f in n["lbafs"] if f["in_use"]) for n in ident["namespaces"]]
+    assert [n["nsid"] for n in ident["namespaces"]] == [1, 2] and in_use == [9, 12]
     out = _cli("identify", *conn, "-n", SUBNQN)
     assert b"model (mn)      : nvmf-loop" in out.stdout
 

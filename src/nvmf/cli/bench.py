@@ -46,7 +46,12 @@ def register(sub: Any) -> None:
     w.add_argument("--runtime", type=nonneg_float, default=5.0, help="seconds (5)")
     w.add_argument("--size", type=parse_size, help="bytes of the range (default: namespace)")
     w.add_argument("--offset", type=parse_size, default=0, help="start of the range (0)")
-    w.add_argument("--rwmixread", type=int_range(0, 100), default=50, help="randrw: % reads")
+    w.add_argument(
+        "--rwmixread",
+        type=int_range(0, 100),
+        default=50,
+        help="randrw: %% of the I/Os that are reads (50)",
+    )
     w.add_argument("--nsid", type=int_range(1, 0xFFFFFFFE), default=1, help="namespace (1)")
     w.add_argument("--verify", action="store_true", help="write a checked pattern, verify it")
     w.add_argument("--seed", type=int_range(0, (1 << 31) - 1), help="random seed")
