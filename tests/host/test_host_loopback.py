@@ -241,7 +241,8 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     args = ["-a", "127.0.0.1", "-s", str(target), "-n", SUBNQN]
     start = time.monotonic()
     out = _cli("bench", *args, "--rw", "randread", "--bs", "4k", "--iodepth", "8",
-               "--runtime", "2.5", "--numjobs", "2", "--json", "--size", "8m")  # fmt: skip
+               "--runtime", "2.5", "--numjobs", "2", "--json", "--size", "8m",
+               "--eta", "always")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - start >= 2.5
     result = json.loads(out.stdout)
@@ -251,7 +252,7 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     lat = read["lat_us"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
     assert result["write"] is None
-    progress = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("[")]
+    progress = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("Jobs:")]
     assert len(progress) >= 2 and "IOPS" in progress[0]
 
     out = _cli("bench", *args, "--rw", "write", "--bs", "128k", "--runtime", "1", "--verify",
@@ -259,7 +260,7 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
     assert "write: IOPS=" in text and ", 0 mismatches" in text
-    assert not [ln for ln in out.stderr.decode().splitlines() if ln.startswith("[")]
+    assert not [ln for ln in out.stderr.decode().splitlines() if ln.startswith("Jobs:")]
 
 
 @pytest.mark.parametrize(
