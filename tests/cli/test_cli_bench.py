@@ -7,6 +7,7 @@ queues, which the warning test relies on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from nvmf.host import connect
+from nvmf.host.bench import BenchResult, BenchSpec, run_bench
 from tests.cli.tools import REPO, SUBNQN, Target, cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -169,3 +172,20 @@ def test_plot_needs_a_png_name(target: Target, tmp_path: Path) -> None:
     assert out.stderr.strip().splitlines() == [
         f"nvmf bench: --plot: {str(tmp_path / 'run.jpg')!r} is not a .png file name"
     ]
+
+
+def test_stop_during_prefill_ends_the_run_with_nothing_measured(target: Target) -> None:
+    """Ctrl-C while --verify prefills: no timed phase, no false mismatch, marked interrupted."""
+    spec = BenchSpec(rw="randread", verify=True, size=4 << 20, runtime=60, iodepth=4)
+
+    async def main() -> BenchResult:
+        ctrl = await connect("127.0.0.1", SUBNQN, trsvcid=target.v4, nr_io_queues=1)
+        async with ctrl:
+            stop = asyncio.Event()
+            stop.set()
+            return await run_bench(ctrl, spec, stop=stop)
+
+    result = asyncio.run(asyncio.wait_for(main(), 60))
+    assert result.interrupted and result.elapsed < 5
+    assert result.read is not None and result.read.ios == 0
+    assert result.verify is not None and result.verify.mismatches == 0

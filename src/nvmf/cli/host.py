@@ -2,8 +2,11 @@
 
 Thin: options in, :mod:`nvmf.host` does the work, a summary out.  The connection options keep
 nvme-cli's letters (``-t -a -s -n -q -I -i -Q -k -g -G``) so a command line moves between the
-two.  Bad arguments give one line naming the option and exit 2; a failure of the connection or
-of a command gives one line and exit 1.
+two; ``-a`` takes an IPv6 address bare (``-a ::1``), as nvme-cli does.  ``-o/--output-format
+normal|json`` prints nvme-cli's layouts, key names and value strings (:mod:`nvmf.cli.nvme_print`).
+Bad arguments give one line naming the option and exit 2; a failure of the connection or of a
+command gives one line and exit 1 (a Connect refused for its subsystem NQN also names the NQNs
+the target's discovery log offers).
 """
 
 from __future__ import annotations

@@ -454,6 +454,8 @@ class _Bench:
 
         async def one(job: _Job, unit: int) -> None:
             async with sem:
+                if self.stop:  # interrupted: the timed phase will not run either
+                    return
                 buf = bytearray(bs)
                 self.fill(buf, job.first_unit + unit, 0)
                 await self.ctrl.write(
@@ -620,11 +622,6 @@ async def run_bench(
     if note is not None:
         for text in warnings:
             note(f"warning: {text}")
-    if spec.verify and spec.reads:
-        if note is not None:
-            units = sum(j.units for j in bench.jobs)
-            note(f"prefilling {units * spec.bs / (1 << 20):.1f} MiB for --verify")
-        await bench.prefill()
     loop = asyncio.get_running_loop()
     watcher = None
     if stop is not None:
@@ -635,16 +632,23 @@ async def run_bench(
             bench.interrupted = True
 
         watcher = loop.create_task(watch())
-    usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.monotonic()
-    deadline = start + spec.runtime
-    ticker = loop.create_task(bench.progress_loop(start, progress))
     try:
-        await asyncio.gather(
-            *(bench.worker(job, deadline) for job in bench.jobs for _ in range(spec.iodepth))
-        )
+        if spec.verify and spec.reads:
+            if note is not None:
+                units = sum(j.units for j in bench.jobs)
+                note(f"prefilling {units * spec.bs / (1 << 20):.1f} MiB for --verify")
+            await bench.prefill()
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        deadline = start + spec.runtime
+        ticker = loop.create_task(bench.progress_loop(start, progress))
+        try:
+            await asyncio.gather(
+                *(bench.worker(job, deadline) for job in bench.jobs for _ in range(spec.iodepth))
+            )
+        finally:
+            ticker.cancel()
     finally:
-        ticker.cancel()
         if watcher is not None:
             watcher.cancel()
     elapsed = time.monotonic() - start
