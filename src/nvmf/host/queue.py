@@ -344,7 +344,12 @@ class HostQueue:
         self._send(bufs)
         completion = await future
         if check and completion.status_field & _STATUS_CODE_MASK:
-            raise NvmeError(completion.status, command=command, raw=completion.status_field)
+            raise NvmeError(
+                completion.status,
+                command=command,
+                raw=completion.status_field,
+                result=completion.dw0,
+            )
         return completion
 
     def _release(self, cmd: _Command) -> None:
