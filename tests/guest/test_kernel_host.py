@@ -5,6 +5,13 @@ One boot runs everything, with the target's I/O queues in two offload workers (`
 4 KiB and 128 KiB on RAM and file namespaces with digests off and on, and disconnects; then a
 worker is killed (``kill -9``) in the middle of a fio write job: the host reconnects, a new
 worker serves, and the job's verify passes.
+
+The same boot watches the running target: ``nvmf status`` and the metrics endpoint show the
+kernel host's controller and queues; a namespace added to the configuration file and applied
+with ``SIGHUP`` appears on the connected host (Namespace Attribute Changed notice, the host
+rescans) without a reconnect, ``nvmf config reload`` takes it away again, and a file that does
+not validate changes nothing.  Last, with our target stopped, ``nvmf config apply`` to the
+kernel's own target followed by ``nvmf config save --from-kernel`` gives the file back.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,15 +29,22 @@ from tests.guest.harness import GuestResult, run_in_guest
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
 
 CONFIG = Path(__file__).parent / "data" / "kernel-host.json"
+KERNEL_FILE = Path(__file__).parent / "data" / "kernel-roundtrip.json"
 NQN = "nqn.2024-01.io.nvmf:"
 
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 exec > $OUT/trace.txt 2>&1
 mkdir -p /tmp/nvmf-guest
 modprobe nvme-tcp
 ip link set lo up
 nproc > $OUT/nproc.txt
-$PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG > $OUT/target.log 2>&1 &
+# The target runs a copy of the file, which the watch checks below edit and reload.
+cp CONFIG /tmp/nvmf-guest/target.json
+SOCK=/tmp/nvmf-guest/control.sock
+$PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/nvmf-guest/target.json \
+    --control-socket $SOCK --metrics-port 9464 > $OUT/target.log 2>&1 &
+target=$!
 for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
 nvme discover -t tcp -a 127.0.0.1 -s 4420 -o json > $OUT/discover.json; echo $? > $OUT/discover.rc
 
@@ -101,9 +116,89 @@ echo "fio kill rc=$?" >> $OUT/results.txt
 nvme disconnect -n ${NQN}ram > /dev/null
 echo "disconnect kill rc=$?" >> $OUT/results.txt
 dmesg > $OUT/dmesg-kill.txt
+
+# Watching the running target with the kernel host connected.
+dmesg -C
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 2
+echo "connect watch rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+base=$(basename ${dev%n1})
+ctrl=$(ls /sys/class/nvme/ | head -1)
+cat /sys/class/nvme/$ctrl/hostnqn > $OUT/watch-hostnqn.txt
+cat /sys/class/nvme/$ctrl/cntlid > $OUT/watch-cntlid-before.txt
+dd if=$dev of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null  # some I/O to count
+$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status.json
+echo "status rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main status --control-socket $SOCK > $OUT/status.txt
+$PY -c 'import sys, urllib.request as u
+print(u.urlopen(sys.argv[1], timeout=120).read().decode())' http://127.0.0.1:9464/metrics \
+    > $OUT/metrics.txt
+echo "metrics rc=$?" >> $OUT/results.txt
+ls /sys/block > $OUT/block-before.txt
+# A namespace added to the file, applied with SIGHUP: the connected host sees it appear.
+$PY - <<'EDIT'
+import json
+path = "/tmp/nvmf-guest/target.json"
+with open(path) as f:
+    cfg = json.load(f)
+ram = next(s for s in cfg["subsystems"] if s["nqn"].endswith(":ram"))
+ram["namespaces"].append(
+    {"device": {"path": ""}, "enable": 1, "nsid": 2, "nvmf": {"kind": "ram", "size": "32M"}}
+)
+with open(path, "w") as f:
+    json.dump(cfg, f)
+EDIT
+kill -HUP $target
+for i in $(seq 900); do [ -e /sys/block/${base}n2 ] && break; sleep 0.2; done
+ls /sys/block > $OUT/block-added.txt
+cat /sys/block/${base}n2/size > $OUT/watch-n2-size.txt
+cat /sys/class/nvme/$ctrl/cntlid > $OUT/watch-cntlid-after.txt
+head -c 262144 /dev/urandom > /tmp/nvmf-guest/pattern
+dd if=/tmp/nvmf-guest/pattern of=/dev/${base}n2 bs=4k oflag=direct 2>/dev/null
+dd if=/dev/${base}n2 of=/tmp/nvmf-guest/back bs=4k count=64 iflag=direct 2>/dev/null
+cmp /tmp/nvmf-guest/pattern /tmp/nvmf-guest/back
+echo "n2 verify rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status-added.json
+$PY -m nvmf.cli.main config save $OUT/running.json --control-socket $SOCK > $OUT/save.txt 2>&1
+echo "save rc=$?" >> $OUT/results.txt
+# The original file back, applied with nvmf config reload: the namespace goes away again.
+cp CONFIG /tmp/nvmf-guest/target.json
+$PY -m nvmf.cli.main config reload --control-socket $SOCK > $OUT/reload.txt 2>&1
+echo "reload rc=$?" >> $OUT/results.txt
+for i in $(seq 900); do [ -e /sys/block/${base}n2 ] || break; sleep 0.2; done
+ls /sys/block > $OUT/block-removed.txt
+# A file that does not validate changes nothing.
+echo '{"subsystems": [{"nqn": 5}]}' > /tmp/nvmf-guest/target.json
+$PY -m nvmf.cli.main config reload --control-socket $SOCK > $OUT/reload-bad.txt 2>&1
+echo "reload-bad rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status-after-bad.json
+nvme disconnect -n ${NQN}ram > /dev/null
+echo "disconnect watch rc=$?" >> $OUT/results.txt
+dmesg > $OUT/dmesg-watch.txt
 kill %1; wait
+
+# The kernel's own target: apply a file, save it back from configfs, apply that, save again.
+modprobe nvmet && modprobe nvmet-tcp
+echo "modprobe nvmet rc=$?" >> $OUT/results.txt
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+truncate -s 16M /tmp/nvmf-guest/kernel.img
+$PY -m nvmf.cli.main config apply KERNEL_FILE > $OUT/kapply.txt 2>&1
+echo "kapply rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main config save $OUT/ksave1.json --from-kernel > $OUT/ksave1.txt 2>&1
+echo "ksave1 rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main config clear > $OUT/kclear.txt 2>&1
+echo "kclear rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main config apply $OUT/ksave1.json > $OUT/kapply2.txt 2>&1
+echo "kapply2 rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main config save $OUT/ksave2.json --from-kernel > $OUT/ksave2.txt 2>&1
+echo "ksave2 rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main config clear >> $OUT/kclear.txt 2>&1
+echo "kclear2 rc=$?" >> $OUT/results.txt
 echo done > $OUT/finished
-""".replace("CONFIG", str(CONFIG)).replace("${NQN}", NQN)
+""".replace("KERNEL_FILE", str(KERNEL_FILE))
+    .replace("CONFIG", str(CONFIG))
+    .replace("${NQN}", NQN)
+)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +305,106 @@ def test_killed_worker_is_replaced_and_fio_verify_passes(guest: GuestResult) -> 
     assert "Reconnecting" in dmesg or "reconnect" in dmesg, dmesg[-2000:]
     assert "Successfully reconnected" in dmesg, dmesg[-2000:]
     assert res["disconnect kill rc"] == "0"
+
+
+# -- watching the running target -----------------------------------------------------------------
+
+
+def _ram_subsystem(status: dict[str, Any]) -> dict[str, Any]:
+    (sub,) = [s for s in status["subsystems"] if s["nqn"] == NQN + "ram"]
+    return sub
+
+
+def test_status_shows_the_kernel_hosts_controller_and_queues(guest: GuestResult) -> None:
+    res = results(guest)
+    assert res["connect watch rc"] == "0" and res["status rc"] == "0"
+    status = json.loads(guest.read("status.json"))
+    (ctrl,) = _ram_subsystem(status)["controllers"]
+    assert ctrl["hostnqn"] == guest.read("watch-hostnqn.txt").strip()
+    assert str(ctrl["cntlid"]) == guest.read("watch-cntlid-before.txt").strip()
+    assert ctrl["address"].startswith("127.0.0.1:") and ctrl["kato_ms"] > 0
+    queues = {q["qid"]: q for q in ctrl["queues"]}
+    assert sorted(queues) == [0, 1, 2]  # -i 2
+    assert queues[0]["worker"] == "control" and queues[0]["size"] == 32
+    for qid in (1, 2):
+        assert queues[qid]["worker"] in (0, 1) and queues[qid]["size"] == 128
+    assert sum(queues[qid]["commands"] for qid in (1, 2)) >= 16  # the host's reads at least
+    text = guest.read("status.txt")
+    assert f"controller {ctrl['cntlid']}: host {ctrl['hostnqn']}" in text
+
+
+def test_metrics_endpoint_shows_the_same_controller(guest: GuestResult) -> None:
+    assert results(guest)["metrics rc"] == "0"
+    metrics = guest.read("metrics.txt")
+    host = guest.read("watch-hostnqn.txt").strip()
+    info = [line for line in metrics.splitlines() if line.startswith("nvmf_controller_info{")]
+    assert any(f'host="{host}"' in line and NQN + "ram" in line for line in info), info
+    sizes = [line for line in metrics.splitlines() if line.startswith("nvmf_queue_size{")]
+    assert sum('queue="1"' in line or 'queue="2"' in line for line in sizes) == 2, sizes
+    assert 'nvmf_worker_up{worker="0"} 1.0' in metrics
+
+
+def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResult) -> None:
+    res = results(guest)
+    before = set(guest.lines("block-before.txt"))
+    added = set(guest.lines("block-added.txt")) - before
+    assert len(added) == 1 and next(iter(added)).endswith("n2"), (before, added)
+    assert guest.read("watch-n2-size.txt").strip() == str((32 << 20) // 512)
+    assert guest.read("watch-cntlid-after.txt") == guest.read("watch-cntlid-before.txt")
+    assert res["n2 verify rc"] == "0"
+    dmesg = guest.read("dmesg-watch.txt")
+    assert "rescanning namespaces" in dmesg, dmesg[-2000:]  # the AEN path: nvme_scan_work
+    for bad in ("Reconnecting", "resetting", "I/O Error", "timeout"):
+        assert bad not in dmesg, bad
+    log = guest.read("target.log")
+    added = f"namespaces added {NQN}ram/2; namespace change notice to 1 controller"
+    assert f"nvmf: reloaded /tmp/nvmf-guest/target.json: {added}" in log
+    added_status = json.loads(guest.read("status-added.json"))
+    ram = _ram_subsystem(added_status)
+    assert [ns["nsid"] for ns in ram["namespaces"]] == [1, 2]
+    (ctrl,) = ram["controllers"]
+    assert str(ctrl["cntlid"]) == guest.read("watch-cntlid-before.txt").strip()
+    assert res["save rc"] == "0"
+    running = json.loads(guest.read("running.json"))
+    (saved,) = [s for s in running["subsystems"] if s["nqn"] == NQN + "ram"]
+    assert [ns["nsid"] for ns in saved["namespaces"]] == [1, 2]
+
+
+def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestResult) -> None:
+    res = results(guest)
+    assert res["reload rc"] == "0", guest.read("reload.txt")
+    assert guest.read("reload.txt").strip() == (
+        f"reloaded: namespaces removed {NQN}ram/2; namespace change notice to 1 controller"
+    )
+    assert set(guest.lines("block-removed.txt")) == set(guest.lines("block-before.txt"))
+    assert res["reload-bad rc"] == "1"
+    assert "subsystems[0].nqn" in guest.read("reload-bad.txt")
+    log = guest.read("target.log").splitlines()
+    refused = [line for line in log if "reload of" in line and "refused" in line]
+    assert len(refused) == 1 and "nothing changed" in refused[0], refused
+    after = json.loads(guest.read("status-after-bad.json"))
+    assert [s["nqn"] for s in after["subsystems"][1:]] == [NQN + "ram", NQN + "file", NQN + "q1"]
+    assert res["disconnect watch rc"] == "0"
+
+
+def test_kernel_target_apply_then_save_from_kernel_round_trips(guest: GuestResult) -> None:
+    res = results(guest)
+    assert res["modprobe nvmet rc"] == "0"
+    for step in ("kapply", "ksave1", "kclear", "kapply2", "ksave2", "kclear2"):
+        assert res[f"{step} rc"] == "0", (step, guest.read(f"{step}.txt"))
+    first, second = guest.read("ksave1.json"), guest.read("ksave2.json")
+    assert first and first == second
+    saved = json.loads(first)
+    applied = json.loads(KERNEL_FILE.read_text())
+    (sub,) = saved["subsystems"]
+    (want,) = applied["subsystems"]
+    assert sub["nqn"] == want["nqn"] and sub["allowed_hosts"] == want["allowed_hosts"]
+    for key, value in want["attr"].items():
+        assert sub["attr"][key] == value, key
+    (ns,) = sub["namespaces"]
+    assert ns["nsid"] == 3 and ns["enable"] == 1
+    assert ns["device"] == {**ns["device"], **want["namespaces"][0]["device"]}
+    (port,) = saved["ports"]
+    assert port["addr"] == {**port["addr"], **applied["ports"][0]["addr"]}
+    assert port["param"]["inline_data_size"] == "16384" and port["subsystems"] == [want["nqn"]]
+    assert [h["nqn"] for h in saved["hosts"]] == [h["nqn"] for h in applied["hosts"]]

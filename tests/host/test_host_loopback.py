@@ -208,13 +208,14 @@ def test_cli_discover_identify_write_read(target: int, tmp_path: Path) -> None:
     out = _cli("discover", *conn, "--json")
     assert out.returncode == 0, out.stderr
     records = json.loads(out.stdout)["records"]
-    assert any(r["subnqn"] == SUBNQN and r["subtype"] == "nvme" for r in records)
+    assert any(r["subnqn"] == SUBNQN and r["subtype"] == "nvme subsystem" for r in records)
 
     out = _cli("identify", *conn, "-n", SUBNQN, "--json")
     assert out.returncode == 0, out.stderr
     ident = json.loads(out.stdout)
     assert ident["controller"]["mn"] == "nvmf-loop"
-    assert [(n["nsid"], n["block_size"]) for n in ident["namespaces"]] == [(1, 512), (2, 4096)]
+    in_use = [next(f["ds"] for f in n["lbafs"] if f["in_use"]) for n in ident["namespaces"]]
+    assert [n["nsid"] for n in ident["namespaces"]] == [1, 2] and in_use == [9, 12]
     out = _cli("identify", *conn, "-n", SUBNQN)
     assert b"model (mn)      : nvmf-loop" in out.stdout
 
@@ -240,7 +241,8 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     args = ["-a", "127.0.0.1", "-s", str(target), "-n", SUBNQN]
     start = time.monotonic()
     out = _cli("bench", *args, "--rw", "randread", "--bs", "4k", "--iodepth", "8",
-               "--runtime", "2.5", "--numjobs", "2", "--json", "--size", "8m")  # fmt: skip
+               "--runtime", "2.5", "--numjobs", "2", "--json", "--size", "8m",
+               "--eta", "always")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - start >= 2.5
     result = json.loads(out.stdout)
@@ -250,7 +252,7 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     lat = read["lat_us"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
     assert result["write"] is None
-    progress = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("[")]
+    progress = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("Jobs:")]
     assert len(progress) >= 2 and "IOPS" in progress[0]
 
     out = _cli("bench", *args, "--rw", "write", "--bs", "128k", "--runtime", "1", "--verify",
@@ -258,7 +260,7 @@ def test_cli_bench_json_and_progress(target: int) -> None:
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
     assert "write: IOPS=" in text and ", 0 mismatches" in text
-    assert not [ln for ln in out.stderr.decode().splitlines() if ln.startswith("[")]
+    assert not [ln for ln in out.stderr.decode().splitlines() if ln.startswith("Jobs:")]
 
 
 @pytest.mark.parametrize(

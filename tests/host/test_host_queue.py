@@ -191,6 +191,27 @@ def test_data_digest_error_fails_only_that_command() -> None:
     with_fake(ddgst=True)(body)
 
 
+@pytest.mark.parametrize("c2h_chunk", [0, 1536], ids=["one-pdu", "three-pdus"])
+def test_data_digest_error_on_success_c2h_fails_that_command_at_once(c2h_chunk: int) -> None:
+    """The corrupted PDU carries SUCCESS, so no CapsuleResp follows: the command must fail
+    when its digest does (as Linux's nvme_tcp_recv_ddgst ends the request), not wait for an
+    I/O timeout.  Its CID comes back, the queue stays open."""
+
+    async def body(fake: FakeController, q: HostQueue) -> None:
+        fake.data[:4096] = b"y" * 4096
+        fake.config.corrupt_next_read_digest = True
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(NvmeError) as info:
+            await asyncio.wait_for(_read(q, 0, 4096), 5)
+        assert asyncio.get_running_loop().time() - start < 2
+        assert info.value.code == SC.DATA_XFER_ERROR
+        assert q.is_open and q.outstanding == 0
+        assert await _read(q, 0, 4096) == b"y" * 4096
+
+    config = FakeConfig(success_flag=True, c2h_chunk=c2h_chunk)
+    with_fake(config, ddgst=True, depth=2, io_timeout=15.0)(body)
+
+
 # -- completions ---------------------------------------------------------------------------------
 
 
@@ -228,6 +249,9 @@ def test_unknown_status_code_keeps_its_raw_value() -> None:
             await q.submit(c.flush(1))
         assert info.value.raw & 0x7FF == 0x1C3
         assert "sct=0x1 sc=0xc3" in str(info.value)
+        assert info.value.status.encode() == info.value.raw  # the decoded value keeps it too
+        comp = await q.submit(c.flush(1), check=False)
+        assert comp.status.encode() == comp.status_field == 0x1C3
 
     class Odd(Status):
         def encode(self) -> int:

@@ -355,3 +355,90 @@ def test_direct_io_refused_by_the_kernel_explains_alignment(
         media.close()
         if where != tmp_path:
             path.unlink()
+
+
+# -- the file system's block size -----------------------------------------------------------------
+
+
+class _Stat:
+    """``os.fstat``'s answer with another ``st_blksize`` (as overlayfs and some FUSE file
+    systems give: 0)."""
+
+    def __init__(self, real: os.stat_result, blksize: int) -> None:
+        self._real, self.st_blksize = real, blksize
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _pretend_filesystem(
+    monkeypatch: pytest.MonkeyPatch, blksize: int, bsize: int | None, frsize: int
+) -> None:
+    """Make the file system report these sizes (``bsize`` None: ``fstatvfs`` fails)."""
+    real_fstat, real_fstatvfs = os.fstat, os.fstatvfs
+
+    def fstat(fd: int) -> Any:
+        return _Stat(real_fstat(fd), blksize)
+
+    def fstatvfs(fd: int) -> Any:
+        if bsize is None:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+        real = real_fstatvfs(fd)
+        return type("Vfs", (), {"f_bsize": bsize, "f_frsize": frsize, "f_blocks": real.f_blocks})
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    monkeypatch.setattr(os, "fstatvfs", fstatvfs)
+
+
+def test_reports_the_filesystem_block_size(tmp_path: Path) -> None:
+    path = tmp_path / "ns.img"
+    media = FileMedia(path, size=MiB)
+    try:
+        expected = os.stat(path).st_blksize
+        if expected < 512 or expected & (expected - 1):
+            expected = os.statvfs(path).f_bsize
+        assert media.fs_block_size == expected
+    finally:
+        media.close()
+
+
+@pytest.mark.parametrize(
+    ("blksize", "bsize", "frsize", "expected"),
+    [
+        (0, 4096, 4096, 4096),  # overlayfs: st_blksize 0, statvfs knows
+        (0, 0, 1024, 1024),  # only the fragment size is given
+        (256, 65536, 0, 65536),  # below 512: not a block size a namespace can use
+        (12288, 0, 0, 4096),  # not a power of two: the largest one that divides it
+        (1000, 0, 0, file_mod.FALLBACK_FS_BLOCK_SIZE),  # 8 divides it: too small
+        (0, 0, 0, file_mod.FALLBACK_FS_BLOCK_SIZE),  # nothing known
+        (0, None, 0, file_mod.FALLBACK_FS_BLOCK_SIZE),  # fstatvfs fails
+    ],
+)
+def test_filesystem_block_size_fallbacks(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    blksize: int,
+    bsize: int | None,
+    frsize: int,
+    expected: int,
+) -> None:
+    path = tmp_path / "ns.img"
+    _pretend_filesystem(monkeypatch, blksize, bsize, frsize)
+    media = FileMedia(path, size=MiB)
+    try:
+        assert media.fs_block_size == expected
+        assert media.fs_block_size >= 512 and media.fs_block_size & (media.fs_block_size - 1) == 0
+    finally:
+        media.close()
+
+
+def test_a_worker_s_medium_reports_the_same_block_size(tmp_path: Path) -> None:
+    media = FileMedia(tmp_path / "ns.img", size=MiB)
+    handle, fd = media.share()
+    assert fd is not None
+    theirs = FileMedia.adopt(handle, os.dup(fd))
+    try:
+        assert theirs.fs_block_size == media.fs_block_size
+    finally:
+        theirs.close()
+        media.close()

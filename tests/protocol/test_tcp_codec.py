@@ -532,6 +532,10 @@ def test_data_digest_mismatch_in_h2c_and_c2h_data() -> None:
         DataDigestError(5),
         ResponseReceived(Cqe(cid=5).encode()),
     ]
+    # With SUCCESS no CapsuleResp follows: the event says so, for the host to end the command.
+    bad = bytearray(flat(p.ctrl.c2h_data(6, 0, memoryview(bytes(64)), last=True, success=True)))
+    bad[-2] ^= 0x10
+    assert p.host.receive(bytes(bad)) == [DataDigestError(6, success=True)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,10 +18,13 @@ from hypothesis import strategies as st
 from nvmf.wire import fabrics as f
 from nvmf.wire.fabrics import (
     CC,
+    CONNECT_DATA_OFF_HOSTNQN,
+    CONNECT_DATA_OFF_SUBSYSNQN,
     CSTS,
     Cap,
     ConnectCommand,
     ConnectData,
+    ConnectDataError,
     Prop,
     PropertyCommand,
     disconnect_command,
@@ -129,11 +132,14 @@ def test_connect_data_short_is_a_wire_error(length: int) -> None:
         ConnectData.decode(bytes(length))
 
 
-def test_connect_data_non_utf8_nqn_is_a_wire_error() -> None:
+@pytest.mark.parametrize("offset", [CONNECT_DATA_OFF_SUBSYSNQN, CONNECT_DATA_OFF_HOSTNQN])
+def test_connect_data_non_utf8_nqn_names_its_field(offset: int) -> None:
     data = bytearray(ConnectData(bytes(16), 1, "s", "h").encode())
-    data[256] = 0xFF
-    with pytest.raises(WireError):
+    data[offset] = 0xFF
+    with pytest.raises(ConnectDataError) as info:
         ConnectData.decode(bytes(data))
+    assert isinstance(info.value, WireError)
+    assert info.value.offset == offset
 
 
 def test_connect_data_hostid_uuid() -> None:

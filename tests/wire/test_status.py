@@ -1,10 +1,12 @@
-"""Status values: every SC round-trips, SCT in bits 10:8, DNR/More placement, decode leniency.
+"""Status values: every SC round-trips, SCT in bits 10:8, CRD/More/DNR kept, unknown codes too.
 
 Expected numbers are Linux's ``NVME_SC_*`` (include/linux/nvme.h), which spell SCT in bits 10:8
 and DNR as 0x4000 of the 15-bit field, written here independently of the enum under test.
 """
 
 from __future__ import annotations
+
+import pickle
 
 import pytest
 from hypothesis import given
@@ -67,20 +69,46 @@ def test_every_status_round_trips(code: SC, dnr: bool) -> None:
     assert field & (0x3 << 11) == 0  # CRD
     assert field & STATUS_MORE == 0
     assert Status.decode(field) == status
+    assert Status.decode(field).code is code
     assert status.ok is (code == SC.SUCCESS)
 
 
-def test_decode_ignores_crd_and_more() -> None:
-    field = int(SC.INVALID_FIELD) | (0x3 << 11) | STATUS_MORE
-    assert Status.decode(field) == Status(SC.INVALID_FIELD)
+def test_every_status_field_round_trips_exactly() -> None:
+    """All 2^15 values of the field: SC, SCT, CRD, More and DNR survive decode and encode."""
+    for field in range(1 << 15):
+        status = Status.decode(field)
+        assert status.encode() == field, hex(field)
+        assert status.sc == field & 0xFF and status.sct == field >> 8 & 0x7
+        assert status.crd == field >> 11 & 0x3
+        assert status.more is bool(field & STATUS_MORE)
+        assert status.dnr is bool(field & STATUS_DNR)
 
 
-def test_decode_unknown_code() -> None:
-    """A code this project has no name for is kept as a failure, never as success."""
-    assert Status.decode(0x0FF).code == SC.INTERNAL
-    assert not Status.decode(0x0FF | STATUS_DNR).ok
-    assert Status.decode(0x0FF | STATUS_DNR).dnr
+def test_crd_and_more_are_kept() -> None:
+    field = int(SC.NS_NOT_READY) | (0x2 << 11) | STATUS_MORE
+    status = Status.decode(field)
+    assert status == Status(SC.NS_NOT_READY, crd=2, more=True)
+    assert status.code is SC.NS_NOT_READY and not status.ok
+
+
+def test_decode_unknown_code_keeps_its_value() -> None:
+    """A code this project has no name for stays that code (a failure, never success)."""
+    status = Status.decode(0x1C3 | STATUS_DNR)
+    assert int(status.code) == 0x1C3 and status.sct == 1 and status.sc == 0xC3
+    assert isinstance(status.code, SC)
+    assert not status.ok and status.dnr
+    assert status.encode() == 0x1C3 | STATUS_DNR
+    assert "sct=0x1 sc=0xc3" in str(status)
+    assert Status.decode(0x0FF).code is Status.decode(0x0FF).code  # one value, one member
+    assert pickle.loads(pickle.dumps(status)) == status  # as it crosses to the control plane
+    assert 0x1C3 not in {int(c) for c in SC}  # unknown codes do not join the enumeration
     assert Status.decode(0).ok
+
+
+@pytest.mark.parametrize("bad", [-1, 0x800])
+def test_code_outside_eleven_bits_is_refused(bad: int) -> None:
+    with pytest.raises(ValueError):
+        SC(bad)
 
 
 @given(st.integers(0, (1 << 15) - 1))

@@ -6,6 +6,12 @@
   embedded default configuration.
 * ``apply FILE [--configfs DIR] [--clear]``: configure the Linux kernel target from FILE.
 * ``clear [--configfs DIR]``: remove the kernel target's whole configuration.
+* ``reload [--control-socket PATH | --pid PID]``: make a running ``nvmf serve`` re-read its
+  ``--config`` file and print what changed, or why nothing did; with ``--pid`` it only sends
+  the target ``SIGHUP`` (the target logs the outcome).
+* ``save FILE [--control-socket PATH]``: write a running target's configuration to FILE,
+  atomically; ``save FILE --from-kernel [--configfs DIR]``: the Linux kernel target's instead,
+  read from configfs the way ``nvmetcli save`` reads it.
 
 All logic lives in :mod:`nvmf.config`; a bad file or a refused step prints its
 :class:`~nvmf.config.ConfigError` lines to stderr and exits 1, without a traceback.
@@ -14,12 +20,25 @@ All logic lives in :mod:`nvmf.config`; a bad file or a refused step prints its
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import Any
 
-from nvmf.config import ConfigError, Problem, config_to_json, load_config, resolve_media_kind
+from nvmf.cli.status import control_socket_option
+from nvmf.config import (
+    ConfigError,
+    Problem,
+    config_to_json,
+    load_config,
+    parse_config,
+    resolve_media_kind,
+    save_config,
+)
 from nvmf.config.kernel import CONFIGFS_ROOT, apply_to_kernel, clear_kernel
+from nvmf.config.kernel_read import read_kernel
 from nvmf.control.model import TargetConfig, default_config
+from nvmf.control.rpc import ControlSocketError, RequestError, default_socket_path, request
 
 
 def register(sub: Any) -> None:
@@ -51,6 +70,29 @@ def register(sub: Any) -> None:
 
     clear = actions.add_parser("clear", help="remove the kernel target's whole configuration")
     _configfs_option(clear)
+
+    reload = actions.add_parser(
+        "reload", help="make a running nvmf serve apply its edited --config file"
+    )
+    control_socket_option(reload)
+    reload.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="send SIGHUP to this nvmf serve instead of asking over its control socket",
+    )
+
+    save = actions.add_parser(
+        "save", help="write a running target's (or the kernel target's) configuration to FILE"
+    )
+    save.add_argument("file", metavar="FILE")
+    control_socket_option(save)
+    save.add_argument(
+        "--from-kernel",
+        action="store_true",
+        help="save the Linux kernel target's configuration (configfs) instead",
+    )
+    _configfs_option(save)
 
     parser.set_defaults(func=run)
 
@@ -97,12 +139,41 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "clear":
             clear_kernel(args.configfs)
             print(f"{args.configfs}: cleared")
+        elif args.action == "reload":
+            if args.pid is not None:
+                _signal_reload(args.pid)
+            else:
+                result = request(args.control_socket or default_socket_path(), "reload")
+                print(f"reloaded: {result['summary']}")
+        elif args.action == "save":
+            if args.from_kernel:
+                cfg = read_kernel(args.configfs)
+                source = args.configfs
+            else:
+                source = args.control_socket or default_socket_path()
+                cfg = parse_config(request(source, "config"), source, check_paths=False)
+            save_config(cfg, args.file)
+            print(f"{args.file}: saved from {source}: {_counts(cfg)}")
         else:  # argparse only lets the actions above through
             raise AssertionError(args.action)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
+    except (ControlSocketError, RequestError) as e:
+        print(f"nvmf config {args.action}: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _signal_reload(pid: int) -> None:
+    """``SIGHUP`` to the target ``pid``; a failure is a RequestError naming the pid."""
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise RequestError(f"no process {pid}") from None
+    except PermissionError:
+        raise RequestError(f"not allowed to signal process {pid}") from None
+    print(f"sent SIGHUP to {pid}; the target logs what changed")
 
 
 def warning_line(warning: Problem, source: str) -> str:

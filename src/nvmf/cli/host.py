@@ -2,36 +2,37 @@
 
 Thin: options in, :mod:`nvmf.host` does the work, a summary out.  The connection options keep
 nvme-cli's letters (``-t -a -s -n -q -I -i -Q -k -g -G``) so a command line moves between the
-two.  Bad arguments give one line naming the option and exit 2; a failure of the connection or
-of a command gives one line and exit 1.
+two; ``-a`` takes an IPv6 address bare (``-a ::1``), as nvme-cli does.  ``-o/--output-format
+normal|json`` prints nvme-cli's layouts, key names and value strings (:mod:`nvmf.cli.nvme_print`).
+Bad arguments give one line naming the option and exit 2; a failure of the connection or of a
+command gives one line and exit 1 (a Connect refused for its subsystem NQN also names the NQNs
+the target's discovery log offers).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from typing import Any, BinaryIO, NoReturn
 
-from nvmf.host import ConnectOptions, Controller, HostError, connect_with, discover
+from nvmf.cli.nvme_print import discovery_json, discovery_text, id_ctrl_json, id_ns_json
+from nvmf.host import (
+    ConnectOptions,
+    Controller,
+    HostError,
+    NvmeError,
+    connect_with,
+    discover,
+    offered_subsystems,
+)
 from nvmf.host.controller import DEFAULT_KATO, DEFAULT_QUEUE_SIZE
 from nvmf.host.runtime import run as run_async
 from nvmf.wire.identify import IdentifyController, IdentifyNamespace
-from nvmf.wire.logpage import (
-    TREQ_SECURE_CHANNEL_MASK,
-    AddressFamily,
-    DiscoveryEntryFlags,
-    DiscoveryLog,
-    DiscoveryLogEntry,
-    SubsystemType,
-    TcpSecType,
-    TransportType,
-    Treq,
-)
 
 #: Bytes moved per step by ``nvmf read``/``nvmf write`` (the library splits by MDTS below it).
 RW_WINDOW = 16 << 20
@@ -75,6 +76,24 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def traddr(text: str) -> str:
+    """``-a``: an IPv4 or IPv6 address or a host name, as nvme-cli takes it.
+
+    An IPv6 address is written bare (``-a ::1``, ``-a fe80::1%eth0``); nvme-cli hands the string
+    to the kernel, which refuses the bracketed URL form, so ``[::1]`` is refused here too, with
+    the spelling that works.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty address")
+    if text.startswith("[") or text.endswith("]"):
+        bare = text.strip("[]")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write an IPv6 address without brackets, as nvme-cli takes it: -a {bare} "
+            "(the port goes in -s)"
+        )
+    return text
+
+
 def _uuid(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
@@ -92,17 +111,27 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def add_connect_options(
-    parser: argparse.ArgumentParser, *, nqn: bool = True, io_queues: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    nqn: bool = True,
+    io_queues: bool = True,
+    nqn_required: bool = True,
 ) -> None:
     """nvme-cli's connection options."""
     g = parser.add_argument_group("connection (nvme-cli options)")
     g.add_argument("-t", "--transport", default="tcp", choices=["tcp"], help="transport type")
-    g.add_argument("-a", "--traddr", required=True, help="transport address (IP of the target)")
+    g.add_argument(
+        "-a",
+        "--traddr",
+        type=traddr,
+        required=True,
+        help="transport address: IPv4, IPv6 (bare: -a ::1) or host name of the target",
+    )
     g.add_argument(
         "-s", "--trsvcid", type=int_range(1, 65535), default=4420, help="TCP port (4420)"
     )
     if nqn:
-        g.add_argument("-n", "--nqn", required=True, help="subsystem NQN")
+        g.add_argument("-n", "--nqn", required=nqn_required, help="subsystem NQN")
     g.add_argument("-q", "--hostnqn", help="host NQN (default: /etc/nvme/hostnqn or generated)")
     g.add_argument("-I", "--hostid", type=_uuid, help="host identifier (UUID)")
     if io_queues:
@@ -156,10 +185,59 @@ def connect_options(args: argparse.Namespace, *, nr_io_queues: int | None = None
     )
 
 
+def add_output_format(parser: argparse.ArgumentParser) -> None:
+    """nvme-cli's ``-o/--output-format normal|json`` (``--json`` is kept as a synonym)."""
+    parser.add_argument(
+        "-o",
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="normal",
+        help="output format: normal or json (nvme-cli's names and value strings)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="output_format",
+        action="store_const",
+        const="json",
+        help="the same as -o json",
+    )
+
+
+#: nvme-cli's ``--output-format`` values this CLI prints (``binary`` has no meaning here).
+OUTPUT_FORMATS = ("normal", "json")
+
+
+async def connect_or_hint(opts: ConnectOptions, *, io_queues: bool = True) -> Controller:
+    """:func:`connect_with`, and when the target refuses the subsystem NQN, an error that says
+    which NQNs its discovery controller does offer this host."""
+    try:
+        return await connect_with(opts, io_queues=io_queues)
+    except NvmeError as exc:
+        if not exc.unknown_subsystem:
+            raise
+        try:
+            offered = await offered_subsystems(opts)
+        except (HostError, OSError):
+            raise exc from None
+        where = f"-a {opts.traddr} -s {opts.trsvcid}"
+        if offered:
+            hint = f"it offers {', '.join(offered)}"
+        else:
+            hint = "it offers no NVM subsystem to this host NQN"
+        raise HostError(f"{exc}: {where} has no subsystem {opts.subnqn!r}; {hint}") from None
+
+
 def run_host_command(name: str, coro: Coroutine[Any, Any, int]) -> int:
-    """Run the command's coroutine; library failures become one line on stderr."""
+    """Run the command's coroutine; library failures become one line on stderr.
+
+    The host library's own warnings (a queue's fatal error, a failed shutdown) say what the
+    error line says again, so they are kept off stderr: every error is printed once.
+    """
+    logging.getLogger("nvmf.host").setLevel(logging.ERROR)
     try:
         return run_async(coro)
+    except BrokenPipeError:
+        raise  # stdout closed by the reader: nvmf.cli.main ends quietly
     except ValueError as exc:
         print(f"nvmf {name}: {exc}", file=sys.stderr)
         return 2
@@ -168,70 +246,6 @@ def run_host_command(name: str, coro: Coroutine[Any, Any, int]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _enum_name(enum_cls: Any, value: int, default: str = "unrecognized") -> str:
-    try:
-        return str(enum_cls(value).name.lower().replace("_", " "))
-    except ValueError:
-        return f"{default} ({value})"
-
-
-# -- discover ----------------------------------------------------------------------------------
-
-
-def _treq(treq: int) -> str:
-    """TREQ as nvme-cli prints it."""
-    secure = {0: "not specified", 1: "required", 2: "not required"}.get(
-        treq & TREQ_SECURE_CHANNEL_MASK, "reserved"
-    )
-    return secure + (", sq flow control disable supported" if treq & Treq.DISABLE_SQFLOW else "")
-
-
-def _eflags(eflags: int) -> str:
-    names = [f.name.lower() for f in DiscoveryEntryFlags if f.name and eflags & f]
-    return ", ".join(names) if names else "none"
-
-
-def entry_dict(e: DiscoveryLogEntry) -> dict[str, Any]:
-    """One Discovery log entry with its codes spelled out (nvme-cli's vocabulary)."""
-    sectype = e.tsas[0] if e.trtype == TransportType.TCP else None
-    return {
-        "trtype": _enum_name(TransportType, e.trtype),
-        "adrfam": _enum_name(AddressFamily, e.adrfam),
-        "subtype": _enum_name(SubsystemType, e.subtype),
-        "treq": _treq(e.treq),
-        "portid": e.portid,
-        "trsvcid": e.trsvcid,
-        "subnqn": e.subnqn,
-        "traddr": e.traddr,
-        "cntlid": e.cntlid,
-        "asqsz": e.asqsz,
-        "eflags": _eflags(e.eflags),
-        "sectype": None if sectype is None else _enum_name(TcpSecType, sectype),
-    }
-
-
-def format_discovery(log: DiscoveryLog) -> str:
-    """nvme discover's layout."""
-    lines = [f"Discovery Log Number of Records {log.numrec}, Generation counter {log.genctr}"]
-    for i, e in enumerate(log.entries):
-        d = entry_dict(e)
-        lines.append(f"=====Discovery Log Entry {i}======")
-        for key in ("trtype", "adrfam", "subtype", "treq", "portid", "trsvcid", "subnqn",
-                    "traddr", "eflags", "sectype"):  # fmt: skip
-            lines.append(f"{key + ':':9}{d[key]}")
-    return "\n".join(lines)
 
 
 async def _discover(args: argparse.Namespace) -> int:
@@ -244,15 +258,10 @@ async def _discover(args: argparse.Namespace) -> int:
         data_digest=args.data_digest,
         timeout=args.timeout or 10.0,
     )
-    if args.json:
-        out = {
-            "genctr": log.genctr,
-            "numrec": log.numrec,
-            "records": [entry_dict(e) for e in log.entries],
-        }
-        print(json.dumps(out, indent=2))
+    if args.output_format == "json":
+        print(json.dumps(discovery_json(log), indent=2))
     else:
-        print(format_discovery(log))
+        print(discovery_text(log))
     return 0
 
 
@@ -314,19 +323,14 @@ def format_identify(
 
 async def _identify(args: argparse.Namespace) -> int:
     opts = connect_options(args, nr_io_queues=0)
-    async with await connect_with(opts, io_queues=False) as ctrl:
+    async with await connect_or_hint(opts, io_queues=False) as ctrl:
         idc = await ctrl.identify_controller()
         nsids = await ctrl.active_namespaces()
         nss = [(nsid, await ctrl.identify_namespace(nsid)) for nsid in nsids]
-        if args.json:
+        if args.output_format == "json":
             out = {
-                "cntlid": ctrl.cntlid,
-                "cap": asdict(ctrl.cap),
-                "controller": _jsonable(asdict(idc)),
-                "namespaces": [
-                    {"nsid": nsid, **_jsonable(asdict(ns)), "block_size": 1 << ns.lba_format.lbads}
-                    for nsid, ns in nss
-                ],
+                "controller": id_ctrl_json(idc),
+                "namespaces": [{"nsid": nsid, **id_ns_json(ns)} for nsid, ns in nss],
             }
             print(json.dumps(out, indent=2))
         else:
@@ -357,7 +361,7 @@ def _extent(args: argparse.Namespace, block_size: int, default_bytes: int | None
 
 
 async def _read(args: argparse.Namespace) -> int:
-    async with await connect_with(connect_options(args, nr_io_queues=1)) as ctrl:
+    async with await connect_or_hint(connect_options(args, nr_io_queues=1)) as ctrl:
         geo = await ctrl.namespace(args.nsid)
         nlb = _extent(args, geo.block_size, None)
         out: BinaryIO = open(args.file, "wb") if args.file else sys.stdout.buffer  # noqa: SIM115
@@ -388,7 +392,7 @@ async def _write(args: argparse.Namespace) -> int:
     src: Any = open(args.file, "rb") if args.file else sys.stdin.buffer  # noqa: SIM115
     try:
         size = os.fstat(src.fileno()).st_size if args.file else None
-        async with await connect_with(connect_options(args, nr_io_queues=1)) as ctrl:
+        async with await connect_or_hint(connect_options(args, nr_io_queues=1)) as ctrl:
             geo = await ctrl.namespace(args.nsid)
             if size is None and args.nlb is None and args.length is None:
                 data = src.read()
@@ -475,7 +479,7 @@ def register(sub: Any) -> None:
     )
     one_line_errors(p)
     add_connect_options(p, nqn=False, io_queues=False)
-    p.add_argument("--json", action="store_true", help="JSON output")
+    add_output_format(p)
     p.set_defaults(func=run_discover)
 
     p = sub.add_parser(
@@ -486,7 +490,7 @@ def register(sub: Any) -> None:
     )
     one_line_errors(p)
     add_connect_options(p, io_queues=False)
-    p.add_argument("--json", action="store_true", help="JSON output")
+    add_output_format(p)
     p.set_defaults(func=run_identify)
 
     p = _rw_parser(sub, "read", "read blocks into a file (or stdout)")

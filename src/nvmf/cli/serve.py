@@ -1,4 +1,10 @@
-"""``nvmf serve``: run the target from an nvmetcli JSON file or the embedded default."""
+"""``nvmf serve``: run the target from an nvmetcli JSON file or the embedded default.
+
+While it runs, the target answers on its control socket (:mod:`nvmf.control.rpc`: ``nvmf
+status``, ``nvmf config reload``, ``nvmf config save``), reloads its ``--config`` file on
+``SIGHUP`` (:mod:`nvmf.control.reconfigure`), and with ``--metrics-port`` serves Prometheus
+metrics (:mod:`nvmf.control.metrics`).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,15 @@ from typing import Any
 
 from nvmf.config.errors import ConfigError
 from nvmf.config.load import load_config
+from nvmf.config.save import dump_config
+from nvmf.control.metrics import MetricsServer, TargetCollector, threadsafe_snapshot
 from nvmf.control.model import TargetConfig, default_config
+from nvmf.control.reconfigure import ReloadError
+from nvmf.control.rpc import ControlServer, ControlSocketError, RequestError, default_socket_path
 from nvmf.control.service import TargetService
 from nvmf.transport.base import TransportUnavailable
+
+log = logging.getLogger("nvmf.serve")
 
 
 def register(sub: Any) -> None:
@@ -36,8 +48,33 @@ def register(sub: Any) -> None:
         help="offload data-plane worker processes (default: the configuration's "
         "offload_workers, or one per online core; 0: serve everything in one process)",
     )
+    parser.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="Unix socket for nvmf status / config reload / config save (default "
+        f"{default_socket_path()}; 'none': no socket)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_tcp_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this TCP port (0: any free one; default: none)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the metrics endpoint binds to (default 127.0.0.1)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.set_defaults(func=run)
+
+
+def _tcp_port(text: str) -> int:
+    """A TCP port number, 0 to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port number: {text!r}")
+    return int(text)
 
 
 def _workers(text: str) -> int:
@@ -63,10 +100,104 @@ def _build_config(args: argparse.Namespace) -> TargetConfig:
     return cfg
 
 
-async def serve(cfg: TargetConfig, log_level: int = logging.WARNING) -> None:
+class Watch:
+    """What ``nvmf serve`` adds around the target: the control socket's requests, reloads on
+    ``SIGHUP``, the metrics endpoint."""
+
+    def __init__(self, service: TargetService, args: argparse.Namespace | None) -> None:
+        self.service = service
+        self.args = args
+        self._reloading = asyncio.Lock()
+
+    @property
+    def source(self) -> str | None:
+        """The configuration file the target runs (None: the embedded default)."""
+        return None if self.args is None else self.args.config
+
+    async def status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.service.status()
+
+    async def config(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The running configuration as nvmetcli JSON (``nvmf config save``); a port told to
+        take any free TCP port (``--trsvcid 0``) is saved with the one it got."""
+        obj = dump_config(self.service.config)
+        for port, saved in zip(self.service.ports, obj["ports"], strict=True):
+            if port.trsvcid == "0" and port.trtype in self.service.transports:
+                _, number = self.service.transports[port.trtype].bound_address(port)
+                saved["addr"]["trsvcid"] = str(number)
+        return obj
+
+    async def reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Re-read ``--config FILE`` and apply it; a file that does not validate, or that
+        cannot be applied, changes nothing and says why in one log line."""
+        if self.args is None or not self.source:
+            raise RequestError(
+                "the target runs the embedded default configuration (no --config FILE): "
+                "nothing to reload"
+            )
+        async with self._reloading:
+            try:
+                cfg = _build_config(self.args)
+                report = await self.service.reload(cfg)
+            except (ConfigError, ReloadError) as exc:
+                why = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                log.error("reload of %s refused, nothing changed: %s", self.source, why)
+                raise RequestError(why) from None
+        summary = report.summary()
+        print(f"nvmf: reloaded {self.source}: {summary}", flush=True)
+        return {"summary": summary, **report.as_dict()}
+
+    def on_sighup(self) -> None:
+        async def reload() -> None:
+            try:
+                await self.reload({})
+            except RequestError as exc:
+                if self.source is None:
+                    log.error("SIGHUP: %s", exc)
+
+        self.service.spawn(reload())
+
+    def handlers(self) -> dict[str, Any]:
+        return {"status": self.status, "config": self.config, "reload": self.reload}
+
+
+async def _control_server(watch: Watch, path: str | None) -> ControlServer | None:
+    """Start the control socket; at the default path a live one (another target) leaves this
+    target without a socket and says so, an explicit path that is in use is an error."""
+    if path == "none":
+        return None
+    server = ControlServer(path or default_socket_path(), watch.handlers())
+    try:
+        await server.start()
+    except ControlSocketError as exc:
+        if path:
+            raise RuntimeError(str(exc)) from None
+        log.warning("%s; running without a control socket", exc)
+        return None
+    return server
+
+
+async def serve(
+    cfg: TargetConfig, log_level: int = logging.WARNING, args: argparse.Namespace | None = None
+) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully (commands in flight complete)."""
     service = TargetService(cfg, log_level=log_level)
     await service.start()
+    watch = Watch(service, args)
+    control: ControlServer | None = None
+    metrics: MetricsServer | None = None
+    try:
+        control = await _control_server(watch, None if args is None else args.control_socket)
+        if args is not None and args.metrics_port is not None:
+            collector = TargetCollector(
+                threadsafe_snapshot(service.status, asyncio.get_running_loop())
+            )
+            metrics = MetricsServer(collector, args.metrics_address, args.metrics_port)
+    except BaseException:
+        if control is not None:
+            await control.close()
+        await service.stop()
+        raise
     for port in service.ports:
         addr, number = service.transports[port.trtype].bound_address(port)
         print(
@@ -77,13 +208,24 @@ async def serve(cfg: TargetConfig, log_level: int = logging.WARNING) -> None:
     if service.workers is not None:
         pids = " ".join(str(pid) for pid in service.workers.pids)
         print(f"nvmf: {len(service.workers.pids)} offload workers (pids {pids})", flush=True)
+    if control is not None:
+        print(f"nvmf: control socket {control.path}", flush=True)
+    if metrics is not None:
+        address = args.metrics_address if args is not None else ""
+        print(f"nvmf: metrics on http://{address}:{metrics.port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, watch.on_sighup)
     try:
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        if metrics is not None:
+            metrics.close()
+        if control is not None:
+            await control.close()
         await service.stop()
 
 
@@ -108,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        runner(serve(cfg, level))
+        runner(serve(cfg, level, args))
     except (OSError, ValueError, RuntimeError, TransportUnavailable) as exc:
         print(f"nvmf serve: {exc}", file=sys.stderr)
         return 1

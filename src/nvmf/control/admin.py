@@ -51,8 +51,10 @@ MAX_TRANSFER = (1 << MDTS) * 4096
 KAS = 10
 #: Asynchronous event: Notice, Namespace Attribute Changed, log page Changed Namespace List.
 AEN_NS_CHANGED = 0x02 | (0x00 << 8) | (LogPageId.CHANGED_NS << 16)
-#: OAES bit 8: Namespace Attribute Notices.
+#: OAES bit 8: Namespace Attribute Notices (and AEC bit 8, which enables them).
 OAES_NS_ATTR = 1 << 8
+#: Get Log Page CDW10 bit 15, Retain Asynchronous Event.
+RAE = 1 << 15
 FIRMWARE_REVISION = "0.1.0"
 
 #: ONCS: Compare (0), Dataset Management (2), Write Zeroes (3).
@@ -71,7 +73,9 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         mn=sub.config.model or "nvmf",
         fr=FIRMWARE_REVISION,
         rab=6,
-        cmic=1 << 1,  # may have multiple controllers (dynamic model)
+        # May have multiple controllers (dynamic model); bit 3 clear: no ANA reporting, so
+        # ANATT/ANACAP/ANAGRPMAX/NANAGRPID stay 0 and LID 0Ch is an Invalid Log Page.
+        cmic=1 << 1,
         mdts=MDTS,
         cntlid=ctrl.cntlid,
         ver=sub.vs,
@@ -217,6 +221,8 @@ def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Sta
     if lid == LogPageId.CHANGED_NS:
         changed = sorted(ctrl.changed_nsids)
         ctrl.changed_nsids.clear()
+        if not sqe.cdw10 & RAE:  # reading the page clears the event (Base 2.0 §5.2)
+            ctrl.ns_notice_masked = False
         return ChangedNamespaceList.from_changed(changed).encode()
     if lid == LogPageId.CMD_EFFECTS:
         return command_effects()
@@ -270,6 +276,29 @@ def get_features(ctx: Context, ctrl: Controller) -> Parsed:
     if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
         return no_data(_result(1 if default or ctrl.wce else 0))
     return error(SC.INVALID_FIELD, OFF_CDW10)
+
+
+def namespaces_changed(ctrl: Controller, nsids: set[int]) -> bool:
+    """Tell ``ctrl`` that these namespaces were added, removed or changed (Base 2.0 §5.2,
+    Asynchronous Event Information - Notice 00h, Namespace Attribute Changed).
+
+    The NSIDs join the Changed Namespace List (log page 04h).  The event itself is posted only
+    when the host enabled Namespace Attribute Notices (Set Features Asynchronous Event
+    Configuration bit 8) and no such event is outstanding: once posted, the controller sends no
+    other until the host reads log page 04h with RAE clear (as Linux's nvmet does with
+    ``aen_masked``).  The Linux host answers the event by reading that page and rescanning
+    (``nvme_handle_aen_notice`` -> ``nvme_scan_work``: Identify active namespace list, then
+    each namespace's Identify; a grown or shrunk namespace gets its new capacity, a missing one
+    is removed).  True when an event was posted.
+    """
+    if ctrl.subsystem.discovery or not nsids:
+        return False
+    ctrl.changed_nsids |= nsids
+    if not ctrl.aec & OAES_NS_ATTR or ctrl.ns_notice_masked:
+        return False
+    ctrl.ns_notice_masked = True
+    ctrl.post_event(AEN_NS_CHANGED)
+    return True
 
 
 def async_event(ctrl: Controller) -> Parsed:

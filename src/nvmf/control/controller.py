@@ -57,6 +57,9 @@ class Controller:
         self.aers: deque[asyncio.Future[int]] = deque()
         self.events: deque[int] = deque()
         self.changed_nsids: set[int] = set()
+        #: A Namespace Attribute Changed event was posted and the host has not read the Changed
+        #: Namespace List (with RAE clear) since: no other such event until it does.
+        self.ns_notice_masked = False
         self.deleted = False
 
     # -- events --------------------------------------------------------------------------------

@@ -40,8 +40,20 @@ TREQ = {
     "required": Treq.REQUIRED,
     "not required": Treq.NOT_REQUIRED,
 }
-#: OAES bit 31: Discovery Log Page Change notices.
+#: OAES bit 31: Discovery Log Page Change notices (and AEC bit 31, which enables them).
 OAES_DISC_CHANGE = 1 << 31
+#: Asynchronous event: Notice, Discovery Log Page Change (F0h), log page Discovery (70h).
+AEN_DISC_CHANGED = 0x02 | (0xF0 << 8) | (LogPageId.DISC << 16)
+
+
+def log_changed(ctrl: Controller) -> bool:
+    """The discovery log page changed (a configuration reload): post the Discovery Log Page
+    Change notice if the host enabled it (Set Features Asynchronous Event Configuration bit
+    31).  True when posted."""
+    if not ctrl.aec & OAES_DISC_CHANGE:
+        return False
+    ctrl.post_event(AEN_DISC_CHANGED)
+    return True
 
 
 def parse(ctx: Context) -> Parsed:

@@ -12,6 +12,7 @@ from nvmf.protocol.request import Request
 from nvmf.wire import fabrics as f
 from nvmf.wire.opcodes import FabricsType
 from nvmf.wire.status import SC, SUCCESS, Status, error
+from nvmf.wire.text import printable
 
 if TYPE_CHECKING:
     from nvmf.control.service import TargetService
@@ -57,15 +58,22 @@ async def _connect(
     service: TargetService, ctx: Context, cmd: f.ConnectCommand, req: Request
 ) -> Status:
     assert req.data is not None
-    data = f.ConnectData.decode(req.data)
+    try:
+        data = f.ConnectData.decode(req.data)
+    except f.ConnectDataError as exc:  # an NQN that is not UTF-8: the host's error, not ours
+        log.info("connect refused: %s", exc)
+        return _connect_error(SC.CONNECT_INVALID_PARAM, exc.offset, in_data=True)
     session = ctx.session
     port = session.model_port
+    # Host-sent strings reach the log only through printable(): a newline in an NQN must not
+    # start a forged log line.
+    hostnqn = printable(data.hostnqn)
     sub = service.find_subsystem(data.subsysnqn, port)
     if sub is None:
-        log.info("connect: %s asks for unknown subsystem %r", data.hostnqn, data.subsysnqn)
+        log.info("connect: %s asks for unknown subsystem %s", hostnqn, printable(data.subsysnqn))
         return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_SUBSYSNQN, in_data=True)
     if not sub.host_allowed(data.hostnqn):
-        log.info("connect: host %s not allowed on %s", data.hostnqn, sub.nqn)
+        log.info("connect: host %s not allowed on %s", hostnqn, printable(sub.nqn))
         return _connect_error(SC.CONNECT_INVALID_HOST, f.CONNECT_DATA_OFF_HOSTNQN, in_data=True)
     if cmd.qid == 0:
         if data.cntlid != f.CNTLID_DYNAMIC:
@@ -87,7 +95,14 @@ async def _connect(
         )
         sub.controllers[cntlid] = ctrl
         service.controller_created(ctrl)
-        log.info("controller %d on %s for %s (kato %d ms)", cntlid, sub.nqn, data.hostnqn, kato)
+        log.info(
+            "controller %d on %s for %s (hostid %s, kato %d ms)",
+            cntlid,
+            printable(sub.nqn),
+            hostnqn,
+            data.hostid_uuid,
+            kato,
+        )
     else:
         found = sub.controllers.get(data.cntlid)
         if found is None or found.hostnqn != data.hostnqn:

@@ -59,7 +59,10 @@ class NamespaceRuntime:
             flbas=0,
             dlfeat=0x1 | 0x8,  # reads of deallocated blocks return zeroes; Write Zeroes DEAC
             nguid=self.nguid,
-            anagrpid=self.ana_grpid,
+            # ANA reporting is not offered (Identify Controller CMIC bit 3 clear, no ANA log
+            # page), so ANAGRPID is 0 (Base 2.0 Identify Namespace) whatever group the
+            # configuration names: a host that saw a group would look for its state.
+            anagrpid=0,
             lbaf=[LbaFormat(ms=0, lbads=lbads, rp=0)],
         )
         return ident.encode()

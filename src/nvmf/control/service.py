@@ -21,12 +21,15 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nvmf.control import admin, discovery, fabrics
 from nvmf.control.command import Context, Parsed
 from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
+from nvmf.control.namespace import NamespaceRuntime
+from nvmf.control.reconfigure import ReloadReport, reconfigure
 from nvmf.control.session import ControlSession
+from nvmf.control.status import target_status
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool
@@ -176,6 +179,30 @@ class TargetService:
             sub.close()
         self.subsystems.clear()
 
+    # -- watching and reconfiguring ------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        """Ports, subsystems, controllers, queues and counters (:mod:`nvmf.control.status`)."""
+        return await target_status(self)
+
+    async def reload(self, config: TargetConfig) -> ReloadReport:
+        """Apply an edited, validated configuration (:mod:`nvmf.control.reconfigure`); raises
+        :class:`~nvmf.control.reconfigure.ReloadError` (target unchanged) when it cannot."""
+        report = await reconfigure(self, config)
+        self.settings = self.config.nvmf
+        return report
+
+    def namespace_opened(self, nqn: str, nsid: int, ns: NamespaceRuntime) -> None:
+        """A namespace joined the running target: share its medium with every worker."""
+        if self.workers is not None:
+            self.workers.add_media((nqn, nsid), ns.media)
+
+    def namespace_closed(self, nqn: str, nsid: int) -> None:
+        """A namespace left the running target (no I/O context names it any more): drop this
+        process's queue on its medium and the workers' views of it."""
+        self._media_queues.pop((nqn, nsid), None)
+        if self.workers is not None:
+            self.workers.remove_media((nqn, nsid))
+
     def find_subsystem(self, nqn: str, port: Port) -> SubsystemRuntime | None:
         """The subsystem ``nqn`` if ``port`` exports it (the discovery NQN is on every port)."""
         if nqn == DISCOVERY_NQN:
@@ -191,6 +218,7 @@ class TargetService:
 
     def submit(self, state: QueueState, req: Request) -> None:
         session: ControlSession = state  # type: ignore[assignment]  # what open_queue made
+        session.commands += 1
         self.pipeline.submit(session, req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:

@@ -14,7 +14,12 @@ from nvmf.host.controller import (
     connect,
     connect_with,
 )
-from nvmf.host.discovery import DISCOVERY_NQN, discover, read_discovery_log
+from nvmf.host.discovery import (
+    DISCOVERY_NQN,
+    discover,
+    offered_subsystems,
+    read_discovery_log,
+)
 from nvmf.host.errors import HostError, NvmeError, TransportError
 from nvmf.host.identity import default_hostid, default_hostnqn
 from nvmf.host.queue import Completion, HostQueue
@@ -34,5 +39,6 @@ __all__ = [
     "default_hostid",
     "default_hostnqn",
     "discover",
+    "offered_subsystems",
     "read_discovery_log",
 ]

@@ -7,7 +7,9 @@ The model is fio's: ``numjobs`` jobs, each on its own I/O queue (one TCP connect
 ``randrw`` with ``rwmixread`` percent reads).  The run is time based: it stops issuing after
 ``runtime`` seconds and waits for what is in flight.  Every command's latency (submission to
 completion, as the host sees it) is recorded, and the summary gives IOPS, bandwidth and
-percentiles.
+percentiles, fio's latency distribution, the standard deviation, and this process's CPU use over
+the run (fio's ``usr``/``sys``/``ctx``/``majf``/``minf``).  A ``stop`` event ends the run early
+(Ctrl-C): what was measured up to then is the result, marked ``interrupted``.
 
 ``verify`` checks data end to end, like fio's ``verify=crc32c`` with a header: every written unit
 starts with a 32-byte header (magic, LBA, seed, generation, CRC32C of the whole unit with the CRC
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import array
 import asyncio
+import math
 import random
+import resource
 import struct
 import time
 from collections.abc import Callable
@@ -91,9 +95,28 @@ class BenchSpec:
         return self.rw in ("write", "randwrite") or (self.rw == "randrw" and self.rwmixread < 100)
 
 
+#: The completion latency percentiles fio reports by default (``percentile_list``).
+FIO_PERCENTILES = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0,
+                   99.5, 99.9, 99.95, 99.99)  # fmt: skip
+#: fio's latency distribution buckets, by unit: a latency counts in the first bucket whose bound
+#: (in that unit) it does not exceed; the ``ms`` row ends with everything of 2000 ms or more.
+LATENCY_BUCKETS = (
+    ("ns", 1, (2, 4, 10, 20, 50, 100, 250, 500, 750, 1000)),
+    ("us", 1000, (2, 4, 10, 20, 50, 100, 250, 500, 750, 1000)),
+    ("ms", 1_000_000, (2, 4, 10, 20, 50, 100, 250, 500, 750, 1000, 2000)),
+)
+
+
+def _nearest_rank(ordered: list[int], q: float) -> int:
+    """The ``q`` percentile of ``ordered`` by nearest rank, ceil(q% of n), computed exactly."""
+    n = len(ordered)
+    rank = -(-round(q * 1000) * n // 100_000)
+    return ordered[min(n - 1, max(0, rank - 1))]
+
+
 @dataclass
 class LatencySummary:
-    """Latency percentiles in microseconds."""
+    """Latency statistics in microseconds: fio's min/max/avg/stdev and its percentiles."""
 
     min: float
     mean: float
@@ -102,6 +125,12 @@ class LatencySummary:
     p99: float
     p99_9: float
     max: float
+    #: Sample standard deviation (fio's ``stdev``), 0 for fewer than two samples.
+    stdev: float = 0.0
+    #: Samples (fio's ``N``).
+    n: int = 0
+    #: :data:`FIO_PERCENTILES` -> latency.
+    percentiles: dict[float, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, samples_ns: array.array[int]) -> LatencySummary:
@@ -109,19 +138,67 @@ class LatencySummary:
             return cls(0, 0, 0, 0, 0, 0, 0)
         ordered = sorted(samples_ns)
         n = len(ordered)
-
-        def pct(q: float) -> float:
-            rank = -(-round(q * 1000) * n // 100_000)  # nearest rank, ceil(q% of n), exact
-            return ordered[min(n - 1, max(0, rank - 1))] / 1000
-
+        mean_ns = sum(ordered) / n
+        var = sum((x - mean_ns) ** 2 for x in ordered) / (n - 1) if n > 1 else 0.0
         return cls(
             min=ordered[0] / 1000,
-            mean=sum(ordered) / n / 1000,
-            p50=pct(50),
-            p90=pct(90),
-            p99=pct(99),
-            p99_9=pct(99.9),
+            mean=mean_ns / 1000,
+            p50=_nearest_rank(ordered, 50) / 1000,
+            p90=_nearest_rank(ordered, 90) / 1000,
+            p99=_nearest_rank(ordered, 99) / 1000,
+            p99_9=_nearest_rank(ordered, 99.9) / 1000,
             max=ordered[-1] / 1000,
+            stdev=math.sqrt(var) / 1000,
+            n=n,
+            percentiles={q: _nearest_rank(ordered, q) / 1000 for q in FIO_PERCENTILES},
+        )
+
+
+def latency_distribution(samples_ns: array.array[int]) -> dict[str, dict[str, float]]:
+    """fio's ``latency_ns``/``latency_us``/``latency_ms``: percent of the I/Os in each bucket
+    (a latency of at least 2000 ms counts under ``ms`` ``">=2000"``)."""
+    bounds: list[tuple[str, str, int]] = []
+    for unit, scale, limits in LATENCY_BUCKETS:
+        bounds += [(unit, str(limit), limit * scale) for limit in limits]
+    counts = [0] * len(bounds)
+    over = 0
+    ordered = sorted(samples_ns)
+    i = 0
+    for b, (_, _, limit_ns) in enumerate(bounds):
+        start = i
+        while i < len(ordered) and ordered[i] <= limit_ns:
+            i += 1
+        counts[b] = i - start
+    over = len(ordered) - i
+    total = max(1, len(ordered))
+    out: dict[str, dict[str, float]] = {unit: {} for unit, _, _ in LATENCY_BUCKETS}
+    for (unit, label, _), count in zip(bounds, counts, strict=True):
+        out[unit][label] = 100 * count / total
+    out["ms"][">=2000"] = 100 * over / total
+    return out
+
+
+@dataclass
+class CpuUsage:
+    """This process's CPU use over the timed phase, as fio's ``cpu`` line gives it."""
+
+    usr: float  # percent of the elapsed time spent in user mode
+    sys: float  # percent in the kernel
+    ctx: int  # context switches, voluntary and not
+    majf: int  # major page faults
+    minf: int  # minor page faults
+
+    @classmethod
+    def between(
+        cls, before: resource.struct_rusage, after: resource.struct_rusage, elapsed: float
+    ) -> CpuUsage:
+        secs = max(elapsed, 1e-9)
+        return cls(
+            usr=100 * (after.ru_utime - before.ru_utime) / secs,
+            sys=100 * (after.ru_stime - before.ru_stime) / secs,
+            ctx=(after.ru_nvcsw + after.ru_nivcsw) - (before.ru_nvcsw + before.ru_nivcsw),
+            majf=after.ru_majflt - before.ru_majflt,
+            minf=after.ru_minflt - before.ru_minflt,
         )
 
 
@@ -144,6 +221,24 @@ class VerifyResult:
     examples: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One progress sample: rates over the last interval, and how far the run is."""
+
+    elapsed: float
+    read_iops: float
+    read_mb_s: float
+    write_iops: float
+    write_mb_s: float
+    #: The run's planned length (``runtime``), for the percentage and the ETA.
+    runtime: float = 0.0
+
+    @property
+    def eta(self) -> float:
+        """Seconds left of the planned run."""
+        return max(0.0, self.runtime - self.elapsed)
+
+
 @dataclass
 class BenchResult:
     spec: BenchSpec
@@ -153,25 +248,55 @@ class BenchResult:
     write: DirectionResult | None
     verify: VerifyResult | None
     error: str | None = None
+    #: The run was stopped early (``stop`` set, Ctrl-C): the numbers cover what ran.
+    interrupted: bool = False
+    cpu: CpuUsage | None = None
+    #: fio's latency distribution over every I/O of the run (:func:`latency_distribution`).
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: One :class:`Progress` per second of the timed phase (IOPS over time).
+    samples: list[Progress] = field(default_factory=list)
+    #: What the run could not do as asked (iodepth above the queue size, shared queues).
+    warnings: list[str] = field(default_factory=list)
+    #: I/O queues the jobs ran on, and the commands each may have outstanding.
+    io_queues: int = 0
+    queue_depth: int = 0
+    #: Every I/O's latency in nanoseconds, per direction (for plots; not in :meth:`to_json`).
+    lat_ns: dict[str, array.array[int]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        for d in ("read", "write"):
-            if out[d] is not None:
-                lat = out[d]["lat_us"]
-                lat["p99.9"] = lat.pop("p99_9")
+        """This project's compact summary (``nvmf bench --json``; ``bench/run.py`` reads it)."""
+        out: dict[str, Any] = {
+            "spec": asdict(self.spec),
+            "elapsed": self.elapsed,
+            "block_size": self.block_size,
+            "read": None,
+            "write": None,
+            "verify": None if self.verify is None else asdict(self.verify),
+            "error": self.error,
+            "interrupted": self.interrupted,
+        }
+        for name, d in (("read", self.read), ("write", self.write)):
+            if d is None:
+                continue
+            lat = d.lat_us
+            out[name] = {
+                "ios": d.ios,
+                "bytes": d.bytes,
+                "iops": d.iops,
+                "mb_s": d.mb_s,
+                "mib_s": d.mib_s,
+                "lat_us": {
+                    "min": lat.min,
+                    "mean": lat.mean,
+                    "stdev": lat.stdev,
+                    "p50": lat.p50,
+                    "p90": lat.p90,
+                    "p99": lat.p99,
+                    "p99.9": lat.p99_9,
+                    "max": lat.max,
+                },
+            }
         return out
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress sample: rates over the last interval."""
-
-    elapsed: float
-    read_iops: float
-    read_mb_s: float
-    write_iops: float
-    write_mb_s: float
 
 
 class _Stats:
@@ -281,6 +406,8 @@ class _Bench:
         self.write_stats = _Stats()
         self.verify = VerifyResult() if spec.verify else None
         self.stop = False
+        self.interrupted = False
+        self.samples: list[Progress] = []
         self.error: BaseException | None = None
 
     # -- data pattern ---------------------------------------------------------------------------
@@ -327,6 +454,8 @@ class _Bench:
 
         async def one(job: _Job, unit: int) -> None:
             async with sem:
+                if self.stop:  # interrupted: the timed phase will not run either
+                    return
                 buf = bytearray(bs)
                 self.fill(buf, job.first_unit + unit, 0)
                 await self.ctrl.write(
@@ -418,24 +547,48 @@ class _Bench:
                 if verify:
                     busy.discard(unit)
 
-    async def progress_loop(self, start: float, report: Callable[[Progress], None]) -> None:
+    async def progress_loop(
+        self, start: float, report: Callable[[Progress], None] | None, interval: float = 1.0
+    ) -> None:
+        """Every ``interval`` seconds: a :class:`Progress` sample, kept and reported."""
         last = (start, 0, 0, 0, 0)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
             now = time.monotonic()
             r, w = self.read_stats, self.write_stats
             t0, rio, rb, wio, wb = last
             dt = max(now - t0, 1e-9)
-            report(
-                Progress(
-                    elapsed=now - start,
-                    read_iops=(r.ios - rio) / dt,
-                    read_mb_s=(r.bytes - rb) / dt / 1e6,
-                    write_iops=(w.ios - wio) / dt,
-                    write_mb_s=(w.bytes - wb) / dt / 1e6,
-                )
+            sample = Progress(
+                elapsed=now - start,
+                read_iops=(r.ios - rio) / dt,
+                read_mb_s=(r.bytes - rb) / dt / 1e6,
+                write_iops=(w.ios - wio) / dt,
+                write_mb_s=(w.bytes - wb) / dt / 1e6,
+                runtime=self.spec.runtime,
             )
+            self.samples.append(sample)
+            if report is not None:
+                report(sample)
             last = (now, r.ios, r.bytes, w.ios, w.bytes)
+
+
+def queue_warnings(spec: BenchSpec, queues: int, depth: int) -> list[str]:
+    """What a run on ``queues`` I/O queues of ``depth`` commands each cannot do as ``spec`` asks:
+    more commands per job than a queue holds (the rest wait in the host, and the latency
+    measured includes that wait), or fewer queues than jobs (jobs share a queue)."""
+    notes = []
+    if queues < spec.numjobs:
+        notes.append(
+            f"{spec.numjobs} jobs on {queues} I/O queue{'s' if queues != 1 else ''} (the "
+            f"controller granted {queues}): jobs share queues, ask for more with -i"
+        )
+    per_queue = spec.iodepth * -(-spec.numjobs // max(1, queues))
+    if per_queue > depth:
+        notes.append(
+            f"--iodepth {spec.iodepth} puts {per_queue} commands on an I/O queue that holds "
+            f"{depth} (queue size granted {depth + 1}): the rest wait in the host"
+        )
+    return notes
 
 
 async def run_bench(
@@ -444,12 +597,14 @@ async def run_bench(
     *,
     progress: Callable[[Progress], None] | None = None,
     note: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BenchResult:
     """Run ``spec`` on ``ctrl``'s I/O queues; ``progress`` gets a sample every second.
 
     Job ``j`` uses I/O queue ``j`` modulo the queue count.  :class:`ValueError` for a spec that
     does not fit the namespace (naming the option); an I/O error ends the run early and is
-    reported in :attr:`BenchResult.error`.
+    reported in :attr:`BenchResult.error`.  ``note`` gets what the user should know (prefill,
+    read-back, each of :func:`queue_warnings`); setting ``stop`` ends the timed phase early.
     """
     spec.validate()
     geo = await ctrl.namespace(spec.nsid)
@@ -462,31 +617,56 @@ async def run_bench(
     if not ctrl.io_queues:
         raise HostError("the controller has no I/O queues")
     bench = _Bench(ctrl, spec, geo)
-    if spec.verify and spec.reads:
-        if note is not None:
-            units = sum(j.units for j in bench.jobs)
-            note(f"prefilling {units * spec.bs / (1 << 20):.1f} MiB for --verify")
-        await bench.prefill()
-    start = time.monotonic()
-    deadline = start + spec.runtime
-    ticker = None
-    if progress is not None:
-        ticker = asyncio.get_running_loop().create_task(bench.progress_loop(start, progress))
+    depth = min(q.depth for q in ctrl.io_queues)
+    warnings = queue_warnings(spec, len(ctrl.io_queues), depth)
+    if note is not None:
+        for text in warnings:
+            note(f"warning: {text}")
+    loop = asyncio.get_running_loop()
+    watcher = None
+    if stop is not None:
+
+        async def watch() -> None:
+            await stop.wait()
+            bench.stop = True
+            bench.interrupted = True
+
+        watcher = loop.create_task(watch())
     try:
-        await asyncio.gather(
-            *(bench.worker(job, deadline) for job in bench.jobs for _ in range(spec.iodepth))
-        )
-    finally:
-        if ticker is not None:
+        if spec.verify and spec.reads:
+            if note is not None:
+                units = sum(j.units for j in bench.jobs)
+                note(f"prefilling {units * spec.bs / (1 << 20):.1f} MiB for --verify")
+            await bench.prefill()
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        deadline = start + spec.runtime
+        ticker = loop.create_task(bench.progress_loop(start, progress))
+        try:
+            await asyncio.gather(
+                *(bench.worker(job, deadline) for job in bench.jobs for _ in range(spec.iodepth))
+            )
+        finally:
             ticker.cancel()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     elapsed = time.monotonic() - start
-    if spec.verify and spec.writes and bench.error is None:
+    cpu = CpuUsage.between(usage_before, resource.getrusage(resource.RUSAGE_SELF), elapsed)
+    if spec.verify and spec.writes and bench.error is None and not bench.interrupted:
         if note is not None:
             note("reading back what was written for --verify")
         try:
             await bench.readback()
         except Exception as exc:
             bench.error = exc
+    everything = array.array("q", bench.read_stats.lat)
+    everything.extend(bench.write_stats.lat)
+    lat_ns = {}
+    if spec.reads:
+        lat_ns["read"] = bench.read_stats.lat
+    if spec.writes:
+        lat_ns["write"] = bench.write_stats.lat
     return BenchResult(
         spec=spec,
         elapsed=elapsed,
@@ -495,58 +675,12 @@ async def run_bench(
         write=bench.write_stats.result(elapsed) if spec.writes else None,
         verify=bench.verify,
         error=None if bench.error is None else f"{type(bench.error).__name__}: {bench.error}",
+        interrupted=bench.interrupted,
+        cpu=cpu,
+        latency=latency_distribution(everything),
+        samples=bench.samples,
+        warnings=warnings,
+        io_queues=len(ctrl.io_queues),
+        queue_depth=depth,
+        lat_ns=lat_ns,
     )
-
-
-def format_size(n: int) -> str:
-    """4096 -> '4KiB' (fio's style)."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return f"{n}B"
-
-
-def _si(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
-def format_result(result: BenchResult) -> str:
-    """fio-like human summary."""
-    s = result.spec
-    size = "all" if s.size is None else format_size(s.size)
-    lines = [
-        f"{s.rw}: bs={format_size(s.bs)} iodepth={s.iodepth} numjobs={s.numjobs} "
-        f"runtime={result.elapsed:.2f}s size={size} nsid={s.nsid}"
-        + (f" rwmixread={s.rwmixread}" if s.rw == "randrw" else "")
-    ]
-    for name, d in (("read", result.read), ("write", result.write)):
-        if d is None:
-            continue
-        lat = d.lat_us
-        lines.append(
-            f"  {name:5}: IOPS={_si(d.iops)}, BW={d.mib_s:.1f}MiB/s ({d.mb_s:.1f}MB/s), ios={d.ios}"
-        )
-        lines.append(
-            f"         lat (usec): min={lat.min:.0f} avg={lat.mean:.1f} p50={lat.p50:.0f} "
-            f"p99={lat.p99:.0f} p99.9={lat.p99_9:.0f} max={lat.max:.0f}"
-        )
-    if result.verify is not None:
-        v = result.verify
-        lines.append(f"  verify: {v.checked} units checked, {v.mismatches} mismatches")
-        lines += [f"    {e}" for e in v.examples]
-    if result.error:
-        lines.append(f"  error: {result.error}")
-    return "\n".join(lines)
-
-
-def format_progress(p: Progress) -> str:
-    parts = [f"[{p.elapsed:4.0f}s]"]
-    if p.read_iops:
-        parts.append(f"read {_si(p.read_iops)} IOPS {p.read_mb_s:.1f} MB/s")
-    if p.write_iops:
-        parts.append(f"write {_si(p.write_iops)} IOPS {p.write_mb_s:.1f} MB/s")
-    return " ".join(parts)

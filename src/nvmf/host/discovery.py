@@ -19,6 +19,7 @@ from nvmf.wire.logpage import (
     DiscoveryLogEntry,
     DiscoveryLogHeader,
     LogPageId,
+    SubsystemType,
     decode_discovery_log,
 )
 
@@ -71,3 +72,25 @@ async def discover(
     )
     async with await connect_with(opts, io_queues=False) as ctrl:
         return await read_discovery_log(ctrl)
+
+
+async def offered_subsystems(opts: ConnectOptions) -> list[str]:
+    """The NVM subsystem NQNs the discovery controller at ``opts``' address offers this host.
+
+    What a host can tell a user whose Connect named a subsystem the target does not have: the
+    same address, host NQN, host ID and digests, the discovery NQN instead of ``opts.subnqn``.
+    """
+    log = await discover(
+        opts.traddr,
+        opts.trsvcid,
+        opts.hostnqn,
+        hostid=opts.hostid,
+        hdr_digest=opts.hdr_digest,
+        data_digest=opts.data_digest,
+        timeout=opts.timeout,
+    )
+    names: list[str] = []
+    for e in log.entries:
+        if e.subtype == SubsystemType.NVME and e.subnqn not in names:
+            names.append(e.subnqn)
+    return names

@@ -13,6 +13,7 @@ NVMe status; the transport's error recovery sees a broken queue):
 
 from __future__ import annotations
 
+from nvmf.wire.fabrics import CONNECT_DATA_OFF_SUBSYSNQN, invalid_parameter_result
 from nvmf.wire.status import SC, Status
 
 
@@ -23,9 +24,18 @@ class HostError(Exception):
 class NvmeError(HostError):
     """A command completed with a non-zero NVMe status."""
 
-    def __init__(self, status: Status, *, command: str = "command", raw: int | None = None):
+    def __init__(
+        self,
+        status: Status,
+        *,
+        command: str = "command",
+        raw: int | None = None,
+        result: int = 0,
+    ):
         self.status = status
         self.command = command
+        #: The completion's DW0 (for a failed Connect: IPO and IATTR of the invalid parameter).
+        self.result = result
         #: The 15-bit status field as received (SC 7:0, SCT 10:8, CRD 12:11, M 13, DNR 14).
         self.raw = status.encode() if raw is None else raw
         sct, sc = (self.raw >> 8) & 0x7, self.raw & 0xFF
@@ -36,6 +46,13 @@ class NvmeError(HostError):
     @property
     def code(self) -> SC:
         return self.status.code
+
+    @property
+    def unknown_subsystem(self) -> bool:
+        """A Connect refused because of its SUBNQN: Connect Invalid Parameters with IATTR set
+        (the parameter is in the Connect data) and IPO at the SUBNQN field."""
+        subnqn = invalid_parameter_result(CONNECT_DATA_OFF_SUBSYSNQN, in_data=True)
+        return self.code == SC.CONNECT_INVALID_PARAM and self.result & 0x1FFFF == subnqn
 
 
 class TransportError(HostError, ConnectionError):

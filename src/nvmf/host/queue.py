@@ -23,9 +23,10 @@ queue) over one TCP connection, the unit the Linux host calls ``struct nvme_tcp_
 * completions: CapsuleResp PDUs, or a C2HData PDU with LAST_PDU and SUCCESS (the controller then
   sends no CapsuleResp, and the command completes successfully);
 * failure: a data digest mismatch fails only its command (Data Transfer Error, as the Linux host
-  does); a TermReq from the controller, a protocol violation by the controller (answered by an
-  H2CTermReq) or a lost connection fails the queue and every command outstanding on it with
-  :class:`~nvmf.host.errors.TransportError`.
+  does), when the CapsuleResp arrives or, if the corrupted C2HData carried SUCCESS (no
+  CapsuleResp follows), at once; a TermReq from the controller, a protocol violation by the
+  controller (answered by an H2CTermReq) or a lost connection fails the queue and every command
+  outstanding on it with :class:`~nvmf.host.errors.TransportError`.
 
 Sending batches: PDUs queued in one event-loop iteration leave together in one ``sendmsg`` (or
 every :data:`FLUSH_AT` buffers, so host and target work at the same time instead of in turns),
@@ -343,7 +344,12 @@ class HostQueue:
         self._send(bufs)
         completion = await future
         if check and completion.status_field & _STATUS_CODE_MASK:
-            raise NvmeError(completion.status, command=command, raw=completion.status_field)
+            raise NvmeError(
+                completion.status,
+                command=command,
+                raw=completion.status_field,
+                result=completion.dw0,
+            )
         return completion
 
     def _release(self, cmd: _Command) -> None:
@@ -452,6 +458,8 @@ class HostQueue:
             log.warning("%s: data digest error on cid %d", self.name, ev.cccid)
             if cmd is not None:
                 cmd.xfer_status = int(SC.DATA_XFER_ERROR)
+                if ev.success:  # no CapsuleResp follows: the command ends here
+                    self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, cmd.xfer_status))
         elif kind is p.TermReqReceived:
             assert isinstance(ev, p.TermReqReceived)
             self._abort(

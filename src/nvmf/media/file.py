@@ -55,6 +55,11 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 
 _RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
+#: The file system block size reported when the file system says nothing usable: the page size
+#: the page cache works in on every Linux platform this runs on.
+FALLBACK_FS_BLOCK_SIZE = 4096
+#: The smallest block size worth reporting: the smallest logical block a namespace can have.
+MIN_FS_BLOCK_SIZE = 512
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
@@ -86,6 +91,30 @@ def buffer_address(buf: memoryview) -> int | None:
         return ctypes.addressof(ctypes.c_char.from_buffer(buf))
     except (TypeError, ValueError):
         return None
+
+
+def filesystem_block_size(fd: int) -> int:
+    """The block size of the file system ``fd``'s file is on: a power of two, at least 512.
+
+    ``st_blksize`` (the preferred I/O size), else ``statvfs``'s ``f_bsize``, else its
+    ``f_frsize``: some file systems answer 0 in one of them (overlayfs and FUSE file systems in
+    containers do in ``st_blksize``).  A value that is not a power of two counts as the largest
+    power of two dividing it (I/O aligned to it is aligned to that), and one below 512 as
+    unknown; when none is usable the answer is :data:`FALLBACK_FS_BLOCK_SIZE`.
+    """
+    candidates = [getattr(os.fstat(fd), "st_blksize", 0)]
+    try:
+        vfs = os.fstatvfs(fd)
+    except OSError:
+        pass
+    else:
+        candidates += [vfs.f_bsize, vfs.f_frsize]
+    for size in candidates:
+        if size > 0:
+            size &= -size  # the largest power of two that divides it
+            if size >= MIN_FS_BLOCK_SIZE:
+                return int(size)
+    return FALLBACK_FS_BLOCK_SIZE
 
 
 class Geometry(NamedTuple):
@@ -148,6 +177,9 @@ class DescriptorMedia:
         self.path = path
         self.direct = direct
         self._fd = fd
+        #: Block size of the file system the file is on (a block device: its node's I/O size),
+        #: never 0: see :func:`filesystem_block_size`.
+        self.fs_block_size = filesystem_block_size(fd)
         self._dsync_flag = _RWF_DSYNC
         self._unsupported_modes: set[int] = set()  # fallocate modes this filesystem refused
         name = os.path.basename(path) or "media"
@@ -339,7 +371,8 @@ class DescriptorMedia:
         if self.direct and code == errno.EINVAL and op in ("read", "write"):
             reason += (
                 " (O_DIRECT: the filesystem or device may need more alignment than the "
-                f"namespace's {self.block_size}-byte blocks)"
+                f"namespace's {self.block_size}-byte blocks; the filesystem's block size is "
+                f"{self.fs_block_size})"
             )
         return MediaError(code, f"{op} at {offset}+{length}: {reason}", self.path)
 

@@ -27,6 +27,9 @@ class QueueSession:
     sqhd_disabled: bool = False
     #: What an I/O queue's commands run against; None on admin queues and before Connect.
     ioctx: IoContext | None = None
+    #: Commands received on this queue (``nvmf status``, metrics): one increment per command,
+    #: read by the control plane on request, never sent per I/O.
+    commands: int = 0
 
     def consume_sqe(self) -> None:
         """Advance the SQ head for one fetched command (wraps at SQSIZE + 1 entries)."""

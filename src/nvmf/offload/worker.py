@@ -104,7 +104,8 @@ class WorkerCounters:
     errors: int = 0
     namespaces: dict[MediaKey, NamespaceCounters] = field(default_factory=dict)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, sessions: dict[tuple[CtrlKey, int], WorkerSession]) -> dict[str, Any]:
+        """The counters as plain data, with each queue's command count (``sessions``)."""
         return {
             "queues_attached": self.queues_attached,
             "commands": self.commands,
@@ -112,6 +113,10 @@ class WorkerCounters:
             "forwarded": self.forwarded,
             "errors": self.errors,
             "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in self.namespaces.items()},
+            "queues": [
+                {"subnqn": key[0], "cntlid": key[1], "qid": qid, "commands": s.commands}
+                for (key, qid), s in sessions.items()
+            ],
         }
 
 
@@ -164,7 +169,7 @@ class Worker:
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
         elif kind == "counters":
-            self.channel.send(("counters", msg[1], self.counters.snapshot()))
+            self.channel.send(("counters", msg[1], self.counters.snapshot(self.sessions)))
         elif kind == "stop":
             asyncio.get_running_loop().create_task(self.stop())
         else:
@@ -237,11 +242,13 @@ class Worker:
         return session
 
     def submit(self, state: QueueState, req: Request) -> None:
+        session = cast(WorkerSession, state)  # what open_queue made
         counters = self.counters
         counters.commands += 1
+        session.commands += 1
         if req.incapsule:
             counters.incapsule_writes += 1
-        self.pipeline.submit(cast(WorkerSession, state), req)
+        self.pipeline.submit(session, req)
 
     def complete(self, state: QueueState, req: Request, status: Status) -> None:
         assert isinstance(state, WorkerSession)

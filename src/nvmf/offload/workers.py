@@ -271,7 +271,15 @@ class WorkerSet:
         elif kind == "counters":
             fut = w.counter_waits.pop(msg[1], None)
             if fut is not None and not fut.done():
-                fut.set_result({"worker": w.index, "pid": w.pid, **msg[2]})
+                fut.set_result(
+                    {
+                        "worker": w.index,
+                        "pid": w.pid,
+                        "cpu": w.cpu,
+                        "restarts": w.restarts,
+                        **msg[2],
+                    }
+                )
         else:
             log.error("offload worker %d sent an unknown message %r", w.index, kind)
 
@@ -291,7 +299,15 @@ class WorkerSet:
         lost, w.queues = w.queues, set()
         for fut in w.counter_waits.values():
             if not fut.done():
-                fut.set_result({"worker": w.index, "pid": w.pid, "dead": True})
+                fut.set_result(
+                    {
+                        "worker": w.index,
+                        "pid": w.pid,
+                        "cpu": w.cpu,
+                        "restarts": w.restarts,
+                        "dead": True,
+                    }
+                )
         w.counter_waits.clear()
         for ctrl_key, qid in lost:
             self.events.worker_queue_closed(ctrl_key, qid, f"offload worker {w.index} exited")

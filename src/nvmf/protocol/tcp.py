@@ -126,10 +126,13 @@ class DataDigestError:
     """A data PDU's DDGST did not match; the command ``cccid`` must fail (retryably).
 
     ``capsule`` tells a CapsuleCmd's in-capsule data from an H2CData or C2HData PDU's: a host
-    may reuse a command identifier, so the identifier alone does not say which it was."""
+    may reuse a command identifier, so the identifier alone does not say which it was.
+    ``success`` is a C2HData PDU's SUCCESS flag: no CapsuleResp follows, so the host must end
+    the command now (Linux ``nvme_tcp_recv_ddgst``)."""
 
     cccid: int
     capsule: bool = False
+    success: bool = False
 
 
 Event = (
@@ -354,6 +357,8 @@ class TcpConnection:
                     if isinstance(pending, CommandReceived):
                         cid = int.from_bytes(pending.sqe[2:4], "little")
                         events.append(DataDigestError(cid, capsule=True))
+                    elif isinstance(pending, C2HDataReceived):
+                        events.append(DataDigestError(pending.cccid, success=pending.success))
                     else:
                         events.append(DataDigestError(getattr(pending, "cccid", 0)))
                     self._pending = None

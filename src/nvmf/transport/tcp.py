@@ -12,6 +12,7 @@ Completions produced in one loop iteration are flushed together by one ``sendmsg
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -505,6 +506,45 @@ def _peer(sock: socket.socket) -> str:
         return "?"
 
 
+#: First pause of a listener whose accept failed for want of descriptors or memory (seconds);
+#: it doubles up to ACCEPT_BACKOFF_MAX while the shortage lasts.
+ACCEPT_BACKOFF_MIN = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
+#: accept(2) errors that concern only the connection being accepted: skip it, take the next.
+_ACCEPT_ONE_CONNECTION_ERRORS = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
+
+
+class _Listener:
+    """A port's listening socket, what its connections are served with, and its accept
+    back-off: ``shortage_since`` is set while accept fails (one episode), ``backoff`` is the
+    next pause."""
+
+    __slots__ = ("backoff", "owner", "port", "queues", "shortage_since", "sock")
+
+    def __init__(
+        self, sock: socket.socket, port: ListenPort, owner: QueueOwner, queues: set[TcpQueue]
+    ) -> None:
+        self.sock = sock
+        self.port = port
+        self.owner = owner
+        self.queues = queues
+        self.backoff = ACCEPT_BACKOFF_MIN
+        self.shortage_since: float | None = None
+
+
 class TcpTransport:
     """NVMe/TCP ports: a listening socket per port, a :class:`TcpQueue` per connection."""
 
@@ -559,25 +599,74 @@ class TcpTransport:
         queues: set[TcpQueue] = set()
         self._queues[port.portid] = queues
         loop = asyncio.get_running_loop()
-        loop.add_reader(sock.fileno(), self._accept, sock, port, owner, queues)
+        loop.add_reader(sock.fileno(), self._accept, _Listener(sock, port, owner, queues))
         self._start_sweeping()
         log.info("nvme/tcp port %d listening on %s:%s", port.portid, *self.bound_address(port))
 
-    def _accept(
-        self, lsock: socket.socket, port: ListenPort, owner: QueueOwner, queues: set[TcpQueue]
-    ) -> None:
+    def _accept(self, lst: _Listener) -> None:
+        """Take the connections waiting on a listening socket (a few per call).
+
+        Out of descriptors (``EMFILE``, ``ENFILE``) or memory, ``accept`` fails and leaves the
+        connection queued, so the socket stays readable and accepting on would spin.  The
+        listener then pauses (see :meth:`_pause_accepting`); an error that belongs to the one
+        connection it consumed (``ECONNABORTED`` and the network errors Linux passes on, see
+        accept(2)) only skips that connection.  The episode ends when a connection is accepted
+        again (an empty backlog says nothing about descriptors)."""
+        accepted = False
         for _ in range(16):
             try:
-                sock, _addr = lsock.accept()
+                sock, _addr = lst.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
-                log.warning("accept on port %d failed: %s", port.portid, exc)
+                if exc.errno in _ACCEPT_ONE_CONNECTION_ERRORS:
+                    continue
+                self._pause_accepting(lst, exc)
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            queue = TcpQueue(sock, port, owner, queues.discard)
-            queues.add(queue)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                sock.close()  # gone before it was set up
+                continue
+            queue = TcpQueue(sock, lst.port, lst.owner, lst.queues.discard)
+            lst.queues.add(queue)
+            accepted = True
+        if accepted and lst.shortage_since is not None:
+            log.info(
+                "port %d: accepting connections again after %.1f s",
+                lst.port.portid,
+                asyncio.get_running_loop().time() - lst.shortage_since,
+            )
+            lst.shortage_since = None
+            lst.backoff = ACCEPT_BACKOFF_MIN
+
+    def _pause_accepting(self, lst: _Listener, exc: OSError) -> None:
+        """Stop reading the listening socket for a back-off that doubles, from
+        :data:`ACCEPT_BACKOFF_MIN` to :data:`ACCEPT_BACKOFF_MAX`, while accept keeps failing;
+        log once per episode.  Connections meanwhile wait in the listen backlog."""
+        loop = asyncio.get_running_loop()
+        fd = lst.sock.fileno()
+        if lst.shortage_since is None:
+            lst.shortage_since = loop.time()
+            log.warning(
+                "port %d: cannot accept connections (%s); pausing new connections, retrying "
+                "every %.2g s or less until it works",
+                lst.port.portid,
+                exc.strerror or exc,
+                ACCEPT_BACKOFF_MAX,
+            )
+        else:
+            lst.backoff = min(lst.backoff * 2, ACCEPT_BACKOFF_MAX)
+        loop.remove_reader(fd)
+        loop.call_later(lst.backoff, self._resume_accepting, lst)
+
+    def _resume_accepting(self, lst: _Listener) -> None:
+        """After a pause: accept again, unless the port was removed meanwhile."""
+        if self._listeners.get(lst.port.portid) is not lst.sock:
+            return
+        asyncio.get_running_loop().add_reader(lst.sock.fileno(), self._accept, lst)
+        self._accept(lst)
 
     def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> TcpQueue:
         """Serve a connection another process handed over; it joins ``port``'s queues here."""

@@ -64,12 +64,24 @@ def invalid_parameter_result(offset: int, in_data: bool) -> int:
     return (offset & 0xFFFF) | ((1 << 16) if in_data else 0)
 
 
-def _nqn(raw: bytes, what: str) -> str:
+class ConnectDataError(WireError):
+    """A Connect data field that cannot be decoded; ``offset`` is its byte offset in the
+    Connect data, for the IPO of a Connect Invalid Parameters response."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def _nqn(raw: bytes, what: str, offset: int) -> str:
+    """An NQN field: UTF-8 up to its first NUL (NVMe-oF 1.1 §7.1: NQNs are UTF-8 strings)."""
     text = raw.split(b"\0", 1)[0]
     try:
         return text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise WireError(f"Connect data: {what} is not UTF-8") from exc
+        raise ConnectDataError(
+            f"Connect data: {what} (offset {offset}) is not UTF-8 at byte {exc.start}", offset
+        ) from exc
 
 
 @dataclass(slots=True)
@@ -83,10 +95,17 @@ class ConnectData:
 
     @classmethod
     def decode(cls, raw: bytes | memoryview) -> ConnectData:
+        """Raises :class:`ConnectDataError` (with the field's offset) for an NQN that is not
+        UTF-8, ``WireError`` for a short buffer."""
         if len(raw) < CONNECT_DATA_SIZE:
             raise WireError(f"Connect data: need {CONNECT_DATA_SIZE} bytes, got {len(raw)}")
         hostid, cntlid, subsysnqn, hostnqn = CONNECT_DATA.unpack_from(raw)
-        return cls(hostid, cntlid, _nqn(subsysnqn, "subsysnqn"), _nqn(hostnqn, "hostnqn"))
+        return cls(
+            hostid,
+            cntlid,
+            _nqn(subsysnqn, "subsysnqn", CONNECT_DATA_OFF_SUBSYSNQN),
+            _nqn(hostnqn, "hostnqn", CONNECT_DATA_OFF_HOSTNQN),
+        )
 
     def encode(self) -> bytes:
         sub = self.subsysnqn.encode()

@@ -108,10 +108,26 @@ class SC(enum.IntEnum):
     HOST_PATH_ERROR = 0x370
     HOST_ABORTED_CMD = 0x371
 
+    @classmethod
+    def _missing_(cls, value: object) -> SC | None:
+        """A code this project has no name for (a newer specification's, a vendor's): a member
+        of its own, made once and named ``UNKNOWN``, so a status keeps its exact SCT and SC.
+        It does not join the enumeration (``list(SC)``); values beyond 11 bits are refused."""
+        if not isinstance(value, int) or not 0 <= value <= 0x7FF:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = "UNKNOWN"
+        member._value_ = value
+        known = cls._value2member_map_.setdefault(value, member)
+        assert isinstance(known, SC)
+        return known
+
 
 #: Bit positions inside the 15-bit status field (CQE DW3 bits 31:17, i.e. bits 15:1 of SF+P).
 STATUS_DNR = 1 << 14
 STATUS_MORE = 1 << 13
+STATUS_CRD_SHIFT = 11
+STATUS_CRD_MASK = 0x3 << STATUS_CRD_SHIFT
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +137,10 @@ class Status:
     ``field`` is the byte offset of the offending field in the SQE (or, with ``in_data``, in the
     command's data: Connect data, for instance), for the error log page and for the Connect
     response's IPO/IATTR.  ``result`` is CQE DW0 (command specific: Connect's cntlid, Get
-    Features' value, ...).
+    Features' value, ...).  ``crd`` (Command Retry Delay, bits 12:11: which CRDTn of Identify
+    Controller a host waits before a retry) and ``more`` (M, bit 13: the Error Information log
+    page has more) complete the status field, so that :meth:`decode` followed by
+    :meth:`encode` gives back every one of its 15 bits, whatever the code.
     """
 
     code: SC = SC.SUCCESS
@@ -130,6 +149,8 @@ class Status:
     in_data: bool = False
     result: int = 0
     result_hi: int = 0
+    crd: int = 0
+    more: bool = False
 
     @property
     def ok(self) -> bool:
@@ -146,23 +167,29 @@ class Status:
     def encode(self) -> int:
         """The 15-bit status field value (without the phase bit)."""
         value = int(self.code) & 0x7FF
+        if self.crd:
+            value |= (self.crd << STATUS_CRD_SHIFT) & STATUS_CRD_MASK
+        if self.more:
+            value |= STATUS_MORE
         if self.dnr:
             value |= STATUS_DNR
         return value
 
     @classmethod
     def decode(cls, field: int) -> Status:
-        """Inverse of :meth:`encode` for a 15-bit status field (phase bit already removed)."""
-        code = field & 0x7FF
-        try:
-            sc = SC(code)
-        except ValueError:
-            sc = SC.INTERNAL if code else SC.SUCCESS
-        return cls(sc, dnr=bool(field & STATUS_DNR))
+        """Inverse of :meth:`encode` for a 15-bit status field (phase bit already removed):
+        exact, an unknown code included (it becomes an ``SC`` member of its own)."""
+        return cls(
+            SC(field & 0x7FF),
+            dnr=bool(field & STATUS_DNR),
+            crd=(field & STATUS_CRD_MASK) >> STATUS_CRD_SHIFT,
+            more=bool(field & STATUS_MORE),
+        )
 
     def __str__(self) -> str:
-        name = self.code.name if isinstance(self.code, SC) else hex(self.code)
-        return f"{name} (sct={self.sct:#x} sc={self.sc:#04x}{' dnr' if self.dnr else ''})"
+        extra = (f" crd={self.crd}" if self.crd else "") + (" more" if self.more else "")
+        dnr = " dnr" if self.dnr else ""
+        return f"{self.code.name} (sct={self.sct:#x} sc={self.sc:#04x}{extra}{dnr})"
 
 
 SUCCESS = Status()
