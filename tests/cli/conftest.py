@@ -52,7 +52,19 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     path = tmp_path_factory.mktemp("cli-target") / "target.json"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(path), "--trsvcid", "0"],
+        # --control-socket none: other tests' targets may hold the default one
+        [
+            sys.executable,
+            "-m",
+            "nvmf.cli.main",
+            "serve",
+            "--config",
+            str(path),
+            "--trsvcid",
+            "0",
+            "--control-socket",
+            "none",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

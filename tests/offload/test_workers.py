@@ -203,6 +203,8 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, list[in
             "0",
             "--config",
             str(path),
+            "--control-socket",  # other tests' targets may hold the default one
+            "none",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
