@@ -9,13 +9,12 @@ on a port the kernel picks (``--trsvcid 0``; the bound ports are read from the t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cli.tools import MODEL, SERIAL, SUBNQN, Target, ipv6_loopback
+from tests.serving import nvmf_serve
 
 
 def _port(traddr: str, portid: int) -> dict[str, object]:
@@ -51,37 +50,5 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     }  # fmt: skip
     path = tmp_path_factory.mktemp("cli-target") / "target.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        # --control-socket none: other tests' targets may hold the default one
-        [
-            sys.executable,
-            "-m",
-            "nvmf.cli.main",
-            "serve",
-            "--config",
-            str(path),
-            "--trsvcid",
-            "0",
-            "--control-socket",
-            "none",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    ports: dict[str, int] = {}
-    for _ in addrs:
-        line = proc.stdout.readline()
-        assert "listening" in line, f"nvmf serve did not start: {line}{proc.stdout.read()}"
-        addr, port = line.split(" (")[0].split()[-1].rsplit(":", 1)
-        ports[addr] = int(port)
-    try:
+    with nvmf_serve(path, len(addrs)) as ports:
         yield Target(v4=ports["127.0.0.1"], v6=ports.get("::1"))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

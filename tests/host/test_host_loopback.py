@@ -26,6 +26,7 @@ import pytest
 from nvmf.host import NvmeError, connect, discover
 from nvmf.host.bench import BenchSpec, run_bench
 from nvmf.wire.status import SC
+from tests.serving import nvmf_serve
 
 T = TypeVar("T")
 SUBNQN = "nqn.2024-01.io.nvmf:host-loopback"
@@ -65,37 +66,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     }  # fmt: skip
     path = tmp_path_factory.mktemp("target") / "target.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        # --control-socket none: other tests' targets may hold the default one
-        [
-            sys.executable,
-            "-m",
-            "nvmf.cli.main",
-            "serve",
-            "--config",
-            str(path),
-            "--trsvcid",
-            "0",
-            "--control-socket",
-            "none",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening" in line, f"nvmf serve did not start: {line}{proc.stdout.read()}"
-    port = int(line.split(" (")[0].rsplit(":", 1)[1])
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with nvmf_serve(path) as ports:
+        yield ports["127.0.0.1"]
 
 
 def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
