@@ -127,7 +127,7 @@ def test_discover_lists_the_kernel_subsystem(guest: GuestResult) -> None:
     (entry,) = [r for r in records if r["subnqn"] == SUBNQN]
     assert entry["trtype"] == "tcp" and entry["adrfam"] == "ipv4"
     assert entry["traddr"] == "127.0.0.1" and entry["trsvcid"] == "4420"
-    assert entry["subtype"] == "nvme" and entry["portid"] == 1
+    assert entry["subtype"] == "nvme subsystem" and entry["portid"] == 1  # nvme-cli's string
     text = guest.read("discover.txt")
     assert f"subnqn:  {SUBNQN}" in text and "Discovery Log Number of Records" in text
 
@@ -139,10 +139,11 @@ def test_identify_shows_the_kernel_controller(guest: GuestResult) -> None:
     ctrl = ident["controller"]
     assert ctrl["mn"] == "Linux"  # nvmet's default model
     assert ctrl["subnqn"] == SUBNQN
-    assert ctrl["cntlid"] == ident["cntlid"]
+    assert ctrl["cntlid"] == 1  # the subsystem's first controller (nvmet's cntlid_min)
     assert ctrl["ioccsz"] * 16 - 64 == 16384  # nvmet-tcp's default inline_data_size
     (ns,) = ident["namespaces"]
-    assert ns["nsid"] == 1 and ns["block_size"] == 512 and ns["nsze"] == (64 << 20) // 512
+    lbaf = ns["lbafs"][ns["flbas"] & 0xF]  # nvme-cli's id-ns JSON: the format in use
+    assert ns["nsid"] == 1 and 1 << lbaf["ds"] == 512 and ns["nsze"] == (64 << 20) // 512
     assert "model (mn)      : Linux" in guest.read("identify.txt")
 
 
