@@ -201,9 +201,7 @@ class TcpQueue:
         req.data = None
         self._free.append(req)
         self._inflight -= 1
-        sqsize = self.session.sqsize
-        depth = sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
-        self.conn.capsule_credit = depth - self._inflight
+        self.conn.capsule_credit = self._depth() - self._inflight
         if not self._reading and not self._resume_scheduled and not self.closed:
             self._resume_scheduled = True  # not from inside the send queue's flush
             self.loop.call_soon(self._resume)
