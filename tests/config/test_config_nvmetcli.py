@@ -3,8 +3,10 @@
 The files in ``data/`` are shaped exactly like ``nvmetcli save`` output (``Root.dump``: sorted
 keys, string attributes in groups, integer ``enable`` and IDs) from a 6.1 kernel (tcp, loop) and
 from a newer one with more attributes (rdma: ``addr.tsas``, ``param.mdts``, ``attr.firmware``,
-``resv``), plus FC addressing.  Their media paths belong to the machine they came from, so they
-are loaded with ``check_paths=False``.
+``resv``), plus FC addressing.  ``nvmetcli_save_6.7.json`` is a file nvmetcli really saved, on a
+Linux 6.7.9 target (published in a public PXE/homelab setup script): the guest serves it
+unchanged (``tests/guest/test_kernel_host.py``).  Their media paths belong to the machine they
+came from, so they are loaded with ``check_paths=False``.
 """
 
 from __future__ import annotations
@@ -159,6 +161,29 @@ def test_what_nvmetcli_save_writes_on_6_12() -> None:
     assert disk.namespaces[0].extra_attrs == {"resv": {"enable": "0"}}
     assert pt.passthru is not None and pt.namespaces == []
     assert (pt.passthru.path, pt.passthru.enable, pt.passthru.clear_ids) == ("/dev/nvme2", True, 1)
+
+
+def test_a_file_nvmetcli_saved_on_linux_6_7() -> None:
+    """Loose names, an IPv6 wildcard on port 8009, a file namespace in an ANA group."""
+    cfg = load_config(DATA / "nvmetcli_save_6.7.json", check_paths=False)
+    (port,) = cfg.ports
+    assert (port.adrfam, port.traddr, port.trsvcid, port.subsystems) == (
+        "ipv6",
+        "::",
+        "8009",
+        ["testnqn"],
+    )
+    (sub,) = cfg.subsystems
+    assert sub.nqn == "testnqn" and sub.allow_any_host and sub.allowed_hosts == []
+    (ns,) = sub.namespaces
+    assert (ns.nsid, ns.path, ns.enable, ns.ana_grpid) == (
+        1,
+        "/srv/pxe/arch/x86_64/pxeboot.img",
+        True,
+        1,
+    )
+    assert ns.uuid == "43c4260a-826b-475d-9b42-883b4258f53f"
+    assert [h.nqn for h in cfg.hosts] == ["hostnqn"]
 
 
 @pytest.mark.parametrize("discovery", [{}, {"nqn": "nqn.2014-08.org.nvmexpress.discovery"}])

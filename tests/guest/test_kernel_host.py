@@ -10,7 +10,8 @@ The same boot watches the running target: ``nvmf status`` and the metrics endpoi
 kernel host's controller and queues; a namespace added to the configuration file and applied
 with ``SIGHUP`` appears on the connected host (Namespace Attribute Changed notice, the host
 rescans) without a reconnect, ``nvmf config reload`` takes it away again, and a file that does
-not validate changes nothing.  Last, with our target stopped, ``nvmf config apply`` to the
+not validate changes nothing.  A file nvmetcli saved on a real 6.7 target is served unchanged
+and the host connects to it.  Last, with our target stopped, ``nvmf config apply`` to the
 kernel's own target followed by ``nvmf config save --from-kernel`` gives the file back.
 """
 
@@ -30,6 +31,8 @@ pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
 
 CONFIG = Path(__file__).parent / "data" / "kernel-host.json"
 KERNEL_FILE = Path(__file__).parent / "data" / "kernel-roundtrip.json"
+#: A file nvmetcli saved on a Linux 6.7.9 target (see tests/config/test_config_nvmetcli.py).
+NVMETCLI_SAVED = Path(__file__).parents[1] / "config" / "data" / "nvmetcli_save_6.7.json"
 NQN = "nqn.2024-01.io.nvmf:"
 
 SCRIPT = (
@@ -177,6 +180,30 @@ echo "disconnect watch rc=$?" >> $OUT/results.txt
 dmesg > $OUT/dmesg-watch.txt
 kill %1; wait
 
+# A file nvmetcli saved on a real Linux 6.7 target, served unchanged: an IPv6 wildcard on port
+# 8009, non-strict names, a file namespace at the path it had there (made on a tmpfs here: the
+# guest's root is read-only).
+mount -t tmpfs none /srv && mkdir -p /srv/pxe/arch/x86_64
+truncate -s 64M /srv/pxe/arch/x86_64/pxeboot.img
+$PY -m nvmf.cli.main serve --workers 2 --config NVMETCLI_SAVED --control-socket none \
+    > $OUT/saved-target.log 2>&1 &
+saved=$!
+for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/saved-target.log && break; sleep 0.2; done
+nvme discover -t tcp -a ::1 -s 8009 -o json > $OUT/saved-discover.json
+echo "discover saved rc=$?" >> $OUT/results.txt
+nvme connect -t tcp -a ::1 -s 8009 -n testnqn -i 2
+echo "connect saved rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+echo "saved queues $(queues)" >> $OUT/results.txt
+fio --name=saved --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+    --bs=4k --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+    --output-format=json --output=$OUT/fio-saved.json
+echo "fio saved rc=$?" >> $OUT/results.txt
+nvme disconnect -n testnqn > /dev/null
+echo "disconnect saved rc=$?" >> $OUT/results.txt
+kill $saved; wait $saved
+echo "serve saved rc=$?" >> $OUT/results.txt
+
 # The kernel's own target: apply a file, save it back from configfs, apply that, save again.
 modprobe nvmet && modprobe nvmet-tcp
 echo "modprobe nvmet rc=$?" >> $OUT/results.txt
@@ -196,6 +223,7 @@ $PY -m nvmf.cli.main config clear >> $OUT/kclear.txt 2>&1
 echo "kclear2 rc=$?" >> $OUT/results.txt
 echo done > $OUT/finished
 """.replace("KERNEL_FILE", str(KERNEL_FILE))
+    .replace("NVMETCLI_SAVED", str(NVMETCLI_SAVED))
     .replace("CONFIG", str(CONFIG))
     .replace("${NQN}", NQN)
 )
@@ -385,6 +413,18 @@ def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestRes
     after = json.loads(guest.read("status-after-bad.json"))
     assert [s["nqn"] for s in after["subsystems"][1:]] == [NQN + "ram", NQN + "file", NQN + "q1"]
     assert res["disconnect watch rc"] == "0"
+
+
+def test_a_file_nvmetcli_saved_serves_unchanged(guest: GuestResult) -> None:
+    res = results(guest)
+    assert res["discover saved rc"] == "0", guest.read("saved-target.log")
+    records = json.loads(guest.read("saved-discover.json"))["records"]
+    assert "testnqn" in [r["subnqn"] for r in records]
+    assert res["connect saved rc"] == "0", guest.read("saved-target.log")
+    assert res["saved queues"] == "3"
+    assert res["fio saved rc"] == "0", guest.read("fio-saved.json")[-2000:]
+    assert res["disconnect saved rc"] == "0"
+    assert res["serve saved rc"] == "0", guest.read("saved-target.log")
 
 
 def test_kernel_target_apply_then_save_from_kernel_round_trips(guest: GuestResult) -> None:

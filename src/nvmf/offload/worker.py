@@ -178,7 +178,10 @@ class Worker:
                 os.close(fd)
 
     def _on_channel_closed(self) -> None:
-        """The control plane is gone: nothing may go on without it."""
+        """The control plane is gone: nothing may go on without it.  After a graceful stop the
+        worker closes the channel itself, which is no news."""
+        if self.stopped.is_set():
+            return
         log.warning("worker %d: control plane channel closed, exiting", self.index)
         self.pipeline.cancel_all()
         self.stopped.set()
