@@ -34,6 +34,9 @@ def nvmf_serve(config: Path, ports: int = 1, *args: str) -> Iterator[dict[str, i
                 raise AssertionError(f"nvmf serve exited before listening (status {proc.wait()})")
             if "listening" in line:  # "nvmf: listening on tcp ADDR:PORT (port N: ...)"
                 addr, port = line.split(" (")[0].split()[-1].rsplit(":", 1)
+                if ":" in addr:  # IPv6, shown as [ADDR]:PORT
+                    assert addr.startswith("[") and addr.endswith("]"), line
+                    addr = addr[1:-1]
                 bound[addr] = int(port)
         yield bound
     finally:

@@ -200,8 +200,9 @@ async def serve(
         raise
     for port in service.ports:
         addr, number = service.transports[port.trtype].bound_address(port)
+        shown = f"[{addr}]" if ":" in addr else addr  # an IPv6 address: [::1]:4420
         print(
-            f"nvmf: listening on {port.trtype} {addr}:{number} (port {port.portid}: "
+            f"nvmf: listening on {port.trtype} {shown}:{number} (port {port.portid}: "
             f"{', '.join(port.subsystems) or 'discovery only'})",
             flush=True,
         )
