@@ -76,6 +76,12 @@ def test_scrape_shows_the_controller_queues_and_io_counts(
         assert sorted(labels["worker"] for labels, _ in m["nvmf_worker_up"]) == ["0", "1"]
         per_worker = {labels["worker"]: v for labels, v in m["nvmf_worker_commands_total"]}
         assert per_worker[worker] >= 3.0
+        budget = {labels["worker"]: v for labels, v in m["nvmf_worker_staging_budget_bytes"]}
+        assert budget == dict.fromkeys(("0", "1"), float(target.service.settings.staging_bytes))
+        waits = [v for _, v in m["nvmf_worker_staging_waits_total"]]
+        assert waits == [0.0, 0.0]
+        in_use = [v for _, v in m["nvmf_worker_staging_in_use_bytes"]]
+        assert in_use == [0.0, 0.0]
     (port,) = m["nvmf_port_info"]
     assert port[0]["trsvcid"] == str(target.addr[1])
 

@@ -97,6 +97,10 @@ def test_queues_spread_across_workers_and_leave_the_control_plane(
         ns = c["namespaces"][f"{SUBNQN}/1"]
         assert ns["write_cmds"] == 1 and ns["read_cmds"] == 1, c
         assert ns["write_blocks"] == 16 and ns["read_blocks"] == 16, c
+        # Each worker's staging pool reports itself: every buffer back, nobody waited.
+        staging = c["staging"]
+        assert staging["in_use"] == 0 and staging["waits"] == 0, staging
+        assert staging["budget"] == target.service.settings.staging_bytes, staging
     # The control plane keeps its listener and the admin queue's socket, nothing of the I/O
     # queues: their places in the controller are stand-ins.
     sockets = _target_sockets(target.addr[1])

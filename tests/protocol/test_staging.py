@@ -153,6 +153,14 @@ def test_a_release_wakes_an_acquire_waiter() -> None:
         held.release()
         buf = await asyncio.wait_for(task, 1)
         assert len(buf.view) == 4096 and pool.in_use == 4096
+        # Counted: two buffers handed out, one wait for a buffer (NEED_BUFFER).
+        assert pool.stats() == {
+            "budget": 8 * KiB,
+            "in_use": 4096,
+            "cached": pool.cached,
+            "taken": 2,
+            "waits": 1,
+        }
 
     run(main())
 

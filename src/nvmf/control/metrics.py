@@ -46,6 +46,16 @@ WORKER_COUNTERS = (
     ("queues_attached", "nvmf_worker_queues_attached", "I/O queues handed to the worker"),
     ("restarts", "nvmf_worker_restarts", "Times the worker slot was restarted after a death"),
 )
+#: A worker's staging pool (``StagingPool.stats``): counters, then gauges in bytes.
+STAGING_COUNTERS = (
+    ("taken", "nvmf_worker_staging_buffers", "Staging buffers handed out"),
+    ("waits", "nvmf_worker_staging_waits", "Times a command waited for a staging buffer"),
+)
+STAGING_GAUGES = (
+    ("budget", "nvmf_worker_staging_budget_bytes", "Bytes of staging buffers allowed in use"),
+    ("in_use", "nvmf_worker_staging_in_use_bytes", "Bytes of staging buffers in use now"),
+    ("cached", "nvmf_worker_staging_cached_bytes", "Bytes of free staging buffers kept"),
+)
 
 
 class TargetCollector(Collector):
@@ -146,6 +156,13 @@ def metrics_of(status: dict[str, Any]) -> Iterator[Metric]:
     worker_up = GaugeMetricFamily(
         "nvmf_worker_up", "Whether the worker answered the scrape", labels=["worker"]
     )
+    staging_counters = {
+        key: CounterMetricFamily(name, text, labels=["worker"])
+        for key, name, text in STAGING_COUNTERS
+    }
+    staging_gauges = {
+        key: GaugeMetricFamily(name, text, labels=["worker"]) for key, name, text in STAGING_GAUGES
+    }
     for w in status["workers"]:
         index = str(w["worker"])
         worker_up.add_metric([index], 0 if w.get("dead") else 1)
@@ -153,7 +170,15 @@ def metrics_of(status: dict[str, Any]) -> Iterator[Metric]:
         for key, family in worker_families.items():
             if key in w:
                 family.add_metric([index], w[key])
+        staging = w.get("staging", {})
+        for key, counter in staging_counters.items():
+            if key in staging:
+                counter.add_metric([index], staging[key])
+        for key, gauge in staging_gauges.items():
+            if key in staging:
+                gauge.add_metric([index], staging[key])
     yield from (worker_up, worker_queues, *worker_families.values())
+    yield from (*staging_counters.values(), *staging_gauges.values())
 
 
 def threadsafe_snapshot(

@@ -44,6 +44,12 @@ Done = Callable[[Any, Status], None]
 class MediaQueue(Protocol):
     """A process's queue on one medium."""
 
+    #: The medium's own bytes, when the medium *is* memory this process maps (RAM): the fabric
+    #: then moves a Read's or a Write's payload straight out of and into it, with no staging
+    #: buffer and no copy (DESIGN.md, "zero copy on the hot path"; the software counterpart of
+    #: staging in an SSD's CMB).  None for media behind a file or a device.
+    memory: memoryview | None
+
     def submit(
         self, op: int, offset: int, buf: memoryview | None, fua: bool, done: Done, tag: Any
     ) -> Status | None:
@@ -65,6 +71,8 @@ class SyncMedia(Protocol):
 class SyncQueue:
     """:class:`MediaQueue` of a medium that completes every I/O at once."""
 
+    memory: memoryview | None = None
+
     def __init__(self, media: SyncMedia) -> None:
         self._read = media.read_into
         self._write = media.write_from
@@ -84,6 +92,8 @@ class SyncQueue:
 class ThreadQueue:
     """:class:`MediaQueue` of a descriptor medium: the blocking call runs on the medium's thread
     pool and its completion comes back to the event loop with one ``call_soon_threadsafe``."""
+
+    memory: memoryview | None = None
 
     def __init__(self, media: DescriptorMedia, loop: asyncio.AbstractEventLoop) -> None:
         self.media = media

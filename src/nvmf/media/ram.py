@@ -8,7 +8,11 @@ offload workers are spawned, not forked: each receives the memfd over a Unix soc
 (:meth:`RamMedia.share`, :meth:`RamMedia.adopt`) and maps the same pages.  Reads and writes are one
 ``memcpy`` between the mapping and the request's staging buffer through memoryviews (no bytes
 object in between); they run inline on the event loop, because a copy of a transfer is cheaper
-than a hop to a thread.
+than a hop to a thread.  The pipeline's fast path does better still: :attr:`RamQueue.memory` lets
+the fabric send a Read's payload straight from the mapping and receive a Write's (by R2T)
+straight into it, with no staging buffer and no copy in user space.  A Write whose data transfer
+fails part way (a digest error, a dropped connection) may then have changed part of its range:
+the spec leaves a failed Write's blocks indeterminate, and nothing acknowledged is touched.
 
 Deallocate and Write Zeroes give whole pages back with ``madvise(MADV_REMOVE)`` (the shmem
 equivalent of punching a hole: the pages are freed and read as zeroes again) and zero the partial
@@ -139,8 +143,13 @@ class RamMedia:
         """Unmap the namespace; its contents are gone once every process has closed it."""
         if self._fd < 0:
             return
-        self._view.release()
-        self._map.close()
+        try:
+            self._view.release()
+            self._map.close()
+        except BufferError:
+            # A Read's payload is still queued on a socket as a view of the mapping (served
+            # in place, MediaQueue.memory): the mapping goes when the last such view does.
+            pass
         os.close(self._fd)
         self._fd = -1
 
@@ -164,13 +173,15 @@ class RamMedia:
 
 class RamQueue:
     """A RAM namespace's :class:`~nvmf.media.queue.MediaQueue`: one copy, done at once (the
-    range check inline: this is the whole I/O path of a RAM read or write)."""
+    range check inline: this is the whole I/O path of a RAM read or write that the pipeline
+    does not serve in place through :attr:`memory`)."""
 
-    __slots__ = ("_size", "_view")
+    __slots__ = ("_size", "_view", "memory")
 
     def __init__(self, view: memoryview, size: int) -> None:
         self._view = view
         self._size = size
+        self.memory: memoryview | None = view
 
     def submit(
         self, op: int, offset: int, buf: memoryview | None, fua: bool, done: object, tag: object

@@ -56,6 +56,10 @@ class StagingPool:
         self.slab = slab
         self.in_use = 0
         self.cached = 0
+        #: Buffers handed out, and the times a request had to wait for one (NEED_BUFFER):
+        #: the pool's counters, as a NIC's offload context keeps them.
+        self.taken = 0
+        self.waits = 0
         self._free: dict[int, list[StagingBuffer]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -65,6 +69,7 @@ class StagingPool:
         if self.in_use and self.in_use + cls > self.budget:
             return None
         self.in_use += cls
+        self.taken += 1
         free = self._free.get(cls)
         if free:
             buf = free.pop()
@@ -73,6 +78,16 @@ class StagingPool:
             buf.view = buf.block[:length]
             return buf
         return StagingBuffer(self, self._carve(cls), length)
+
+    def stats(self) -> dict[str, int]:
+        """The pool's state and counters, as plain data (``nvmf status``, metrics)."""
+        return {
+            "budget": self.budget,
+            "in_use": self.in_use,
+            "cached": self.cached,
+            "taken": self.taken,
+            "waits": self.waits,
+        }
 
     def _carve(self, cls: int) -> memoryview:
         """New memory for ``cls``: a slab split into pieces (the rest cached), or one mapping."""
@@ -104,6 +119,7 @@ class StagingPool:
 
     async def wait(self) -> None:
         """Until a buffer comes back."""
+        self.waits += 1
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         await fut

@@ -73,14 +73,21 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
         if length > ioctx.max_transfer:
             return TOO_LARGE
         counters = ns.counters
+        queue = ns.queue
+        offset = slba * bs
+        memory = queue.memory
+        if memory is not None:
+            memory = memory[offset : offset + length]
         if op == _READ:
             counters.read_cmds += 1
             counters.read_blocks += nlb
-            return Plan(C2H, length, None, queue=ns.queue, op=_READ, offset=slba * bs)
+            return Plan(C2H, length, None, queue=queue, op=_READ, offset=offset, memory=memory)
         counters.write_cmds += 1
         counters.write_blocks += nlb
         fua = bool(req.cdw12 & RW_FUA) or not ioctx.wce
-        return Plan(H2C, length, None, queue=ns.queue, op=_WRITE, offset=slba * bs, fua=fua)
+        return Plan(
+            H2C, length, None, queue=queue, op=_WRITE, offset=offset, fua=fua, memory=memory
+        )
     if op == IoOpcode.WRITE_ZEROES:
         return _write_zeroes(req, ns)
     if op == IoOpcode.DSM:

@@ -77,7 +77,9 @@ class Pipeline:
         operation without a task: a Read, an in-capsule Write or a Flush goes parse, buffer,
         submit, and completes now or from the media queue's callback; a Write whose data the
         host still has to send goes parse, buffer, :meth:`FabricQueue.fetch_data`, and submits
-        from its callback.  Everything else runs in its own task.
+        from its callback.  On a medium that is memory (``MediaQueue.memory``) a Read or an
+        R2T Write has no buffer and no media operation: its payload moves between the socket
+        and the medium in place.  Everything else runs in its own task.
         """
         sqsize = session.sqsize
         if sqsize:  # the SQ head advances for every fetched command (wraps at SQSIZE + 1)
@@ -98,10 +100,24 @@ class Pipeline:
             direction = plan.direction
             data: memoryview | None = None
             fua = False
+            memory = plan.memory
             if req.incapsule:
                 go = direction is H2C  # NEW -> READY -> EXECUTING: the data is here
                 data = req.data
                 fua = plan.fua
+            elif memory is not None:  # in place: the medium's own bytes are the buffer
+                req.data = memory
+                req.direction = direction
+                if direction is C2H:  # the data is there already: send it
+                    req.c2h_length = plan.length
+                    req.state = EXECUTED
+                    self.complete(session, req, SUCCESS)
+                    return
+                req.plan = plan  # H2C: the host's data lands in the medium
+                req.state = TRANSFERRING_H2C
+                self._untasked += 1
+                session.fabric.fetch_data(req, self._fetched)
+                return
             elif direction is C2H:
                 staging = session.pool.get(plan.length)
                 go = staging is not None  # NEW -> NEED_BUFFER -> READY -> EXECUTING
@@ -143,6 +159,11 @@ class Pipeline:
         if status is not SUCCESS and not status.ok:
             self._untasked -= 1
             self.complete(req.session, req, status)
+            return
+        if plan.memory is not None:  # received in place: the write is done
+            self._untasked -= 1
+            req.state = EXECUTED
+            self.complete(req.session, req, SUCCESS)
             return
         req.state = EXECUTING  # TRANSFERRING_H2C -> READY -> EXECUTING
         now = plan.queue.submit(plan.op, plan.offset, req.data, plan.fua, self._done, req)

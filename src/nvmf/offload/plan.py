@@ -38,6 +38,9 @@ class Plan:
     op: int = 0
     offset: int = 0
     fua: bool = False
+    #: The medium's own bytes for this command (``queue.memory`` sliced to its range): the
+    #: pipeline's fast path moves the payload in place instead of through a staging buffer.
+    memory: memoryview | None = None
 
     def coroutine(self) -> Execute:
         """The plan as a coroutine function, whichever form it was made in."""

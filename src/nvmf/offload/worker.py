@@ -169,7 +169,9 @@ class Worker:
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
         elif kind == "counters":
-            self.channel.send(("counters", msg[1], self.counters.snapshot(self.sessions)))
+            snapshot = self.counters.snapshot(self.sessions)
+            snapshot["staging"] = self.pool.stats()
+            self.channel.send(("counters", msg[1], snapshot))
         elif kind == "stop":
             asyncio.get_running_loop().create_task(self.stop())
         else:

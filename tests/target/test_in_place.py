@@ -1,0 +1,45 @@
+"""RAM namespaces move payload in place (``MediaQueue.memory``): a Read's data is sent straight
+from the medium and an R2T Write's data is received straight into it, so the staging pool is
+never touched, yet every byte lands where the LBA says and nothing beside it moves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from nvmf.wire.opcodes import IoOpcode
+from tests.target.conftest import RunningTarget, running_target
+from tests.target.rawhost import status_of
+from tests.target.test_tcp_target import admin, io_queue, rw
+
+BLOCK = 512
+
+
+@pytest.fixture
+def one_process() -> Iterator[RunningTarget]:
+    """The target serving I/O itself, so its staging pool can be looked at."""
+    with running_target(0) as running:
+        yield running
+
+
+def test_ram_reads_and_r2t_writes_take_no_staging_buffer(one_process: RunningTarget) -> None:
+    adm = admin(one_process)
+    q = io_queue(one_process, adm)
+    pool = one_process.service.pool
+    taken = pool.taken  # the admin queue's own commands may use staging
+    payload = os.urandom(128 * 1024)  # larger than the in-capsule size: sent after an R2T
+    nlb = len(payload) // BLOCK
+    slba = 1000
+    write = rw(q.next_cid(), IoOpcode.WRITE, 1, slba, nlb, len(payload))
+    cqe = q.command(write, payload, incapsule=False)
+    assert status_of(cqe).ok, status_of(cqe)
+    cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba, nlb, len(payload)))
+    assert status_of(cqe).ok and back == payload
+    # One block either side, never written, still reads as zeroes.
+    edges = nlb + 2
+    cqe, around = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba - 1, edges, edges * BLOCK))
+    assert status_of(cqe).ok
+    assert around == bytes(BLOCK) + payload + bytes(BLOCK)
+    assert (pool.taken, pool.in_use) == (taken, 0)
