@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import random
 import struct
 from collections.abc import Iterable
@@ -981,3 +982,32 @@ def test_a_connection_with_large_capsules_grows_its_receive_buffer_once() -> Non
     assert room == tcp.RECV_BUFFER_LARGE
     p.ctrl.receive(capsule * 10)
     assert len(got) == 13 and len(p.ctrl.get_buffer()) == room
+
+
+@pytest.mark.parametrize("chunk", [1, 23, 24, 100, 4096, 1 << 20])
+def test_sink_connection_places_h2c_data_however_the_bytes_arrive(chunk: int) -> None:
+    """A controller with a sink takes a digest-free H2CData header in one step: the events,
+    and the bytes placed, are the general path's, wherever the reads split the stream."""
+    p, _ = sink_pair()
+    payload = os.urandom(3 * 8192 + 100)
+    stream = b""
+    expected = []
+    for datao in range(0, len(payload), 8192):
+        piece = payload[datao : datao + 8192]
+        last = datao + len(piece) == len(payload)
+        stream += flat(p.host.h2c_data(7, 3, datao, memoryview(piece), last=last))
+        expected.append(H2CDataReceived(7, 3, datao, len(piece), last))
+    events = []
+    for lo in range(0, len(stream), chunk):
+        events += p.ctrl.receive(stream[lo : lo + chunk])
+    assert events == expected
+    assert bytes(p.cstore.h2c[7][: len(payload)]) == payload
+
+
+def test_sink_connection_reports_a_bad_h2c_window_with_its_header() -> None:
+    p, _ = sink_pair()
+    pdu = flat(p.host.h2c_data(7, 3, (1 << 16) - 8, memoryview(bytes(16)), last=True))
+    with pytest.raises(TcpFatalError) as err:
+        p.ctrl.receive(pdu)
+    assert err.value.fes == Fes.DATA_OUT_OF_RANGE
+    assert err.value.header == pdu[:24]

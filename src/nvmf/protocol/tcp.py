@@ -318,8 +318,20 @@ class TcpConnection:
                                 continue
                             if len(buf) < plen * 4 and len(buf) < RECV_BUFFER_LARGE:
                                 self._grow = True
-                self._parse_ch()
-                phase = self._phase = _Phase.HEADER
+                elif (
+                    buf[start] == _H2C_DATA
+                    and self._plain
+                    and avail >= _DATA_HLEN
+                    and buf[start + 2] == _DATA_HLEN
+                    and buf[start + 3] == _DATA_HLEN
+                    and not buf[start + 1] & ~_DATA_LAST
+                    and self._fast_h2c(start)
+                ):
+                    phase = _Phase.DATA
+                    avail = self._end - self._start
+                if phase is _Phase.CH:
+                    self._parse_ch()
+                    phase = self._phase = _Phase.HEADER
             if phase is _Phase.HEADER:
                 if avail < self._header_len + self._pad:
                     return
@@ -381,6 +393,33 @@ class TcpConnection:
             self._start = self._end = 0
         assert self.on_command is not None
         self.on_command(sqe, data)
+
+    def _fast_h2c(self, start: int) -> bool:
+        """An H2CData header without digests or padding at ``start`` (flags, HLEN and PDO
+        checked by the caller): place its data and go on to receive it, as
+        :meth:`_parse_ch` and :meth:`_parse_header_fields` would, in one call.  False leaves
+        a PDU whose lengths are wrong to them, for the error they report."""
+        _, flags, _, _, plen, cccid, ttag, datao, dlen = _DATA.unpack_from(self._buf, start)
+        if dlen != plen - _DATA_HLEN or not 0 < dlen <= self.maxh2cdata:
+            return False
+        self._type = PduType.H2C_DATA
+        self._flags, self._hlen, self._pdo, self._plen = flags, _DATA_HLEN, _DATA_HLEN, plen
+        self._header_len = _DATA_HLEN
+        self._pad = self._data_dgst = 0
+        self._datal = dlen
+        try:
+            dest = self.placement.h2c_data(cccid, ttag, datao, dlen)
+        except TcpFatalError as err:
+            if not err.header:
+                err.header = self._header_bytes()
+            raise
+        if len(dest) != dlen:
+            raise AssertionError("placement returned a buffer of the wrong length")
+        self._dest = dest
+        self._pending = H2CDataReceived(cccid, ttag, datao, dlen, bool(flags & _DATA_LAST))
+        self._start = start + _DATA_HLEN
+        self._phase = _Phase.DATA
+        return True
 
     def _data_done(self, events: list[Event]) -> None:
         """All data bytes are in: verify the digest next, or finish."""
@@ -679,6 +718,8 @@ class TcpConnection:
 
     def r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
         """Controller: ask the host for ``r2tl`` bytes at offset ``r2to``."""
+        if not self.hdgst:
+            return _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, r2tl)
         hd = w.DIGEST_LEN if self.hdgst else 0
         header = w.R2T.pack(PduType.R2T, self._hflags(), 24, 0, 24 + hd, cccid, ttag, r2to, r2tl)
         return self._with_hdgst(header)
@@ -782,6 +823,10 @@ _DDGSTF = int(PduFlags.DDGSTF)
 _DATA_LAST = int(PduFlags.DATA_LAST)
 _DATA_SUCCESS = int(PduFlags.DATA_SUCCESS)
 _C2H_DATA = int(PduType.C2H_DATA)
+_H2C_DATA = int(PduType.H2C_DATA)
+_DATA_HLEN = w.HLEN[PduType.H2C_DATA]
+_R2T = int(PduType.R2T)
+_R2T_PACK = w.R2T.pack
 _LAST_SUCCESS = _DATA_LAST | _DATA_SUCCESS
 #: The common header of a CapsuleResp, without and with a header digest.
 _RSP_CH = w.CH.pack(PduType.RSP, 0, 24, 0, 24)
