@@ -202,7 +202,7 @@ def configs(draw: st.DrawFn) -> TargetConfig:
         nvmf=NvmfSettings(
             max_io_queues=draw(st.integers(1, 0xFFFF)),
             queue_depth=draw(st.integers(2, 0x10000)),
-            staging_bytes=draw(st.integers(4096, 1 << 30)),
+            staging_bytes=draw(st.integers(8192, 1 << 30)),
             offload_workers=draw(st.integers(0, 64)),
             cmb=False,  # true is refused until the CMB can be used
             kato_min_ms=draw(st.integers(0, 120_000)),

@@ -1,6 +1,6 @@
-"""Staging buffer pools: size classes, page alignment, the budget on bytes in use, waiters,
-reuse, and the cache bound the module docstring promises ("at most ``budget`` bytes stay
-cached"; "a size class never starves because others hold idle memory")."""
+"""Staging buffer pools: size classes, page alignment, one preallocated region cut into buddies,
+the budget, waiters, reuse, and merging (a size class never starves because smaller buffers
+were handed out and came back)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvmf.memory.staging import MIN_CLASS, StagingBuffer, StagingPool, size_class
+from nvmf.memory.staging import (
+    MAX_CLASS,
+    MIN_CLASS,
+    StagingBuffer,
+    StagingPool,
+    largest_class,
+    size_class,
+)
 
 PAGE = 4096
 KiB = 1024
@@ -101,10 +108,10 @@ def test_release_is_idempotent() -> None:
     pool = StagingPool(budget=MiB)
     buf = pool.get(8192)
     assert buf is not None
-    cached = pool.cached
+    free = pool.free
     buf.release()
     buf.release()
-    assert pool.in_use == 0 and pool.cached == cached + 8192
+    assert pool.in_use == 0 and pool.free == free + 8192
     a, b = pool.get(8192), pool.get(8192)
     assert a is not None and b is not None
     assert address(a.block) != address(b.block)  # the block was not cached twice
@@ -132,14 +139,39 @@ def test_budget_on_bytes_in_use() -> None:
     assert c is not None and pool.in_use == 16 * KiB
 
 
-def test_one_buffer_larger_than_the_budget_is_served_when_nothing_is_in_use() -> None:
-    """Otherwise a command larger than the budget would wait forever."""
-    pool = StagingPool(budget=8 * KiB)
-    big = pool.get(64 * KiB)
-    assert big is not None
-    assert pool.get(4096) is None
-    big.release()
-    assert pool.get(4096) is not None
+@pytest.mark.parametrize(
+    ("budget", "largest"),
+    [(8 * KiB, 8 * KiB), (12 * KiB, 8 * KiB), (96 * KiB, 64 * KiB), (32 * MiB, MAX_CLASS)],
+)
+def test_the_largest_buffer_is_what_the_region_holds_in_one_block(
+    budget: int, largest: int
+) -> None:
+    """MDTS follows it: a buffer larger than the pool could ever hold would wait forever."""
+    pool = StagingPool(budget=budget)
+    assert pool.max_buffer == largest_class(budget) == largest
+    buf = pool.get(largest)
+    assert buf is not None and len(buf.view) == largest
+    with pytest.raises(ValueError, match="exceeds the pool's largest"):
+        pool.get(largest + 1)
+
+
+def test_a_pool_smaller_than_a_page_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 4096"):
+        StagingPool(budget=2048)
+
+
+def test_every_buffer_lies_in_the_one_region_mapped_at_start() -> None:
+    """Preallocated: the whole budget is mapped (and populated) when the pool is made, and
+    every buffer is a piece of that region, so consumers can register it once."""
+    pool = StagingPool(budget=MiB)
+    base = address(pool.region.view)
+    assert pool.region.size == MiB and pool.placement == "dram"
+    held = [pool.get(n) for n in (4096, 8192, 65536, 200_000, 4096)]
+    for buf in held:
+        assert buf is not None
+        at = address(buf.block)
+        assert base <= at and at + len(buf.block) <= base + MiB
+        assert at - base == buf.offset
 
 
 def test_a_release_wakes_an_acquire_waiter() -> None:
@@ -157,7 +189,8 @@ def test_a_release_wakes_an_acquire_waiter() -> None:
         assert pool.stats() == {
             "budget": 8 * KiB,
             "in_use": 4096,
-            "cached": pool.cached,
+            "free": 4096,
+            "max_buffer": 8 * KiB,
             "taken": 2,
             "waits": 1,
         }
@@ -229,27 +262,19 @@ def test_a_large_class_is_served_after_small_classes_filled_the_cache() -> None:
     assert half is not None and pool.in_use == 768 * KiB
 
 
-@pytest.mark.parametrize("budget", [16 * KiB, MiB])
-def test_cache_is_bounded_by_the_budget_on_first_use(budget: int) -> None:
-    pool = StagingPool(budget=budget)
-    for length in (4096, 8192, 16384, 65536):
-        buf = pool.get(length)
-        assert buf is not None
+def test_a_steady_stream_of_one_size_neither_splits_nor_merges() -> None:
+    """Released buffers go back to their class as they are: the next one of that size is the
+    same block, at the cost of a list pop."""
+    pool = StagingPool(budget=MiB)
+    first = pool.get(4096)
+    assert first is not None
+    where = first.offset
+    first.release()
+    for _ in range(100):
+        buf = pool.get(4096)
+        assert buf is not None and buf.offset == where
         buf.release()
-        assert pool.cached <= pool.budget, f"{pool.cached} bytes cached after a {length}"
-
-
-def test_cache_is_bounded_by_the_budget_after_a_burst() -> None:
-    """The default 16 MiB pool: a burst of 64 KiB buffers fills the cache, then a 4 KiB one."""
-    pool = StagingPool()
-    burst = [pool.get(64 * KiB) for _ in range(pool.budget // (64 * KiB))]
-    for buf in burst:
-        assert buf is not None
-        buf.release()
-    assert pool.cached == pool.budget
-    small = pool.get(4096)
-    assert small is not None
-    assert pool.cached <= pool.budget, f"{pool.cached} bytes cached, budget {pool.budget}"
+    assert pool.taken == 101
 
 
 operations = st.lists(
@@ -268,18 +293,22 @@ def test_pool_invariants(budget: int, ops: list[tuple[str, int]]) -> None:
     held: list[StagingBuffer] = []
     for op, arg in ops:
         if op == "get":
-            buf = pool.get(arg)
+            buf = pool.get(min(arg, pool.max_buffer))
             if buf is None:
-                assert held and pool.in_use + size_class(arg) > budget
+                assert held, "nothing in use, yet no buffer"
             else:
                 held.append(buf)
         elif held:
             held.pop(arg % len(held)).release()
-        assert pool.in_use == sum(len(b.block) for b in held)
-        assert pool.in_use <= budget or len(held) == 1
-        assert pool.cached == sum(len(b.block) for free in pool._free.values() for b in free)
-        # No block is both held and free, or free twice.
-        free_addrs = [address(b.block) for free in pool._free.values() for b in free]
-        held_addrs = [address(b.block) for b in held]
-        assert len(set(free_addrs)) == len(free_addrs)
-        assert not set(free_addrs) & set(held_addrs)
+        assert pool.in_use == sum(len(b.block) for b in held) <= budget
+        free_blocks = [b for free in pool._free.values() for b in free]
+        assert pool.free == sum(len(b.block) for b in free_blocks)
+        # Held and free blocks tile the region: no overlap, no gap, each aligned to its size.
+        spans = sorted((b.offset, len(b.block)) for b in [*held, *free_blocks])
+        assert spans[0][0] == 0 and sum(n for _, n in spans) == budget
+        assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(spans))
+        assert all(o % n == 0 for o, n in spans)
+    # Everything back: the largest buffer is served again (merging undid every split).
+    for buf in held:
+        buf.release()
+    assert pool.get(pool.max_buffer) is not None

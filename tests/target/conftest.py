@@ -57,13 +57,17 @@ def running_target(
     workers: int,
     idle_timeout_ms: int | None = None,
     new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    staging_bytes: int | None = None,
 ) -> Iterator[RunningTarget]:
     """A target from :func:`make_config` with ``workers`` offload workers (and, if given, that
-    ``nvmf.idle_timeout_ms``), its event loop (made by ``new_loop``) in a background thread."""
+    ``nvmf.idle_timeout_ms`` and ``nvmf.staging_bytes``), its event loop (made by
+    ``new_loop``) in a background thread."""
     loop = new_loop()
     cfg = make_config(workers=workers)
     if idle_timeout_ms is not None:
         cfg.nvmf.idle_timeout_ms = idle_timeout_ms
+    if staging_bytes is not None:
+        cfg.nvmf.staging_bytes = staging_bytes
     service = TargetService(cfg)
     started = threading.Event()
 

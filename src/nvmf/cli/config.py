@@ -232,7 +232,7 @@ def summary(cfg: TargetConfig, source: str) -> str:
     settings = cfg.nvmf
     lines.append(
         f"  nvmf: {settings.max_io_queues} I/O queues x {settings.queue_depth} entries, "
-        f"{_size(settings.staging_bytes).strip()} staging per queue, "
+        f"{_size(settings.staging_bytes).strip()} staging per process, "
         f"{settings.offload_workers} offload workers{', CMB' if settings.cmb else ''}"
     )
     return "\n".join(lines)

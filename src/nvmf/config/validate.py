@@ -69,7 +69,8 @@ INT_RANGES: dict[tuple[type, str], tuple[int, int, bool]] = {
     (AnaGroup, "grpid"): (1, ANA_GRPID_MAX, False),
     (NvmfSettings, "max_io_queues"): (1, 0xFFFF, False),
     (NvmfSettings, "queue_depth"): (2, 0x10000, False),
-    (NvmfSettings, "staging_bytes"): (4096, 1 << 40, False),
+    # Two pages at least: MDTS follows the pool, and MDTS cannot express one page.
+    (NvmfSettings, "staging_bytes"): (8192, 1 << 40, False),
     (NvmfSettings, "offload_workers"): (0, 4096, False),
     (NvmfSettings, "kato_min_ms"): (0, 0xFFFFFFFF, False),
     (NvmfSettings, "idle_timeout_ms"): (1, 0xFFFFFFFF, False),

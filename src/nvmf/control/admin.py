@@ -44,9 +44,21 @@ from nvmf.wire.status import SC, SUCCESS, Status, error
 if TYPE_CHECKING:
     from nvmf.control.controller import Controller
 
-#: MDTS as a power of two of the 4 KiB minimum page: 2^8 * 4 KiB = 1 MiB per command.
+#: MDTS as a power of two of the 4 KiB minimum page: 2^8 * 4 KiB = 1 MiB per command, unless
+#: the staging pool is smaller (:func:`mdts_for`).
 MDTS = 8
 MAX_TRANSFER = (1 << MDTS) * 4096
+
+
+def mdts_for(max_transfer: int) -> int:
+    """Identify Controller MDTS for a limit of ``max_transfer`` bytes (a power of two, at least
+    two 4 KiB pages: MDTS 0 would mean no limit at all)."""
+    mdts = max_transfer.bit_length() - 1 - 12
+    if mdts < 1 or max_transfer != 1 << (mdts + 12):
+        raise ValueError(f"no MDTS expresses a {max_transfer}-byte limit")
+    return mdts
+
+
 #: Keep Alive Support granularity (KAS), in 100 ms units.
 KAS = 10
 #: Asynchronous event: Notice, Namespace Attribute Changed, log page Changed Namespace List.
@@ -76,7 +88,7 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         # May have multiple controllers (dynamic model); bit 3 clear: no ANA reporting, so
         # ANATT/ANACAP/ANAGRPMAX/NANAGRPID stay 0 and LID 0Ch is an Invalid Log Page.
         cmic=1 << 1,
-        mdts=MDTS,
+        mdts=mdts_for(ctx.service.max_transfer),
         cntlid=ctrl.cntlid,
         ver=sub.vs,
         oaes=OAES_NS_ATTR,
@@ -195,7 +207,7 @@ def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     numd = ((sqe.cdw11 & 0xFFFF) << 16 | (sqe.cdw10 >> 16)) + 1
     lpo = sqe.cdw12 | (sqe.cdw13 << 32)
     length = numd * 4
-    if length > MAX_TRANSFER:  # MDTS bounds every data transfer (Base 2.0 Figure 275)
+    if length > ctx.service.max_transfer:  # MDTS bounds every transfer (Base 2.0 Figure 275)
         return error(SC.INVALID_FIELD, OFF_CDW10)
     if lpo & 3:
         return error(SC.INVALID_FIELD, OFF_CDW12)

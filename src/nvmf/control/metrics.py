@@ -54,7 +54,7 @@ STAGING_COUNTERS = (
 STAGING_GAUGES = (
     ("budget", "nvmf_worker_staging_budget_bytes", "Bytes of staging buffers allowed in use"),
     ("in_use", "nvmf_worker_staging_in_use_bytes", "Bytes of staging buffers in use now"),
-    ("cached", "nvmf_worker_staging_cached_bytes", "Bytes of free staging buffers kept"),
+    ("free", "nvmf_worker_staging_free_bytes", "Bytes of staging buffers free now"),
 )
 
 

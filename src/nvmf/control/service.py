@@ -118,6 +118,10 @@ class TargetService:
         #: Staging memory of the queues this process serves itself (admin queues; all queues
         #: without workers).
         self.pool = StagingPool(budget=self.settings.staging_bytes)
+        #: The most one command may move (MDTS): never more than a staging pool can hold, so
+        #: every valid command gets a buffer once others complete.  Workers' pools have the
+        #: same budget.
+        self.max_transfer = min(admin.MAX_TRANSFER, self.pool.max_buffer)
         self.pipeline = ControlPipeline(self)
         self.workers: WorkerSet | None = None
         self.counters: dict[tuple[str, int], NamespaceCounters] = {}
@@ -306,7 +310,7 @@ class TargetService:
         return IoContextSpec(
             cntlid=ctrl.cntlid,
             subnqn=ctrl.subsystem.nqn,
-            max_transfer=admin.MAX_TRANSFER,
+            max_transfer=self.max_transfer,
             wce=ctrl.wce,
             namespaces=tuple(
                 (nsid, ns.nsze, ns.block_size) for nsid, ns in ctrl.subsystem.namespaces.items()
@@ -323,7 +327,7 @@ class TargetService:
                 queue = self._media_queues[(nqn, nsid)] = ns.media.open_queue()
             counters = self.counters.setdefault((nqn, nsid), NamespaceCounters())
             namespaces[nsid] = NamespaceIo(nsid, ns.nsze, ns.block_size, ns.media, queue, counters)
-        return IoContext(ctrl.cntlid, nqn, admin.MAX_TRANSFER, ctrl.wce, namespaces)
+        return IoContext(ctrl.cntlid, nqn, self.max_transfer, ctrl.wce, namespaces)
 
     def context_changed(self, ctrl: Controller) -> None:
         """Something an I/O queue reads changed (Volatile Write Cache, namespaces): replace the

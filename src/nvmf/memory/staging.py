@@ -1,24 +1,33 @@
 """Staging buffer pools: the memory payload lives in between the fabric and the media.
 
-Each fabric queue (later: each offload worker) owns a pool.  Buffers are carved out of page
-aligned anonymous ``mmap`` slabs, so they suit ``O_DIRECT``, ``recv_into``/``sendmsg`` and (in a
-later media) DMA registration; a CMB-backed pool hands out views of the SSD's Controller Memory
-Buffer instead.  Sizes are rounded up to a power-of-two class (4 KiB up to ``max_transfer``) and
-recycled through per-class free lists, so the steady state allocates nothing.
+Each data-plane process (an offload worker, or the control plane with ``--workers 0``) owns one
+pool.  The pool is *preallocated*: its whole budget is one :class:`~nvmf.memory.source.Region`
+mapped from a :class:`~nvmf.memory.source.MemorySource` when the pool is made (DRAM from a
+memfd, populated; an SSD's CMB later), so that transports and media can register it once and
+no I/O ever maps memory.  Buffers are page-aligned pieces of it, in power-of-two size classes
+from 4 KiB to :attr:`StagingPool.max_buffer`, which suit ``O_DIRECT``, ``recv_into`` /
+``sendmsg`` and DMA alike.
 
-``budget`` bounds the bytes *in use* by requests; when a request would pass it,
-:meth:`StagingPool.get` returns ``None`` and the request waits (state ``NEED_BUFFER``) until a
-buffer comes back.  Free buffers are a cache, not a commitment: a size class never starves
-because others hold idle memory, and at most ``budget`` bytes stay cached.
+Allocation is a buddy system with lazy merging.  The region is cut into blocks of the largest
+class (the remainder into smaller powers of two).  A request takes a free block of its class;
+when there is none it splits the smallest larger free block; when there is none of those
+either, it merges every pair of free buddies first (a released block goes back to its class's
+free list as it is, so a steady stream of same-sized I/O never splits or merges).  When nothing
+fits, :meth:`StagingPool.get` returns ``None`` and the request waits (state ``NEED_BUFFER``)
+until a buffer comes back: a request never fails for lack of staging, and MDTS is never more
+than :attr:`StagingPool.max_buffer`, so every valid command fits once others complete.
 """
 
 from __future__ import annotations
 
 import asyncio
-import mmap
 from collections import deque
 
+from nvmf.memory.source import DramSource, MemorySource, Region
+
 MIN_CLASS = 4096
+#: The largest size class a pool cuts its region into: 1 MiB, the target's MDTS.
+MAX_CLASS = 1 << 20
 
 
 def size_class(length: int) -> int:
@@ -28,15 +37,26 @@ def size_class(length: int) -> int:
     return 1 << (length - 1).bit_length()
 
 
+def largest_class(budget: int) -> int:
+    """The biggest buffer a pool of ``budget`` bytes can hand out (at most :data:`MAX_CLASS`)."""
+    if budget < MIN_CLASS:
+        raise ValueError(f"a staging pool needs at least {MIN_CLASS} bytes, not {budget}")
+    return min(MAX_CLASS, 1 << (budget.bit_length() - 1))
+
+
 class StagingBuffer:
-    """One buffer of a pool; ``view`` is exactly the requested length.  The pool reuses these
+    """One buffer: ``view`` is exactly the requested length, ``block`` the whole block, at
+    ``offset`` in the pool's region (whose registration keys it uses).  The pool reuses these
     objects with their blocks: a buffer is not to be touched after :meth:`release`."""
 
-    __slots__ = ("_pool", "block", "view")
+    __slots__ = ("_pool", "block", "offset", "view")
 
-    def __init__(self, pool: StagingPool | None, block: memoryview, length: int) -> None:
+    def __init__(
+        self, pool: StagingPool | None, block: memoryview, length: int, offset: int = 0
+    ) -> None:
         self._pool = pool
         self.block = block
+        self.offset = offset
         self.view = block[:length]
 
     def release(self) -> None:
@@ -46,76 +66,123 @@ class StagingBuffer:
 
 
 class StagingPool:
-    """Power-of-two classed, page-aligned buffers with a budget on the bytes in use."""
+    """A preallocated region cut into power-of-two buffers (see the module docstring)."""
 
-    #: Classes up to this size are carved from shared slabs; larger ones get their own mapping.
-    SLAB_CLASS_MAX = 64 * 1024
-
-    def __init__(self, budget: int = 16 << 20, slab: int = 1 << 20) -> None:
-        self.budget = budget
-        self.slab = slab
+    def __init__(self, budget: int = 16 << 20, source: MemorySource | None = None) -> None:
+        self.max_buffer = largest_class(budget)
+        self.budget = budget - budget % MIN_CLASS
+        self.region: Region = (source or DramSource()).map(self.budget)
         self.in_use = 0
-        self.cached = 0
         #: Buffers handed out, and the times a request had to wait for one (NEED_BUFFER):
         #: the pool's counters, as a NIC's offload context keeps them.
         self.taken = 0
         self.waits = 0
         self._free: dict[int, list[StagingBuffer]] = {}
+        cls = MIN_CLASS
+        while cls <= self.max_buffer:
+            self._free[cls] = []
+            cls <<= 1
+        #: Set when a block comes back: only then can merging find something new.
+        self._merge = False
         self._waiters: deque[asyncio.Future[None]] = deque()
+        offset = 0
+        while offset < self.budget:  # the largest blocks first, each aligned to its size
+            cls = min(self.max_buffer, 1 << ((self.budget - offset).bit_length() - 1))
+            self._free[cls].append(self._block(offset, cls))
+            offset += cls
+
+    @property
+    def placement(self) -> str:
+        return self.region.placement
+
+    @property
+    def free(self) -> int:
+        """Bytes not in use."""
+        return self.budget - self.in_use
 
     def get(self, length: int) -> StagingBuffer | None:
-        """A buffer of ``length`` bytes, or ``None`` while the budget is spent."""
+        """A buffer of ``length`` bytes, or ``None`` until one of its size is free."""
         cls = MIN_CLASS if length <= MIN_CLASS else 1 << (length - 1).bit_length()  # size_class
-        if self.in_use and self.in_use + cls > self.budget:
-            return None
-        self.in_use += cls
-        self.taken += 1
         free = self._free.get(cls)
         if free:
             buf = free.pop()
-            self.cached -= cls
-            buf._pool = self
-            buf.view = buf.block[:length]
-            return buf
-        return StagingBuffer(self, self._carve(cls), length)
+        else:
+            if free is None:
+                raise ValueError(
+                    f"a {length}-byte buffer exceeds the pool's largest, {self.max_buffer}"
+                )
+            found = self._split(cls)
+            if found is None:
+                return None
+            buf = found
+        self.in_use += cls
+        self.taken += 1
+        buf._pool = self
+        buf.view = buf.block[:length]
+        return buf
+
+    def _block(self, offset: int, cls: int) -> StagingBuffer:
+        return StagingBuffer(None, self.region.view[offset : offset + cls], 0, offset)
+
+    def _split(self, cls: int) -> StagingBuffer | None:
+        """A block of ``cls`` cut from the smallest larger free block (after merging buddies
+        if none is free), its other halves left free; None when nothing that large is free."""
+        for attempt in range(2):
+            bigger = cls << 1
+            while bigger <= self.max_buffer and not self._free[bigger]:
+                bigger <<= 1
+            if bigger <= self.max_buffer:
+                break
+            if attempt or not self._merge or self.free < cls:
+                return None
+            self._merge_buddies()
+            if self._free[cls]:
+                return self._free[cls].pop()
+        block = self._free[bigger].pop()
+        offset = block.offset
+        while bigger > cls:  # keep the lower half, free the upper one
+            bigger >>= 1
+            self._free[bigger].append(self._block(offset + bigger, bigger))
+        return self._block(offset, cls)
+
+    def _merge_buddies(self) -> None:
+        """Join every pair of free buddies, smallest classes first (rare: only when a request
+        finds no free block large enough)."""
+        self._merge = False
+        cls = MIN_CLASS
+        while cls < self.max_buffer:
+            free = self._free[cls]
+            if len(free) > 1:
+                offsets = {b.offset for b in free}
+                merged = {o for o in offsets if o & cls == 0 and o + cls in offsets}
+                if merged:
+                    keep = [b for b in free if b.offset & ~cls not in merged]
+                    free[:] = keep
+                    self._free[cls << 1].extend(self._block(o, cls << 1) for o in merged)
+            cls <<= 1
+
+    def _put(self, buf: StagingBuffer) -> None:
+        cls = len(buf.block)
+        self.in_use -= cls
+        self._free[cls].append(buf)
+        self._merge = True
+        # Wake every waiter: the first may still not fit while a later, smaller one does.
+        if self._waiters:
+            waiters, self._waiters = self._waiters, deque()
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     def stats(self) -> dict[str, int]:
         """The pool's state and counters, as plain data (``nvmf status``, metrics)."""
         return {
             "budget": self.budget,
             "in_use": self.in_use,
-            "cached": self.cached,
+            "free": self.free,
+            "max_buffer": self.max_buffer,
             "taken": self.taken,
             "waits": self.waits,
         }
-
-    def _carve(self, cls: int) -> memoryview:
-        """New memory for ``cls``: a slab split into pieces (the rest cached), or one mapping."""
-        if cls > self.SLAB_CLASS_MAX:
-            return memoryview(mmap.mmap(-1, cls))
-        # The slab's spare pieces are cached: never more than the budget allows.
-        slab = max(cls, min(self.slab, cls + max(0, self.budget - self.cached)))
-        slab -= slab % cls
-        view = memoryview(mmap.mmap(-1, slab))
-        free = self._free.setdefault(cls, [])
-        free.extend(StagingBuffer(None, view[i : i + cls], 0) for i in range(cls, slab, cls))
-        self.cached += slab - cls
-        return view[:cls]
-
-    def _put(self, buf: StagingBuffer) -> None:
-        cls = len(buf.block)
-        self.in_use -= cls
-        if self.cached + cls <= self.budget:
-            free = self._free.get(cls)
-            if free is None:
-                free = self._free[cls] = []
-            free.append(buf)
-            self.cached += cls
-        # Wake every waiter: the first may still not fit while a later, smaller one does.
-        waiters, self._waiters = self._waiters, deque()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
 
     async def wait(self) -> None:
         """Until a buffer comes back."""
@@ -125,9 +192,14 @@ class StagingPool:
         await fut
 
     async def acquire(self, length: int) -> StagingBuffer:
-        """A buffer, waiting (NEED_BUFFER) while the budget is spent."""
+        """A buffer, waiting (NEED_BUFFER) while none of its size is free."""
         while True:
             buf = self.get(length)
             if buf is not None:
                 return buf
             await self.wait()
+
+    def close(self) -> None:
+        """Unmap the region; no buffer of the pool may be in use."""
+        self._free.clear()
+        self.region.close()
