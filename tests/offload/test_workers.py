@@ -28,6 +28,7 @@ from nvmf.protocol import tcp as codec
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
+from tests.serving import nvmf_serve
 from tests.target.conftest import SUBNQN, RunningTarget, running_target
 from tests.target.rawhost import RawHost, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
@@ -350,3 +351,65 @@ def test_serve_refuses_a_ram_namespace_larger_than_memory(tmp_path: Path) -> Non
     assert out.returncode == 1
     assert "does not fit" in out.stderr and "namespace 1" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+class _NoEvents:
+    """WorkerEvents for a WorkerSet that never gets a queue."""
+
+    def worker_queue_closed(self, ctrl_key: Any, qid: int, reason: str) -> None:
+        raise AssertionError("no queue was handed over")
+
+    async def forwarded(self, ctrl_key: Any, qid: int, sqe: Sqe) -> Any:
+        raise AssertionError("no queue was handed over")
+
+    def worker_command_failed(self, *args: Any) -> None:
+        raise AssertionError("no queue was handed over")
+
+
+def test_a_worker_that_cannot_start_fails_the_start_instead_of_looping() -> None:
+    """Seen: a worker told to load a transport it does not have died at start, was respawned,
+    died again, thousands of times a minute, and the target never listened."""
+    from nvmf.offload.workers import WorkerSet
+
+    async def main() -> None:
+        workers = WorkerSet(1, _NoEvents(), staging_bytes=1 << 20, transports=["no-such"])
+        try:
+            with pytest.raises(RuntimeError, match="exited before it was ready"):
+                await asyncio.wait_for(workers.start(), 60)
+            assert workers.workers[0].restarts == 0
+        finally:
+            await workers.stop()
+
+    asyncio.run(main())
+
+
+def test_serve_skips_a_port_of_a_transport_it_does_not_serve(tmp_path: Path) -> None:
+    """nvmetcli files may name rdma or fc ports next to tcp ones: those are the kernel target's
+    (loading warns); the target serves the rest, with workers that start."""
+    path = tmp_path / "mixed.json"
+    path.write_text(
+        json.dumps(
+            {
+                "ports": [
+                    {"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4",
+                                            "traddr": "127.0.0.1", "trsvcid": "4420"},
+                     "subsystems": [SUBNQN]},
+                    {"portid": 2, "addr": {"trtype": "tcp", "adrfam": "ipv4",
+                                            "traddr": "127.0.0.1", "trsvcid": "4420"},
+                     "subsystems": [SUBNQN]},
+                ],
+                "subsystems": [
+                    {"nqn": SUBNQN, "attr": {"allow_any_host": "1"},
+                     "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": ""},
+                                     "nvmf": {"kind": "ram", "size": "1M"}}]}
+                ],
+            }
+        )
+    )  # fmt: skip
+    with nvmf_serve(path, 1, "--workers", "1") as bound:
+        target = RunningTarget(None, None, ("127.0.0.1", bound["127.0.0.1"]))  # type: ignore[arg-type]
+        adm = admin(target)
+        q = io_queue(target, adm)
+        assert _write_read(q, 0, b"\x42" * 4096) == b"\x42" * 4096
+        q.close()
+        adm.close()

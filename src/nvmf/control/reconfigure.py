@@ -38,13 +38,18 @@ from nvmf.control.model import Namespace, Port, Subsystem, TargetConfig
 from nvmf.control.namespace import NamespaceRuntime
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.base import MediaError
-from nvmf.transport.base import TransportUnavailable, get_transport
+from nvmf.transport.base import REGISTRY, TransportUnavailable, get_transport
 from nvmf.wire.fabrics import parse_version
 
 if TYPE_CHECKING:
     from nvmf.control.service import TargetService
 
 log = logging.getLogger(__name__)
+
+
+def served_ports(ports: list[Port]) -> list[Port]:
+    """The ports this target listens on: those of a transport it has (``REGISTRY``)."""
+    return [port for port in ports if port.trtype in REGISTRY]
 
 
 class ReloadError(Exception):
@@ -225,7 +230,7 @@ async def _swap_ports(
     On a failure every step taken is undone (old ports listen again) and ReloadError raised.
     """
     current = {p.portid: p for p in service.ports}
-    wanted = {p.portid: p for p in new.ports}
+    wanted = {p.portid: p for p in served_ports(new.ports)}  # others: the kernel's
     closed: list[Port] = []
     opened: list[Port] = []
     try:

@@ -27,7 +27,7 @@ from nvmf.control import admin, discovery, fabrics
 from nvmf.control.command import Context, Parsed
 from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
 from nvmf.control.namespace import NamespaceRuntime
-from nvmf.control.reconfigure import ReloadReport, reconfigure
+from nvmf.control.reconfigure import ReloadReport, reconfigure, served_ports
 from nvmf.control.session import ControlSession
 from nvmf.control.status import target_status
 from nvmf.control.subsystem import SubsystemRuntime
@@ -41,6 +41,7 @@ from nvmf.offload.worker import CtrlKey, Handover
 from nvmf.offload.workers import WorkerSet
 from nvmf.protocol.request import ReqState, Request
 from nvmf.transport.base import (
+    REGISTRY,
     DataDone,
     FabricQueue,
     ListenPort,
@@ -48,6 +49,7 @@ from nvmf.transport.base import (
     QueueExport,
     QueueState,
     Transport,
+    TransportUnavailable,
     get_transport,
 )
 from nvmf.wire.logpage import ErrorInformationEntry
@@ -133,7 +135,16 @@ class TargetService:
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open every namespace's media, start the workers, then listen on every port."""
+        """Open every namespace's media, start the workers, then listen on every port this
+        target serves (a port of another transport, such as ``rdma`` or ``fc`` in a file
+        nvmetcli saved, is for the kernel target: loading the file warned of it)."""
+        ports = served_ports(self.config.ports)
+        if self.config.ports and not ports:
+            kinds = ", ".join(sorted({p.trtype for p in self.config.ports}))
+            raise TransportUnavailable(
+                f"no port to listen on: the configuration's ports are {kinds}, this target "
+                f"serves {', '.join(sorted(REGISTRY))}"
+            )
         try:
             for sub in self.config.subsystems:
                 self.subsystems[sub.nqn] = SubsystemRuntime.open(sub, self.settings.max_io_queues)
@@ -142,7 +153,7 @@ class TargetService:
                     self.settings.offload_workers,
                     self,
                     staging_bytes=self.settings.staging_bytes,
-                    transports=sorted({port.trtype for port in self.config.ports}),
+                    transports=sorted({port.trtype for port in ports}),
                     idle_timeout=self.settings.idle_timeout_ms / 1000,
                     log_level=self._log_level,
                 )
@@ -150,7 +161,7 @@ class TargetService:
                     for nsid, ns in runtime.namespaces.items():
                         self.workers.add_media((nqn, nsid), ns.media)
                 await self.workers.start()
-            for port in self.config.ports:
+            for port in ports:
                 transport = self.transports.get(port.trtype)
                 if transport is None:
                     transport = self.transports[port.trtype] = get_transport(port.trtype)

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180.0
 #: How long a stopping worker may take to finish its commands and exit.
 STOP_TIMEOUT_S = 15.0
+#: A worker that keeps dying before it is ready is restarted after 0.5 s, 1 s, 2 s, ... at most
+#: this long: a broken installation must not become a crash loop that floods the log.
+RESTART_BACKOFF_MAX_S = 30.0
 
 
 class WorkerEvents(Protocol):
@@ -71,6 +74,8 @@ class WorkerHandle:
     counter_waits: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     stopping: bool = False
     restarts: int = 0
+    #: Deaths in a row before the worker was ready (the restart backoff's exponent).
+    failed_starts: int = 0
 
     def queues_of(self) -> list[tuple[str, int]]:
         """(subsystem NQN, qid) of each queue this worker serves, sorted."""
@@ -101,6 +106,7 @@ class WorkerSet:
         self._media: dict[MediaKey, Media] = {}
         self._token = 0
         self._stopping = False
+        self._started = False
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,6 +114,7 @@ class WorkerSet:
         for w in self.workers:
             self._spawn(w)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
+        self._started = True
 
     def _spawn(self, w: WorkerHandle) -> None:
         ours, theirs = channel_pair()
@@ -314,6 +321,18 @@ class WorkerSet:
         if self._stopping or w.stopping:
             return
         code = w.proc.poll() if w.proc is not None else None
+        if w.ready is not None and not w.ready.done():  # died before it was ready
+            w.ready.set_exception(
+                RuntimeError(
+                    f"offload worker {w.index} (pid {w.pid}) exited before it was ready "
+                    f"(exit status {code}); its messages are above"
+                )
+            )
+            if not self._started:
+                return  # start() fails with that error: nothing to restart
+            w.failed_starts += 1
+        else:
+            w.failed_starts = 0
         log.error(
             "offload worker %d (pid %d) died (exit status %s) with %d queues; starting another",
             w.index,
@@ -326,6 +345,15 @@ class WorkerSet:
     async def _restart(self, w: WorkerHandle) -> None:
         if w.proc is not None:
             await asyncio.get_running_loop().run_in_executor(None, w.proc.wait)
+        if w.failed_starts:
+            delay = min(RESTART_BACKOFF_MAX_S, 0.5 * 2 ** (w.failed_starts - 1))
+            log.error(
+                "offload worker %d failed to start %d time(s) in a row; next try in %.1f s",
+                w.index,
+                w.failed_starts,
+                delay,
+            )
+            await asyncio.sleep(delay)
         if self._stopping:
             return
         w.restarts += 1
