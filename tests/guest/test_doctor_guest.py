@@ -156,3 +156,6 @@ def test_mode_verdicts(guest: guest_capture.GuestResult) -> None:
         "staging buffers in CMB": "partly",  # CPU copies through vfio-pci; no NIC P2P
         "SQs in CMB": "partly",  # our vfio driver can; the kernel's cannot
     }
+    # rdma-core's binding loads in the project's own Python, next to the Soft-RoCE device.
+    (rdma,) = [m for m in _json(guest, "vfio.json")["modes"] if m["mode"] == "NVMe/RDMA target"]
+    assert any(d.startswith("this project: pyverbs: available") for d in rdma["details"]), rdma

@@ -65,3 +65,17 @@ def test_rejects_bad_counts() -> None:
         main(["doctor", "--host-cpus", "0"])
     with pytest.raises(SystemExit):
         main(["doctor", "-W", "-1"])
+
+
+def test_live_report_says_whether_pyverbs_imports(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/setup makes Debian's python3-pyverbs visible to the venv; the doctor says
+    whether this very interpreter can import it, with what to install when it cannot."""
+    assert main(["doctor", "--json"]) == 0
+    (rdma,) = [m for m in json.loads(capsys.readouterr().out)["modes"] if "RDMA" in m["mode"]]
+    (line,) = [d for d in rdma["details"] if d.startswith("this project: pyverbs:")]
+    try:
+        import pyverbs.cmid  # noqa: F401
+    except ImportError:
+        assert "missing" in line and "python3-pyverbs" in line
+    else:
+        assert "available" in line

@@ -20,7 +20,7 @@ from nvmf.platform.nvme import inspect_nvme
 from nvmf.platform.p2pdma import WHITELIST_SUMMARY, assess_pair
 from nvmf.platform.pci import PciTopology
 from nvmf.platform.queues import plan_queues
-from nvmf.platform.rdma import inspect_rdma, probe_comp_vectors
+from nvmf.platform.rdma import inspect_rdma, probe_comp_vectors, probe_verbs
 from nvmf.platform.report import Report
 from nvmf.platform.sysfs import SysRoot
 
@@ -84,7 +84,7 @@ def diagnose(options: DoctorOptions | None = None) -> Report:
     )
     verdicts = [
         modes.tcp_target(kernel),
-        modes.rdma_target(kernel, rdma),
+        modes.rdma_target(kernel, rdma, probe_verbs() if fs.live else None),
         modes.software_offload(kernel, cpus, iommu, nvme),
         modes.staging_in_cmb(kernel, iommu, nvme, pairs),
         modes.sqs_in_cmb(kernel, iommu, nvme),

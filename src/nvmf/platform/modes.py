@@ -53,9 +53,14 @@ def tcp_target(kernel: KernelInfo) -> ModeVerdict:
     return ModeVerdict("NVMe/TCP target", "yes", summary, details)
 
 
-def rdma_target(kernel: KernelInfo, rdma: list[RdmaDevice]) -> ModeVerdict:
-    """NVMe/RDMA target: needs an RDMA device with an ACTIVE port; software RDMA is 'partly'."""
+def rdma_target(
+    kernel: KernelInfo, rdma: list[RdmaDevice], verbs: str | None = None
+) -> ModeVerdict:
+    """NVMe/RDMA target: needs an RDMA device with an ACTIVE port; software RDMA is 'partly'.
+    ``verbs``: what :func:`nvmf.platform.rdma.probe_verbs` found (live systems only)."""
     details = ["Linux kernel target: " + _option_text(kernel, "CONFIG_NVME_TARGET_RDMA")]
+    if verbs is not None:
+        details.append("this project: " + verbs)
     if not rdma:
         return ModeVerdict(
             "NVMe/RDMA target",

@@ -9,6 +9,7 @@ function to do peer-to-peer DMA, whatever the topology.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -165,6 +166,31 @@ def inspect_rdma(fs: SysRoot, modules: list[str]) -> list[RdmaDevice]:
             )
         )
     return devices
+
+
+#: What to do when rdma-core's Python binding is missing.
+VERBS_HINT = (
+    "install Debian's python3-pyverbs (rdma-core) and run scripts/setup, which makes it "
+    "visible to the project's virtual environment"
+)
+
+
+def probe_verbs() -> str:
+    """Whether rdma-core's ``pyverbs`` (verbs and RDMA CM, the passive side included) imports
+    in this Python, as one line: the binding this project's RDMA transport is built on."""
+    try:
+        import pyverbs
+        import pyverbs.cmid
+    except ImportError as exc:
+        return f"pyverbs: missing ({exc}); {VERBS_HINT}"
+    from importlib import metadata
+
+    try:
+        version = metadata.version("pyverbs")
+    except metadata.PackageNotFoundError:
+        version = ""
+    where = os.path.dirname(pyverbs.__file__)
+    return f"pyverbs: available{' ' + version if version else ''} ({where})"
 
 
 def probe_comp_vectors(names: list[str]) -> dict[str, int]:
