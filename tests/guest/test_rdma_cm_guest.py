@@ -2,9 +2,11 @@
 Soft-RoCE in the guest (issue 9's first step: RDMA CM and its private data, before any queue).
 
 ``tests/guest/rdma_cm_probe.py`` listens with rdma-core's pyverbs in the project's own Python,
-runs each request's private data through :func:`nvmf.wire.rdma.check_request` and rejects it
-with ``Invalid HSQSIZE``; ``nvme discover -t rdma`` must fail, and the host's log must name the
-status the reject carried, which is how we know its bytes are what the Linux host reads.
+waiting for CM events on an asyncio loop through the channel's descriptor
+(:mod:`nvmf.transport.verbs_events`), runs each request's private data through
+:func:`nvmf.wire.rdma.check_request` and rejects it with ``Invalid HSQSIZE``; ``nvme discover
+-t rdma`` must fail, and the host's log must name the status the reject carried, which is how
+we know its bytes are what the Linux host reads.
 """
 
 from __future__ import annotations
