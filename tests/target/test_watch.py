@@ -273,6 +273,23 @@ def test_ports_added_and_removed_keep_other_connections(target: RunningTarget) -
     assert status_of(q.command(rw(q.next_cid(), IoOpcode.WRITE, 1, 0, 1, 512), data)).ok
 
 
+def test_a_port_of_a_transport_the_target_lacks_is_left_to_the_kernel(
+    target: RunningTarget,
+) -> None:
+    """A reloaded file may name an rdma port next to the tcp ones (nvmetcli's do): it is the
+    kernel target's, as at start; the reload applies the rest instead of failing on it."""
+    host = admin(target)
+    cfg = edited(target)
+    cfg.ports.append(
+        Port(portid=2, trtype="rdma", traddr="10.99.0.1", trsvcid="4420", subsystems=[SUBNQN])
+    )
+    report = reload(target, cfg)
+    assert report.ports_added == []
+    assert [p.trtype for p in target.service.ports] == ["tcp"]
+    assert "rdma" not in target.service.transports
+    assert status_of(host.prop_get(0x1C)).ok  # CSTS: the admin queue still serves
+
+
 def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(
     target: RunningTarget,
 ) -> None:
