@@ -43,3 +43,21 @@ def test_ram_reads_and_r2t_writes_take_no_staging_buffer(one_process: RunningTar
     assert status_of(cqe).ok
     assert around == bytes(BLOCK) + payload + bytes(BLOCK)
     assert (pool.taken, pool.in_use) == (taken, 0)
+
+
+def test_a_queue_with_data_digests_stages_its_payload(one_process: RunningTarget) -> None:
+    """Seen in CI: with digests on, a Read sent in place had its digest computed over bytes a
+    Write from another worker changed before they left, and the host saw a digest error
+    (Data Transfer Error).  A queue with data digests stages every payload; its data and
+    digests stay consistent."""
+    adm = admin(one_process)
+    q = io_queue(one_process, adm, ddgst=True)
+    pool = one_process.service.pool
+    taken = pool.taken
+    payload = os.urandom(128 * 1024)
+    nlb = len(payload) // BLOCK
+    write = rw(q.next_cid(), IoOpcode.WRITE, 1, 4000, nlb, len(payload))
+    assert status_of(q.command(write, payload, incapsule=False)).ok
+    cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 4000, nlb, len(payload)))
+    assert status_of(cqe).ok and back == payload
+    assert pool.taken == taken + 2 and pool.in_use == 0

@@ -30,6 +30,8 @@ class QueueSession:
     #: Commands received on this queue (``nvmf status``, metrics): one increment per command,
     #: read by the control plane on request, never sent per I/O.
     commands: int = 0
+    #: Payload may move in place to and from a memory medium (see ``QueueState.in_place``).
+    in_place: bool = True
 
     def consume_sqe(self) -> None:
         """Advance the SQ head for one fetched command (wraps at SQSIZE + 1 entries)."""

@@ -85,6 +85,12 @@ class QueueState(Protocol):
     sqhd_disabled: bool
     #: Where in-capsule data lands.
     pool: StagingPool
+    #: Payload may move in place between the fabric and a medium that is memory
+    #: (``MediaQueue.memory``).  A transport clears it when a data digest covers the payload:
+    #: the digest must be computed over bytes nobody changes before they leave (a Write to the
+    #: same blocks from another queue could, on a medium all workers share), and a Write's
+    #: bytes must be checked before they reach the medium.
+    in_place: bool
 
 
 class QueueOwner(Protocol):

@@ -91,6 +91,7 @@ class TcpQueue:
         if imported is not None:
             self.conn.import_state(imported)
         self.session: QueueState = owner.open_queue(self, port)
+        self.session.in_place = not self.conn.ddgst  # an imported queue's digests are known
         #: Commands submitted whose completion is not yet in the kernel (at most sqsize + 1).
         self._inflight = 0
         #: Requests whose completion is queued, in sending order (their done callbacks' order).
@@ -449,6 +450,7 @@ class TcpQueue:
                 raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
         elif isinstance(ev, p.ICReqReceived):
             self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
+            self.session.in_place = not self.conn.ddgst
             log.info(
                 "tcp %s: connection initialized (hdgst=%d ddgst=%d hpda=%d)",
                 self.peer,
