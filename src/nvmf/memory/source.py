@@ -36,8 +36,6 @@ class Region:
 
     view: memoryview
     placement: str
-    #: The descriptor behind the mapping (a memfd), -1 when there is none to share.
-    fd: int = -1
     #: io_uring fixed-buffer index of the whole region.
     index: int | None = None
     #: DMA address of the region's first byte in the SSD's IOMMU domain.
@@ -54,14 +52,11 @@ class Region:
         return len(self.view)
 
     def close(self) -> None:
-        """Unmap and close; buffers of the region must no longer be in use."""
+        """Unmap; buffers of the region must no longer be in use."""
         if self._map is not None:
             self.view.release()
             self._map.close()
             self._map = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class MemorySource(Protocol):

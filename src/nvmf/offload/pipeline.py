@@ -100,7 +100,9 @@ class Pipeline:
             direction = plan.direction
             data: memoryview | None = None
             fua = False
-            memory = plan.memory if session.in_place else None
+            memory = plan.memory
+            if memory is not None and not session.in_place:
+                memory = plan.memory = None  # a data digest covers the payload: stage it
             if req.incapsule:
                 go = direction is H2C  # NEW -> READY -> EXECUTING: the data is here
                 data = req.data
@@ -160,7 +162,7 @@ class Pipeline:
             self._untasked -= 1
             self.complete(req.session, req, status)
             return
-        if plan.memory is not None and req.session.in_place:  # received in place: done
+        if plan.memory is not None:  # received in place: the write is done
             self._untasked -= 1
             req.state = EXECUTED
             self.complete(req.session, req, SUCCESS)

@@ -720,9 +720,8 @@ class TcpConnection:
         """Controller: ask the host for ``r2tl`` bytes at offset ``r2to``."""
         if not self.hdgst:
             return _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, r2tl)
-        hd = w.DIGEST_LEN if self.hdgst else 0
-        header = w.R2T.pack(PduType.R2T, self._hflags(), 24, 0, 24 + hd, cccid, ttag, r2to, r2tl)
-        return self._with_hdgst(header)
+        header = _R2T_PACK(_R2T, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN, cccid, ttag, r2to, r2tl)
+        return header + w.digest(header)
 
     def _data_pdu(
         self,
