@@ -20,7 +20,7 @@ UUID_NQN_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"
 TRTYPES = ("tcp", "rdma", "loop", "fc")
 #: The transports this target serves itself (nvmf.transport.base.REGISTRY); the others are
 #: valid for the kernel target only.
-SERVED_TRTYPES = ("tcp", "loop")
+SERVED_TRTYPES = ("tcp", "loop", "rdma")
 ADRFAMS = ("ipv4", "ipv6", "ib", "fc", "loop")
 TREQS = ("not specified", "required", "not required")
 ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")

@@ -77,7 +77,7 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
     """Identify Controller (CNS 01h) of an I/O controller."""
     sub = ctrl.subsystem
     port = ctx.session.model_port
-    sgls = (1 << 0) | ((1 << 20) if port.inline_data_size else 0)
+    sgls = sgls_for(port.trtype, port.inline_data_size)
     ident = IdentifyController(
         vid=0,
         ssvid=0,
@@ -115,6 +115,19 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         msdbd=1,
     )
     return ident.encode()
+
+
+def sgls_for(trtype: str, inline_data_size: int) -> int:
+    """Identify Controller SGLS for a port: SGLs supported with no alignment rule (bits 1:0 =
+    01b); keyed SGL data blocks on NVMe/RDMA (bit 2: the Linux host refuses an RDMA controller
+    without it, and Linux's nvmet sets it for a keyed-SGL transport); SGL offsets for in-capsule
+    data (bit 20) when the port takes in-capsule data."""
+    sgls = 1 << 0
+    if trtype == "rdma":
+        sgls |= 1 << 2
+    if inline_data_size:
+        sgls |= 1 << 20
+    return sgls
 
 
 def command_effects() -> bytes:

@@ -4,6 +4,7 @@ features and asynchronous events, on the well-known discovery NQN of every port.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nvmf.control import admin
@@ -19,6 +20,7 @@ from nvmf.wire.logpage import (
     TransportType,
     Treq,
     encode_discovery_log,
+    tsas_rdma,
     tsas_tcp,
 )
 from nvmf.wire.opcodes import AdminOpcode
@@ -28,6 +30,15 @@ if TYPE_CHECKING:
     from nvmf.control.controller import Controller
     from nvmf.control.service import TargetService
 
+
+def _tsas_none() -> bytes:
+    return bytes(256)
+
+
+#: The discovery log entry's Transport Specific Address Subtype, by trtype: NVMe/TCP's SECTYPE
+#: (none), NVMe/RDMA's QP type, provider type and connection management (reliable connected,
+#: not specified, RDMA CM: what the Linux target reports).
+_TSAS: dict[str, Callable[[], bytes]] = {"tcp": tsas_tcp, "rdma": tsas_rdma}
 TRTYPE = {"rdma": TransportType.RDMA, "fc": TransportType.FC, "tcp": TransportType.TCP}
 ADRFAM = {
     "ipv4": AddressFamily.IPV4,
@@ -94,7 +105,7 @@ def identify(ctx: Context, ctrl: Controller) -> bytes:
         elpe=ERROR_LOG_SLOTS - 1,
         kas=admin.KAS,
         maxcmd=ctrl.queue_depth,
-        sgls=(1 << 0) | ((1 << 20) if port.inline_data_size else 0),
+        sgls=admin.sgls_for(port.trtype, port.inline_data_size),
         subnqn=DISCOVERY_NQN,
     ).encode()
 
@@ -121,7 +132,7 @@ def _entry(port: Port, subtype: int, nqn: str, traddr: str, trsvcid: str) -> Dis
         trsvcid=trsvcid,
         subnqn=nqn,
         traddr=traddr,
-        tsas=tsas_tcp() if port.trtype == "tcp" else bytes(256),
+        tsas=_TSAS.get(port.trtype, _tsas_none)(),
     )
 
 

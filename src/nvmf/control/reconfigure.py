@@ -38,7 +38,7 @@ from nvmf.control.model import Namespace, Port, Subsystem, TargetConfig
 from nvmf.control.namespace import NamespaceRuntime
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.base import MediaError
-from nvmf.transport.base import REGISTRY, TransportUnavailable, get_transport
+from nvmf.transport.base import REGISTRY, TransportUnavailable
 from nvmf.wire.fabrics import parse_version
 
 if TYPE_CHECKING:
@@ -243,8 +243,7 @@ async def _swap_ports(
                 continue
             transport = service.transports.get(port.trtype)
             if transport is None:
-                transport = get_transport(port.trtype)
-                transport.idle_timeout = service.settings.idle_timeout_ms / 1000
+                transport = service.new_transport(port.trtype)
                 service.transports[port.trtype] = transport
             await transport.add_port(port, service)
             opened.append(port)

@@ -164,13 +164,22 @@ class TargetService:
             for port in ports:
                 transport = self.transports.get(port.trtype)
                 if transport is None:
-                    transport = self.transports[port.trtype] = get_transport(port.trtype)
-                    transport.idle_timeout = self.settings.idle_timeout_ms / 1000
+                    transport = self.transports[port.trtype] = self.new_transport(port.trtype)
                 await transport.add_port(port, self)
                 self.ports.append(port)
         except BaseException:
             await self.stop()
             raise
+
+    def new_transport(self, trtype: str) -> Transport:
+        """A transport for ``trtype`` with this target's settings."""
+        transport = get_transport(trtype)
+        transport.idle_timeout = self.settings.idle_timeout_ms / 1000
+        max_qid = max(
+            [self.settings.max_io_queues, *(s.max_io_queues for s in self.subsystems.values())]
+        )
+        transport.queue_limits = (max_qid, self.settings.queue_depth)
+        return transport
 
     async def stop(self) -> None:
         """Graceful: commands in flight complete (here and in the workers), then everything is

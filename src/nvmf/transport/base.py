@@ -188,6 +188,10 @@ class Transport(Protocol):
     #: Seconds a connection may stall before its ICReq, before its Connect, or inside a PDU
     #: before it is closed (``nvmf.idle_timeout_ms``); fabrics with no such stall ignore it.
     idle_timeout: float
+    #: The highest I/O queue ID and the deepest I/O queue (CAP.MQES + 1) a host may connect
+    #: (``nvmf.max_io_queues``, ``nvmf.queue_depth``): a fabric that sizes a queue before its
+    #: Connect (NVMe/RDMA's connect request) refuses more there; others ignore it.
+    queue_limits: tuple[int, int]
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         """Start listening on ``port``; new queues are owned by ``owner``."""
@@ -211,6 +215,7 @@ class Transport(Protocol):
 REGISTRY: dict[str, str] = {
     "tcp": "nvmf.transport.tcp:TcpTransport",
     "loop": "nvmf.transport.loop:LoopTransport",
+    "rdma": "nvmf.transport.rdma:RdmaTransport",
 }
 
 

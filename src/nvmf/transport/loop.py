@@ -340,6 +340,8 @@ class LoopTransport:
 
     trtype = "loop"
     caps = TransportCaps(exportable=False)
+    #: Queues are sized by their Connect here, not before it.
+    queue_limits = (0xFFFE, 0x10000)
 
     def __init__(self) -> None:
         #: Nothing stalls in memory: kept for the contract.

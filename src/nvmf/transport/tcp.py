@@ -550,6 +550,8 @@ class TcpTransport:
 
     trtype = "tcp"
     caps = TransportCaps(exportable=True)
+    #: Queues are sized by their Connect here, not before it.
+    queue_limits = (0xFFFE, 0x10000)
 
     def __init__(self) -> None:
         self._listeners: dict[int, socket.socket] = {}

@@ -1,0 +1,647 @@
+"""NVMe/RDMA transport (NVMe over Fabrics RDMA Transport Binding 1.0) on rdma-core's pyverbs.
+
+One RDMA CM listener per port; one reliable-connected queue pair per NVMe queue.  How a queue
+works (Linux ``drivers/nvme/target/rdma.c`` is the reference peer):
+
+* **Connection.**  A connect request's private data (RECFMT, QID, HRQSIZE, HSQSIZE:
+  :mod:`nvmf.wire.rdma`) is checked before anything is allocated; a bad one is rejected with
+  its NVMe/RDMA status.  Otherwise the queue's QP is created in *this process's* protection
+  domain (not by the CM: the same code then serves a QP that an offload worker creates, see
+  docs/rdma.md), moved to INIT, RTR and RTS with the attributes RDMA CM computes for the
+  connection (``rdma_init_qp_attr``), given HSQSIZE + 1 posted receives, and only then
+  accepted with CRQSIZE = HSQSIZE + 1.
+* **Commands** arrive by SEND into the posted receive buffers: 64 bytes of SQE, then up to the
+  port's ``inline_data_size`` of in-capsule data on I/O queues (none on the admin queue, as
+  the Linux host sends none there).  The SQE is copied into a request; the buffer is posted
+  again at once unless it holds in-capsule data, which the command uses where it lies until
+  it completes.
+* **Data** moves through keyed SGL data blocks (the host's address, length and remote key):
+  RDMA READ from the host into the request's staging buffer for a Write, RDMA WRITE from it
+  for a Read.  The staging pool's whole region is registered once per device and process;
+  nothing is registered per I/O.
+* **Responses** are SENDs of the 16-byte CQE from a per-request response buffer, posted after
+  a Read's RDMA WRITE on the same queue pair (ordered: the host sees the data before the
+  completion), as SEND with Invalidate when the command's SGL asked for it (keyed SGL sub
+  type Fh).  A request, its staging buffer and its response buffer are free again when the
+  SEND completes; each queue has twice HSQSIZE + 1 of them, as Linux's target does, because a
+  host may reuse its SQ slot before that completion arrives here.
+* **Failures.**  A work request that fails (a key the host never registered, a host gone
+  mid-transfer) puts the QP in the error state: that queue closes, the others never notice.
+  A host's disconnect arrives as an RDMA CM event that pyverbs 44 does not tie to its
+  connection, so each such event has every queue of the port ask the CM whether its
+  connection still stands (:meth:`RdmaQueue.connected`).
+
+Completions come from one completion queue per device and process, whose channel the event
+loop watches (:mod:`nvmf.transport.verbs_events`); work request ids carry the queue, the kind
+and the slot, so a completion costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import ipaddress
+import logging
+import mmap
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pyverbs.cm_enums as ce
+import pyverbs.enums as ve
+from pyverbs.cmid import CMID, AddrInfo, CMEvent, CMEventChannel, ConnParam
+from pyverbs.cq import CQ, CompChannel
+from pyverbs.device import Context
+from pyverbs.mr import MR
+from pyverbs.pd import PD
+from pyverbs.pyverbs_error import PyverbsError, PyverbsRDMAError
+from pyverbs.qp import QP, QPCap, QPInitAttr
+from pyverbs.wr import SGE, RecvWR, SendWR
+
+from nvmf.protocol.request import Request
+from nvmf.transport.base import DataDone, QueueExport, TransportCaps
+from nvmf.transport.verbs_events import CM_CHANNEL, COMPLETION_CHANNEL, open_channel
+from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
+from nvmf.wire.sqe import (
+    CQE_SIZE,
+    OFF_DPTR,
+    OFF_FLAGS,
+    PSDT_MASK,
+    PSDT_SGL_MPTR_CONTIG,
+    SGL_INCAPSULE,
+    SGL_RDMA_KEYED,
+    SGL_RDMA_KEYED_INVALIDATE,
+    SQE_SIZE,
+)
+from nvmf.wire.status import SC, SUCCESS, Status, error
+
+if TYPE_CHECKING:
+    from nvmf.memory.source import Region
+    from nvmf.transport.base import ListenPort, QueueOwner, QueueState
+
+log = logging.getLogger(__name__)
+
+#: What an unused request holds until a capsule loads it.
+_BLANK_SQE = bytes(SQE_SIZE)
+#: The keyed SGL data block's KEY (bytes 11:8 of the descriptor, at SQE offset 35).
+_KEY = struct.Struct("<I")
+_OFF_SGL_KEY = OFF_DPTR + 11
+#: Work request kinds, in bits 31:24 of a work request id (the queue's number above them, the
+#: slot below).
+_RECV, _READ, _SEND = 1, 2, 3
+_SLOT_MASK = (1 << 24) - 1
+#: Completion queue entries per device and process: room for every queue's work requests.
+CQ_ENTRIES = 8192
+#: Completions taken per poll call.
+POLL_BATCH = 32
+#: Connection requests a listener keeps waiting.
+BACKLOG = 128
+#: Retries the host's QP makes on a transport error and on receiver-not-ready (7: forever).
+RETRY_COUNT = 7
+RNR_RETRY_COUNT = 7
+
+
+def _address(view: memoryview) -> int:
+    """The address of a writable buffer's first byte (for a memory region or an SGE)."""
+    anchor = ctypes.c_char.from_buffer(view)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor  # release the buffer export at once: the mapping may be closed later
+
+
+def _is_rdma_error(exc: BaseException, code: int) -> bool:
+    return isinstance(exc, PyverbsRDMAError) and exc.error_code == code
+
+
+class _Device:
+    """This process's use of one RDMA device: a context of its own, a protection domain, one
+    completion queue with its channel watched by the event loop, and the staging regions
+    registered in that domain (once each)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ctx = Context(name=name)
+        self.pd = PD(self.ctx)
+        attr = self.ctx.query_device()
+        #: The most RDMA READs a queue pair of this device may have outstanding.
+        self.max_rd_atomic = int(attr.max_qp_init_rd_atom)
+        self.channel, self.fd = open_channel(lambda: CompChannel(self.ctx), COMPLETION_CHANNEL)
+        self.cq = CQ(self.ctx, min(CQ_ENTRIES, int(attr.max_cqe)), None, self.channel, 0)
+        self.cq.req_notify()
+        #: Queues by their number (bits 63:32 of their work request ids).
+        self.queues: dict[int, RdmaQueue] = {}
+        self._next = 1
+        #: What this device registered, to deregister on close.
+        self._registered: list[tuple[Region, str]] = []
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.fd, self._events)
+
+    def add(self, queue: RdmaQueue) -> int:
+        number = self._next
+        self._next += 1
+        self.queues[number] = queue
+        return number
+
+    def register(self, region: Region) -> MR:
+        """The memory region of ``region`` in this domain, registered the first time."""
+        key = f"rdma:{self.name}"
+        mr = region.registrations.get(key)
+        if mr is None:
+            mr = MR(self.pd, region.size, ve.IBV_ACCESS_LOCAL_WRITE, address=_address(region.view))
+            region.registrations[key] = mr
+            self._registered.append((region, key))
+            if region.lkey is None:
+                region.lkey, region.rkey = mr.lkey, mr.rkey
+        return mr
+
+    def _events(self) -> None:
+        """Completion events: acknowledge them, re-arm, then take every completion queued."""
+        events = 0
+        while True:
+            try:
+                self.channel.get_cq_event(self.cq)
+            except PyverbsRDMAError as exc:
+                if exc.error_code == errno.EAGAIN:
+                    break
+                raise
+            events += 1
+        if events:
+            self.cq.ack_events(events)
+            self.cq.req_notify()
+        queues = self.queues
+        while True:
+            n, wcs = self.cq.poll(POLL_BATCH)
+            for wc in wcs:
+                queue = queues.get(wc.wr_id >> 32)
+                if queue is not None:  # else: a closed queue's flushed work request
+                    queue.completion(wc)
+            if n < POLL_BATCH:
+                return
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        for region, key in self._registered:
+            region.registrations.pop(key).close()
+            region.lkey = region.rkey = None
+        self.cq.close()
+        self.channel.close()
+        self.pd.close()
+        self.ctx.close()
+
+
+class RdmaQueue:
+    """One NVMe/RDMA queue on the target: a :class:`~nvmf.transport.base.FabricQueue` over a
+    reliable-connected queue pair (see the module docstring for its life)."""
+
+    def __init__(
+        self,
+        device: _Device,
+        cmid: CMID,
+        request: CmRequest,
+        port: ListenPort,
+        owner: QueueOwner,
+        on_close: Callable[[RdmaQueue], None],
+    ) -> None:
+        self.device = device
+        self.cmid = cmid
+        self.port = port
+        self.owner = owner
+        self.loop = device.loop
+        self.closed = False
+        self._on_close = on_close
+        self.requested_qid = request.qid
+        self.depth = request.queue_depth
+        incapsule = port.inline_data_size if request.qid else 0
+        self.slot_size = SQE_SIZE + incapsule
+        nreqs = 2 * self.depth
+        # Receive buffers, then response buffers: one mapping, one memory region.
+        recv_bytes = self.depth * self.slot_size
+        size = -(-(recv_bytes + nreqs * CQE_SIZE) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._mem = mmap.mmap(-1, size)
+        self._view = memoryview(self._mem)
+        base = _address(self._view)
+        self._mr = MR(device.pd, size, ve.IBV_ACCESS_LOCAL_WRITE, address=base)
+        lkey = self._mr.lkey
+        self._recv_views = [
+            self._view[i * self.slot_size : (i + 1) * self.slot_size] for i in range(self.depth)
+        ]
+        self._resp_views = [
+            self._view[recv_bytes + i * CQE_SIZE : recv_bytes + (i + 1) * CQE_SIZE]
+            for i in range(nreqs)
+        ]
+        self.number = device.add(self)
+        tag = self.number << 32
+        self._recv_wrs = [
+            RecvWR(
+                tag | _RECV << 24 | i,
+                1,
+                [SGE(base + i * self.slot_size, self.slot_size, lkey)],
+            )
+            for i in range(self.depth)
+        ]
+        self._resp_sges = [
+            SGE(base + recv_bytes + i * CQE_SIZE, CQE_SIZE, lkey) for i in range(nreqs)
+        ]
+        self._tag = tag
+        #: Requests by slot; the free ones; per slot the receive buffer a command's in-capsule
+        #: data holds (-1: none), its SGL's remote key and whether the host asked for it to be
+        #: invalidated, and the callback of a running RDMA READ.
+        self._reqs = [Request(_BLANK_SQE) for _ in range(nreqs)]
+        self._free = list(range(nreqs - 1, -1, -1))
+        self._held_recv = [-1] * nreqs
+        self._rkey = [0] * nreqs
+        self._invalidate = [False] * nreqs
+        self._fetching: dict[int, DataDone] = {}
+        self.session: QueueState = owner.open_queue(self, port)
+        # Payload is staged: the medium's own memory is not registered with the device.
+        self.session.in_place = False
+        staging = device.register(self.session.pool.region)
+        self._staging_base = _address(self.session.pool.region.view)
+        self._staging_lkey = staging.lkey
+        cq = device.cq
+        cap = QPCap(
+            max_send_wr=2 * nreqs + 1, max_recv_wr=self.depth, max_send_sge=1, max_recv_sge=1
+        )
+        self.qp = QP(device.pd, QPInitAttr(qp_type=ve.IBV_QPT_RC, scq=cq, rcq=cq, cap=cap))
+        self._connect()
+        for wr in self._recv_wrs:
+            self.qp.post_recv(wr)
+        param = ConnParam(
+            resources=0,
+            depth=min(self._rd_atomic, 255),
+            retry=RETRY_COUNT,
+            rnr_retry=RNR_RETRY_COUNT,
+            qp_num=self.qp.qp_num,
+            data_len=32,
+        )
+        param.set_private_data(encode_accept(self.depth))
+        cmid.accept(param)
+        self.peer = f"qp {self.qp.qp_num}"
+
+    def _connect(self) -> None:
+        """INIT, RTR, RTS with the connection's attributes from RDMA CM (what ``rdma_accept``
+        does for a QP the CM created itself)."""
+        self._rd_atomic = 0
+        for state in (ve.IBV_QPS_INIT, ve.IBV_QPS_RTR, ve.IBV_QPS_RTS):
+            attr, mask = self.cmid.init_qp_attr(state)
+            if state == ve.IBV_QPS_RTS:
+                attr.max_rd_atomic = self._rd_atomic = min(
+                    int(attr.max_rd_atomic), self.device.max_rd_atomic
+                )
+            self.qp.modify(attr, mask)
+
+    # -- FabricQueue ---------------------------------------------------------------------------
+    @property
+    def qid(self) -> int:
+        return self.session.qid or 0
+
+    def local_address(self) -> tuple[str, str]:
+        return self.port.traddr, self.port.trsvcid
+
+    def map_sgl(self, req: Request) -> Status:
+        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+            return error(SC.INVALID_FIELD, OFF_FLAGS)
+        sgl_type = req.dptr_type
+        slot = req.ttag
+        if sgl_type in (SGL_RDMA_KEYED, SGL_RDMA_KEYED_INVALIDATE):
+            req.sgl_length = req.dptr_length & 0xFFFFFF  # 24-bit length; KEY follows it
+            self._rkey[slot] = _KEY.unpack_from(req.raw, _OFF_SGL_KEY)[0]
+            self._invalidate[slot] = sgl_type == SGL_RDMA_KEYED_INVALIDATE
+            req.data = None
+            return SUCCESS
+        if sgl_type == SGL_INCAPSULE:
+            offset, length = req.dptr_address, req.dptr_length
+            if offset + length > self.slot_size - SQE_SIZE:
+                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
+            capsule = req.data
+            if capsule is None or offset + length > len(capsule):
+                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
+            req.data = capsule[offset : offset + length]
+            req.incapsule = bool(length)
+            req.sgl_length = length
+            return SUCCESS
+        return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
+
+    def fetch_data(self, req: Request, done: DataDone) -> None:
+        """One RDMA READ of the host's buffer into the request's staging buffer."""
+        staging = req.staging
+        if self.closed or staging is None or req.data is None:
+            self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
+            return
+        slot = req.ttag
+        wr = SendWR(
+            self._tag | _READ << 24 | slot,
+            ve.IBV_WR_RDMA_READ,
+            1,
+            sg=[SGE(self._staging_base + staging.offset, len(req.data), self._staging_lkey)],
+            send_flags=ve.IBV_SEND_SIGNALED,
+        )
+        wr.set_wr_rdma(self._rkey[slot], req.dptr_address)
+        self._fetching[slot] = done
+        try:
+            self.qp.post_send(wr)
+        except PyverbsError as exc:
+            del self._fetching[slot]
+            self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
+            self.close(f"cannot post an RDMA READ: {exc}")
+
+    def complete(self, req: Request, cqe: bytes) -> None:
+        slot = req.ttag
+        if self.closed:
+            req.release()
+            return
+        status = req.status
+        n = req.c2h_length
+        send = SendWR(
+            self._tag | _SEND << 24 | slot,
+            ve.IBV_WR_SEND,
+            1,
+            sg=[self._resp_sges[slot]],
+            send_flags=ve.IBV_SEND_SIGNALED,
+        )
+        if self._invalidate[slot]:
+            send.opcode = ve.IBV_WR_SEND_WITH_INV
+            send.imm_data = self._rkey[slot]  # the union's invalidate_rkey
+        self._resp_views[slot][:] = cqe
+        first = send
+        staging = req.staging
+        if n and staging is not None and (status is SUCCESS or status.ok):
+            first = SendWR(
+                self._tag | slot,
+                ve.IBV_WR_RDMA_WRITE,
+                1,
+                sg=[SGE(self._staging_base + staging.offset, n, self._staging_lkey)],
+                send_flags=0,  # the SEND after it is signalled, and completes after it
+                next_wr=send,
+            )
+            first.set_wr_rdma(self._rkey[slot], req.dptr_address)
+        held = self._held_recv[slot]
+        try:
+            if held >= 0:  # the in-capsule data is used: the buffer takes the next command
+                self._held_recv[slot] = -1
+                self.qp.post_recv(self._recv_wrs[held])
+            self.qp.post_send(first)
+        except PyverbsError as exc:
+            self.close(f"cannot post a completion: {exc}")
+
+    def send_cqe(self, cqe: bytes) -> None:
+        """A completion for a command this process did not run: sent from a free slot."""
+        if self.closed or not self._free:
+            return
+        slot = self._free.pop()
+        req = self._reqs[slot]
+        req.load(_BLANK_SQE)
+        req.ttag = slot
+        self._invalidate[slot] = False
+        self.complete(req, cqe)
+
+    async def export_state(self) -> QueueExport:
+        raise RuntimeError("an NVMe/RDMA queue pair cannot move to another process")
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("rdma %s qid %s closed: %s", self.peer, self.session.qid, reason)
+        self.device.queues.pop(self.number, None)
+        try:
+            self.cmid.disconnect()
+        except PyverbsError:
+            pass  # the host left first
+        # No work request runs once the QP is gone: buffers can go back to their pools.
+        self.qp.close()
+        fetching, self._fetching = self._fetching, {}
+        for slot, done in fetching.items():
+            self.loop.call_soon(done, self._reqs[slot], Status(SC.TRANSIENT_TR_ERR))
+        for slot, req in enumerate(self._reqs):
+            if slot not in fetching and req.staging is not None and slot not in self._free:
+                req.release()
+        self.owner.queue_closed(self.session)
+        self._mr.close()
+        self.cmid.close()
+        self._on_close(self)
+
+    def release_memory(self) -> None:
+        """Unmap the receive and response buffers (after :meth:`close`)."""
+        self._recv_views.clear()
+        self._resp_views.clear()
+        self._view.release()
+        self._mem.close()
+
+    # -- completions ---------------------------------------------------------------------------
+    def connected(self) -> bool:
+        """Whether RDMA CM still has this connection (not disconnected or timed out)."""
+        try:
+            self.cmid.init_qp_attr(ve.IBV_QPS_RTS)
+        except PyverbsError:
+            return False
+        return True
+
+    def completion(self, wc: Any) -> None:
+        kind = (wc.wr_id >> 24) & 0xFF
+        slot = wc.wr_id & _SLOT_MASK
+        if wc.status != ve.IBV_WC_SUCCESS:
+            what = {_RECV: "receive", _READ: "RDMA READ", _SEND: "send"}.get(kind, "RDMA WRITE")
+            self.close(f"{what} failed: work completion status {wc.status}")
+            return
+        if kind == _RECV:
+            self._capsule(slot, wc.byte_len)
+        elif kind == _READ:
+            done = self._fetching.pop(slot)
+            done(self._reqs[slot], SUCCESS)
+        elif kind == _SEND:
+            req = self._reqs[slot]
+            staging = req.staging
+            if staging is not None:
+                req.staging = None
+                staging.release()
+            req.data = None
+            self._free.append(slot)
+
+    def _capsule(self, buf: int, length: int) -> None:
+        """A command capsule in receive buffer ``buf``: load a request and submit it."""
+        if length < SQE_SIZE:
+            self.close(f"a {length}-byte capsule is shorter than a command")
+            return
+        if not self._free:
+            self.close(f"the host sent more commands than its SQ holds ({self.depth})")
+            return
+        slot = self._free.pop()
+        req = self._reqs[slot]
+        view = self._recv_views[buf]
+        req.load(view[:SQE_SIZE])
+        req.ttag = slot
+        self._invalidate[slot] = False
+        if length > SQE_SIZE:
+            req.data = view[SQE_SIZE:length]
+            self._held_recv[slot] = buf
+        else:
+            try:
+                self.qp.post_recv(self._recv_wrs[buf])
+            except PyverbsError as exc:
+                self.close(f"cannot post a receive: {exc}")
+                return
+        self.owner.submit(self.session, req)
+
+
+class _Listener:
+    """A port's RDMA CM listener, its event channel and its queues."""
+
+    def __init__(self, port: ListenPort, owner: QueueOwner) -> None:
+        self.port = port
+        self.owner = owner
+        self.queues: set[RdmaQueue] = set()
+        self.channel, self.fd = open_channel(CMEventChannel, CM_CHANNEL)
+        self.cmid = CMID(creator=self.channel, port_space=ce.RDMA_PS_TCP)
+
+    def close(self) -> None:
+        self.cmid.close()
+        self.channel.close()
+
+
+def check_listen_address(port: ListenPort) -> None:
+    """Refuse what RDMA CM cannot listen on here, naming the port: pyverbs 44 binds a wildcard
+    or loopback address without a device and then crashes on the missing verbs context."""
+    if port.adrfam not in ("ipv4", "ipv6"):
+        raise OSError(errno.EAFNOSUPPORT, f"port {port.portid}: adrfam {port.adrfam} over RDMA CM")
+    try:
+        addr = ipaddress.ip_address(port.traddr)
+    except ValueError as exc:
+        raise OSError(errno.EINVAL, f"port {port.portid}: traddr {port.traddr!r}: {exc}") from exc
+    if addr.is_unspecified or addr.is_loopback:
+        raise OSError(
+            errno.EADDRNOTAVAIL,
+            f"port {port.portid}: NVMe/RDMA listens on an RDMA device's own address, not "
+            f"{port.traddr} (a wildcard or loopback address binds no device)",
+        )
+
+
+class RdmaTransport:
+    """NVMe/RDMA ports: an RDMA CM listener per port, an :class:`RdmaQueue` per connection."""
+
+    trtype = "rdma"
+    caps = TransportCaps(exportable=False)
+
+    def __init__(self) -> None:
+        #: Nothing waits on a byte stream here: a connection is whole once accepted.
+        self.idle_timeout = 30.0
+        #: The highest I/O queue ID and the deepest I/O queue a connect request may ask for.
+        self.queue_limits = (64, 128)
+        self._listeners: dict[int, _Listener] = {}
+        self._devices: dict[str, _Device] = {}
+        #: The request IDs' listener stand-in: pyverbs gives a request ID its listener's device
+        #: context and protection domain and frees them when the ID closes; this one has none.
+        self._bare = CMID()
+
+    async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
+        check_listen_address(port)
+        lst = _Listener(port, owner)
+        info = AddrInfo(
+            src=port.traddr,
+            src_service=port.trsvcid,
+            port_space=ce.RDMA_PS_TCP,
+            flags=ce.RAI_PASSIVE,
+        )
+        try:
+            lst.cmid.bind_addr(info)
+            lst.cmid.listen(BACKLOG)
+        except PyverbsError as exc:
+            lst.close()
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"port {port.portid}: cannot listen with RDMA CM on {port.traddr}:"
+                f"{port.trsvcid}: {exc} (is there an RDMA device, such as Soft-RoCE, on the "
+                f"interface with that address? nvmf doctor lists them)",
+            ) from exc
+        self._listeners[port.portid] = lst
+        asyncio.get_running_loop().add_reader(lst.fd, self._cm_events, lst)
+        log.info("nvme/rdma port %d listening on %s:%s", port.portid, port.traddr, port.trsvcid)
+
+    def _device(self, name: str) -> _Device:
+        device = self._devices.get(name)
+        if device is None:
+            device = self._devices[name] = _Device(name)
+        return device
+
+    def _cm_events(self, lst: _Listener) -> None:
+        """Connection requests and the end of connections, as RDMA CM reports them."""
+        ended = False
+        while True:
+            try:
+                event = CMEvent(lst.channel)
+            except PyverbsRDMAError as exc:
+                if exc.error_code == errno.EAGAIN:
+                    break
+                raise
+            kind = event.event_type
+            if kind == ce.RDMA_CM_EVENT_CONNECT_REQUEST:
+                data = event.private_data
+                cmid = CMID(creator=event, listen_id=self._bare)
+                event.ack_cm_event()
+                self._connect_request(lst, cmid, data)
+                continue
+            event.ack_cm_event()
+            ended = ended or kind != ce.RDMA_CM_EVENT_ESTABLISHED
+        if ended:
+            for queue in list(lst.queues):
+                if not queue.closed and not queue.connected():
+                    queue.close("the host disconnected")
+
+    def _connect_request(self, lst: _Listener, cmid: CMID, data: bytes) -> None:
+        max_qid, io_depth = self.queue_limits
+        verdict = check_request(data, max_qid=max_qid, io_queue_depth=io_depth)
+        if isinstance(verdict, CmStatus):
+            log.info("rdma port %d: connect request rejected: %s", lst.port.portid, verdict.message)
+            self._reject(cmid, verdict)
+            return
+        try:
+            queue = RdmaQueue(
+                self._device(cmid.dev_name), cmid, verdict, lst.port, lst.owner, self._closed(lst)
+            )
+        except (PyverbsError, OSError, MemoryError) as exc:
+            log.warning("rdma port %d: cannot set up a queue: %s", lst.port.portid, exc)
+            self._reject(cmid, CmStatus.NO_RSC)
+            return
+        lst.queues.add(queue)
+
+    @staticmethod
+    def _reject(cmid: CMID, status: CmStatus) -> None:
+        try:
+            cmid.reject(encode_reject(status))
+        except PyverbsError as exc:
+            log.info("rdma: reject failed: %s", exc)
+        cmid.close()
+
+    @staticmethod
+    def _closed(lst: _Listener) -> Callable[[RdmaQueue], None]:
+        def closed(queue: RdmaQueue) -> None:
+            lst.queues.discard(queue)
+            queue.release_memory()
+
+        return closed
+
+    def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> RdmaQueue:
+        raise RuntimeError("an NVMe/RDMA queue pair cannot be imported from another process")
+
+    async def close_all(self) -> None:
+        for lst in self._listeners.values():
+            for queue in list(lst.queues):
+                queue.close("target stopping")
+
+    async def remove_port(self, port: ListenPort) -> None:
+        lst = self._listeners.pop(port.portid, None)
+        if lst is None:
+            return
+        asyncio.get_running_loop().remove_reader(lst.fd)
+        for queue in list(lst.queues):
+            queue.close("port removed")
+        lst.close()
+        if not self._listeners:
+            for device in self._devices.values():
+                device.close()
+            self._devices.clear()
+
+    def bound_address(self, port: ListenPort) -> tuple[str, int]:
+        return port.traddr, int(port.trsvcid)
