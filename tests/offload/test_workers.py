@@ -384,15 +384,16 @@ def test_a_worker_that_cannot_start_fails_the_start_instead_of_looping() -> None
 
 
 def test_serve_skips_a_port_of_a_transport_it_does_not_serve(tmp_path: Path) -> None:
-    """nvmetcli files may name rdma or fc ports next to tcp ones: those are the kernel target's
-    (loading warns); the target serves the rest, with workers that start."""
+    """nvmetcli files may name fc ports next to tcp ones: those are the kernel target's (loading
+    warns); the target serves the rest, with workers that start."""
     path = tmp_path / "mixed.json"
     path.write_text(
         json.dumps(
             {
                 "ports": [
-                    {"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4",
-                                            "traddr": "127.0.0.1", "trsvcid": "4420"},
+                    {"portid": 1, "addr": {"trtype": "fc", "adrfam": "fc",
+                                            "traddr": "nn-0x1000000044001123:pn-0x2000000055001123",
+                                            "trsvcid": "none"},
                      "subsystems": [SUBNQN]},
                     {"portid": 2, "addr": {"trtype": "tcp", "adrfam": "ipv4",
                                             "traddr": "127.0.0.1", "trsvcid": "4420"},

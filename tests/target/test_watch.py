@@ -276,18 +276,42 @@ def test_ports_added_and_removed_keep_other_connections(target: RunningTarget) -
 def test_a_port_of_a_transport_the_target_lacks_is_left_to_the_kernel(
     target: RunningTarget,
 ) -> None:
-    """A reloaded file may name an rdma port next to the tcp ones (nvmetcli's do): it is the
-    kernel target's, as at start; the reload applies the rest instead of failing on it."""
+    """A reloaded file may name a port of a transport this target does not have (nvmetcli
+    saves fc ports): it is the kernel target's, as at start; the reload applies the rest
+    instead of failing on it."""
+    host = admin(target)
+    cfg = edited(target)
+    cfg.ports.append(
+        Port(
+            portid=2,
+            trtype="fc",
+            adrfam="fc",
+            traddr="nn-0x1000000044001123:pn-0x2000000055001123",
+            trsvcid="none",
+            subsystems=[SUBNQN],
+        )
+    )
+    report = reload(target, cfg)
+    assert report.ports_added == []
+    assert [p.trtype for p in target.service.ports] == ["tcp"]
+    assert "fc" not in target.service.transports
+    assert status_of(host.prop_get(0x1C)).ok  # CSTS: the admin queue still serves
+
+
+def test_an_rdma_port_with_no_rdma_device_fails_the_reload_naming_the_port(
+    target: RunningTarget,
+) -> None:
+    """rdma ports are this target's now: one on an address no RDMA device has (this machine
+    has none) cannot listen, and the reload says which port and why, changing nothing."""
     host = admin(target)
     cfg = edited(target)
     cfg.ports.append(
         Port(portid=2, trtype="rdma", traddr="10.99.0.1", trsvcid="4420", subsystems=[SUBNQN])
     )
-    report = reload(target, cfg)
-    assert report.ports_added == []
+    with pytest.raises(ReloadError, match=r"port 2: cannot listen with RDMA CM on 10\.99\.0\.1"):
+        reload(target, cfg)
     assert [p.trtype for p in target.service.ports] == ["tcp"]
-    assert "rdma" not in target.service.transports
-    assert status_of(host.prop_get(0x1C)).ok  # CSTS: the admin queue still serves
+    assert status_of(host.prop_get(0x1C)).ok
 
 
 def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(

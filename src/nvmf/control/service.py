@@ -55,7 +55,7 @@ from nvmf.transport.base import (
 from nvmf.wire.logpage import ErrorInformationEntry
 from nvmf.wire.opcodes import AdminOpcode
 from nvmf.wire.sqe import Sqe, encode_cqe
-from nvmf.wire.status import SC, Status, error
+from nvmf.wire.status import SC, SUCCESS, Status, error
 
 if TYPE_CHECKING:
     from nvmf.control.controller import Controller
@@ -104,6 +104,36 @@ class RemoteQueue:
 
     async def export_state(self) -> QueueExport:
         raise RuntimeError("the queue was handed over already")
+
+
+class PlacedQueue(RemoteQueue):
+    """The control plane's stand-in for a queue an offload worker made before its Connect (an
+    NVMe/RDMA I/O queue): the worker brings the command's host data along, so here it is
+    in-capsule; the completion goes back to the worker, which sends it."""
+
+    def __init__(self, workers: WorkerSet, worker: int, key: int, local: tuple[str, str]):
+        super().__init__(workers, ("", 0), 0, local)
+        self.worker = worker
+        self.key = key
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def map_sgl(self, req: _Request) -> Status:
+        req.incapsule = req.data is not None and len(req.data) > 0
+        req.sgl_length = len(req.data) if req.data is not None else 0
+        return SUCCESS
+
+    def complete(self, req: _Request, cqe: bytes) -> None:
+        req.release()
+        if not self.answer.done():
+            self.answer.set_result(cqe)
+
+    def close(self, reason: str) -> None:
+        if self.ctrl_key == ("", 0):  # not attached yet: the worker knows it by its key
+            if not self.closed:
+                self.closed = True
+                self.workers.end(self.worker, self.key, reason)
+            return
+        super().close(reason)
 
 
 class TargetService:
@@ -179,6 +209,8 @@ class TargetService:
             [self.settings.max_io_queues, *(s.max_io_queues for s in self.subsystems.values())]
         )
         transport.queue_limits = (max_qid, self.settings.queue_depth)
+        if self.workers is not None and not transport.caps.exportable:
+            transport.placer = self.workers  # its I/O queues are made in the workers
         return transport
 
     async def stop(self) -> None:
@@ -410,6 +442,43 @@ class TargetService:
             session.fabric.closed = True
             del ctrl.queues[qid]
             log.info("controller %d qid %d closed in its worker: %s", ctrl.cntlid, qid, reason)
+
+    async def placed_command(
+        self, worker: int, key: int, port: PortInfo, raw: bytes, data: bytes
+    ) -> tuple[bytes, Handover | None]:
+        """A queue a worker made before its Connect (NVMe/RDMA) sent a command, normally its
+        Connect, with its host data: execute it here, as for a queue of this process."""
+        assert self.workers is not None
+        model_port = next((p for p in self.ports if p.portid == port.portid), None)
+        if model_port is None:  # the port went away meanwhile
+            status = Status(SC.CMD_SEQ_ERROR, dnr=True)
+            return encode_cqe(status, cid=Request(raw).cid, sqid=0, sqhd=0), None
+        fabric = PlacedQueue(self.workers, worker, key, (port.traddr, port.trsvcid))
+        session = ControlSession(fabric=fabric, port=model_port, pool=self.pool)
+        req = Request(raw)
+        req.data = memoryview(bytearray(data)) if data else None
+        self.submit(session, req)
+        cqe = await fabric.answer
+        ctrl = session.ctrl
+        qid = session.qid
+        if ctrl is None or not qid or ctrl.deleted or ctrl.queues.get(qid) is not session:
+            return cqe, None
+        fabric.ctrl_key = (ctrl.subsystem.nqn, ctrl.cntlid)
+        fabric._qid = qid
+        session.worker = worker
+        log.info("controller %d qid %d: served by offload worker %d", ctrl.cntlid, qid, worker)
+        handover = Handover(
+            ctrl_key=fabric.ctrl_key,
+            qid=qid,
+            sqsize=session.sqsize,
+            sqhd=session.sqhd,
+            sqhd_disabled=session.sqhd_disabled,
+            port=port,
+            state={},
+            connect_cqe=cqe,
+            context=self.io_context_spec(ctrl),
+        )
+        return cqe, handover
 
     async def forwarded(self, ctrl_key: CtrlKey, qid: int, sqe: Sqe) -> Status:
         """A command on a handed-over queue that only the control plane can answer."""

@@ -20,6 +20,9 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
     ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
     ("detach", ctrl_key, qid | None, reason)     close a controller's queues (or one)
     ("status", token, Status)                    the answer to a forwarded command
+    ("place", token, Placement)                  make a queue before its Connect (NVMe/RDMA)
+    ("unplace", key, reason)                     close a placed queue (its connection ended)
+    ("connected", token, cqe, Handover | None)   the answer to a placed queue's command
     ("counters", token)                          report the counters
     ("stop",)                                    finish in-flight commands, close, exit
 
@@ -28,6 +31,10 @@ and to it::
     ("ready", pid)
     ("closed", ctrl_key, qid, reason)            a queue is gone
     ("forward", token, ctrl_key, qid, sqe)       the status of a non-fast-path command, please
+    ("placed", token, answer | error message)    a placed queue exists (answer: QP number...)
+    ("placed_command", token, key, sqe, data)    a placed queue's command before it is attached
+                                                 (its Connect): execute it, please
+    ("place_ended", key, reason)                 a placed queue is gone
     ("error", ctrl_key, qid, cid, opcode, nsid, Status)   a command failed (error log)
     ("counters", token, dict)
 """
@@ -59,13 +66,14 @@ from nvmf.protocol.request import Direction, Request
 from nvmf.transport.base import (
     FabricQueue,
     ListenPort,
+    Placement,
     PortInfo,
     QueueExport,
     QueueState,
     Transport,
     get_transport,
 )
-from nvmf.wire.status import Status
+from nvmf.wire.status import SC, SUCCESS, Status
 
 log = logging.getLogger("nvmf.worker")
 
@@ -75,6 +83,8 @@ CtrlKey = tuple[str, int]
 PR_SET_PDEATHSIG = 1
 #: How long a stopping worker waits for commands in flight.
 STOP_GRACE_S = 10.0
+#: The most host data a placed queue's command before Connect brings in (Connect's is 1 KiB).
+CONNECT_DATA_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,8 @@ class WorkerSession(QueueSession):
     """A queue this worker serves, and the controller it belongs to."""
 
     ctrl_key: CtrlKey = ("", 0)
+    #: The key of a queue placed here before its Connect (NVMe/RDMA), -1 for one handed over.
+    placed_key: int = -1
 
 
 class Worker:
@@ -144,6 +156,11 @@ class Worker:
         self.sessions: dict[tuple[CtrlKey, int], WorkerSession] = {}
         self.contexts: dict[CtrlKey, IoContextSpec] = {}
         self._attaching: Handover | None = None
+        #: The key of the queue being placed (while its transport creates it), and the placed
+        #: queues whose Connect has not attached them yet.
+        self._placing: int | None = None
+        self.pending: dict[int, WorkerSession] = {}
+        self._connects: dict[int, asyncio.Future[tuple[bytes, Handover | None]]] = {}
         self._replies: dict[int, asyncio.Future[Status]] = {}
         self._next_token = 0
         self.stopped = asyncio.Event()
@@ -168,6 +185,14 @@ class Worker:
             fut = self._replies.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
+        elif kind == "place":
+            self._place(msg[1], msg[2])
+        elif kind == "unplace":
+            self._unplace(msg[1], msg[2])
+        elif kind == "connected":
+            answer = self._connects.pop(msg[1], None)
+            if answer is not None and not answer.done():
+                answer.set_result((msg[2], msg[3]))
         elif kind == "counters":
             snapshot = self.counters.snapshot(self.sessions)
             snapshot["staging"] = self.pool.stats()
@@ -196,11 +221,14 @@ class Worker:
         self.media[key] = (media, media.open_queue())
         self.counters.namespaces.setdefault(key, NamespaceCounters())
 
-    def _attach(self, handover: Handover, fd: int) -> None:
-        trtype = handover.port.trtype
+    def _transport(self, trtype: str) -> Transport:
         transport = self.transports.get(trtype)
         if transport is None:
             transport = self.transports[trtype] = get_transport(trtype)
+        return transport
+
+    def _attach(self, handover: Handover, fd: int) -> None:
+        transport = self._transport(handover.port.trtype)
         self.contexts[handover.ctrl_key] = handover.context
         self._attaching = handover
         try:
@@ -213,6 +241,92 @@ class Worker:
             return
         self.counters.queues_attached += 1
         fabric.send_cqe(handover.connect_cqe)
+
+    def _place(self, token: int, placement: Placement) -> None:
+        """Make the queue the control plane asked for (an NVMe/RDMA I/O queue's QP, in this
+        process's protection domain) and answer what it needs to accept the connection."""
+
+        def ended(reason: str) -> None:
+            self.pending.pop(token, None)
+            self.channel.send(("place_ended", token, reason))
+
+        self._placing = token
+        try:
+            transport = self._transport(placement.port.trtype)
+            _fabric, answer = transport.adopt_placement(placement, self, ended)
+        except Exception as exc:  # a process boundary: the control plane rejects the request
+            log.warning("worker %d: cannot make the queue: %s", self.index, exc)
+            self.pending.pop(token, None)
+            self.channel.send(("placed", token, f"worker {self.index}: {exc}"))
+            return
+        finally:
+            self._placing = None
+        self.channel.send(("placed", token, answer))
+
+    def _unplace(self, key: int, reason: str) -> None:
+        session = self.pending.get(key)
+        if session is None:
+            session = next((s for s in self.sessions.values() if s.placed_key == key), None)
+        if session is not None:
+            session.fabric.close(reason)
+
+    def _placed_command(self, session: WorkerSession, req: Request) -> None:
+        """A command on a placed queue before its Connect attached it (the Connect itself,
+        in the normal case): its host data comes in here, the control plane executes it."""
+        req.session = session
+        status = session.fabric.map_sgl(req)
+        if not status.ok:
+            self.pipeline.complete(session, req, status)
+            return
+        if req.sgl_length and not req.incapsule and req.sgl_length <= CONNECT_DATA_MAX:
+            staging = self.pool.get(req.sgl_length)
+            if staging is None:
+                self.pipeline.complete(session, req, Status(SC.TRANSIENT_TR_ERR))
+                return
+            req.staging = staging
+            req.data = staging.view
+            session.fabric.fetch_data(req, self._placed_data_in)
+            return
+        self._forward_placed(session, req)
+
+    def _placed_data_in(self, req: Request, status: Status) -> None:
+        if not status.ok:
+            self.pipeline.complete(req.session, req, status)
+            return
+        self._forward_placed(req.session, req)
+
+    def _forward_placed(self, session: WorkerSession, req: Request) -> None:
+        token = self._next_token = self._next_token + 1
+        answer: asyncio.Future[tuple[bytes, Handover | None]]
+        answer = asyncio.get_running_loop().create_future()
+        self._connects[token] = answer
+        data = bytes(req.data) if req.data is not None else b""
+        self.channel.send(("placed_command", token, session.placed_key, req.raw, data))
+        answer.add_done_callback(lambda fut: self._placed_answer(session, req, fut))
+
+    def _placed_answer(
+        self,
+        session: WorkerSession,
+        req: Request,
+        fut: asyncio.Future[tuple[bytes, Handover | None]],
+    ) -> None:
+        """The control plane's completion of a placed queue's command: after a Connect, the
+        queue joins this worker's queues with its controller's I/O context."""
+        if fut.cancelled():
+            return
+        cqe, handover = fut.result()
+        if handover is not None and self.pending.pop(session.placed_key, None) is session:
+            session.ctrl_key = handover.ctrl_key
+            session.qid = handover.qid
+            session.sqsize = handover.sqsize
+            session.sqhd = handover.sqhd
+            session.sqhd_disabled = handover.sqhd_disabled
+            self.contexts[handover.ctrl_key] = handover.context
+            session.ioctx = handover.context.resolve(self.media, self.counters.namespaces)
+            self.sessions[(handover.ctrl_key, handover.qid)] = session
+            self.counters.queues_attached += 1
+        req.status = SUCCESS
+        session.fabric.complete(req, cqe)
 
     def _set_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
         self.contexts[ctrl_key] = spec
@@ -229,6 +343,12 @@ class Worker:
     # -- QueueOwner ----------------------------------------------------------------------------
     def open_queue(self, fabric: FabricQueue, port: ListenPort) -> QueueState:
         handover = self._attaching
+        if handover is None and self._placing is not None:
+            placed = WorkerSession(
+                fabric=fabric, port=port, pool=self.pool, placed_key=self._placing
+            )
+            self.pending[self._placing] = placed
+            return placed
         if handover is None:
             raise RuntimeError("a worker only serves queues handed over by the control plane")
         spec = handover.context
@@ -248,6 +368,9 @@ class Worker:
 
     def submit(self, state: QueueState, req: Request) -> None:
         session = cast(WorkerSession, state)  # what open_queue made
+        if session.ioctx is None:  # a placed queue before its Connect
+            self._placed_command(session, req)
+            return
         counters = self.counters
         counters.commands += 1
         session.commands += 1
@@ -309,11 +432,13 @@ class Worker:
             log.warning(
                 "worker %d: commands still in flight after %.0f s", self.index, STOP_GRACE_S
             )
-        for session in list(self.sessions.values()):
+        for session in [*self.sessions.values(), *self.pending.values()]:
             drained = getattr(session.fabric, "drained", None)
             if drained is not None:
                 await drained()
             session.fabric.close("target stopping")
+        for transport in self.transports.values():
+            await transport.close_all()
         for media, _queue in self.media.values():
             media.close()
         self.media.clear()

@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from nvmf.media.base import Media
 from nvmf.offload.channel import Channel, channel_pair
 from nvmf.offload.context import IoContextSpec, MediaKey
 from nvmf.offload.worker import CtrlKey, Handover
+from nvmf.transport.base import Placement, PortInfo
 from nvmf.wire.sqe import Sqe
 from nvmf.wire.status import SC, Status
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: How long a new worker may take to say it is ready (a Python start under emulation is slow).
 START_TIMEOUT_S = 180.0
+#: How long a worker may take to make a placed queue (an RDMA QP) and answer.
+PLACE_TIMEOUT_S = 30.0
 #: How long a stopping worker may take to finish its commands and exit.
 STOP_TIMEOUT_S = 15.0
 #: A worker that keeps dying before it is ready is restarted after 0.5 s, 1 s, 2 s, ... at most
@@ -59,6 +63,14 @@ class WorkerEvents(Protocol):
         """A command on a handed-over queue failed (for the controller's error log)."""
         ...
 
+    async def placed_command(
+        self, worker: int, key: int, port: PortInfo, raw: bytes, data: bytes
+    ) -> tuple[bytes, Handover | None]:
+        """Execute a command of a queue placed in ``worker`` before its Connect attached it
+        (the Connect itself): its completion, and after a successful Connect what the worker
+        needs to serve the queue (the CQE is in it too)."""
+        ...
+
 
 @dataclass(eq=False)
 class WorkerHandle:
@@ -73,6 +85,10 @@ class WorkerHandle:
     queues: set[tuple[CtrlKey, int]] = field(default_factory=set)
     counter_waits: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     stopping: bool = False
+    #: Queues placed in this worker before their Connect (NVMe/RDMA), by key: what to call
+    #: when one ends; and the placements not answered yet.
+    placed: dict[int, tuple[Callable[[str], None], PortInfo]] = field(default_factory=dict)
+    placing: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     restarts: int = 0
     #: Deaths in a row before the worker was ready (the restart backoff's exponent).
     failed_starts: int = 0
@@ -214,6 +230,40 @@ class WorkerSet:
         finally:
             os.close(fd)
 
+    async def place(
+        self, placement: Placement, ended: Callable[[str], None]
+    ) -> tuple[int, int, dict[str, Any]]:
+        """:class:`~nvmf.transport.base.QueuePlacer`: the least busy worker makes the queue."""
+        live = self.ready_workers()
+        if not live:
+            raise RuntimeError("no offload worker is ready")
+        w = min(live, key=lambda w: (len(w.queues) + len(w.placed), w.index))
+        assert w.channel is not None
+        self._token += 1
+        key = self._token
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        w.placing[key] = answer
+        w.placed[key] = (ended, placement.port)
+        w.channel.send(("place", key, placement))
+        try:
+            result = await asyncio.wait_for(answer, PLACE_TIMEOUT_S)
+        except TimeoutError:
+            w.placed.pop(key, None)
+            self.end(w.index, key, "the worker did not answer in time")
+            raise RuntimeError(f"offload worker {w.index} did not make the queue") from None
+        finally:
+            w.placing.pop(key, None)
+        if isinstance(result, str):
+            w.placed.pop(key, None)
+            raise RuntimeError(result)
+        return w.index, key, result
+
+    def end(self, worker: int, key: int, reason: str) -> None:
+        """:class:`~nvmf.transport.base.QueuePlacer`: close a placed queue in its worker."""
+        w = self.workers[worker]
+        if w.placed.pop(key, None) is not None and w.channel is not None:
+            w.channel.send(("unplace", key, reason))
+
     def ready_workers(self) -> list[WorkerHandle]:
         """Workers that said they are ready and still run.  A replacement still starting is
         left out: a queue handed to it would wait for its start (a minute, under emulation)
@@ -272,6 +322,17 @@ class WorkerSet:
         elif kind == "forward":
             _, token, ctrl_key, qid, raw = msg
             asyncio.get_running_loop().create_task(self._answer(w, token, ctrl_key, qid, raw))
+        elif kind == "placed":
+            fut = w.placing.get(msg[1])
+            if fut is not None and not fut.done():
+                fut.set_result(msg[2])
+        elif kind == "place_ended":
+            entry = w.placed.pop(msg[1], None)
+            if entry is not None:
+                entry[0](msg[2])
+        elif kind == "placed_command":
+            _, token, key, raw, data = msg
+            asyncio.get_running_loop().create_task(self._execute_placed(w, token, key, raw, data))
         elif kind == "error":
             _, ctrl_key, qid, cid, opcode, nsid, status = msg
             self.events.worker_command_failed(ctrl_key, qid, cid, opcode, nsid, status)
@@ -301,9 +362,27 @@ class WorkerSet:
         if w.channel is not None:
             w.channel.send(("status", token, status))
 
+    async def _execute_placed(
+        self, w: WorkerHandle, token: int, key: int, raw: bytes, data: bytes
+    ) -> None:
+        entry = w.placed.get(key)
+        if entry is None:  # the queue ended meanwhile: its command goes unanswered with it
+            return
+        cqe, handover = await self.events.placed_command(w.index, key, entry[1], raw, data)
+        if handover is not None:
+            w.queues.add((handover.ctrl_key, handover.qid))
+        if w.channel is not None:
+            w.channel.send(("connected", token, cqe, handover))
+
     def _on_closed(self, w: WorkerHandle) -> None:
         """A worker's channel closed: it exited or died.  Its queues are gone with it."""
         lost, w.queues = w.queues, set()
+        placed, w.placed = w.placed, {}
+        for fut in w.placing.values():
+            if not fut.done():
+                fut.set_result(f"offload worker {w.index} exited")
+        for ended, _port in placed.values():
+            ended(f"offload worker {w.index} exited")
         for fut in w.counter_waits.values():
             if not fut.done():
                 fut.set_result(

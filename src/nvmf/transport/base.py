@@ -125,6 +125,38 @@ class QueueExport:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A fabric queue an offload worker creates before its Connect.
+
+    A queue pair is used by the process that created it and cannot move (Soft-RoCE has no
+    ``ibv_import_device``), so an NVMe/RDMA I/O queue is made where it will be served: the
+    control plane, which holds the connection request, asks a worker to create the QP
+    (:meth:`QueuePlacer.place`), then accepts the connection with that QP's number.  The
+    queue's Connect then arrives in the worker, which has the control plane execute it."""
+
+    port: PortInfo
+    #: Transport-specific, picklable (NVMe/RDMA: device, queue depth, the QP's attributes).
+    state: dict[str, Any]
+
+
+class QueuePlacer(Protocol):
+    """Where a transport has an offload worker create a queue (the control plane's workers)."""
+
+    async def place(
+        self, placement: Placement, ended: Callable[[str], None]
+    ) -> tuple[int, int, dict[str, Any]]:
+        """Have the least busy worker create the queue: (the worker's index, the queue's key
+        there, what the worker's transport answered: NVMe/RDMA the QP number).  ``ended`` is
+        called once with a reason when the queue is gone in the worker (closed there, or the
+        worker died).  Raises ``RuntimeError`` when no worker can take it."""
+        ...
+
+    def end(self, worker: int, key: int, reason: str) -> None:
+        """Close a placed queue in its worker: its connection ended in the control plane."""
+        ...
+
+
+@dataclass(frozen=True)
 class TransportCaps:
     """What a transport offers, which the core advertises and plans with."""
 
@@ -192,6 +224,9 @@ class Transport(Protocol):
     #: (``nvmf.max_io_queues``, ``nvmf.queue_depth``): a fabric that sizes a queue before its
     #: Connect (NVMe/RDMA's connect request) refuses more there; others ignore it.
     queue_limits: tuple[int, int]
+    #: Where I/O queues that must be created in their worker before Connect are placed (the
+    #: control plane's workers), or None to serve them in this process.
+    placer: QueuePlacer | None
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         """Start listening on ``port``; new queues are owned by ``owner``."""
@@ -201,6 +236,11 @@ class Transport(Protocol):
         """Stop listening on ``port`` and close its queues."""
         ...
 
+    async def close_all(self) -> None:
+        """Close every queue this transport serves and release what it holds for them (a
+        worker stopping: device contexts, registered memory)."""
+        ...
+
     def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> FabricQueue:
         """Go on serving a queue another process exported (:meth:`FabricQueue.export_state`);
         this side now owns ``export.fd``."""
@@ -208,6 +248,15 @@ class Transport(Protocol):
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         """Where ``port`` actually listens (after binding port 0, say)."""
+        ...
+
+    def adopt_placement(
+        self, placement: Placement, owner: QueueOwner, ended: Callable[[str], None]
+    ) -> tuple[FabricQueue, dict[str, Any]]:
+        """In a worker: create the queue :meth:`QueuePlacer.place` asked for, owned by
+        ``owner``, and what the control plane needs to accept its connection.  ``ended(reason)``
+        is called once when the queue closes.  Transports whose queues move after Connect
+        instead (``caps.exportable``) raise ``RuntimeError``."""
         ...
 
 

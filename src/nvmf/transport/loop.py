@@ -33,7 +33,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol.request import Request
@@ -52,7 +52,14 @@ from nvmf.wire.sqe import (
 from nvmf.wire.status import SC, SUCCESS, Status, error
 
 if TYPE_CHECKING:
-    from nvmf.transport.base import ListenPort, QueueOwner, QueueState
+    from nvmf.transport.base import (
+        FabricQueue,
+        ListenPort,
+        Placement,
+        QueueOwner,
+        QueuePlacer,
+        QueueState,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +347,9 @@ class LoopTransport:
 
     trtype = "loop"
     caps = TransportCaps(exportable=False)
-    #: Queues are sized by their Connect here, not before it.
+    #: Queues are sized by their Connect here, not before it, and never placed.
     queue_limits = (0xFFFE, 0x10000)
+    placer: QueuePlacer | None = None
 
     def __init__(self) -> None:
         #: Nothing stalls in memory: kept for the contract.
@@ -363,6 +371,11 @@ class LoopTransport:
 
     def import_queue(self, export: QueueExport, port: ListenPort, owner: QueueOwner) -> LoopQueue:
         raise LoopExportError("loop queues cannot move to another process")
+
+    def adopt_placement(
+        self, placement: Placement, owner: QueueOwner, ended: Callable[[str], None]
+    ) -> tuple[FabricQueue, dict[str, Any]]:
+        raise RuntimeError(f"{self.trtype} queues are handed over after Connect, not placed")
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         """The port's own address: a loop port binds nothing."""

@@ -60,8 +60,17 @@ from pyverbs.qp import QP, QPCap, QPInitAttr
 from pyverbs.wr import SGE, RecvWR, SendWR
 
 from nvmf.protocol.request import Request
-from nvmf.transport.base import DataDone, QueueExport, TransportCaps
+from nvmf.transport.base import (
+    DataDone,
+    FabricQueue,
+    Placement,
+    PortInfo,
+    QueueExport,
+    QueuePlacer,
+    TransportCaps,
+)
 from nvmf.transport.verbs_events import CM_CHANNEL, COMPLETION_CHANNEL, open_channel
+from nvmf.transport.verbs_qp import QpTransition
 from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
 from nvmf.wire.sqe import (
     CQE_SIZE,
@@ -111,8 +120,23 @@ def _address(view: memoryview) -> int:
         del anchor  # release the buffer export at once: the mapping may be closed later
 
 
-def _is_rdma_error(exc: BaseException, code: int) -> bool:
-    return isinstance(exc, PyverbsRDMAError) and exc.error_code == code
+def _connected(cmid: CMID) -> bool:
+    """Whether RDMA CM still has ``cmid``'s connection: it computes RTS attributes only for a
+    connection being set up or established, not for one disconnected or timed out.  (pyverbs
+    44 does not say which CM ID an event is for, so a disconnect is found by asking.)"""
+    try:
+        cmid.init_qp_attr(ve.IBV_QPS_RTS)
+    except PyverbsError:
+        return False
+    return True
+
+
+#: The QP states a passive side's QP goes through before the accept.
+_STATES = (ve.IBV_QPS_INIT, ve.IBV_QPS_RTR, ve.IBV_QPS_RTS)
+
+
+def _transitions(cmid: CMID) -> list[QpTransition]:
+    return [QpTransition.of(*cmid.init_qp_attr(state)) for state in _STATES]
 
 
 class _Device:
@@ -198,12 +222,17 @@ class RdmaQueue:
     def __init__(
         self,
         device: _Device,
-        cmid: CMID,
         request: CmRequest,
         port: ListenPort,
         owner: QueueOwner,
         on_close: Callable[[RdmaQueue], None],
+        cmid: CMID | None = None,
     ) -> None:
+        """Create the queue's buffers, memory region and QP (in RESET) and open its session.
+
+        ``cmid`` is the connection's CM ID when this process holds it (the control plane
+        serving a queue itself): closing the queue then disconnects it.  A queue placed in a
+        worker has none; its ``on_close`` tells the control plane, which holds the ID."""
         self.device = device
         self.cmid = cmid
         self.port = port
@@ -265,32 +294,21 @@ class RdmaQueue:
             max_send_wr=2 * nreqs + 1, max_recv_wr=self.depth, max_send_sge=1, max_recv_sge=1
         )
         self.qp = QP(device.pd, QPInitAttr(qp_type=ve.IBV_QPT_RC, scq=cq, rcq=cq, cap=cap))
-        self._connect()
+        self.peer = f"qp {self.qp.qp_num}"
+        #: RDMA READs this QP may have outstanding (set by :meth:`connect`).
+        self.rd_atomic = 0
+
+    def connect(self, transitions: list[QpTransition]) -> None:
+        """INIT, RTR, RTS with the connection's attributes from RDMA CM (what ``rdma_accept``
+        does for a QP the CM created itself), then the receives for HSQSIZE + 1 commands.  The
+        RDMA READ depth is the host's responder resources, at most what this device allows."""
+        for transition in transitions:
+            if transition.values["qp_state"] == ve.IBV_QPS_RTS:
+                transition = transition.with_rd_atomic(self.device.max_rd_atomic)
+                self.rd_atomic = transition.values["max_rd_atomic"]
+            self.qp.modify(transition.attr(), transition.mask)
         for wr in self._recv_wrs:
             self.qp.post_recv(wr)
-        param = ConnParam(
-            resources=0,
-            depth=min(self._rd_atomic, 255),
-            retry=RETRY_COUNT,
-            rnr_retry=RNR_RETRY_COUNT,
-            qp_num=self.qp.qp_num,
-            data_len=32,
-        )
-        param.set_private_data(encode_accept(self.depth))
-        cmid.accept(param)
-        self.peer = f"qp {self.qp.qp_num}"
-
-    def _connect(self) -> None:
-        """INIT, RTR, RTS with the connection's attributes from RDMA CM (what ``rdma_accept``
-        does for a QP the CM created itself)."""
-        self._rd_atomic = 0
-        for state in (ve.IBV_QPS_INIT, ve.IBV_QPS_RTR, ve.IBV_QPS_RTS):
-            attr, mask = self.cmid.init_qp_attr(state)
-            if state == ve.IBV_QPS_RTS:
-                attr.max_rd_atomic = self._rd_atomic = min(
-                    int(attr.max_rd_atomic), self.device.max_rd_atomic
-                )
-            self.qp.modify(attr, mask)
 
     # -- FabricQueue ---------------------------------------------------------------------------
     @property
@@ -406,10 +424,11 @@ class RdmaQueue:
         self.closed = True
         log.info("rdma %s qid %s closed: %s", self.peer, self.session.qid, reason)
         self.device.queues.pop(self.number, None)
-        try:
-            self.cmid.disconnect()
-        except PyverbsError:
-            pass  # the host left first
+        if self.cmid is not None:
+            try:
+                self.cmid.disconnect()
+            except PyverbsError:
+                pass  # the host left first
         # No work request runs once the QP is gone: buffers can go back to their pools.
         self.qp.close()
         fetching, self._fetching = self._fetching, {}
@@ -420,7 +439,8 @@ class RdmaQueue:
                 req.release()
         self.owner.queue_closed(self.session)
         self._mr.close()
-        self.cmid.close()
+        if self.cmid is not None:
+            self.cmid.close()
         self._on_close(self)
 
     def release_memory(self) -> None:
@@ -433,11 +453,7 @@ class RdmaQueue:
     # -- completions ---------------------------------------------------------------------------
     def connected(self) -> bool:
         """Whether RDMA CM still has this connection (not disconnected or timed out)."""
-        try:
-            self.cmid.init_qp_attr(ve.IBV_QPS_RTS)
-        except PyverbsError:
-            return False
-        return True
+        return self.cmid is None or _connected(self.cmid)
 
     def completion(self, wc: Any) -> None:
         kind = (wc.wr_id >> 24) & 0xFF
@@ -487,18 +503,33 @@ class RdmaQueue:
 
 
 class _Listener:
-    """A port's RDMA CM listener, its event channel and its queues."""
+    """A port's RDMA CM listener, its event channel, the queues this process serves on it and
+    the connections whose queues it placed in workers."""
 
     def __init__(self, port: ListenPort, owner: QueueOwner) -> None:
         self.port = port
         self.owner = owner
         self.queues: set[RdmaQueue] = set()
+        self.placed: set[_Placed] = set()
         self.channel, self.fd = open_channel(CMEventChannel, CM_CHANNEL)
         self.cmid = CMID(creator=self.channel, port_space=ce.RDMA_PS_TCP)
 
     def close(self) -> None:
         self.cmid.close()
         self.channel.close()
+
+
+class _Placed:
+    """A connection accepted here whose queue an offload worker serves: its CM ID stays here
+    (disconnect, the end of the connection), the QP there."""
+
+    __slots__ = ("cmid", "ended", "key", "worker")
+
+    def __init__(self, cmid: CMID) -> None:
+        self.cmid = cmid
+        self.worker = -1
+        self.key = -1
+        self.ended = False
 
 
 def check_listen_address(port: ListenPort) -> None:
@@ -519,7 +550,11 @@ def check_listen_address(port: ListenPort) -> None:
 
 
 class RdmaTransport:
-    """NVMe/RDMA ports: an RDMA CM listener per port, an :class:`RdmaQueue` per connection."""
+    """NVMe/RDMA ports: an RDMA CM listener per port, an :class:`RdmaQueue` per connection.
+
+    In the control plane, an admin queue's QP is made here; an I/O queue's is made by an
+    offload worker (:attr:`placer`) when there are workers, here otherwise.  In a worker,
+    :meth:`adopt_placement` makes the QP the control plane asked for."""
 
     trtype = "rdma"
     caps = TransportCaps(exportable=False)
@@ -529,26 +564,32 @@ class RdmaTransport:
         self.idle_timeout = 30.0
         #: The highest I/O queue ID and the deepest I/O queue a connect request may ask for.
         self.queue_limits = (64, 128)
+        self.placer: QueuePlacer | None = None
         self._listeners: dict[int, _Listener] = {}
         self._devices: dict[str, _Device] = {}
+        #: Queues made for the control plane in this process (a worker's).
+        self._adopted: set[RdmaQueue] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         #: The request IDs' listener stand-in: pyverbs gives a request ID its listener's device
         #: context and protection domain and frees them when the ID closes; this one has none.
         self._bare = CMID()
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         check_listen_address(port)
-        lst = _Listener(port, owner)
-        info = AddrInfo(
-            src=port.traddr,
-            src_service=port.trsvcid,
-            port_space=ce.RDMA_PS_TCP,
-            flags=ce.RAI_PASSIVE,
-        )
+        lst: _Listener | None = None
         try:
+            info = AddrInfo(
+                src=port.traddr,
+                src_service=port.trsvcid,
+                port_space=ce.RDMA_PS_TCP,
+                flags=ce.RAI_PASSIVE,
+            )
+            lst = _Listener(port, owner)
             lst.cmid.bind_addr(info)
             lst.cmid.listen(BACKLOG)
         except PyverbsError as exc:
-            lst.close()
+            if lst is not None:
+                lst.close()
             raise OSError(
                 errno.EADDRNOTAVAIL,
                 f"port {port.portid}: cannot listen with RDMA CM on {port.traddr}:"
@@ -588,6 +629,11 @@ class RdmaTransport:
             for queue in list(lst.queues):
                 if not queue.closed and not queue.connected():
                     queue.close("the host disconnected")
+            for placed in list(lst.placed):
+                if placed.worker >= 0 and not _connected(placed.cmid):
+                    if self.placer is not None:
+                        self.placer.end(placed.worker, placed.key, "the host disconnected")
+                    self._end_placed(lst, placed)
 
     def _connect_request(self, lst: _Listener, cmid: CMID, data: bytes) -> None:
         max_qid, io_depth = self.queue_limits
@@ -597,14 +643,111 @@ class RdmaTransport:
             self._reject(cmid, verdict)
             return
         try:
+            transitions = _transitions(cmid)
+        except PyverbsError as exc:
+            log.info("rdma port %d: connect request gone: %s", lst.port.portid, exc)
+            cmid.close()
+            return
+        if verdict.qid and self.placer is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._place(lst, cmid, verdict, transitions, self.placer)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
             queue = RdmaQueue(
-                self._device(cmid.dev_name), cmid, verdict, lst.port, lst.owner, self._closed(lst)
+                self._device(cmid.dev_name), verdict, lst.port, lst.owner, self._closed(lst), cmid
             )
         except (PyverbsError, OSError, MemoryError) as exc:
             log.warning("rdma port %d: cannot set up a queue: %s", lst.port.portid, exc)
             self._reject(cmid, CmStatus.NO_RSC)
             return
         lst.queues.add(queue)
+        try:
+            queue.connect(transitions)
+            _accept(cmid, queue.qp.qp_num, verdict.queue_depth, queue.rd_atomic)
+        except PyverbsError as exc:
+            queue.close(f"cannot accept the connection: {exc}")
+
+    async def _place(
+        self,
+        lst: _Listener,
+        cmid: CMID,
+        request: CmRequest,
+        transitions: list[QpTransition],
+        placer: QueuePlacer,
+    ) -> None:
+        """Have a worker make the I/O queue's QP, then accept the connection with it."""
+        placed = _Placed(cmid)
+        lst.placed.add(placed)
+        placement = Placement(
+            PortInfo.of(lst.port),
+            {
+                "device": cmid.dev_name,
+                "qid": request.qid,
+                "hrqsize": request.hrqsize,
+                "hsqsize": request.hsqsize,
+                "transitions": transitions,
+            },
+        )
+
+        def ended(reason: str) -> None:
+            log.info("rdma port %d: placed queue ended: %s", lst.port.portid, reason)
+            self._end_placed(lst, placed)
+
+        try:
+            placed.worker, placed.key, answer = await placer.place(placement, ended)
+        except (RuntimeError, OSError) as exc:
+            log.warning("rdma port %d: no worker took the queue: %s", lst.port.portid, exc)
+            lst.placed.discard(placed)
+            if not placed.ended:
+                placed.ended = True
+                self._reject(cmid, CmStatus.NO_RSC)
+            return
+        if placed.ended:
+            return
+        try:
+            _accept(cmid, answer["qpn"], request.queue_depth, answer["rd_atomic"])
+        except PyverbsError as exc:
+            placer.end(placed.worker, placed.key, f"cannot accept the connection: {exc}")
+            self._end_placed(lst, placed)
+
+    @staticmethod
+    def _end_placed(lst: _Listener, placed: _Placed) -> None:
+        """A placed queue's connection is over: disconnect and free its CM ID (once)."""
+        if placed.ended:
+            return
+        placed.ended = True
+        lst.placed.discard(placed)
+        try:
+            placed.cmid.disconnect()
+        except PyverbsError:
+            pass  # never connected, or the host left first
+        placed.cmid.close()
+
+    def adopt_placement(
+        self, placement: Placement, owner: QueueOwner, ended: Callable[[str], None]
+    ) -> tuple[FabricQueue, dict[str, Any]]:
+        """In a worker: make the QP of a connection the control plane holds, in this process's
+        own device context and protection domain, connect it with the attributes RDMA CM gave
+        there, and answer its number (and RDMA READ depth) for the accept."""
+        state = placement.state
+        request = CmRequest(state["qid"], state["hrqsize"], state["hsqsize"])
+
+        def closed(queue: RdmaQueue) -> None:
+            self._adopted.discard(queue)
+            queue.release_memory()
+            ended(f"queue {queue.peer} closed")
+
+        queue = RdmaQueue(self._device(state["device"]), request, placement.port, owner, closed)
+        self._adopted.add(queue)
+        try:
+            queue.connect(state["transitions"])
+        except PyverbsError as exc:
+            queue.close(f"cannot connect the queue pair: {exc}")
+            raise OSError(errno.EIO, f"cannot connect the queue pair: {exc}") from exc
+        return queue, {"qpn": queue.qp.qp_num, "rd_atomic": queue.rd_atomic}
 
     @staticmethod
     def _reject(cmid: CMID, status: CmStatus) -> None:
@@ -626,9 +769,21 @@ class RdmaTransport:
         raise RuntimeError("an NVMe/RDMA queue pair cannot be imported from another process")
 
     async def close_all(self) -> None:
+        for queue in list(self._adopted):
+            queue.close("target stopping")
         for lst in self._listeners.values():
             for queue in list(lst.queues):
                 queue.close("target stopping")
+        if not self._listeners:
+            self._close_devices()
+
+    def _close_devices(self) -> None:
+        """Release every device context in order (queues first): left to the garbage
+        collector at exit, pyverbs frees them in any order and the process aborts in
+        ``free()``, as a worker did in the guest."""
+        for device in self._devices.values():
+            device.close()
+        self._devices.clear()
 
     async def remove_port(self, port: ListenPort) -> None:
         lst = self._listeners.pop(port.portid, None)
@@ -637,11 +792,27 @@ class RdmaTransport:
         asyncio.get_running_loop().remove_reader(lst.fd)
         for queue in list(lst.queues):
             queue.close("port removed")
+        for placed in list(lst.placed):
+            if self.placer is not None and placed.worker >= 0:
+                self.placer.end(placed.worker, placed.key, "port removed")
+            self._end_placed(lst, placed)
         lst.close()
-        if not self._listeners:
-            for device in self._devices.values():
-                device.close()
-            self._devices.clear()
+        if not self._listeners and not self._adopted:
+            self._close_devices()
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         return port.traddr, int(port.trsvcid)
+
+
+def _accept(cmid: CMID, qpn: int, depth: int, rd_atomic: int) -> None:
+    """Accept a connection for the QP ``qpn`` (already in RTS), with CRQSIZE = ``depth``."""
+    param = ConnParam(
+        resources=0,
+        depth=rd_atomic,
+        retry=RETRY_COUNT,
+        rnr_retry=RNR_RETRY_COUNT,
+        qp_num=qpn,
+        data_len=32,
+    )
+    param.set_private_data(encode_accept(depth))
+    cmid.accept(param)

@@ -38,7 +38,14 @@ from nvmf.wire.status import SC, SUCCESS, Status, error
 from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes
 
 if TYPE_CHECKING:
-    from nvmf.transport.base import ListenPort, QueueOwner, QueueState
+    from nvmf.transport.base import (
+        FabricQueue,
+        ListenPort,
+        Placement,
+        QueueOwner,
+        QueuePlacer,
+        QueueState,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -550,8 +557,9 @@ class TcpTransport:
 
     trtype = "tcp"
     caps = TransportCaps(exportable=True)
-    #: Queues are sized by their Connect here, not before it.
+    #: Queues are sized by their Connect here, not before it, and never placed.
     queue_limits = (0xFFFE, 0x10000)
+    placer: QueuePlacer | None = None
 
     def __init__(self) -> None:
         self._listeners: dict[int, socket.socket] = {}
@@ -696,6 +704,11 @@ class TcpTransport:
             queue.close("port removed")
         if not self._listeners and not any(self._queues.values()):
             self._stop_sweeping()
+
+    def adopt_placement(
+        self, placement: Placement, owner: QueueOwner, ended: Callable[[str], None]
+    ) -> tuple[FabricQueue, dict[str, Any]]:
+        raise RuntimeError(f"{self.trtype} queues are handed over after Connect, not placed")
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
         sock = self._listeners[port.portid]
