@@ -54,6 +54,18 @@ class GuestResult:
     def lines(self, name: str) -> list[str]:
         return [line for line in self.read(name).splitlines() if line.strip()]
 
+    def results(self, name: str = "results.txt") -> dict[str, str]:
+        """The script's one-line results: ``connect X rc=0`` -> {"connect X rc": "0"},
+        ``X queues 3`` -> {"X queues": "3"}."""
+        out = {}
+        for line in self.lines(name):
+            key, _, value = line.rpartition(" ")
+            if "=" in value:
+                field, _, value = value.partition("=")
+                key = f"{key} {field}"
+            out[key] = value
+        return out
+
 
 def run_in_guest(
     name: str,

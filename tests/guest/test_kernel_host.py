@@ -234,18 +234,6 @@ def guest() -> GuestResult:
     return run_in_guest("kernel-host", SCRIPT, timeout=2400)
 
 
-def results(guest: GuestResult) -> dict[str, str]:
-    """``connect X rc=0`` -> {"connect X rc": "0"}; ``X queues 3`` -> {"X queues": "3"}."""
-    out = {}
-    for line in guest.lines("results.txt"):
-        key, _, value = line.rpartition(" ")
-        if "=" in value:
-            name, _, value = value.partition("=")
-            key = f"{key} {name}"
-        out[key] = value
-    return out
-
-
 def test_guest_ran_to_the_end(guest: GuestResult) -> None:
     assert guest.read("finished").strip() == "done", guest.read("trace.txt")[-3000:]
 
@@ -275,7 +263,7 @@ def test_nvme_discover_lists_our_subsystems(guest: GuestResult) -> None:
 def test_connect_and_fio_verify_with_two_workers(
     guest: GuestResult, case: str, queues: int
 ) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res[f"connect {case} rc"] == "0"
     assert res[f"{case} queues"] == str(queues)
     for bs in ("4k", "128k"):
@@ -294,7 +282,7 @@ def test_digests_were_negotiated_when_asked(guest: GuestResult) -> None:
 
 
 def test_default_queue_count_is_min_of_host_cpus_and_target_grant(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     cpus = int(guest.read("nproc.txt"))
     assert res["default-ram queues"] == str(1 + min(cpus, cpus))  # grant = target cores
     assert res["default-q1 queues"] == "2"  # qid_max 1: one I/O queue
@@ -317,7 +305,7 @@ def test_io_queues_were_served_by_the_workers(guest: GuestResult) -> None:
 
 
 def test_killed_worker_is_replaced_and_fio_verify_passes(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res["connect kill rc"] == "0" and res["kill rc"] == "0"
     victim = guest.read("victim.txt").strip()
     log = guest.read("target.log")
@@ -344,7 +332,7 @@ def _ram_subsystem(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_status_shows_the_kernel_hosts_controller_and_queues(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res["connect watch rc"] == "0" and res["status rc"] == "0"
     status = json.loads(guest.read("status.json"))
     (ctrl,) = _ram_subsystem(status)["controllers"]
@@ -362,7 +350,7 @@ def test_status_shows_the_kernel_hosts_controller_and_queues(guest: GuestResult)
 
 
 def test_metrics_endpoint_shows_the_same_controller(guest: GuestResult) -> None:
-    assert results(guest)["metrics rc"] == "0"
+    assert guest.results()["metrics rc"] == "0"
     metrics = guest.read("metrics.txt")
     host = guest.read("watch-hostnqn.txt").strip()
     info = [line for line in metrics.splitlines() if line.startswith("nvmf_controller_info{")]
@@ -373,7 +361,7 @@ def test_metrics_endpoint_shows_the_same_controller(guest: GuestResult) -> None:
 
 
 def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     before = set(guest.lines("block-before.txt"))
     added = set(guest.lines("block-added.txt")) - before
     assert len(added) == 1 and next(iter(added)).endswith("n2"), (before, added)
@@ -399,7 +387,7 @@ def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResu
 
 
 def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res["reload rc"] == "0", guest.read("reload.txt")
     assert guest.read("reload.txt").strip() == (
         f"reloaded: namespaces removed {NQN}ram/2; namespace change notice to 1 controller"
@@ -416,7 +404,7 @@ def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestRes
 
 
 def test_a_file_nvmetcli_saved_serves_unchanged(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res["discover saved rc"] == "0", guest.read("saved-target.log")
     records = json.loads(guest.read("saved-discover.json"))["records"]
     assert "testnqn" in [r["subnqn"] for r in records]
@@ -428,7 +416,7 @@ def test_a_file_nvmetcli_saved_serves_unchanged(guest: GuestResult) -> None:
 
 
 def test_kernel_target_apply_then_save_from_kernel_round_trips(guest: GuestResult) -> None:
-    res = results(guest)
+    res = guest.results()
     assert res["modprobe nvmet rc"] == "0"
     for step in ("kapply", "ksave1", "kclear", "kapply2", "ksave2", "kclear2"):
         assert res[f"{step} rc"] == "0", (step, guest.read(f"{step}.txt"))

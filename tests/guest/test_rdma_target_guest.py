@@ -1,0 +1,231 @@
+"""The Linux 6.1 kernel's NVMe/RDMA host (nvme-cli, fio) against our target over Soft-RoCE.
+
+One boot: Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1), our target with
+``--workers 2`` serving a RAM and a file namespace on an rdma port.  The kernel host discovers
+it, connects with ``-i 2`` and with its default, and fio verifies (CRC32C) 4 KiB and 128 KiB
+random writes on both media; ``nvmf status`` shows that the I/O queues ran in the workers.
+Then, while a host's fio verify runs on the RAM subsystem, a client sends connect requests
+with bad NVMe/RDMA private data (each is rejected with its status) and a second controller is
+disconnected in the middle of its own fio job: the first host's job still verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvmf.wire.rdma import CmRequest
+from tests.guest.harness import GuestResult, run_in_guest
+
+pytestmark = [pytest.mark.guest, pytest.mark.timeout(2400)]
+
+CONFIG = Path(__file__).parent / "data" / "rdma-host.json"
+CLIENT = Path(__file__).parent / "rdma_cm_client.py"
+NQN = "nqn.2024-01.io.nvmf:"
+ADDR = "10.99.0.1"
+
+#: Connect requests a broken host could send, and the reject status each must get (the
+#: target's defaults: 128-entry I/O queues, and the guest's 2 CPUs' worth of I/O queues).
+BAD_REQUESTS = {
+    "recfmt": (b"\x01\x00" + CmRequest(0, 32, 31).encode()[2:], "INVALID_RECFMT"),
+    "qid": (CmRequest(1000, 32, 31).encode(), "INVALID_QID"),
+    "hsqsize-zero": (CmRequest(0, 32, 0).encode(), "INVALID_HSQSIZE"),
+    "hsqsize-admin-64": (CmRequest(0, 64, 63).encode(), "INVALID_HSQSIZE"),
+    "hsqsize-io-256": (CmRequest(1, 256, 255).encode(), "INVALID_HSQSIZE"),
+    "hrqsize-small": (CmRequest(0, 8, 31).encode(), "INVALID_HRQSIZE"),
+}
+#: A well-formed admin request from the same client: accepted with CRQSIZE 32.
+GOOD_REQUEST = CmRequest(0, 32, 31).encode()
+
+SCRIPT = r"""
+exec > $OUT/trace.txt 2>&1
+mkdir -p /tmp/nvmf-guest
+ip link set lo up
+ip link add nvmf0 type dummy && ip addr add ADDR/24 dev nvmf0 && ip link set nvmf0 up
+modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0
+echo "rxe rc=$?" >> $OUT/results.txt
+modprobe nvme-rdma
+nproc > $OUT/nproc.txt
+SOCK=/tmp/nvmf-guest/control.sock
+$PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG --control-socket $SOCK \
+    > $OUT/target.log 2>&1 &
+target=$!
+for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
+nvme discover -t rdma -a ADDR -s 4420 -o json > $OUT/discover.json
+echo "discover rc=$?" >> $OUT/results.txt
+
+newdev() {  # the namespace block device of controller $1
+  for i in $(seq 100); do
+    d=$(ls /sys/class/nvme/$1/ | grep -E '^nvme[0-9]+n[0-9]+$' | head -1)
+    [ -n "$d" ] && { echo /dev/$d; return; }
+    sleep 0.2
+  done
+}
+ctrl_of() {  # the controller connected to subsystem $1
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat $c/subsysnqn)" = "$1" ] && { basename $c; return; }
+  done
+}
+verify() {  # name device bs size [extra fio args]
+  fio --name=$1 --filename=$2 --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+      --bs=$3 --size=$4 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+      --output-format=json --output=$OUT/fio-$1.json "${@:5}"
+}
+
+for media in ram file; do
+  nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}$media -i 2
+  echo "connect $media rc=$?" >> $OUT/results.txt
+  ctrl=$(ctrl_of ${NQN}$media)
+  dev=$(newdev $ctrl)
+  echo "$media queues $(cat /sys/class/nvme/$ctrl/queue_count)" >> $OUT/results.txt
+  verify $media-4k $dev 4k 4m
+  echo "fio $media-4k rc=$?" >> $OUT/results.txt
+  verify $media-128k $dev 128k 16m
+  echo "fio $media-128k rc=$?" >> $OUT/results.txt
+  $PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status-$media.json
+  nvme disconnect -n ${NQN}$media > /dev/null
+  echo "disconnect $media rc=$?" >> $OUT/results.txt
+  sleep 1
+done
+
+# Without -i: one I/O queue per CPU of the host, at most what the target grants.
+nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}ram
+echo "connect default rc=$?" >> $OUT/results.txt
+ctrl=$(ctrl_of ${NQN}ram)
+echo "default queues $(cat /sys/class/nvme/$ctrl/queue_count)" >> $OUT/results.txt
+nvme disconnect -n ${NQN}ram > /dev/null
+sleep 1
+
+# Isolation: a job verifying on the RAM subsystem, meanwhile bad connect requests, and a
+# second controller (the file subsystem) disconnected in the middle of its own job.
+nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}ram -i 2
+echo "connect steady rc=$?" >> $OUT/results.txt
+steady=$(newdev $(ctrl_of ${NQN}ram))
+nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}file -i 1
+echo "connect victim rc=$?" >> $OUT/results.txt
+victim=$(newdev $(ctrl_of ${NQN}file))
+verify steady $steady 4k 16m &
+steady_pid=$!
+fio --name=victim --filename=$victim --ioengine=libaio --direct=1 --iodepth=16 --rw=randrw \
+    --bs=64k --size=64m --time_based --runtime=600 --output=$OUT/fio-victim.txt &
+victim_pid=$!
+sleep 3
+$PY CLIENT ADDR 4420 REQUESTS > $OUT/client.txt 2>&1
+echo "client rc=$?" >> $OUT/results.txt
+nvme disconnect -n ${NQN}file > $OUT/disconnect-victim.txt 2>&1
+echo "disconnect victim rc=$?" >> $OUT/results.txt
+wait $victim_pid
+wait $steady_pid
+echo "fio steady rc=$?" >> $OUT/results.txt
+nvme disconnect -n ${NQN}ram > /dev/null
+echo "disconnect steady rc=$?" >> $OUT/results.txt
+sleep 1
+ls /sys/class/nvme/ > $OUT/leftover.txt 2>&1
+dmesg > $OUT/dmesg.txt
+kill $target; wait $target
+echo "target rc=$?" >> $OUT/results.txt
+echo done > $OUT/finished
+"""
+
+
+def _script() -> str:
+    requests = (
+        " ".join(f"{name}={data.hex()}" for name, (data, _status) in BAD_REQUESTS.items())
+        + f" good={GOOD_REQUEST.hex()}"
+    )
+    return (
+        SCRIPT.replace("CONFIG", str(CONFIG))
+        .replace("CLIENT", str(CLIENT))
+        .replace("REQUESTS", requests)
+        .replace("ADDR", ADDR)
+        .replace("${NQN}", NQN)
+    )
+
+
+@pytest.fixture(scope="module")
+def guest() -> GuestResult:
+    return run_in_guest("rdma-target", _script(), timeout=2100)
+
+
+def fio_job(guest: GuestResult, name: str) -> dict[str, Any]:
+    job: dict[str, Any] = json.loads(guest.read(f"fio-{name}.json"))["jobs"][0]
+    return job
+
+
+def test_the_target_listened_on_soft_roce(guest: GuestResult) -> None:
+    assert guest.read("finished"), guest.console[-3000:]
+    res = guest.results()
+    assert res["rxe rc"] == "0", guest.read("trace.txt")
+    assert "listening on rdma 10.99.0.1:4420" in guest.read("target.log")
+
+
+def test_the_kernel_host_discovers_both_subsystems_over_rdma(guest: GuestResult) -> None:
+    assert guest.results()["discover rc"] == "0", guest.read("trace.txt")[-2000:]
+    records = json.loads(guest.read("discover.json"))["records"]
+    subs = {r["subnqn"]: r for r in records}
+    assert {NQN + "ram", NQN + "file"} <= set(subs)
+    for record in subs.values():
+        assert record["trtype"] == "rdma" and record["traddr"] == ADDR
+        assert record["rdma_cms"] == "rdma-cm" and record["rdma_qptype"] == "connected"
+
+
+@pytest.mark.parametrize("media", ["ram", "file"])
+def test_connect_i2_and_fio_verify(guest: GuestResult, media: str) -> None:
+    res = guest.results()
+    assert res[f"connect {media} rc"] == "0", guest.read("trace.txt")[-2000:]
+    assert res[f"{media} queues"] == "3"  # the admin queue and -i 2
+    for bs, size in (("4k", 4 << 20), ("128k", 16 << 20)):
+        assert res[f"fio {media}-{bs} rc"] == "0", guest.read(f"fio-{media}-{bs}.json")[-2000:]
+        job = fio_job(guest, f"{media}-{bs}")
+        assert job["error"] == 0
+        assert job["write"]["io_bytes"] == size and job["read"]["io_bytes"] == size
+    assert res[f"disconnect {media} rc"] == "0"
+
+
+@pytest.mark.parametrize("media", ["ram", "file"])
+def test_the_io_queues_ran_in_the_workers(guest: GuestResult, media: str) -> None:
+    status = json.loads(guest.read(f"status-{media}.json"))
+    (sub,) = [s for s in status["subsystems"] if s["nqn"] == NQN + media]
+    (ctrl,) = sub["controllers"]
+    queues = {q["qid"]: q for q in ctrl["queues"]}
+    assert sorted(queues) == [0, 1, 2]
+    assert queues[0]["worker"] == "control"
+    assert {queues[1]["worker"], queues[2]["worker"]} == {0, 1}  # one queue in each worker
+    assert sum(queues[qid]["commands"] for qid in (1, 2)) >= 2 * 1024  # fio's 4 KiB pass
+    workers = {w["worker"]: w for w in status["workers"]}
+    assert all(workers[i]["commands"] > 0 for i in (0, 1)), workers
+
+
+def test_default_connect_gets_one_queue_per_host_cpu(guest: GuestResult) -> None:
+    res = guest.results()
+    assert res["connect default rc"] == "0"
+    cpus = int(guest.read("nproc.txt"))
+    assert res["default queues"] == str(cpus + 1)
+
+
+def test_bad_connect_requests_are_rejected_with_their_status(guest: GuestResult) -> None:
+    assert guest.results()["client rc"] == "0", guest.read("client.txt")
+    outcomes = dict(line.split(" ", 1) for line in guest.lines("client.txt"))
+    for name, (_data, status) in BAD_REQUESTS.items():
+        assert outcomes[name] == f"rejected {status}", guest.read("client.txt")
+    assert outcomes["good"] == "accepted 32"
+    log = guest.read("target.log")
+    assert len(re.findall(r"connect request rejected", log)) == len(BAD_REQUESTS)
+
+
+def test_a_disconnect_mid_transfer_and_bad_requests_leave_other_hosts_alone(
+    guest: GuestResult,
+) -> None:
+    res = guest.results()
+    assert res["connect steady rc"] == "0" and res["connect victim rc"] == "0"
+    assert res["disconnect victim rc"] == "0", guest.read("disconnect-victim.txt")
+    assert res["fio steady rc"] == "0", guest.read("fio-steady.json")[-2000:]
+    job = fio_job(guest, "steady")
+    assert job["error"] == 0 and job["read"]["io_bytes"] == 16 << 20
+    assert res["disconnect steady rc"] == "0"
+    assert guest.read("leftover.txt").split() == []  # every controller went away cleanly
+    assert res["target rc"] == "0", guest.read("target.log")[-3000:]
