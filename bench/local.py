@@ -83,14 +83,16 @@ class CpuRun:
         return self.cpu_clients / self.elapsed if self.elapsed else 0.0
 
 
-def target_config(port: int, kind: str, size: int) -> dict[str, Any]:
+def target_config(
+    port: int, kind: str, size: int, trtype: str = "tcp", traddr: str = "127.0.0.1"
+) -> dict[str, Any]:
     """An nvmetcli JSON configuration: subsystem :data:`SUBNQN`, one namespace, one port."""
     return {
         "hosts": [],
         "ports": [
             {
                 "portid": 1,
-                "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+                "addr": {"trtype": trtype, "adrfam": "ipv4", "traddr": traddr,
                          "trsvcid": str(port), "treq": "not specified"},
                 "subsystems": [SUBNQN],
             }

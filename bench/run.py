@@ -1,7 +1,7 @@
 """The nvmf benchmark suite: one run, measurements side by side, ratios.
 
     .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
-                                  [--guest] [--json]
+                                  [--guest [tcp|rdma|all]] [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
     (:mod:`rawnvme`: the same PDUs, no NVMe semantics) each driven by this project's host in a
@@ -17,10 +17,11 @@
 (3) **scaling**: IOPS of 4 KiB random reads at QD32 with 1..N workers (N: ``--workers``, else
     the CPU count), as many client processes, one I/O queue each;
     (2) and (3) say so and are skipped while ``nvmf serve`` has no ``--workers`` option;
-(c) with ``--guest``: inside one Linux 6.1 guest boot, the kernel target (nvmet-tcp on null_blk)
-    and ``nvmf serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our
-    host) and fio on the kernel host (``nvme connect``, libaio, O_DIRECT).  The guest runs under
-    TCG emulation: only its ratios mean anything;
+(c) with ``--guest``: inside one Linux 6.1 guest boot per fabric, the kernel target
+    (nvmet-tcp, or with ``--guest rdma`` nvmet-rdma on Soft-RoCE, on null_blk) and ``nvmf
+    serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
+    on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT).  The guest runs under
+    TCG emulation: only its ratios mean anything; ``--guest-only`` skips (1)-(3) and (a);
 with ``--plot FILE.png``: IOPS against queue depth (4 KiB random reads, QD 1..64, for both
 targets of (1)) and against workers (3), drawn with matplotlib (the ``dev`` extra).
 
@@ -159,16 +160,27 @@ def measure_scaling(most: int, runtime: float) -> list[tuple[int, CpuRun]]:
 # -- guest: kernel target vs nvmf target, two clients --------------------------------------------
 
 GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421}
+#: Where each fabric's targets listen in the guest: NVMe/TCP on loopback, NVMe/RDMA on
+#: Soft-RoCE on a dummy netdev (pyverbs cannot bind a loopback address, docs/rdma.md).
+GUEST_ADDR = {"tcp": "127.0.0.1", "rdma": "10.99.0.1"}
+SOFT_ROCE = [
+    "ip link set lo up",
+    "ip link add nvmf0 type dummy && ip addr add 10.99.0.1/24 dev nvmf0 && ip link set nvmf0 up",
+    "modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0",
+]
 
 
-def guest_script(runtime: float, jobs: int) -> str:
-    """One boot: both targets up, then every workload with both clients against both."""
-    cfg = json.dumps(target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30))
+def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
+    """One boot: both targets up on ``trtype``, then every workload with both clients against
+    both (the same fio job on the kernel host, the same ``nvmf bench``)."""
+    addr = GUEST_ADDR[trtype]
+    cfg = json.dumps(target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30, trtype, addr))
     lines = [
         'exec 2>"$OUT/stderr.txt"',
         "set -x",
         f"NQN={SUBNQN}",
-        "modprobe nvmet; modprobe nvmet-tcp; modprobe nvme-tcp",
+        *(SOFT_ROCE if trtype == "rdma" else []),
+        f"modprobe nvmet; modprobe nvmet-{trtype}; modprobe nvme-{trtype}",
         "modprobe null_blk nr_devices=1 gb=1 irqmode=0",
         "mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config",
         "S=/sys/kernel/config/nvmet/subsystems/$NQN",
@@ -176,8 +188,8 @@ def guest_script(runtime: float, jobs: int) -> str:
         'mkdir "$S/namespaces/1"; echo /dev/nullb0 > "$S/namespaces/1/device_path"',
         'echo 1 > "$S/namespaces/1/enable"',
         "P=/sys/kernel/config/nvmet/ports/1",
-        'mkdir "$P"; echo tcp > "$P/addr_trtype"; echo ipv4 > "$P/addr_adrfam"',
-        f'echo 127.0.0.1 > "$P/addr_traddr"; echo {GUEST_TARGETS["kernel"]} > "$P/addr_trsvcid"',
+        f'mkdir "$P"; echo {trtype} > "$P/addr_trtype"; echo ipv4 > "$P/addr_adrfam"',
+        f'echo {addr} > "$P/addr_traddr"; echo {GUEST_TARGETS["kernel"]} > "$P/addr_trsvcid"',
         'ln -s "$S" "$P/subsystems/$NQN"',
         f"cat > /tmp/nvmf.json <<'EOF'\n{cfg}\nEOF",
         '"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
@@ -194,13 +206,13 @@ def guest_script(runtime: float, jobs: int) -> str:
         for i, w in enumerate(WORKLOADS):
             tag = f"{target}_host_{i}"
             lines.append(
-                f'"$PY" -m nvmf.cli.main bench -a 127.0.0.1 -s {port} -n $NQN -i {jobs} '
-                f"--numjobs {jobs} --rw {w.rw} --bs {w.bs} --iodepth {w.iodepth} "
+                f'"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} -s {port} -n $NQN '
+                f"-i {jobs} --numjobs {jobs} --rw {w.rw} --bs {w.bs} --iodepth {w.iodepth} "
                 f'--runtime {runtime:g} --size 256m --json > "$OUT/{tag}.json" '
                 f'2> "$OUT/{tag}.err"'
             )
         lines += [
-            f"nvme connect -t tcp -a 127.0.0.1 -s {port} -n $NQN -i {jobs} "
+            f"nvme connect -t {trtype} -a {addr} -s {port} -n $NQN -i {jobs} "
             f'> "$OUT/{target}_connect.txt" 2>&1',
             "sleep 2",
             f'DEV=$(find_dev); echo "$DEV" > "$OUT/{target}_dev.txt"',
@@ -249,10 +261,13 @@ def _from_fio_json(path: Path, w: Workload) -> Measurement | None:
     )
 
 
-def measure_guest(runtime: float, jobs: int) -> dict[str, list[Measurement | None]]:
+def measure_guest(
+    runtime: float, jobs: int, trtype: str = "tcp"
+) -> dict[str, list[Measurement | None]]:
     from tests.guest.harness import run_in_guest
 
-    result = run_in_guest("bench-guest", guest_script(runtime, jobs), timeout=3000)
+    script = guest_script(runtime, jobs, trtype)
+    result = run_in_guest(f"bench-guest-{trtype}", script, timeout=3000)
     out = result.out
     if not (out / "done.txt").exists():
         raise RuntimeError(
@@ -378,6 +393,26 @@ def print_scaling(scaling: list[tuple[int, CpuRun]] | None, most: int) -> None:
         print(f"{n:7} | {r.iops:8.0f} {r.iops / base:8.2f} | {r.cpu_load:5.2f} {_us(r.us_per_io)}")
 
 
+def print_guest(guest: dict[str, dict[str, list[Measurement | None]]]) -> None:
+    """(c): per fabric and client, the kernel target against ours, side by side."""
+    for fabric, table in guest.items():
+        kernel = f"nvmet-{fabric}"
+        for client in ("host", "fio"):
+            who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
+            print_table(
+                f"(c) guest, Linux 6.1 under TCG, NVMe/{fabric.upper()}, client: {who}; kernel "
+                f"{kernel} (null_blk) vs nvmf serve (null)",
+                "kernel target",
+                "nvmf target",
+                [
+                    (w.name, a, b)
+                    for w, a, b in zip(
+                        WORKLOADS, table[f"kernel/{client}"], table[f"nvmf/{client}"], strict=True
+                    )
+                ],
+            )
+
+
 def _run_json(r: CpuRun) -> dict[str, Any]:
     out = asdict(r)
     out["us_per_io"] = r.us_per_io if r.ios else None
@@ -411,7 +446,17 @@ def main() -> int:
     parser.add_argument(
         "--sweep-runtime", type=float, default=1.0, help="seconds per queue depth of --plot (1)"
     )
-    parser.add_argument("--guest", action="store_true", help="also compare in the Linux guest")
+    parser.add_argument(
+        "--guest",
+        nargs="?",
+        const="tcp",
+        choices=["tcp", "rdma", "all"],
+        help="also compare in the Linux guest, over NVMe/TCP (the default), NVMe/RDMA on "
+        "Soft-RoCE, or both",
+    )
+    parser.add_argument(
+        "--guest-only", action="store_true", help="only the guest comparison (with --guest)"
+    )
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
     args = parser.parse_args()
     if args.workers is not None and args.workers < 1:
@@ -423,13 +468,20 @@ def main() -> int:
     supported = serve_supports_workers()
     workers = args.workers if supported else None
     most = args.workers or os.cpu_count() or 1
+    if args.guest_only and not args.guest:
+        parser.error("--guest-only needs --guest")
+    fabrics = [] if not args.guest else ["tcp", "rdma"] if args.guest == "all" else [args.guest]
+    guest = {f: measure_guest(args.runtime, args.numjobs, f) for f in fabrics}
+    if args.guest_only:
+        print_guest(guest)
+        print(f"\n({time.monotonic() - started:.0f} s)")
+        return 0
     raw = [measure_raw(w, args.runtime, args.numjobs) for w in WORKLOADS]
     cmp = compare_cpu(
         args.runtime, args.numjobs, workers, args.sweep_runtime if args.plot else None
     )
     nvmf = [Measurement.of(r) for r in cmp.nvmf]
     scaling = measure_scaling(most, args.runtime) if supported else None
-    guest = measure_guest(args.runtime, args.numjobs) if args.guest else None
     nvmf_name = "nvmf serve" + (f" --workers {workers}" if workers is not None else "")
     if args.plot:
         import plot
@@ -465,8 +517,11 @@ def main() -> int:
                 for name, runs in cmp.sweep.items()
             },
         }
-        if guest is not None:
-            report["guest"] = {k: [m and asdict(m) for m in v] for k, v in guest.items()}
+        if guest:
+            report["guest"] = {
+                fabric: {k: [m and asdict(m) for m in v] for k, v in table.items()}
+                for fabric, table in guest.items()
+            }
         print(json.dumps(report, indent=2))
         return 0
     try:
@@ -494,21 +549,7 @@ def main() -> int:
     )
     print_control_share(cmp, workers, supported)
     print_scaling(scaling, most)
-    if guest is not None:
-        for client in ("host", "fio"):
-            who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
-            print_table(
-                f"(c) guest, Linux 6.1 under TCG, client: {who}; kernel nvmet-tcp (null_blk) "
-                "vs nvmf serve (null)",
-                "kernel target",
-                "nvmf target",
-                [
-                    (w.name, a, b)
-                    for w, a, b in zip(
-                        WORKLOADS, guest[f"kernel/{client}"], guest[f"nvmf/{client}"], strict=True
-                    )
-                ],
-            )
+    print_guest(guest)
     if args.plot:
         print(f"\nplot: {args.plot}")
     print(f"\n({time.monotonic() - started:.0f} s)")

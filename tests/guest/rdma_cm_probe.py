@@ -1,5 +1,5 @@
 """An RDMA CM listener that answers every NVMe/RDMA connect request with a reject (run in the
-guest by ``test_rdma_cm_guest.py``).
+guest by ``test_rdma_target_guest.py``).
 
 It is the first step of the RDMA transport (issue 9) against the real Linux host: rdma-core's
 pyverbs listens in this project's own Python on Soft-RoCE, each connect request's private data

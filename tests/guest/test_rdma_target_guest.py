@@ -1,6 +1,8 @@
 """The Linux 6.1 kernel's NVMe/RDMA host (nvme-cli, fio) against our target over Soft-RoCE.
 
-One boot: Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1), our target with
+One boot.  First the host meets a bare listener (``rdma_cm_probe.py``) that rejects it: its
+connect request's private data is what the spec says, and it reads our reject's status.  Then
+Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1), our target with
 ``--workers 2`` serving a RAM and a file namespace on an rdma port.  The kernel host discovers
 it, connects with ``-i 2`` and with its default, and fio verifies (CRC32C) 4 KiB and 128 KiB
 random writes on both media; ``nvmf status`` shows that the I/O queues ran in the workers.
@@ -15,16 +17,18 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
-from nvmf.wire.rdma import CmRequest
+from nvmf.wire.rdma import CmRequest, decode_request
 from tests.guest.harness import GuestResult, run_in_guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2400)]
 
 CONFIG = Path(__file__).parent / "data" / "rdma-host.json"
 CLIENT = Path(__file__).parent / "rdma_cm_client.py"
+PROBE = Path(__file__).parent / "rdma_cm_probe.py"
 NQN = "nqn.2024-01.io.nvmf:"
 ADDR = "10.99.0.1"
 
@@ -50,6 +54,24 @@ modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0
 echo "rxe rc=$?" >> $OUT/results.txt
 modprobe nvme-rdma
 nproc > $OUT/nproc.txt
+# The transport contract suite's NVMe/RDMA cases (tests/transport/rdma_host.py is their host),
+# with the target serving every queue itself (queues in workers: the kernel host's cases below).
+NVMF_TEST_RDMA_ADDR=ADDR $PY -m pytest -q -p no:cacheprovider -m "not guest" \
+    -k "rdma-one-process or rdma_keyed" tests/transport/test_transport_contract.py \
+    tests/transport/test_rdma_keyed.py --junitxml=$OUT/contract.xml \
+    > $OUT/contract.txt 2>&1
+echo "contract rc=$?" >> $OUT/results.txt
+# First the Linux host against a listener that rejects every request with Invalid HSQSIZE
+# (tests/guest/rdma_cm_probe.py): what the host sends, and that it reads our reject's status.
+$PY PROBE ADDR 4421 INVALID_HSQSIZE $OUT > $OUT/probe.log 2>&1 &
+probe=$!
+for i in $(seq 600); do [ -e $OUT/listening ] && break; sleep 0.2; done
+dmesg -C
+nvme discover -t rdma -a ADDR -s 4421 > $OUT/probe-discover.txt 2>&1
+echo "probe discover rc=$?" >> $OUT/results.txt
+sleep 1
+dmesg > $OUT/probe-dmesg.txt
+kill $probe
 SOCK=/tmp/nvmf-guest/control.sock
 $PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG --control-socket $SOCK \
     > $OUT/target.log 2>&1 &
@@ -108,7 +130,7 @@ steady=$(newdev $(ctrl_of ${NQN}ram))
 nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}file -i 1
 echo "connect victim rc=$?" >> $OUT/results.txt
 victim=$(newdev $(ctrl_of ${NQN}file))
-verify steady $steady 4k 16m &
+verify steady $steady 4k 8m &
 steady_pid=$!
 fio --name=victim --filename=$victim --ioengine=libaio --direct=1 --iodepth=16 --rw=randrw \
     --bs=64k --size=64m --time_based --runtime=600 --output=$OUT/fio-victim.txt &
@@ -137,11 +159,12 @@ def _script() -> str:
         " ".join(f"{name}={data.hex()}" for name, (data, _status) in BAD_REQUESTS.items())
         + f" good={GOOD_REQUEST.hex()}"
     )
+    script = re.sub(r"\bADDR\b", ADDR, SCRIPT)  # not inside NVMF_TEST_RDMA_ADDR
     return (
-        SCRIPT.replace("CONFIG", str(CONFIG))
+        script.replace("CONFIG", str(CONFIG))
         .replace("CLIENT", str(CLIENT))
+        .replace("PROBE", str(PROBE))
         .replace("REQUESTS", requests)
-        .replace("ADDR", ADDR)
         .replace("${NQN}", NQN)
     )
 
@@ -161,6 +184,38 @@ def test_the_target_listened_on_soft_roce(guest: GuestResult) -> None:
     res = guest.results()
     assert res["rxe rc"] == "0", guest.read("trace.txt")
     assert "listening on rdma 10.99.0.1:4420" in guest.read("target.log")
+
+
+def test_the_transport_contract_holds_for_rdma(guest: GuestResult) -> None:
+    """The suite every transport passes, on NVMe/RDMA (queues in the control plane)."""
+    assert guest.results()["contract rc"] == "0", guest.read("contract.txt")[-3000:]
+    suite = ElementTree.fromstring(guest.read("contract.xml")).find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert len(cases) >= 20 and all("rdma" in case.get("name", "") for case in cases)
+    names = {case.get("name", "") for case in cases}
+    assert {
+        "test_rdma_keyed_a_key_never_registered_ends_only_its_queue",
+        "test_rdma_keyed_longer_than_mdts_fails_with_dnr_and_the_queue_goes_on",
+    } <= names
+    assert suite.get("failures") == "0" and suite.get("errors") == "0"
+    assert suite.get("skipped") == "0"
+
+
+def test_the_linux_hosts_admin_connect_request_is_what_the_spec_says(guest: GuestResult) -> None:
+    requests = guest.lines("requests.txt")
+    assert requests, guest.read("probe.log")
+    data = bytes.fromhex(requests[0].split()[0])
+    # An admin queue: QID 0, 32 response buffers, a 32-entry SQ (HSQSIZE 0's based).
+    assert decode_request(data) == CmRequest(qid=0, hrqsize=32, hsqsize=31)
+
+
+def test_the_linux_host_reads_our_reject_status(guest: GuestResult) -> None:
+    assert guest.results()["probe discover rc"] != "0", guest.read("probe-discover.txt")
+    dmesg = guest.read("probe-dmesg.txt")
+    # nvme_rdma_conn_rejected: "Connect rejected: status 28 (consumer defined) nvme status 4
+    # (invalid host SQ size)."
+    assert "nvme status 4 (invalid host SQ size)" in dmesg, dmesg
 
 
 def test_the_kernel_host_discovers_both_subsystems_over_rdma(guest: GuestResult) -> None:
@@ -225,7 +280,7 @@ def test_a_disconnect_mid_transfer_and_bad_requests_leave_other_hosts_alone(
     assert res["disconnect victim rc"] == "0", guest.read("disconnect-victim.txt")
     assert res["fio steady rc"] == "0", guest.read("fio-steady.json")[-2000:]
     job = fio_job(guest, "steady")
-    assert job["error"] == 0 and job["read"]["io_bytes"] == 16 << 20
+    assert job["error"] == 0 and job["read"]["io_bytes"] == 8 << 20
     assert res["disconnect steady rc"] == "0"
     assert guest.read("leftover.txt").split() == []  # every controller went away cleanly
     assert res["target rc"] == "0", guest.read("target.log")[-3000:]

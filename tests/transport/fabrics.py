@@ -13,6 +13,7 @@ blocking NVMe/TCP socket host and the loop transport's host end look the same to
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from nvmf.wire.opcodes import FabricsType
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import Status
 from tests.target.rawhost import RawHost
+from tests.transport.rdma_host import RdmaHostQueue
 
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:5a1d0000-0000-4000-8000-0000000000c0"
 HOSTID = b"\xc0" * 16
 #: In-capsule data the port accepts: commands up to this size may carry their data.
 INLINE = 8192
+#: How long a target may take to start (Python processes start in seconds under emulation).
+START_TIMEOUT_S = 180.0
 CC_ENABLE = CC.EN | (6 << CC.IOSQES_SHIFT) | (4 << CC.IOCQES_SHIFT)
 
 
@@ -89,6 +93,15 @@ def make_port(trtype: str) -> Port:
             inline_data_size=INLINE,
             subsystems=[SUBNQN],
         )
+    if trtype == "rdma":  # RDMA CM listens on the device's own address, on a fixed service
+        return Port(
+            portid=1,
+            trtype="rdma",
+            traddr=RDMA_ADDR,
+            trsvcid="4420",
+            inline_data_size=INLINE,
+            subsystems=[SUBNQN],
+        )
     return Port(portid=1, trtype=trtype, trsvcid="0", inline_data_size=INLINE, subsystems=[SUBNQN])
 
 
@@ -127,7 +140,7 @@ def running_target(trtype: str, workers: int) -> Iterator[RunningTarget]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert started.wait(30)
+    assert started.wait(START_TIMEOUT_S)  # workers start slowly in the emulated guest
     if failed:
         raise failed[0]
     target = RunningTarget(service, loop, service.ports[0], trtype, thread)
@@ -169,7 +182,7 @@ class HostQueue(Protocol):
 class TcpHostQueue:
     """:class:`HostQueue` on :class:`~tests.target.rawhost.RawHost`."""
 
-    def __init__(self, target: RunningTarget) -> None:
+    def __init__(self, target: RunningTarget, qid: int = 0) -> None:
         addr = target.service.transports["tcp"].bound_address(target.port)
         self.raw = RawHost(addr)
         self.raw.initialize()
@@ -197,7 +210,7 @@ class TcpHostQueue:
 class LoopAdapter:
     """:class:`HostQueue` on the loop transport's host end (run on the target's loop)."""
 
-    def __init__(self, target: RunningTarget) -> None:
+    def __init__(self, target: RunningTarget, qid: int = 0) -> None:
         self.target = target
         transport = target.service.transports["loop"]
         assert isinstance(transport, LoopTransport)
@@ -238,11 +251,21 @@ class LoopAdapter:
         return self.target.run(wait(), timeout + 5)
 
 
-#: trtype -> how a test opens a host queue on a running target of that type.
-ADAPTERS: dict[str, Callable[[RunningTarget], HostQueue]] = {
+#: trtype -> how a test opens a host queue (for queue ID ``qid``: NVMe/RDMA names it in its
+#: connect request) on a running target of that type.
+ADAPTERS: dict[str, Callable[[RunningTarget, int], HostQueue]] = {
     "tcp": TcpHostQueue,
     "loop": LoopAdapter,
+    "rdma": RdmaHostQueue,
 }
+#: The address of an RDMA device's interface to run the NVMe/RDMA cases on (the guest sets it:
+#: tests/guest/test_rdma_target_guest.py); without one they do not run here.
+RDMA_ADDR = os.environ.get("NVMF_TEST_RDMA_ADDR", "")
+
+
+def runnable_here(trtype: str) -> bool:
+    """Whether this machine can serve ``trtype`` (NVMe/RDMA needs an RDMA device)."""
+    return trtype != "rdma" or bool(RDMA_ADDR)
 
 
 class Host:
@@ -252,8 +275,8 @@ class Host:
         self.target = target
         self.cid = 0
 
-    def open(self) -> HostQueue:
-        return ADAPTERS[self.target.trtype](self.target)
+    def open(self, qid: int = 0) -> HostQueue:
+        return ADAPTERS[self.target.trtype](self.target, qid)
 
     def next_cid(self) -> int:
         self.cid = (self.cid + 1) & 0xFFFF
@@ -284,7 +307,7 @@ class Host:
         return q, cqe.dw0 & 0xFFFF
 
     def io_queue(self, cntlid: int, qid: int = 1) -> HostQueue:
-        q = self.open()
+        q = self.open(qid)
         cqe = self.connect(q, qid=qid, cntlid=cntlid)
         assert status(cqe).ok, status(cqe)
         return q

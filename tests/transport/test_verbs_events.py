@@ -1,6 +1,6 @@
 """open_channel finds the one descriptor a channel constructor opened (pyverbs 44 hides it),
 by what it links to, and makes it non-blocking.  The real channels are checked in the guest
-(tests/guest/test_rdma_cm_guest.py); here constructors that open files stand in."""
+(tests/guest/test_rdma_target_guest.py); here constructors that open files stand in."""
 
 from __future__ import annotations
 
