@@ -68,8 +68,9 @@ echo "identify rc=$?" >> $OUT/results.txt
 timeout -s ABRT 300 $PY -X faulthandler -m tests.guest.rdma_host_driver ADDR NQN \
     $OUT/driver.json > $OUT/driver.log 2>&1
 echo "driver rc=$?" >> $OUT/results.txt
-timeout -s ABRT 300 $NVMF bench -t rdma -a ADDR -n NQN -i 2 --numjobs 2 --rw randrw --bs 4k \
-    --iodepth 8 --runtime 5 --size 1m --offset 4m --verify --json > $OUT/bench.json 2> $OUT/bench.err
+timeout -s ABRT 300 $NVMF bench -t rdma -a ADDR -n NQN -i 2 --numjobs 2 --rw randrw \
+    --bs 4k --iodepth 8 --runtime 5 --size 1m --offset 4m --verify --json \
+    > $OUT/bench.json 2> $OUT/bench.err
 echo "bench rc=$?" >> $OUT/results.txt
 # What the target wrote into the backing file, for each extent the driver wrote.
 for e in EXTENTS; do
