@@ -34,7 +34,8 @@ memory windows, each CID owns a memory window; a command with data binds it (BIN
 request, posted in front of the SEND) to exactly that command's bytes with exactly the remote
 access it needs, and its keyed SGL asks for invalidation (sub type Fh).  The controller answers
 with SEND with Invalidate, the window is free again, and the receive completion says so
-(``IBV_WC_WITH_INV``): :attr:`invalidated_completions` counts them.  The memory region itself
+(``IBV_WC_WITH_INV``; on Soft-RoCE the kernel's flag arrives as ``IBV_WC_IP_CSUM_OK``, see
+:data:`_WITH_INV`): :attr:`invalidated_completions` counts them.  The memory region itself
 then grants no remote access at all.  A response that did not invalidate leaves the window
 bound; the host invalidates it locally before binding it again.  A window keeps its key across
 binds: rxe checks a bind's "current key" against the kernel's, and libibverbs never learns of
@@ -109,6 +110,13 @@ _CM_NAMES = {
     for name in dir(ce)
     if name.startswith("RDMA_CM_EVENT_")
 }
+#: Receive completion flags that mean "with invalidate".  IBV_WC_WITH_INV (1 << 3) is what
+#: verbs define; Soft-RoCE (rxe, Linux 6.1 and rdma-core 44 alike) copies the kernel's flags
+#: to user space unconverted, and the kernel's IB_WC_WITH_INVALIDATE is 1 << 2, which user
+#: space reads as IBV_WC_IP_CSUM_OK.  That flag has no meaning on a reliable-connected QP
+#: (only UD and raw packet QPs receive IP packets), so here it is taken for what rxe meant;
+#: the invalidated key that comes with it is checked against the command's either way.
+_WITH_INV = ve.IBV_WC_WITH_INV | ve.IBV_WC_IP_CSUM_OK
 #: CM events that end an established connection.
 _ENDING = {
     ce.RDMA_CM_EVENT_DISCONNECTED,
@@ -184,6 +192,9 @@ class RdmaHostQueue:
         self.invalidated_completions = 0
         #: Commands whose keyed SGL asked for invalidation (sub type Fh).
         self.invalidate_requests = 0
+        #: How many response receive completions had each ``wc_flags`` value (evidence of
+        #: what the device reports; see :data:`_WITH_INV`).
+        self.recv_wc_flags: dict[int, int] = {}
         #: Whether keyed SGLs use memory windows and ask for invalidation (decided at open).
         self.uses_windows = False
         self._table: list[_Command | None] = [None] * depth
@@ -538,7 +549,9 @@ class RdmaHostQueue:
         if cmd is None:
             self._abort(TransportError(f"{self.name}: a response for cid {cid}, not outstanding"))
             return
-        if wc.wc_flags & ve.IBV_WC_WITH_INV:
+        flags = int(wc.wc_flags)
+        self.recv_wc_flags[flags] = self.recv_wc_flags.get(flags, 0) + 1
+        if flags & _WITH_INV:
             rkey = int(wc.imm_data)  # the union's invalidated_rkey
             if cmd.window is None or rkey != cmd.window:
                 self._abort(
