@@ -49,6 +49,7 @@ echo "nvmet-rdma rc=$?" >> $OUT/results.txt
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 truncate -s 16M /tmp/nsimg
 # A loop device: 512-byte LBAs (a file namespace on the guest's /tmp gets its odd block size).
+modprobe loop
 L=$(losetup -f --show /tmp/nsimg)
 S=/sys/kernel/config/nvmet/subsystems/NQN
 mkdir $S && echo 1 > $S/attr_allow_any_host
