@@ -105,6 +105,7 @@ RESOLVE_TIMEOUT_MS = 3000
 RETRY_COUNT = 7
 RNR_RETRY_COUNT = 7
 
+#: RDMA CM event names by value, for messages.
 _CM_NAMES = {
     getattr(ce, name): name.removeprefix("RDMA_CM_EVENT_")
     for name in dir(ce)
@@ -117,6 +118,12 @@ _CM_NAMES = {
 #: (only UD and raw packet QPs receive IP packets), so here it is taken for what rxe meant;
 #: the invalidated key that comes with it is checked against the command's either way.
 _WITH_INV = ve.IBV_WC_WITH_INV | ve.IBV_WC_IP_CSUM_OK
+#: CM events whose private data matters here.
+_WITH_DATA = {
+    ce.RDMA_CM_EVENT_CONNECT_RESPONSE,
+    ce.RDMA_CM_EVENT_ESTABLISHED,
+    ce.RDMA_CM_EVENT_REJECTED,
+}
 #: CM events that end an established connection.
 _ENDING = {
     ce.RDMA_CM_EVENT_DISCONNECTED,
@@ -717,11 +724,3 @@ class RdmaHostQueue:
                 )
                 return
         self._arm_watchdog()
-
-
-#: CM events whose private data matters here.
-_WITH_DATA = {
-    ce.RDMA_CM_EVENT_CONNECT_RESPONSE,
-    ce.RDMA_CM_EVENT_ESTABLISHED,
-    ce.RDMA_CM_EVENT_REJECTED,
-}
