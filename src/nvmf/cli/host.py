@@ -119,7 +119,13 @@ def add_connect_options(
 ) -> None:
     """nvme-cli's connection options."""
     g = parser.add_argument_group("connection (nvme-cli options)")
-    g.add_argument("-t", "--transport", default="tcp", choices=["tcp"], help="transport type")
+    g.add_argument(
+        "-t",
+        "--transport",
+        default="tcp",
+        choices=["tcp", "rdma"],
+        help="transport type: tcp, or rdma (needs rdma-core's python3-pyverbs)",
+    )
     g.add_argument(
         "-a",
         "--traddr",
@@ -128,7 +134,11 @@ def add_connect_options(
         help="transport address: IPv4, IPv6 (bare: -a ::1) or host name of the target",
     )
     g.add_argument(
-        "-s", "--trsvcid", type=int_range(1, 65535), default=4420, help="TCP port (4420)"
+        "-s",
+        "--trsvcid",
+        type=int_range(1, 65535),
+        default=4420,
+        help="TCP port, or RDMA CM port (4420)",
     )
     if nqn:
         g.add_argument("-n", "--nqn", required=nqn_required, help="subsystem NQN")
@@ -182,6 +192,7 @@ def connect_options(args: argparse.Namespace, *, nr_io_queues: int | None = None
         hdr_digest=args.hdr_digest,
         data_digest=args.data_digest,
         timeout=args.timeout or 10.0,
+        trtype=args.transport,
     )
 
 
@@ -257,6 +268,7 @@ async def _discover(args: argparse.Namespace) -> int:
         hdr_digest=args.hdr_digest,
         data_digest=args.data_digest,
         timeout=args.timeout or 10.0,
+        trtype=args.transport,
     )
     if args.output_format == "json":
         print(json.dumps(discovery_json(log), indent=2))

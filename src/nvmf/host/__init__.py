@@ -2,7 +2,9 @@
 
 The host side of NVMe/TCP on asyncio: :class:`HostQueue` (one connection, one NVMe queue),
 :func:`connect` / :class:`Controller` (the Linux host's bring-up sequence, admin and NVM I/O
-commands, keep alive, shutdown), :func:`discover` (the Discovery log page).  Errors are
+commands, keep alive, shutdown), :func:`discover` (the Discovery log page).  NVMe/RDMA
+(``trtype="rdma"``) uses :class:`nvmf.host.rdma_queue.RdmaHostQueue` instead of
+:class:`HostQueue`, imported only then (it needs rdma-core's pyverbs).  Errors are
 :class:`NvmeError` (a command's non-zero status) and :class:`TransportError` (a queue failed).
 It knows nothing of the target's internals: only the wire and the sans-IO protocol layers.
 """

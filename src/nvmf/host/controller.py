@@ -14,6 +14,10 @@
 5. one TCP connection per I/O queue: ICReq/ICResp, Connect (QID n, SQSIZE = queue size - 1,
    the CNTLID the admin Connect returned).
 
+Over NVMe/RDMA (``trtype="rdma"``) each queue is an RDMA CM connection instead of a TCP one
+(:mod:`nvmf.host.rdma_queue`; no in-capsule data on the admin queue, no digests); the
+sequence of commands is the same.
+
 :meth:`Controller.close` tears down in the Linux order: I/O queues, then a normal shutdown
 (CC.SHN = 01b, wait for CSTS.SHST = 10b), then the admin queue.  There is no reconnection: a
 failed queue makes its commands fail with :class:`~nvmf.host.errors.TransportError`.
@@ -31,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from nvmf.host import commands as c
 from nvmf.host.errors import HostError, NvmeError, TransportError
@@ -51,6 +55,17 @@ from nvmf.wire.identify import (
 from nvmf.wire.opcodes import FeatureId, IoOpcode
 from nvmf.wire.sqe import DSM_MAX_RANGES, SQE_SIZE
 from nvmf.wire.status import SC, Status
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from nvmf.host.rdma_queue import RdmaHostQueue
+
+    #: A host queue over either fabric: both offer what the controller uses (``submit``,
+    #: ``close``, ``is_open``, ``error``, ``depth``, ``outstanding``).
+    AnyQueue: TypeAlias = HostQueue | RdmaHostQueue
+#: The transport types :func:`connect` knows (nvme-cli ``-t``).
+TRTYPES = ("tcp", "rdma")
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +110,11 @@ class ConnectOptions:
     timeout: float = 10.0
     #: A queue fails when one of its commands is older than this (seconds; ``None``: never).
     io_timeout: float | None = 30.0
+    #: The fabric (nvme-cli ``-t``): ``tcp`` or ``rdma``.
+    trtype: str = "tcp"
+    #: NVMe/RDMA: ask the controller to invalidate each command's remote key with its response
+    #: (keyed SGL sub type Fh), where the device has memory windows to make that possible.
+    rdma_invalidate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +136,19 @@ class Controller:
     """A connected controller: the admin queue, the I/O queues and what Identify said."""
 
     options: ConnectOptions
-    admin: HostQueue
+    admin: AnyQueue
     cntlid: int
     cap: Cap
     hostnqn: str
     hostid: uuid.UUID
     id_ctrl: IdentifyController | None = None
-    io_queues: list[HostQueue] = field(default_factory=list)
+    io_queues: list[AnyQueue] = field(default_factory=list)
     cc: int = 0
     #: The I/O queue count the controller granted (min(NSQA, NCQA) + 1).
     granted_io_queues: int = 0
+    #: The most a command may move because of the transport (0: no limit of its own), such as
+    #: the NVMe/RDMA host's registered per-command buffers.
+    transport_max_transfer: int = 0
     _ns: dict[int, NamespaceGeometry] = field(default_factory=dict)
     _keep_alive: asyncio.Task[None] | None = None
     _rr: itertools.count[int] = field(default_factory=itertools.count)
@@ -147,11 +170,13 @@ class Controller:
     @property
     def max_transfer(self) -> int:
         """Most bytes one command may move: MDTS in units of CAP.MPSMIN pages (0: no limit,
-        taken as 1 MiB as nothing here needs more at once)."""
+        taken as 1 MiB as nothing here needs more at once), and no more than the transport's
+        own limit (:attr:`transport_max_transfer`)."""
         mdts = self.id_ctrl.mdts if self.id_ctrl is not None else 0
-        if mdts == 0:
-            return 1 << 20
-        return (1 << mdts) * (1 << (12 + self.cap.mpsmin))
+        limit = (1 << mdts) * (1 << (12 + self.cap.mpsmin)) if mdts else 1 << 20
+        if self.transport_max_transfer:
+            limit = min(limit, self.transport_max_transfer)
+        return limit
 
     @property
     def io_incapsule_size(self) -> int:
@@ -286,7 +311,7 @@ class Controller:
         return geo
 
     # -- I/O -------------------------------------------------------------------------------------
-    def queue(self, index: int | None = None) -> HostQueue:
+    def queue(self, index: int | None = None) -> AnyQueue:
         """I/O queue ``index`` (modulo the count), or the next one round robin."""
         if not self.io_queues:
             raise HostError("no I/O queues: this controller was connected without any")
@@ -550,6 +575,21 @@ async def _enable(ctrl: Controller) -> None:
         delay = min(delay * 2, 0.1)
 
 
+def rdma_queue_class() -> type[RdmaHostQueue]:
+    """:class:`~nvmf.host.rdma_queue.RdmaHostQueue`, imported on first use: only NVMe/RDMA
+    needs rdma-core's pyverbs, and its absence is a :class:`HostError` that says what to
+    install."""
+    try:
+        from nvmf.host.rdma_queue import RdmaHostQueue
+    except ImportError as exc:
+        raise HostError(
+            f"-t rdma needs rdma-core's Python binding pyverbs ({exc}): install the Debian "
+            "package python3-pyverbs (scripts/setup installs it and links it into the "
+            "project's virtual environment)"
+        ) from None
+    return RdmaHostQueue
+
+
 async def _connect_queue(
     opts: ConnectOptions,
     *,
@@ -559,19 +599,32 @@ async def _connect_queue(
     hostnqn: str,
     hostid: uuid.UUID,
     incapsule_size: int,
-) -> tuple[HostQueue, int]:
+) -> tuple[AnyQueue, int]:
     """Open one queue and send its Connect; returns the queue and the CNTLID it answered."""
-    q = await HostQueue.open(
-        opts.traddr,
-        opts.trsvcid,
-        qid=qid,
-        depth=queue_size - 1,
-        hdgst=opts.hdr_digest,
-        ddgst=opts.data_digest,
-        incapsule_size=incapsule_size,
-        timeout=opts.timeout,
-        io_timeout=opts.io_timeout if qid else None,
-    )
+    q: AnyQueue
+    if opts.trtype == "rdma":
+        q = await rdma_queue_class().open(
+            opts.traddr,
+            opts.trsvcid,
+            qid=qid,
+            depth=queue_size - 1,
+            incapsule_size=incapsule_size if qid else 0,
+            timeout=opts.timeout,
+            io_timeout=opts.io_timeout if qid else None,
+            invalidate=opts.rdma_invalidate,
+        )
+    else:
+        q = await HostQueue.open(
+            opts.traddr,
+            opts.trsvcid,
+            qid=qid,
+            depth=queue_size - 1,
+            hdgst=opts.hdr_digest,
+            ddgst=opts.data_digest,
+            incapsule_size=incapsule_size,
+            timeout=opts.timeout,
+            io_timeout=opts.io_timeout if qid else None,
+        )
     try:
         kato_ms = round(opts.kato * 1000) if qid == 0 else 0
         data = c.connect_data(hostid.bytes, cntlid, opts.subnqn, hostnqn)
@@ -604,6 +657,7 @@ async def connect(
     data_digest: bool = False,
     timeout: float = 10.0,
     io_timeout: float | None = 30.0,
+    trtype: str = "tcp",
 ) -> Controller:
     """Connect to ``subnqn`` at ``traddr:trsvcid`` and bring the controller up (see the module
     docstring); the keywords are :class:`ConnectOptions`' fields."""
@@ -621,6 +675,7 @@ async def connect(
             data_digest=data_digest,
             timeout=timeout,
             io_timeout=io_timeout,
+            trtype=trtype,
         )
     )
 
@@ -636,6 +691,10 @@ async def _bring_up(opts: ConnectOptions, *, io_queues: bool) -> Controller:
     hostid = opts.hostid or default_hostid(hostnqn)
     if opts.queue_size < 2:
         raise ValueError(f"queue size {opts.queue_size} must be at least 2")
+    if opts.trtype not in TRTYPES:
+        raise ValueError(f"transport {opts.trtype!r}: this host speaks {', '.join(TRTYPES)}")
+    if opts.trtype == "rdma" and (opts.hdr_digest or opts.data_digest):
+        raise ValueError("NVMe/RDMA has no header or data digests (-g, -G are NVMe/TCP's)")
     admin, cntlid = await _connect_queue(
         opts,
         qid=0,
@@ -643,9 +702,11 @@ async def _bring_up(opts: ConnectOptions, *, io_queues: bool) -> Controller:
         cntlid=CNTLID_DYNAMIC,
         hostnqn=hostnqn,
         hostid=hostid,
-        incapsule_size=ADMIN_INCAPSULE_SIZE,
+        # NVMe/RDMA: no in-capsule data on the admin queue (the Linux target posts no room).
+        incapsule_size=0 if opts.trtype == "rdma" else ADMIN_INCAPSULE_SIZE,
     )
     ctrl = Controller(opts, admin, cntlid, Cap(mqes=0), hostnqn, hostid)
+    ctrl.transport_max_transfer = getattr(admin, "max_transfer", 0)
     try:
         ctrl.cap = Cap.decode(await ctrl.get_property(Prop.CAP, 8))
         await _enable(ctrl)

@@ -56,6 +56,7 @@ async def discover(
     data_digest: bool = False,
     timeout: float = 10.0,
     subnqn: str = DISCOVERY_NQN,
+    trtype: str = "tcp",
 ) -> DiscoveryLog:
     """Connect to the discovery controller at ``traddr:trsvcid``, read its log, disconnect."""
     opts = ConnectOptions(
@@ -69,6 +70,7 @@ async def discover(
         hdr_digest=hdr_digest,
         data_digest=data_digest,
         timeout=timeout,
+        trtype=trtype,
     )
     async with await connect_with(opts, io_queues=False) as ctrl:
         return await read_discovery_log(ctrl)
@@ -88,6 +90,7 @@ async def offered_subsystems(opts: ConnectOptions) -> list[str]:
         hdr_digest=opts.hdr_digest,
         data_digest=opts.data_digest,
         timeout=opts.timeout,
+        trtype=opts.trtype,
     )
     names: list[str] = []
     for e in log.entries:
