@@ -5,7 +5,7 @@ default it connects with two I/O queues over
 RDMA, writes a known pattern at 4 KiB (in-capsule) and at 128 KiB (keyed SGL) on each I/O
 queue, reads every extent back and records, as JSON: the queues' count, each queue's
 in-capsule size, whether memory windows were used, the invalidation counters, and which
-read-backs matched.  The test (tests/guest/test_rdma_host_guest.py) judges the file; the
+read-backs matched.  The test (tests/guest/test_rdma_target_guest.py) judges the file; the
 patterns are reproducible (:func:`pattern`) so the test can also compare the backing file.
 ``windows`` and ``plain`` put 156 commands in flight on two queues (:func:`concurrent`), with
 and without memory windows.
@@ -29,6 +29,8 @@ from nvmf.host.rdma_queue import RdmaHostQueue
 #: size as its LBA size (4 KiB on tmpfs), not necessarily 512.
 EXTENTS = [("4k", 256 * 1024, 4096), ("128k", 1 << 20, 128 * 1024)]
 QUEUE_STRIDE = 2 << 20
+#: Keep Alive Timeout, seconds: an emulated guest's Python can stall for seconds.
+KATO = 30.0
 
 
 def pattern(tag: str, size: int) -> bytes:
@@ -39,7 +41,7 @@ def pattern(tag: str, size: int) -> bytes:
 
 async def run(addr: str, nqn: str) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    ctrl = await connect(addr, nqn, trtype="rdma", nr_io_queues=2, queue_size=32, kato=5)
+    ctrl = await connect(addr, nqn, trtype="rdma", nr_io_queues=2, queue_size=32, kato=KATO)
     try:
         report["io_queues"] = len(ctrl.io_queues)
         report["queue_types"] = sorted({type(q).__name__ for q in [ctrl.admin, *ctrl.io_queues]})
@@ -83,17 +85,25 @@ async def run(addr: str, nqn: str) -> dict[str, Any]:
 async def concurrent(addr: str, nqn: str, invalidate: bool) -> dict[str, Any]:
     """Many commands in flight at once: 31 writes of 4 KiB and 8 of 128 KiB on each of two I/O
     queues together, then the same reads, compared; with or without memory windows."""
+    # The patterns first: computing them takes seconds under emulation, which must not hold
+    # up the connected controller's keep-alive.
+    base = 8 << 20  # past the sequential extents
+    jobs = [(base + i * 4096, 4096) for i in range(62)]
+    jobs += [(base + (1 << 20) + i * 131072, 131072) for i in range(16)]
+    datas = [pattern(f"c{i}", size) for i, (_, size) in enumerate(jobs)]
     opts = ConnectOptions(
-        addr, nqn, trtype="rdma", nr_io_queues=2, queue_size=32, rdma_invalidate=invalidate
+        addr,
+        nqn,
+        trtype="rdma",
+        nr_io_queues=2,
+        queue_size=32,
+        rdma_invalidate=invalidate,
+        kato=KATO,
     )
     ctrl = await connect_with(opts)
     report: dict[str, Any] = {}
     try:
         geo = await ctrl.namespace(1)
-        base = 8 << 20  # past the sequential extents
-        jobs = [(base + i * 4096, 4096) for i in range(62)]
-        jobs += [(base + (1 << 20) + i * 131072, 131072) for i in range(16)]
-        datas = [pattern(f"c{i}", size) for i, (_, size) in enumerate(jobs)]
         bs = geo.block_size
         await asyncio.gather(
             *(

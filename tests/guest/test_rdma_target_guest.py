@@ -1,14 +1,20 @@
-"""The Linux 6.1 kernel's NVMe/RDMA host (nvme-cli, fio) against our target over Soft-RoCE.
+"""NVMe/RDMA against real Linux peers over Soft-RoCE: the Linux 6.1 kernel's host (nvme-cli,
+fio) against our target, and our host against the kernel's target (nvmet-rdma).
 
-One boot.  First the host meets a bare listener (``rdma_cm_probe.py``) that rejects it: its
-connect request's private data is what the spec says, and it reads our reject's status.  Then
-Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1), our target with
-``--workers 2`` serving a RAM and a file namespace on an rdma port.  The kernel host discovers
-it, connects with ``-i 2`` and with its default, and fio verifies (CRC32C) 4 KiB and 128 KiB
-random writes on both media; ``nvmf status`` shows that the I/O queues ran in the workers.
-Then, while a host's fio verify runs on the RAM subsystem, a client sends connect requests
-with bad NVMe/RDMA private data (each is rejected with its status) and a second controller is
-disconnected in the middle of its own fio job: the first host's job still verifies.
+One boot, on Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1):
+
+1. the transport contract suite's NVMe/RDMA cases, with ``tests/transport/rdma_host.py``;
+2. the kernel host meets a bare listener (``rdma_cm_probe.py``) that rejects it: its connect
+   request's private data is what the spec says, and it reads our reject's status;
+3. our host (``-t rdma``: discover, identify, ``rdma_host_driver.py``, bench) against the
+   kernel's nvmet-rdma: data written on two I/O queues reads back and is in the namespace,
+   every key the host asked to invalidate was invalidated (memory windows);
+4. our target with ``--workers 2`` serving a RAM and a file namespace: the kernel host
+   discovers it, connects with ``-i 2`` and with its default, and fio verifies (CRC32C) 4 KiB
+   and 128 KiB random writes on both media; ``nvmf status`` shows the I/O queues in the
+   workers.  Then, while a host's fio verify runs on the RAM subsystem, a client sends connect
+   requests with bad NVMe/RDMA private data (each rejected with its status) and a second
+   controller is disconnected in the middle of its own fio job: the first job still verifies.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pytest
 
 from nvmf.wire.rdma import CmRequest, decode_request
 from tests.guest.harness import GuestResult, run_in_guest
+from tests.guest.rdma_host_driver import EXTENTS, QUEUE_STRIDE, pattern
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2400)]
 
@@ -30,6 +37,8 @@ CONFIG = Path(__file__).parent / "data" / "rdma-host.json"
 CLIENT = Path(__file__).parent / "rdma_cm_client.py"
 PROBE = Path(__file__).parent / "rdma_cm_probe.py"
 NQN = "nqn.2024-01.io.nvmf:"
+#: The kernel target's subsystem our host talks to.
+HOST_NQN = "nqn.2024-01.io.nvmf:rdmahost"
 ADDR = "10.99.0.1"
 
 #: Connect requests a broken host could send, and the reject status each must get (the
@@ -72,6 +81,45 @@ echo "probe discover rc=$?" >> $OUT/results.txt
 sleep 1
 dmesg > $OUT/probe-dmesg.txt
 kill $probe
+
+# Our host (-t rdma) against the kernel's nvmet-rdma on a loop device (512-byte LBAs), port
+# 4420 until our own target takes it below.
+ibv_devinfo -v -d rxe0 > $OUT/devinfo.txt 2>&1
+modprobe nvmet-rdma
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+truncate -s 16M /tmp/nsimg
+modprobe loop
+L=$(losetup -f --show /tmp/nsimg)
+S=/sys/kernel/config/nvmet/subsystems/HOSTNQN
+mkdir $S && echo 1 > $S/attr_allow_any_host
+mkdir $S/namespaces/1
+echo $L > $S/namespaces/1/device_path
+echo 1 > $S/namespaces/1/enable
+P=/sys/kernel/config/nvmet/ports/1
+mkdir $P
+echo rdma > $P/addr_trtype; echo ipv4 > $P/addr_adrfam
+echo ADDR > $P/addr_traddr; echo 4420 > $P/addr_trsvcid
+ln -s $S $P/subsystems/
+echo "kernel target rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main discover -t rdma -a ADDR -s 4420 > $OUT/host-discover.txt 2>&1
+echo "host discover rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main identify -t rdma -a ADDR -n HOSTNQN > $OUT/host-identify.txt 2>&1
+echo "host identify rc=$?" >> $OUT/results.txt
+$PY -m tests.guest.rdma_host_driver ADDR HOSTNQN $OUT/driver.json > $OUT/driver.log 2>&1
+echo "host driver rc=$?" >> $OUT/results.txt
+for e in EXTENTS; do  # what the kernel target wrote, for each extent the driver wrote
+    set -- ${e//,/ }
+    dd if=$L of=$OUT/file-$1.bin bs=4096 skip=$2 count=$3 iflag=direct status=none
+done
+$PY -m tests.guest.rdma_host_driver ADDR HOSTNQN $OUT/concurrent.json windows \
+    > $OUT/concurrent.log 2>&1
+echo "host concurrent rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main bench -t rdma -a ADDR -n HOSTNQN -i 2 --numjobs 2 --rw randrw \
+    --bs 4k --iodepth 8 --runtime 3 --size 1m --offset 12m --verify --json \
+    > $OUT/bench.json 2> $OUT/bench.err
+echo "host bench rc=$?" >> $OUT/results.txt
+dmesg > $OUT/host-dmesg.txt
+rm $P/subsystems/HOSTNQN && rmdir $P
 SOCK=/tmp/nvmf-guest/control.sock
 $PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG --control-socket $SOCK \
     > $OUT/target.log 2>&1 &
@@ -159,6 +207,11 @@ def _script() -> str:
         " ".join(f"{name}={data.hex()}" for name, (data, _status) in BAD_REQUESTS.items())
         + f" good={GOOD_REQUEST.hex()}"
     )
+    extents = [
+        f"{name}-q{qi},{(offset + qi * QUEUE_STRIDE) // 4096},{size // 4096}"
+        for qi in range(2)
+        for name, offset, size in EXTENTS
+    ]
     script = re.sub(r"\bADDR\b", ADDR, SCRIPT)  # not inside NVMF_TEST_RDMA_ADDR
     return (
         script.replace("CONFIG", str(CONFIG))
@@ -166,6 +219,8 @@ def _script() -> str:
         .replace("PROBE", str(PROBE))
         .replace("REQUESTS", requests)
         .replace("${NQN}", NQN)
+        .replace("HOSTNQN", HOST_NQN)
+        .replace("EXTENTS", " ".join(extents))
     )
 
 
@@ -284,3 +339,82 @@ def test_a_disconnect_mid_transfer_and_bad_requests_leave_other_hosts_alone(
     assert res["disconnect steady rc"] == "0"
     assert guest.read("leftover.txt").split() == []  # every controller went away cleanly
     assert res["target rc"] == "0", guest.read("target.log")[-3000:]
+
+
+# -- our host against the kernel's nvmet-rdma ----------------------------------------------------
+
+
+def _driver(guest: GuestResult, name: str = "driver") -> dict[str, Any]:
+    text = guest.read(f"{name}.json")
+    assert text, guest.read(f"{name}.log")[-3000:] + guest.read("trace.txt")[-2000:]
+    report: dict[str, Any] = json.loads(text)
+    assert "error" not in report, report["error"] + guest.read("host-dmesg.txt")[-2000:]
+    return report
+
+
+def test_our_host_discovers_the_kernel_target_over_rdma(guest: GuestResult) -> None:
+    res = guest.results()
+    assert res["kernel target rc"] == "0", guest.read("trace.txt")[-3000:]
+    assert res["host discover rc"] == "0", guest.read("host-discover.txt")[-3000:]
+    text = guest.read("host-discover.txt")
+    assert "trtype:  rdma" in text and f"subnqn:  {HOST_NQN}" in text, text
+    assert f"traddr:  {ADDR}" in text, text
+
+
+def test_our_host_identifies_the_kernel_target_over_rdma(guest: GuestResult) -> None:
+    assert guest.results()["host identify rc"] == "0", guest.read("host-identify.txt")[-3000:]
+    text = guest.read("host-identify.txt")
+    assert f"of {HOST_NQN}" in text and "namespaces      : 1 active" in text, text
+    # The Linux target's I/O queues take 4 KiB in the capsule (IOCCSZ 260).
+    assert "(4096 bytes in-capsule)" in text, text
+
+
+def test_our_host_writes_and_reads_back_on_two_io_queues(guest: GuestResult) -> None:
+    report = _driver(guest)
+    assert report["io_queues"] == 2 and report["queue_types"] == ["RdmaHostQueue"], report
+    assert report["io_incapsule"] == [4096, 4096] and report["block_size"] == 512, report
+    expected = {f"{name}-q{qi}" for qi in range(2) for name, _, _ in EXTENTS}
+    assert set(report["readback"]) == expected, report
+    assert all(report["readback"].values()), report["readback"]
+
+
+def test_the_kernel_target_stored_the_bytes_our_host_sent(guest: GuestResult) -> None:
+    _driver(guest)
+    for qi in range(2):
+        for name, _, size in EXTENTS:
+            tag = f"{name}-q{qi}"
+            data = (guest.out / f"file-{tag}.bin").read_bytes()
+            assert data == pattern(tag, size), f"{tag}: the namespace differs"
+
+
+def test_every_key_our_host_asked_to_invalidate_was_invalidated(guest: GuestResult) -> None:
+    report = _driver(guest)
+    assert "MEM_WINDOW_TYPE_2B" in guest.read("devinfo.txt"), guest.read("devinfo.txt")
+    assert report["uses_windows"] == [True, True, True], report  # Soft-RoCE has type 2B
+    assert report["invalidate_requests"] > 0, report
+    assert report["invalidated_completions"] == report["invalidate_requests"], report
+    # rxe reports the invalidation with the kernel's flag bit (1 << 2), not IBV_WC_WITH_INV.
+    assert set(report["recv_wc_flags"]) <= {"0x1", "0x5", "0x9", "0xd"}, report
+
+
+def test_our_host_names_the_nvme_rdma_status_of_a_reject(guest: GuestResult) -> None:
+    report = _driver(guest)
+    # An admin queue of 64 entries: the Linux target allows 32 (NVME_AQ_DEPTH).
+    assert "NVMe/RDMA status 0x4 (invalid host SQ size)" in report["reject"], report
+
+
+def test_our_host_keeps_many_commands_in_flight_with_windows(guest: GuestResult) -> None:
+    assert guest.results()["host concurrent rc"] == "0", guest.read("concurrent.log")[-3000:]
+    report = _driver(guest, "concurrent")
+    assert report["commands"] == 156 and report["mismatches"] == 0, report
+    assert report["uses_windows"] == [True, True], report
+    # Every read and every 128 KiB write (94); the 62 writes of 4 KiB ride in the capsule.
+    assert report["invalidated_completions"] == report["invalidate_requests"] == 94, report
+
+
+def test_our_bench_verifies_data_on_two_io_queues(guest: GuestResult) -> None:
+    assert guest.results()["host bench rc"] == "0", guest.read("bench.err")[-3000:]
+    summary = json.loads(guest.read("bench.json"))
+    assert summary["io_queues"] == 2 and summary["error"] is None, summary
+    assert summary["read"]["ios"] > 0 and summary["write"]["ios"] > 0, summary
+    assert summary["verify"]["checked"] > 0 and summary["verify"]["mismatches"] == 0, summary

@@ -260,7 +260,7 @@ def test_cli_bench_json_and_progress(target: int) -> None:
         (["read"], "--nlb or --length"),
         (["read", "--length", "1000"], "--length"),
         (["write", "-s", "99999"], "--trsvcid"),
-        (["identify", "-t", "rdma"], "--transport"),
+        (["identify", "-t", "fc"], "--transport"),
     ],
 )
 def test_cli_bad_arguments_one_line_exit_2(target: int, argv: list[str], flag: str) -> None:

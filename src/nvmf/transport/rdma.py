@@ -152,7 +152,9 @@ class _Device:
         #: The most RDMA READs a queue pair of this device may have outstanding.
         self.max_rd_atomic = int(attr.max_qp_init_rd_atom)
         self.channel, self.fd = open_channel(lambda: CompChannel(self.ctx), COMPLETION_CHANNEL)
-        self.cq = CQ(self.ctx, min(CQ_ENTRIES, int(attr.max_cqe)), None, self.channel, 0)
+        #: Completion queue entries not yet promised to a queue (:meth:`reserve`).
+        self.cq_free = min(CQ_ENTRIES, int(attr.max_cqe))
+        self.cq = CQ(self.ctx, self.cq_free, None, self.channel, 0)
         self.cq.req_notify()
         #: Queues by their number (bits 63:32 of their work request ids).
         self.queues: dict[int, RdmaQueue] = {}
@@ -161,6 +163,19 @@ class _Device:
         self._registered: list[tuple[Region, str]] = []
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.fd, self._events)
+
+    def reserve(self, entries: int) -> None:
+        """Promise ``entries`` completion queue entries to a new queue (its receives and its
+        signalled sends): more completions than the CQ holds would overflow it and break every
+        queue of the device, so a queue that does not fit is refused (the connection is
+        rejected with "resource not found")."""
+        if entries > self.cq_free:
+            raise OSError(
+                errno.ENOSPC,
+                f"{self.name}: the completion queue has room for {self.cq_free} more "
+                f"completions, a queue needs {entries}",
+            )
+        self.cq_free -= entries
 
     def add(self, queue: RdmaQueue) -> int:
         number = self._next
@@ -189,7 +204,8 @@ class _Device:
             except PyverbsRDMAError as exc:
                 if exc.error_code == errno.EAGAIN:
                     break
-                raise
+                self._broken(f"completion channel: {exc}")
+                return
             events += 1
         if events:
             self.cq.ack_events(events)
@@ -203,6 +219,14 @@ class _Device:
                     queue.completion(wc)
             if n < POLL_BATCH:
                 return
+
+    def _broken(self, reason: str) -> None:
+        """The completion channel failed: nothing on this device completes any more, so its
+        queues end (their hosts reconnect) rather than wait forever."""
+        log.error("rdma %s: %s; closing its queues", self.name, reason)
+        self.loop.remove_reader(self.fd)
+        for queue in list(self.queues.values()):
+            queue.close(reason)
 
     def close(self) -> None:
         self.loop.remove_reader(self.fd)
@@ -245,6 +269,21 @@ class RdmaQueue:
         incapsule = port.inline_data_size if request.qid else 0
         self.slot_size = SQE_SIZE + incapsule
         nreqs = 2 * self.depth
+        #: Completions this queue can have outstanding: its receives, and per request one
+        #: signalled RDMA READ or SEND (RDMA WRITEs are unsignalled).
+        self.cq_entries = self.depth + 2 * nreqs
+        device.reserve(self.cq_entries)
+        self.number = 0
+        try:
+            self._setup(request, port, owner, nreqs)
+        except BaseException:
+            device.cq_free += self.cq_entries  # the connection is rejected: give it back
+            device.queues.pop(self.number, None)
+            raise
+
+    def _setup(self, request: CmRequest, port: ListenPort, owner: QueueOwner, nreqs: int) -> None:
+        """Buffers, memory region, requests, session and QP (the constructor's fallible part)."""
+        device = self.device
         # Receive buffers, then response buffers: one mapping, one memory region.
         recv_bytes = self.depth * self.slot_size
         size = -(-(recv_bytes + nreqs * CQE_SIZE) // mmap.PAGESIZE) * mmap.PAGESIZE
@@ -424,6 +463,7 @@ class RdmaQueue:
         self.closed = True
         log.info("rdma %s qid %s closed: %s", self.peer, self.session.qid, reason)
         self.device.queues.pop(self.number, None)
+        self.device.cq_free += self.cq_entries
         if self.cmid is not None:
             try:
                 self.cmid.disconnect()
