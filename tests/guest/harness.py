@@ -86,6 +86,10 @@ def run_in_guest(
         "#!/bin/bash\nset -u\n"
         f"export OUT={out} REPO={REPO} PY={PYTHON}\n"
         f"export PATH={PYTHON.parent}:$PATH\n"
+        # Every command the script runs, with the time it started, goes to xtrace.txt (where
+        # a boot spends its minutes: python -m tests.guest.profile OUT); the script's own output
+        # and redirections are untouched.
+        "exec 9>>$OUT/xtrace.txt\nBASH_XTRACEFD=9\nPS4='+ $EPOCHREALTIME '\nset -x\n"
         "cd $REPO\n" + script + "\n"
     )
     path = out / "script.sh"
