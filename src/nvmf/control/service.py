@@ -32,7 +32,7 @@ from nvmf.control.session import ControlSession
 from nvmf.control.status import target_status
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.queue import MediaQueue
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import StagingPool, largest_class
 from nvmf.offload import io
 from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
 from nvmf.offload.pipeline import Pipeline
@@ -66,6 +66,20 @@ log = logging.getLogger(__name__)
 #: How long a stopping target waits for the commands in flight in the control plane.
 STOP_GRACE_S = 10.0
 
+
+
+#: With offload workers, the control plane's pool holds this many of the largest buffers.
+CONTROL_BUFFERS_WITH_WORKERS = 4
+
+
+def control_pool_budget(settings: NvmfSettings) -> int:
+    """The control plane's staging budget: the configured one without workers, else enough
+    for :data:`CONTROL_BUFFERS_WITH_WORKERS` of the largest buffers (the same largest buffer,
+    so MDTS is the same in every process)."""
+    budget = settings.staging_bytes
+    if settings.offload_workers > 0:
+        budget = min(budget, CONTROL_BUFFERS_WITH_WORKERS * largest_class(budget))
+    return budget
 
 class RemoteQueue:
     """The control plane's stand-in for an I/O queue a worker serves: closing it closes the
@@ -147,9 +161,10 @@ class TargetService:
         self.genctr = 1
         self.transports: dict[str, Transport] = {}
         self.ports: list[Port] = []
-        #: Staging memory of the queues this process serves itself (admin queues; all queues
-        #: without workers).
-        self.pool = StagingPool(budget=self.settings.staging_bytes)
+        #: Staging memory of the queues this process serves itself: all queues without
+        #: workers; with workers only the admin queues, whose commands need a few buffers at
+        #: a time, so the workers' budget would be mapped (and populated) for nothing.
+        self.pool = StagingPool(budget=control_pool_budget(self.settings))
         #: The most one command may move (MDTS): never more than a staging pool can hold, so
         #: every valid command gets a buffer once others complete.  Workers' pools have the
         #: same budget.
