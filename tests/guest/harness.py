@@ -11,8 +11,8 @@ that fails is a test failure, not a skip: these tests are how the project proves
 real Linux peers.
 
 ``NVMF_GUEST_RUN``, if set, names an external command to boot the guest instead, called as
-``$NVMF_GUEST_RUN [--cmb-nvme MB] [--kernel K] -- bash SCRIPT`` (the command line of
-``python -m tests.vm.guest``).
+``$NVMF_GUEST_RUN [--cmb-nvme MB] [--kernel K] [--trace P]... [--trace-file F] -- bash SCRIPT``
+(the command line of ``python -m tests.vm.guest``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ OUT_ROOT = REPO / "tests" / "guest" / "out"
 #: The interpreter of the project's venv; the guest sees this machine's root read-only, so the
 #: same path works inside it.
 PYTHON = Path(sys.executable)
+#: Where QEMU's trace goes, in the result folder, when ``run_in_guest(trace=...)`` asks for one.
+TRACE_FILE = "qemu-trace.log"
 
 
 @dataclass
@@ -74,10 +76,13 @@ def run_in_guest(
     cmb_mb: int = 0,
     kernel: str = "6.1",
     timeout: float = 1500,
+    trace: tuple[str, ...] = (),
 ) -> GuestResult:
     """Boot the guest and run ``script`` (bash) in it with ``$OUT`` set to a fresh result folder.
 
     The script runs with ``set -u``; ``$REPO`` is the repository, ``$PY`` the project's Python.
+    ``trace``: QEMU trace event patterns; QEMU writes them to ``qemu-trace.log`` in the result
+    folder (:meth:`GuestResult.read` it after the run).
     """
     out = OUT_ROOT / name
     shutil.rmtree(out, ignore_errors=True)
@@ -98,6 +103,10 @@ def run_in_guest(
             args += ["--cmb-nvme", str(cmb_mb)]
         if kernel != "6.1":
             args += ["--kernel", kernel]
+        for pattern in trace:
+            args += ["--trace", pattern]
+        if trace:
+            args += ["--trace-file", str(out / TRACE_FILE)]
         proc = subprocess.run(
             [*args, "--", *command],
             cwd=REPO,
@@ -109,7 +118,14 @@ def run_in_guest(
             errors="replace",
         )
     else:
-        spec = guest.GuestSpec(command=command, kernel=kernel, cmb_mb=cmb_mb, cwd=REPO)
+        spec = guest.GuestSpec(
+            command=command,
+            kernel=kernel,
+            cmb_mb=cmb_mb,
+            cwd=REPO,
+            trace=trace,
+            trace_file=out / TRACE_FILE if trace else None,
+        )
         proc = guest.run(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     result = GuestResult(proc.returncode, out, proc.stdout or "", time.monotonic() - start)
     (out / "console.log").write_text(result.console)

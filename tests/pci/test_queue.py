@@ -190,3 +190,19 @@ def test_cmb_data_needs_rds_and_wds() -> None:
     with pytest.raises(ValueError, match=r"CMBSZ\.RDS"):
         strict.submit(IoOpcode.READ, 1, 0, 1, region, 0, 512)
     strict.submit(IoOpcode.WRITE, 1, 0, 1, region, 0, 512)
+
+
+def test_release_leaves_the_shared_doorbell_view_usable() -> None:
+    fake = FakeController(4)
+    bar0 = memoryview(fake.bar0).cast("I")
+    pair, _ = make_pair()
+    other = QueuePair(
+        pair.layout,
+        sq=memoryview(fake.sq),
+        cq=memoryview(fake.cq),
+        prp_lists=memoryview(fake.prp),
+        doorbells=bar0,
+    )
+    other.release()
+    bar0[0] = 5  # the controller's registers stay reachable after a pair is gone
+    assert fake.bar0[0] == 5

@@ -432,13 +432,13 @@ class NvmeController:
             cmb_plan.add("prp_cmb", depth * PAGE)
         dram = self.memory.map(dram_plan.end)
         cmb_region: Region | None = None
+        views: dict[str, memoryview] = {}
         try:
             self.dma.map(dram)
             if cmb_plan.end:
                 assert self.cmb is not None
                 cmb_region = self.cmb.map(cmb_plan.end)
             places: dict[str, QueueMemory] = {}
-            views: dict[str, memoryview] = {}
             for plan, region, placement in (
                 (dram_plan, dram, "dram"),
                 (cmb_plan, cmb_region, "cmb"),
@@ -492,6 +492,8 @@ class NvmeController:
                 )
                 raise
         except BaseException:
+            for view in views.values():
+                view.release()
             self._free_queue_memory(dram, cmb_region)
             raise
         self._io[qid] = _IoQueue(pair, dram, cmb_region)

@@ -114,8 +114,9 @@ class QueuePair:
         self._cq = cq
         self._prp = prp_lists
         self._prp_cmb = prp_lists_cmb
-        #: BAR0 as 32-bit words (doorbells must be written as one dword).
-        self._db = doorbells if doorbells.format == "I" else doorbells.cast("I")
+        #: BAR0 as 32-bit words (doorbells must be written as one dword); a view of our own, so
+        #: that :meth:`release` leaves the controller's view of BAR0 alone.
+        self._db = memoryview(doorbells) if doorbells.format == "I" else doorbells.cast("I")
         self._sq_db = doorbell_offset(layout.qid, False, layout.dstrd) // 4
         self._cq_db = doorbell_offset(layout.qid, True, layout.dstrd) // 4
         self.sq_tail = 0
