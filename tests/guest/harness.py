@@ -36,6 +36,8 @@ OUT_ROOT = REPO / "tests" / "guest" / "out"
 #: The interpreter of the project's venv; the guest sees this machine's root read-only, so the
 #: same path works inside it.
 PYTHON = Path(sys.executable)
+#: Where QEMU's trace goes, in the result folder, when ``run_in_guest(trace=...)`` asks for one.
+TRACE_FILE = "qemu-trace.log"
 
 
 @dataclass
@@ -87,15 +89,23 @@ def _part_script(out: Path, script: str) -> Path:
     return path
 
 
-def _boot(path: Path, *, cmb_mb: int, kernel: str, timeout: float) -> tuple[int, str]:
-    """Boot the guest once to run the bash script at ``path``: its exit status and console."""
+def _boot(
+    path: Path, *, cmb_mb: int, kernel: str, timeout: float, trace: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """Boot the guest once to run the bash script at ``path``: its exit status and console.
+    ``trace``: QEMU trace event patterns, written to :data:`TRACE_FILE` beside the script."""
     command = ("bash", str(path))
+    trace_file = path.parent / TRACE_FILE
     if GUEST_RUN:
         args = shlex.split(GUEST_RUN)
         if cmb_mb:
             args += ["--cmb-nvme", str(cmb_mb)]
         if kernel != "6.1":
             args += ["--kernel", kernel]
+        for pattern in trace:
+            args += ["--trace", pattern]
+        if trace:
+            args += ["--trace-file", str(trace_file)]
         proc = subprocess.run(
             [*args, "--", *command],
             cwd=REPO,
@@ -107,7 +117,14 @@ def _boot(path: Path, *, cmb_mb: int, kernel: str, timeout: float) -> tuple[int,
             errors="replace",
         )
     else:
-        spec = guest.GuestSpec(command=command, kernel=kernel, cmb_mb=cmb_mb, cwd=REPO)
+        spec = guest.GuestSpec(
+            command=command,
+            kernel=kernel,
+            cmb_mb=cmb_mb,
+            cwd=REPO,
+            trace=trace,
+            trace_file=trace_file if trace else None,
+        )
         proc = guest.run(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     return proc.returncode, proc.stdout or ""
 
@@ -119,15 +136,18 @@ def run_in_guest(
     cmb_mb: int = 0,
     kernel: str = "6.1",
     timeout: float = 1500,
+    trace: tuple[str, ...] = (),
 ) -> GuestResult:
     """Boot the guest and run ``script`` (bash) in it with ``$OUT`` set to a fresh result folder.
 
     The script runs with ``set -u``; ``$REPO`` is the repository, ``$PY`` the project's Python.
+    ``trace``: QEMU trace event patterns; QEMU writes them to ``qemu-trace.log`` in the result
+    folder (:meth:`GuestResult.read` it after the run).
     """
     out = OUT_ROOT / name
     path = _part_script(out, script)
     start = time.monotonic()
-    rc, console = _boot(path, cmb_mb=cmb_mb, kernel=kernel, timeout=timeout)
+    rc, console = _boot(path, cmb_mb=cmb_mb, kernel=kernel, timeout=timeout, trace=trace)
     result = GuestResult(rc, out, console, time.monotonic() - start)
     (out / "console.log").write_text(result.console)
     return result

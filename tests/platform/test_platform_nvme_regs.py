@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nvmf.platform.nvme_regs import (
-    CAP,
-    CMBLOC,
-    CMBMSC,
-    CMBSZ,
-    MmapWindow,
-    read_cmb_registers,
-    size_unit,
-)
+from nvmf.pci.registers import CAP, CMBLOC, CMBMSC, CMBSZ, size_unit
+from nvmf.platform.nvme_regs import MmapWindow, read_cmb_registers
 
 MIB = 1 << 20
 

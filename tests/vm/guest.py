@@ -5,7 +5,8 @@ host and target (nvme-tcp, nvme-rdma, nvmet-tcp, nvmet-rdma), Soft-RoCE (rdma_rx
 vfio-pci, nvme-cli, fio and rdma-core. This module boots Debian's own kernel with virtme-ng
 under QEMU and runs a command in it::
 
-    python -m tests.vm.guest [--kernel 6.1|6.12] [--cmb-nvme MB] [--rw DIR]... -- CMD...
+    python -m tests.vm.guest [--kernel 6.1|6.12] [--cmb-nvme MB] [--rw DIR]...
+        [--trace PATTERN]... [--trace-file FILE] -- CMD...
 
 or, from Python, :func:`run` with a :class:`GuestSpec`.
 
@@ -23,6 +24,12 @@ The guest
     adds QEMU's NVMe controller (1 GiB of sparse media) with a Controller Memory Buffer of MB MiB,
     behind an emulated Intel IOMMU (passthrough for the host's drivers), so the guest can bind it
     to vfio-pci as the project's userspace driver does.
+``--trace PATTERN``
+    enables QEMU's trace events matching PATTERN (``pci_nvme_map_addr_cmb``, ``pci_nvme_*``; list
+    them with ``qemu-system-x86_64 -trace help``), written by QEMU (on this machine, not in the
+    guest) to ``--trace-file`` (default ``qemu-trace.log`` in the working directory).  Debian's
+    QEMU uses the ``log`` trace backend, for which ``-trace file=FILE`` names the log file.  An
+    independent witness of what the emulated device did, e.g. that it took data from its CMB.
 
 The guest runs under software emulation (TCG): nested KVM on the project's machines hangs the
 guest kernel. On 2 cores a boot costs 30 s to a few minutes, depending on what else runs.
@@ -70,6 +77,9 @@ class GuestSpec:
     cwd: Path = field(default_factory=Path.cwd)
     cpus: int = 2
     memory: str = "4G"
+    #: QEMU trace event patterns to enable, and the file (on this machine) QEMU writes them to.
+    trace: tuple[str, ...] = ()
+    trace_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -78,6 +88,11 @@ class GuestSpec:
             raise ValueError(f"kernel {self.kernel!r}: pick one of {', '.join(KERNELS)}")
         if self.cmb_mb < 0:
             raise ValueError(f"CMB size {self.cmb_mb} MiB: must be 0 (none) or more")
+        if self.trace and self.trace_file is None:
+            raise ValueError("trace events need a trace file")
+        for pattern in self.trace:
+            if not pattern or any(c in pattern for c in " ,="):
+                raise ValueError(f"trace pattern {pattern!r}: one event name or glob")
 
     @property
     def writable(self) -> tuple[Path, ...]:
@@ -104,6 +119,11 @@ def qemu_options(spec: GuestSpec, nvme_media: Path | None) -> list[str]:
             "-device",
             f"nvme,serial=cmb0001,drive=nvm,cmb_size_mb={spec.cmb_mb}",
         ]
+    for pattern in spec.trace:
+        opts += ["-trace", f"enable={pattern}"]
+    if spec.trace:
+        assert spec.trace_file is not None
+        opts += ["-trace", f"file={spec.trace_file.resolve()}"]
     return opts
 
 
@@ -246,6 +266,20 @@ def parse_args(argv: Sequence[str], cwd: Path | None = None) -> GuestSpec:
         metavar="DIR",
         help="a directory the guest may write (the working directory always is)",
     )
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="enable QEMU trace events matching PATTERN (repeatable)",
+    )
+    parser.add_argument(
+        "--trace-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where QEMU writes the trace (default: qemu-trace.log in the working directory)",
+    )
     parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
@@ -257,14 +291,25 @@ def parse_args(argv: Sequence[str], cwd: Path | None = None) -> GuestSpec:
         parser.error("no command given (put it after --)")
     if args.cmb_nvme < 0:
         parser.error("--cmb-nvme takes a size in MiB")
+    work = cwd or Path.cwd()
+    trace_file = args.trace_file
+    if args.trace and trace_file is None:
+        trace_file = work / "qemu-trace.log"
+    if trace_file is not None and not args.trace:
+        parser.error("--trace-file needs at least one --trace PATTERN")
+    for pattern in args.trace:
+        if not pattern or any(c in pattern for c in " ,="):
+            parser.error(f"--trace {pattern!r}: one event name or glob")
     return GuestSpec(
         command=tuple(command),
         kernel=args.kernel,
         cmb_mb=args.cmb_nvme,
         rw_dirs=tuple(args.rw),
-        cwd=cwd or Path.cwd(),
+        cwd=work,
         cpus=args.cpus,
         memory=args.memory,
+        trace=tuple(args.trace),
+        trace_file=trace_file,
     )
 
 

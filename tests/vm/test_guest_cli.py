@@ -91,3 +91,44 @@ def test_find_kernel_takes_the_newest_of_its_series_only(tmp_path: Path) -> None
     (tmp_path / "vmlinuz-6.12.12+bpo-amd64").unlink()
     with pytest.raises(guest.GuestError):
         guest.find_kernel("6.12", tmp_path)
+
+
+def test_trace_enables_qemu_events_into_a_file(tmp_path: Path) -> None:
+    spec = guest.parse_args(
+        [
+            "--cmb-nvme",
+            "16",
+            "--trace",
+            "pci_nvme_map_addr*",
+            "--trace",
+            "pci_nvme_create_sq",
+            "--",
+            "true",
+        ],
+        cwd=tmp_path,
+    )
+    assert spec.trace == ("pci_nvme_map_addr*", "pci_nvme_create_sq")
+    assert spec.trace_file == tmp_path / "qemu-trace.log"
+    opts = guest.qemu_options(spec, tmp_path / "nvme.img")
+    pairs = [opts[i + 1] for i, o in enumerate(opts) if o == "-trace"]
+    assert pairs == [
+        "enable=pci_nvme_map_addr*",
+        "enable=pci_nvme_create_sq",
+        f"file={(tmp_path / 'qemu-trace.log').resolve()}",
+    ]
+    # virtme-ng splits --qemu-opts on blanks: every option must stay one word.
+    argv = guest.vng_command(spec, VNG, KERNEL, tmp_path / "nvme.img")
+    (qemu,) = [a for a in argv if a.startswith("--qemu-opts=")]
+    assert qemu.removeprefix("--qemu-opts=").split() == opts
+
+
+def test_trace_file_option_and_refusals(tmp_path: Path) -> None:
+    out = tmp_path / "t.log"
+    spec = guest.parse_args(["--trace", "x", "--trace-file", str(out), "--", "true"], cwd=tmp_path)
+    assert spec.trace_file == out
+    assert "-trace" not in guest.qemu_options(guest.parse_args(["--", "true"], cwd=tmp_path), None)
+    for bad in (["--trace-file", str(out), "--", "true"], ["--trace", "a b", "--", "true"]):
+        with pytest.raises(SystemExit):
+            guest.parse_args(bad, cwd=tmp_path)
+    with pytest.raises(ValueError, match="trace file"):
+        guest.GuestSpec(command=("true",), trace=("x",))

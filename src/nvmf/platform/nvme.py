@@ -15,16 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nvmf.pci.registers import CMB_USES, CMBLOC, CMBSZ, size_unit
 from nvmf.platform.kconfig import KernelInfo
 from nvmf.platform.nvme_regs import (
-    CMB_USES,
-    CMBLOC,
-    CMBSZ,
     CmbRegisters,
     MmapWindow,
     open_error_reason,
     read_cmb_registers,
-    size_unit,
 )
 from nvmf.platform.pci import PciDevice, PciTopology
 from nvmf.platform.sysfs import SysRoot

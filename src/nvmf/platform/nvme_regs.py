@@ -1,12 +1,7 @@
-"""NVMe controller registers in BAR0 that tell whether, where and how big a CMB is.
+"""Reading the NVMe registers in BAR0 that tell whether, where and how big a CMB is.
 
-Layouts follow the NVM Express Base Specification 2.0, §3.1.4 "Controller Properties", one figure
-per register ("Offset 0h: CAP - Controller Capabilities", "Offset 8h: VS - Version",
-"Offset 38h: CMBLOC - Controller Memory Buffer Location", "Offset 3Ch: CMBSZ - Controller Memory
-Buffer Size", "Offset 50h: CMBMSC - Controller Memory Buffer Memory Space Control",
-"Offset 58h: CMBSTS - Controller Memory Buffer Status"); field names are the spec's.  Linux names
-the same bits ``NVME_CAP_*``, ``NVME_CMB_*``, ``NVME_CMBSZ_*`` and ``NVME_CMBMSC_*`` in
-include/linux/nvme.h.
+The register tables (CAP, VS, CMBLOC, CMBSZ, CMBMSC, CMBSTS) live in :mod:`nvmf.pci.registers`;
+this module maps BAR0 through sysfs and reads them for ``nvmf doctor``.
 
 Since NVMe 1.4 a controller that sets CAP.CMBS reports CMBLOC and CMBSZ as zero until the host
 sets CMBMSC.CRE (Capabilities Registers Enabled); older controllers report them from reset.  The
@@ -21,148 +16,19 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Field:
-    """A bit field of a register: spec name, lowest and highest bit, meaning."""
-
-    name: str
-    lo: int
-    hi: int
-    meaning: str
-
-    def get(self, value: int) -> int:
-        """This field's value in the register value ``value``."""
-        return (value >> self.lo) & ((1 << (self.hi - self.lo + 1)) - 1)
-
-
-@dataclass(frozen=True)
-class Register:
-    """A controller register: spec name, offset in BAR0, width in bytes, fields."""
-
-    name: str
-    offset: int
-    width: int
-    fields: tuple[Field, ...]
-
-    def decode(self, value: int) -> dict[str, int]:
-        """Every field of ``value``, by spec name."""
-        return {f.name: f.get(value) for f in self.fields}
-
-    def field(self, name: str) -> Field:
-        """The field called ``name`` (KeyError if the register has none)."""
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-
-CAP = Register(
-    "CAP",
-    0x00,
-    8,
-    (
-        Field("MQES", 0, 15, "Maximum Queue Entries Supported (0's based)"),
-        Field("CQR", 16, 16, "Contiguous Queues Required"),
-        Field("AMS", 17, 18, "Arbitration Mechanism Supported"),
-        Field("TO", 24, 31, "Timeout (500 ms units)"),
-        Field("DSTRD", 32, 35, "Doorbell Stride"),
-        Field("NSSRS", 36, 36, "NVM Subsystem Reset Supported"),
-        Field("CSS", 37, 44, "Command Sets Supported"),
-        Field("BPS", 45, 45, "Boot Partition Support"),
-        Field("CPS", 46, 47, "Controller Power Scope"),
-        Field("MPSMIN", 48, 51, "Memory Page Size Minimum"),
-        Field("MPSMAX", 52, 55, "Memory Page Size Maximum"),
-        Field("PMRS", 56, 56, "Persistent Memory Region Supported"),
-        Field("CMBS", 57, 57, "Controller Memory Buffer Supported"),
-        Field("NSSS", 58, 58, "NVM Subsystem Shutdown Supported"),
-        Field("CRMS", 59, 60, "Controller Ready Modes Supported"),
-    ),
+from nvmf.pci.registers import (
+    CAP,
+    CMB_USES,
+    CMBLOC,
+    CMBMSC,
+    CMBSTS,
+    CMBSZ,
+    VS,
+    RegisterWindow,
+    read64,
+    size_unit,
 )
-VS = Register(
-    "VS",
-    0x08,
-    4,
-    (
-        Field("TER", 0, 7, "Tertiary Version Number"),
-        Field("MNR", 8, 15, "Minor Version Number"),
-        Field("MJR", 16, 31, "Major Version Number"),
-    ),
-)
-CMBLOC = Register(
-    "CMBLOC",
-    0x38,
-    4,
-    (
-        Field("BIR", 0, 2, "Base Indicator Register: the BAR that holds the CMB"),
-        Field("CQMMS", 3, 3, "CMB Queue Mixed Memory Support"),
-        Field("CQPDS", 4, 4, "CMB Queue Physically Discontiguous Support"),
-        Field("CDPMLS", 5, 5, "CMB Data Pointer Mixed Locations Support"),
-        Field("CDPCILS", 6, 6, "CMB Data Pointer and Command Independent Locations Support"),
-        Field("CDMMMS", 7, 7, "CMB Data Metadata Mixed Memory Support"),
-        Field("CQDA", 8, 8, "CMB Queue Dword Alignment"),
-        Field("OFST", 12, 31, "Offset of the CMB in the BAR, in CMBSZ.SZU units"),
-    ),
-)
-CMBSZ = Register(
-    "CMBSZ",
-    0x3C,
-    4,
-    (
-        Field("SQS", 0, 0, "Submission Queue Support"),
-        Field("CQS", 1, 1, "Completion Queue Support"),
-        Field("LISTS", 2, 2, "PRP SGL List Support"),
-        Field("RDS", 3, 3, "Read Data Support"),
-        Field("WDS", 4, 4, "Write Data Support"),
-        Field("SZU", 8, 11, "Size Units (4 KiB * 16^SZU)"),
-        Field("SZ", 12, 31, "Size, in SZU units"),
-    ),
-)
-CMBMSC = Register(
-    "CMBMSC",
-    0x50,
-    8,
-    (
-        Field("CRE", 0, 0, "Capabilities Registers Enabled"),
-        Field("CMSE", 1, 1, "Controller Memory Space Enable"),
-        Field("CBA", 12, 63, "Controller Base Address (4 KiB units)"),
-    ),
-)
-CMBSTS = Register(
-    "CMBSTS",
-    0x58,
-    4,
-    (Field("CBAI", 0, 0, "Controller Base Address Invalid"),),
-)
-
-#: The CMB uses CMBSZ advertises, in report order, with what each lets the host place there.
-CMB_USES: tuple[tuple[str, str], ...] = (
-    ("SQS", "submission queues"),
-    ("CQS", "completion queues"),
-    ("RDS", "read data"),
-    ("WDS", "write data"),
-    ("LISTS", "PRP/SGL lists"),
-)
-
-#: How far into BAR0 the doctor reads: CAP .. CMBSTS.
-REGISTER_SPAN = CMBSTS.offset + CMBSTS.width
-
-
-def size_unit(szu: int) -> int:
-    """Bytes per CMBSZ.SZU unit: 4 KiB * 16^SZU (0: 4 KiB, 1: 64 KiB, 2: 1 MiB, ... 6: 64 GiB)."""
-    return 4096 << (4 * szu)
-
-
-class RegisterWindow(Protocol):
-    """32-bit access to the start of BAR0 (NVMe registers must not be accessed bytewise)."""
-
-    writable: bool
-
-    def read32(self, offset: int) -> int: ...
-
-    def write32(self, offset: int, value: int) -> None: ...
 
 
 class MmapWindow:
@@ -202,11 +68,6 @@ class MmapWindow:
         self._words.release()
         self._map.close()
         os.close(self._fd)
-
-
-def read64(window: RegisterWindow, offset: int) -> int:
-    """A 64-bit register as two 32-bit reads, low dword first."""
-    return window.read32(offset) | (window.read32(offset + 4) << 32)
 
 
 @dataclass
