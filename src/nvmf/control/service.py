@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
 
 
-
 #: With offload workers, the control plane's pool holds this many of the largest buffers.
 CONTROL_BUFFERS_WITH_WORKERS = 4
 
@@ -80,6 +79,7 @@ def control_pool_budget(settings: NvmfSettings) -> int:
     if settings.offload_workers > 0:
         budget = min(budget, CONTROL_BUFFERS_WITH_WORKERS * largest_class(budget))
     return budget
+
 
 class RemoteQueue:
     """The control plane's stand-in for an I/O queue a worker serves: closing it closes the
