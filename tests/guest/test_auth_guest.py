@@ -211,7 +211,8 @@ fails=$(grep -c 'authentication failed' $OUT/target.log)
 echo "$STRANGER" > /sys/class/nvme/$ctrl/dhchap_secret
 echo "reauth-wrong write rc=$?" >> $OUT/results.txt
 sleep 3
-echo "reauth-wrong target-failed $(( $(grep -c 'authentication failed' $OUT/target.log) - fails ))" >> $OUT/results.txt
+now_fails=$(grep -c 'authentication failed' $OUT/target.log)
+echo "reauth-wrong target-failed $(( now_fails - fails ))" >> $OUT/results.txt
 dd if=$dev of=/dev/null bs=4k count=1 iflag=direct 2> /dev/null
 echo "reauth-wrong read rc=$?" >> $OUT/results.txt
 for i in $(seq 30); do [ "$(ctrls)" = 0 ] && break; sleep 1; done
@@ -225,7 +226,7 @@ echo "target rc=$?" >> $OUT/results.txt
 hits=0
 for key in "$UNI_KEY" "$BI384_KEY" "$BI384_CKEY" "$BI512_KEY" "$BI512_CKEY" "$STRANGER"; do
   b64=$(echo "$key" | cut -d: -f3)
-  n=$(cat $OUT/target.log $OUT/status.txt $OUT/status.json $OUT/status-refused.json | grep -cF "$b64")
+  n=$(cat $OUT/target.log $OUT/status.txt $OUT/status*.json | grep -cF "$b64")
   hits=$((hits + n))
 done
 echo $hits > $OUT/secret-hits.txt

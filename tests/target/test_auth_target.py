@@ -142,10 +142,6 @@ async def _queue(addr: tuple[str, int], qid: int, cntlid: int) -> tuple[HostQueu
     return q, comp.dw0 & 0xFFFF, comp.dw0
 
 
-def _run(target: RunningTarget, coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-workers"])
 @pytest.mark.parametrize(
     ("hash_name", "dhgroup", "bidirectional"),
@@ -153,12 +149,13 @@ def _run(target: RunningTarget, coro: object) -> None:
         ("hmac(sha256)", "null", False),
         ("hmac(sha384)", "ffdhe2048", True),
         ("hmac(sha512)", "ffdhe3072", True),
-    ],  # fmt: skip
+    ],
 )
 def test_authenticated_admin_and_io_queues(
     workers: int, hash_name: str, dhgroup: str, bidirectional: bool
 ) -> None:
-    async def main(addr: tuple[str, int]) -> None:
+    async def main(target: RunningTarget) -> None:
+        addr = target.addr
         admin, cntlid, dw0 = await _queue(addr, 0, 0xFFFF)
         assert dw0 & w.CONNECT_AUTHREQ_ATR  # AUTHREQ.ATR: this host must authenticate
         comp = await admin.submit(c.property_get(Prop.CAP, 8), check=False)
@@ -178,6 +175,11 @@ def test_authenticated_admin_and_io_queues(
         comp = await io.submit(c.rw(IoOpcode.READ, 1, 0, 1), data_in=bytearray(512), check=False)
         assert comp.status.code == SC.AUTH_REQUIRED and comp.status.dnr
         await authenticate(io, bidirectional=bidirectional, t_id=2)
+        if workers:  # the queue moved to a worker once authenticated
+            status = asyncio.run_coroutine_threadsafe(target.service.status(), target.loop)
+            (sub,) = [s for s in status.result(10)["subsystems"] if s["nqn"] == SUBNQN]
+            (queue,) = [q for q in sub["controllers"][0]["queues"] if q["qid"] == 1]
+            assert isinstance(queue["worker"], int)
         block = os.urandom(512)
         await io.submit(c.rw(IoOpcode.WRITE, 1, 0, 1), data_out=block)
         back = bytearray(512)
@@ -192,9 +194,7 @@ def test_authenticated_admin_and_io_queues(
         admin.close()
 
     with auth_target(workers, hash_name, dhgroup) as target:
-        asyncio.run(main(target.addr))
-        log_queues = target.service.status  # the service survived; nothing more to check here
-        assert log_queues is not None
+        asyncio.run(main(target))
 
 
 def test_wrong_key_gets_failure1_and_the_controller_ends() -> None:
@@ -226,14 +226,14 @@ def test_wrong_controller_key_is_caught_by_the_host() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "offset"),
+    "fields",
     [
-        ({"secp": 0xEA}, w.AUTH_OFF_SECP),
-        ({"spsp0": 2}, w.AUTH_OFF_SPSP0),
-        ({"spsp1": 0}, w.AUTH_OFF_SPSP1),
-    ],  # fmt: skip
+        {"secp": 0xEA},
+        {"spsp0": 2},
+        {"spsp1": 0},
+    ],
 )
-def test_malformed_authentication_commands(fields: dict[str, int], offset: int) -> None:
+def test_malformed_authentication_commands(fields: dict[str, int]) -> None:
     async def main(addr: tuple[str, int]) -> None:
         admin, _, _ = await _queue(addr, 0, 0xFFFF)
         message = w.Negotiate(1, (1,), (0,)).encode()
@@ -251,4 +251,3 @@ def test_malformed_authentication_commands(fields: dict[str, int], offset: int) 
 
     with auth_target(0, "hmac(sha256)", "null") as target:
         asyncio.run(main(target.addr))
-    del offset

@@ -21,6 +21,7 @@ import enum
 import hmac
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,12 @@ from nvmf.protocol.dhchap import (
 from nvmf.wire import auth as w
 
 log = logging.getLogger(__name__)
+
+#: How long a transaction may hold its controller's keep-alive (the Linux target expires an
+#: unfinished transaction after KATO, or 120 s without one).  The host computes its DH values
+#: between the Challenge and its Reply; a slow host (ffdhe8192 on a small CPU, an emulated
+#: machine) can take longer than a 5 s KATO, and that time is not the host's silence.
+TRANSACTION_HOLD_S = 120.0
 
 #: The config group and its attributes (nvmetcli's names for configfs ``dhchap_key``,
 #: ``dhchap_ctrl_key``, ``dhchap_hash``, ``dhchap_dhgroup``).
@@ -138,6 +145,7 @@ class QueueAuth:
         self._s2 = 0
         self._dh: DhExchange | None = None
         self._session_key = b""
+        self.started = 0.0
 
     # -- Authentication Send -------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -186,6 +194,7 @@ class QueueAuth:
             return
         self.t_id = msg.t_id
         self._forget()
+        self.started = time.monotonic()
         if self.refresh is not None:
             try:
                 self.keys = self.refresh() or self.keys
@@ -329,6 +338,11 @@ class QueueAuth:
     def in_progress(self) -> bool:
         """A transaction runs (after its AUTH_Negotiate, before its end)."""
         return self.step not in (Step.NEGOTIATE, Step.FAILED)
+
+    def holds_keep_alive(self, now: float) -> bool:
+        """A transaction in progress, started less than :data:`TRANSACTION_HOLD_S` ago: the
+        host is busy with it, not silent."""
+        return self.in_progress and now - self.started < TRANSACTION_HOLD_S
 
     @property
     def finished(self) -> bool:

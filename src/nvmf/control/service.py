@@ -574,6 +574,11 @@ class TargetService:
             delay = 5.0  # disabled now; a Set Features may enable it later
         else:
             now = time.monotonic()
+            if any(
+                session.auth is not None and session.auth.holds_keep_alive(now)
+                for session in ctrl.queues.values()
+            ):
+                ka.touch(now)  # an authentication transaction is running (control/auth.py)
             if ka.expired(now):
                 self.delete_controller(ctrl, f"keep-alive timeout ({ka.kato_ms} ms) expired")
                 return
