@@ -93,7 +93,7 @@ async def _connect(
         except SecretError as exc:  # validated at load; names the field, never the secret
             log.warning("connect: %s: unusable DH-HMAC-CHAP setting: %s", hostnqn, exc)
             return Status(SC.AUTH_REQUIRED, dnr=True)
-    if keys is not None and port.trtype != "tcp":
+    if keys is not None and port.trtype == "rdma":
         log.warning(
             "connect: %s qid %d on %s: DH-HMAC-CHAP over %s is not built yet: refused",
             hostnqn,
