@@ -203,7 +203,7 @@ ctrl=$(ls /sys/class/nvme/ | head -1)
 before=$(authed)
 echo "$BI384_KEY" > /sys/class/nvme/$ctrl/dhchap_secret
 echo "reauth-same write rc=$?" >> $OUT/results.txt
-sleep 5
+for i in $(seq 60); do [ $(( $(authed) - before )) -ge 3 ] && break; sleep 1; done
 echo "reauth-same authenticated $(( $(authed) - before ))" >> $OUT/results.txt
 echo "reauth-same state $(cat /sys/class/nvme/$ctrl/state)" >> $OUT/results.txt
 fio_small reauth-same $dev
