@@ -33,7 +33,7 @@ except ModuleNotFoundError:  # pytest started as a script: the repository is not
 
 COMBOS = ("dram-dram", "dram-cmb", "cmb-dram", "cmb-cmb")
 CASES = ("4k", "128k", "unaligned")
-TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq")
+TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq", "pci_nvme_identify")
 
 SCRIPT = """
 exec 2>$OUT/stderr.txt
@@ -129,7 +129,8 @@ def test_kernel_nvme_reads_what_we_wrote(guest: GuestResult) -> None:
 
 @dataclass
 class Segment:
-    """The trace between one of our Create I/O SQ commands and the next."""
+    """The trace between one of our Create I/O SQ commands and the next Identify (the next
+    controller open: its Identify data is admin traffic in host memory, not I/O data)."""
 
     name: str
     sq_address: int
@@ -150,24 +151,31 @@ class Segment:
 
 _CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
 _MAP = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
+_IDENTIFY = re.compile(r"pci_nvme_identify\b")
 
 
 def segments(guest: GuestResult) -> list[Segment]:
-    """Cut the trace at each Create I/O SQ our driver sent (in the order it sent them)."""
+    """Cut the trace at each Create I/O SQ our driver sent (in the order it sent them), each
+    segment ending at the next Identify."""
     results = guest.results()
     order = [*COMBOS, "kill-child", "reopen"]
     expected = [(name, int(results[f"sq_iova {name}"], 16)) for name in order]
     found: list[Segment] = []
+    current: Segment | None = None
     for line in guest.read(TRACE_FILE).splitlines():
         create = _CREATE_SQ.search(line)
         if create and len(found) < len(expected):
             name, address = expected[len(found)]
             if int(create.group(1), 16) == address:
-                found.append(Segment(name, address))
+                current = Segment(name, address)
+                found.append(current)
+            continue
+        if _IDENTIFY.search(line):
+            current = None  # admin data of the next open, until its Create I/O SQ
             continue
         mapped = _MAP.search(line)
-        if mapped and found:
-            found[-1].maps.append((mapped.group(1), int(mapped.group(2), 16)))
+        if mapped and current is not None:
+            current.maps.append((mapped.group(1), int(mapped.group(2), 16)))
     assert [s.name for s in found] == order, "our Create I/O SQ commands are not all in the trace"
     return found
 
