@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ from contextlib import contextmanager
 import pytest
 
 from nvmf.control.model import Host, Namespace, NamespaceMedia, Port, Subsystem, TargetConfig
-from nvmf.control.service import TargetService
 from nvmf.host import commands as c
 from nvmf.host.queue import HostQueue
 from nvmf.protocol.dhchap import (
@@ -35,7 +33,7 @@ from nvmf.wire import auth as w
 from nvmf.wire.fabrics import CC, CSTS, Prop
 from nvmf.wire.opcodes import FabricsType, IoOpcode
 from nvmf.wire.status import SC
-from tests.target.conftest import RunningTarget
+from tests.target.conftest import RunningTarget, running_target
 
 SUBNQN = "nqn.2024-01.io.nvmf:auth"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000a071"
@@ -64,28 +62,8 @@ def auth_target(workers: int, hash_name: str, dhgroup: str) -> Iterator[RunningT
         ports=[Port(portid=1, trsvcid="0", subsystems=[SUBNQN])],
     )
     cfg.nvmf.max_io_queues = 2
-    cfg.nvmf.offload_workers = workers
-    loop = asyncio.new_event_loop()
-    service = TargetService(cfg)
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(service.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    addr = service.transports["tcp"].bound_address(service.ports[0])
-    try:
-        yield RunningTarget(service, loop, addr)
-    finally:
-        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with running_target(workers, config=cfg) as running:
+        yield running
 
 
 def _auth_cmd(fctype: int, length: int, **fields: int) -> bytearray:
