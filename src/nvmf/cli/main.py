@@ -17,8 +17,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nvmf import __version__
+from nvmf.cli.secrets import mask_secrets
 
 #: Sub-command modules under ``nvmf.cli``, in the order ``nvmf --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -35,8 +37,17 @@ COMMANDS: tuple[str, ...] = (
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with any secret it would quote back in an error masked (an unknown
+    argument is reported by the top-level parser, whatever sub-command it followed)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {mask_secrets(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nvmf",
         description="NVMe over Fabrics target with software offload, host and diagnostics.",
     )
