@@ -11,6 +11,7 @@ import pytest
 from nvmf.config import ConfigError, parse_config
 from nvmf.config.kernel import ConfigFs, apply_to_kernel, clear_kernel
 from nvmf.control.model import TargetConfig, default_config
+from nvmf.protocol.dhchap import generate_secret
 from tests.config.fake_configfs import FakeConfigFs
 
 HOST = "nqn.2014-08.org.nvmexpress:uuid:1d5c3a8e-2f4b-4c6d-9e8f-0a1b2c3d4e5f"
@@ -254,6 +255,18 @@ def test_a_refused_step_names_the_field_and_rolls_back(tmp_path: Path) -> None:
     assert message.startswith("config.json: subsystems[0].namespaces[0].enable: the kernel refused")
     assert "Input/output error" in message
     assert fs.tree() == ["hosts/", "ports/", "subsystems/"]
+
+
+def test_a_refused_dhchap_key_is_named_never_quoted(tmp_path: Path) -> None:
+    fs = FakeConfigFs(str(tmp_path / "nvmet"), fail=f"hosts/{HOST}/dhchap_key")
+    obj = config(tmp_path)
+    key = generate_secret(1, 32, HOST)
+    obj["hosts"][0]["dhchap"] = {"key": key}
+    with pytest.raises(ConfigError) as info:
+        apply(parse_config(obj, kernel=True), fs)
+    message = str(info.value)
+    assert "hosts[0].dhchap.key: the kernel refused writing the secret to " in message
+    assert key.split(":")[2] not in message
 
 
 def test_a_missing_attribute_is_an_error_for_modelled_fields(tmp_path: Path) -> None:

@@ -13,6 +13,23 @@ Writing the host's ``dhchap_secret`` in sysfs re-authenticates every queue: with
 key it succeeds and I/O goes on; with another key it fails and the target ends the controller.
 No secret appears in the target's log or in ``nvmf status``.
 
+Then the other way round, in the same boot: this project's host against the Linux kernel target
+(nvmet), which ``nvmf config apply`` configures with three more hosts' keys (nvmetcli's
+``dhchap`` group written to configfs ``dhchap_key``, ``dhchap_ctrl_key``, ``dhchap_hash``,
+``dhchap_dhgroup``), a loop-device namespace, an NVMe/TCP port on 127.0.0.1 and an NVMe/RDMA
+port on Soft-RoCE:
+
+* ``kuni`` (SHA-256, null group, host key only) and ``kbi`` (SHA-384, ffdhe2048, both keys) over
+  NVMe/TCP, ``krdma`` (SHA-512, ffdhe3072, both keys) over NVMe/RDMA: the host authenticates
+  the admin queue and two I/O queues and reads back what it wrote through each;
+* a wrong secret, no secret, and a wrong controller secret are refused with an error naming
+  the queue and the reason (the kernel's AUTH_Failure1; the host's AUTH_Failure2);
+* ``nvmf identify -S -C`` (the CLI, in the same process: every Python start costs a minute
+  under emulation) with the right and with a wrong controller secret.
+
+:mod:`tests.guest.auth_host_driver` runs all of it in one process; no secret appears in what
+it reports.
+
 The keys are made here with :func:`nvmf.protocol.dhchap.generate_secret`; the kernel parsing
 them (CRC-32, base64, transformation hash) and accepting our responses checks that encoding
 independently.
@@ -43,6 +60,111 @@ HOSTS = {
 def _host(name: str) -> tuple[str, str]:
     hostid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"nvmf-auth-{name}"))
     return f"nqn.2014-08.org.nvmexpress:uuid:{hostid}", hostid
+
+
+#: The Linux kernel target's subsystem (our host's cases), its ports.
+KSUB = "nqn.2024-01.io.nvmf:kauth"
+KTCP = ("127.0.0.1", "4421")
+KRDMA = ("10.99.0.1", "4421")
+KHOSTS = {
+    # name: (hash, dhgroup, key transformation hash, key length, bidirectional, transport)
+    "kuni": ("hmac(sha256)", "null", 1, 32, False, "tcp"),
+    "kbi": ("hmac(sha384)", "ffdhe2048", 2, 48, True, "tcp"),
+    "krdma": ("hmac(sha512)", "ffdhe3072", 3, 64, True, "rdma"),
+}
+
+
+def _kernel_plan(stranger: str) -> dict[str, Any]:
+    """Our host's cases against the kernel target: its configuration and what to run."""
+    hosts: dict[str, dict[str, str]] = {}
+    for name, (_hash, _group, transform, length, bi, _tr) in KHOSTS.items():
+        nqn, hostid = _host(name)
+        hosts[name] = {
+            "nqn": nqn,
+            "hostid": hostid,
+            "key": generate_secret(transform, length, nqn),
+            "ctrl_key": generate_secret(0, 48) if bi else "",
+        }
+
+    def port(portid: int, trtype: str, addr: tuple[str, str]) -> dict[str, Any]:
+        return {
+            "addr": {
+                "adrfam": "ipv4",
+                "traddr": addr[0],
+                "treq": "not specified",
+                "trsvcid": addr[1],
+                "trtype": trtype,
+            },
+            "portid": portid,
+            "referrals": [],
+            "subsystems": [KSUB],
+        }
+
+    config_tcp = {
+        "hosts": [
+            {
+                "nqn": hosts[name]["nqn"],
+                "dhchap": {
+                    "key": hosts[name]["key"],
+                    "ctrl_key": hosts[name]["ctrl_key"],
+                    "hash": KHOSTS[name][0],
+                    "dhgroup": KHOSTS[name][1],
+                },
+            }
+            for name in KHOSTS
+        ],
+        "ports": [port(11, "tcp", KTCP)],
+        "subsystems": [
+            {
+                "allowed_hosts": [hosts[name]["nqn"] for name in KHOSTS],
+                "attr": {"allow_any_host": "0", "serial": "nvmfkauth001", "version": "1.3"},
+                "namespaces": [{"device": {"path": "LOOPDEV"}, "enable": 1, "nsid": 1}],
+                "nqn": KSUB,
+            }
+        ],
+    }
+    config_all = {**config_tcp, "ports": [port(11, "tcp", KTCP), port(12, "rdma", KRDMA)]}
+
+    def case(name: str, host: str, secret: str, ctrl_secret: str = "") -> dict[str, str]:
+        addr = KRDMA if KHOSTS[host][5] == "rdma" else KTCP
+        return {
+            "name": name,
+            "trtype": KHOSTS[host][5],
+            "addr": addr[0],
+            "port": addr[1],
+            "nqn": KSUB,
+            "hostnqn": hosts[host]["nqn"],
+            "hostid": hosts[host]["hostid"],
+            "secret": secret,
+            "ctrl_secret": ctrl_secret,
+        }
+
+    def identify(host: str, *secrets: str) -> list[str]:
+        h = hosts[host]
+        argv = ["identify", "-a", KTCP[0], "-s", KTCP[1], "-n", KSUB, "-q", h["nqn"]]
+        return [*argv, "-I", h["hostid"], *secrets]
+
+    kbi = hosts["kbi"]
+    return {
+        "hosts": hosts,
+        "config_tcp": config_tcp,
+        "config_all": config_all,
+        "cases": [
+            case("uni", "kuni", hosts["kuni"]["key"]),
+            case("bi", "kbi", kbi["key"], kbi["ctrl_key"]),
+            case("rdma-bi", "krdma", hosts["krdma"]["key"], hosts["krdma"]["ctrl_key"]),
+            case("wrong-secret", "kuni", stranger),
+            case("no-secret", "kuni", ""),
+            case("wrong-ctrl-secret", "kbi", kbi["key"], stranger),
+        ],
+        "cli": [
+            {"name": "identify", "argv": identify("kbi", "-S", kbi["key"], "-C", kbi["ctrl_key"])},
+            {
+                "name": "identify-wrong-ctrl-secret",
+                "argv": identify("kbi", f"--dhchap-secret={kbi['key']}", "-C", stranger),
+            },
+        ],
+    }
 
 
 def _plan() -> dict[str, Any]:
@@ -101,7 +223,12 @@ def _plan() -> dict[str, Any]:
             }
         ],
     }
-    return {"hosts": hosts, "stranger": stranger, "config": config}
+    return {
+        "hosts": hosts,
+        "stranger": stranger,
+        "config": config,
+        "kernel": _kernel_plan(stranger),
+    }
 
 
 PLAN = _plan()
@@ -120,6 +247,10 @@ def _script(plan: dict[str, Any]) -> str:
         "JSON",
         f"SUB={SUB}",
         f"STRANGER='{plan['stranger']}'",
+        f"KRDMA_ADDR={KRDMA[0]}",
+        "cat > /tmp/nvmf-guest/kplan.json <<'JSON'",
+        json.dumps(plan["kernel"], indent=1),
+        "JSON",
     ]
     for name, h in hosts.items():
         var = name.upper()
@@ -231,6 +362,23 @@ for key in "$UNI_KEY" "$BI384_KEY" "$BI384_CKEY" "$BI512_KEY" "$BI512_CKEY" "$ST
 done
 echo $hits > $OUT/secret-hits.txt
 dmesg > $OUT/dmesg.txt
+
+# -- our host against the Linux kernel target (nvmet), DH-HMAC-CHAP over NVMe/TCP and RDMA ------
+kstart=$(date +%s)
+modprobe nvmet && modprobe nvmet-tcp && modprobe loop
+echo "nvmet modprobe rc=$?" >> $OUT/results.txt
+ip link add nvmf0 type dummy && ip addr add $KRDMA_ADDR/24 dev nvmf0 && ip link set nvmf0 up \
+    && modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0 && modprobe nvmet-rdma
+echo "rxe rc=$?" >> $OUT/results.txt
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+truncate -s 64M /tmp/nvmf-guest/kauth.img
+KLOOP=$(losetup -f --show /tmp/nvmf-guest/kauth.img)
+timeout 1200 $PY -m tests.guest.auth_host_driver /tmp/nvmf-guest/kplan.json $KLOOP \
+    $OUT/kernel-target.json > $OUT/kernel-target.log 2>&1
+echo "kernel driver rc=$?" >> $OUT/results.txt
+dmesg > $OUT/kernel-target-dmesg.txt
+losetup -d $KLOOP
+echo "kernel seconds $(( $(date +%s) - kstart ))" >> $OUT/results.txt
 echo "seconds $(( $(date +%s) - start ))" >> $OUT/results.txt
 echo done > $OUT/finished
 """
@@ -306,3 +454,83 @@ def test_target_clean(guest: GuestResult) -> None:
     log = guest.read("target.log")
     assert "Traceback" not in log
     assert guest.results()["target rc"] == "0"
+
+
+# -- our host against the Linux kernel target ---------------------------------------------------
+
+
+def _kernel(guest: GuestResult) -> dict[str, Any]:
+    text = guest.read("kernel-target.json")
+    assert text, guest.read("kernel-target.log")[-3000:] + guest.read("trace.txt")[-2000:]
+    report: dict[str, Any] = json.loads(text)
+    return report
+
+
+def test_config_apply_gave_the_kernel_target_the_keys(guest: GuestResult) -> None:
+    res = guest.results()
+    assert res["nvmet modprobe rc"] == "0" and res["kernel driver rc"] == "0"
+    apply = _kernel(guest)["apply"]
+    assert apply.get("applied") in ("config_all", "config_tcp"), apply
+    assert apply[apply["applied"]]["rc"] == 0
+
+
+@pytest.mark.parametrize(("case", "host"), [("uni", "kuni"), ("bi", "kbi"), ("rdma-bi", "krdma")])
+def test_our_host_authenticates_to_the_kernel_target(
+    guest: GuestResult, case: str, host: str
+) -> None:
+    report = _kernel(guest)
+    if case == "rdma-bi":
+        assert guest.results()["rxe rc"] == "0", guest.read("trace.txt")[-2000:]
+        assert report["apply"].get("applied") == "config_all", report["apply"]
+    result = report["cases"][case]
+    assert "error" not in result, result
+    assert result["io_queues"] == 2 and result["readback"] == {"q0": True, "q1": True}
+    hash_name, group, _, _, bidirectional, _ = KHOSTS[host]
+    lines = result["auth_log"]
+    for qid in range(3):  # the admin queue and both I/O queues
+        expected = f"qid {qid}: authenticated with {hash_name}, DH group {group}"
+        (line,) = [line for line in lines if line.startswith(expected)]
+        assert line.endswith(", controller authenticated") == bidirectional, line
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong-secret", "the controller sent AUTH_Failure1, reason 0x01 (authentication "
+         "failure), explanation 0x01 (authentication failed)"),
+        ("no-secret", "the controller requires authentication (Connect AUTHREQ.ATR) and no host "
+         "secret was given"),
+        ("wrong-ctrl-secret", "the controller's response does not match the controller secret"),
+    ],
+)  # fmt: skip
+def test_the_kernel_target_refusal_is_a_clear_error(
+    guest: GuestResult, case: str, reason: str
+) -> None:
+    result = _kernel(guest)["cases"][case]
+    error = result.get("error", "")
+    assert error.startswith("AuthenticationError: DH-HMAC-CHAP failed on qid 0: "), result
+    assert reason in error, error
+    if case == "wrong-ctrl-secret":
+        assert "the host sent AUTH_Failure2, explanation 0x01" in error
+
+
+def test_our_cli_with_the_kernel_target(guest: GuestResult) -> None:
+    cli = _kernel(guest)["cli"]
+    ok = cli["identify"]
+    assert ok["rc"] == 0, ok["stderr"]
+    assert f"of {KSUB}" in ok["stdout"] and "namespaces      : 1 active" in ok["stdout"]
+    bad = cli["identify-wrong-ctrl-secret"]
+    assert bad["rc"] == 1 and bad["stdout"] == ""
+    assert bad["stderr"].startswith("nvmf identify: DH-HMAC-CHAP failed on qid 0: the ")
+    assert len(bad["stderr"].splitlines()) == 1, bad["stderr"]
+
+
+def test_no_secret_in_our_hosts_output(guest: GuestResult) -> None:
+    kernel = PLAN["kernel"]
+    secrets = [PLAN["stranger"]] + [
+        h[k] for h in kernel["hosts"].values() for k in ("key", "ctrl_key") if h[k]
+    ]
+    text = guest.read("kernel-target.json") + guest.read("kernel-target.log")
+    assert text
+    hits = [s for s in secrets if s.split(":")[2] in text]
+    assert hits == []

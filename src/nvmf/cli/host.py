@@ -1,12 +1,17 @@
 """``nvmf discover``, ``nvmf identify``, ``nvmf read``, ``nvmf write``: the host, nvme-cli style.
 
 Thin: options in, :mod:`nvmf.host` does the work, a summary out.  The connection options keep
-nvme-cli's letters (``-t -a -s -n -q -I -i -Q -k -g -G``) so a command line moves between the
-two; ``-a`` takes an IPv6 address bare (``-a ::1``), as nvme-cli does.  ``-o/--output-format
+nvme-cli's letters (``-t -a -s -n -q -I -i -Q -k -g -G -S -C``) so a command line moves between
+the two; ``-a`` takes an IPv6 address bare (``-a ::1``), as nvme-cli does.  ``-o/--output-format
 normal|json`` prints nvme-cli's layouts, key names and value strings (:mod:`nvmf.cli.nvme_print`).
 Bad arguments give one line naming the option and exit 2; a failure of the connection or of a
 command gives one line and exit 1 (a Connect refused for its subsystem NQN also names the NQNs
 the target's discovery log offers).
+
+``-S/--dhchap-secret`` and ``-C/--dhchap-ctrl-secret`` are the DH-HMAC-CHAP secrets
+(``DHHC-1:XX:BASE64:``) used when the controller requires in-band authentication.  They never
+appear in an error or any other output: a malformed one is named by its option, and a secret
+elsewhere in a refused command line is masked.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO, NoReturn
 
 from nvmf.cli.nvme_print import discovery_json, discovery_text, id_ctrl_json, id_ns_json
+from nvmf.cli.secrets import mask_secrets
 from nvmf.host import (
     ConnectOptions,
     Controller,
@@ -32,6 +38,7 @@ from nvmf.host import (
 )
 from nvmf.host.controller import DEFAULT_KATO, DEFAULT_QUEUE_SIZE
 from nvmf.host.runtime import run as run_async
+from nvmf.protocol.dhchap import DhchapSecret, SecretError
 from nvmf.wire.identify import IdentifyController, IdentifyNamespace
 
 #: Bytes moved per step by ``nvmf read``/``nvmf write`` (the library splits by MDTS below it).
@@ -101,11 +108,26 @@ def _uuid(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"invalid UUID {text!r}") from None
 
 
+def dhchap_secret(option: str) -> Callable[[str], DhchapSecret]:
+    """``-S``/``-C``: a ``DHHC-1:XX:BASE64:`` secret; a malformed one is refused naming
+    ``option`` and what is wrong, never the text given."""
+
+    def parse(text: str) -> DhchapSecret:
+        try:
+            return DhchapSecret.parse(text, option)
+        except SecretError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    parse.__name__ = "DH-HMAC-CHAP secret"
+    return parse
+
+
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make ``parser`` report a bad argument as one line (no usage block) and exit 2."""
+    """Make ``parser`` report a bad argument as one line (no usage block) and exit 2.  A
+    secret quoted back in the message (argparse repeats an unknown argument) is masked."""
 
     def error(message: str) -> NoReturn:
-        parser.exit(2, f"{parser.prog}: {message}\n")
+        parser.exit(2, f"{parser.prog}: {mask_secrets(message)}\n")
 
     setattr(parser, "error", error)  # noqa: B010 - an instance override of a method
 
@@ -174,6 +196,22 @@ def add_connect_options(
         default=10.0,
         help="connect and admin command timeout in seconds (10)",
     )
+    g.add_argument(
+        "-S",
+        "--dhchap-secret",
+        type=dhchap_secret("--dhchap-secret"),
+        metavar="DHHC-1:XX:KEY:",
+        help="the host's DH-HMAC-CHAP secret, used when the controller requires "
+        "authentication (as nvme connect --dhchap-secret)",
+    )
+    g.add_argument(
+        "-C",
+        "--dhchap-ctrl-secret",
+        type=dhchap_secret("--dhchap-ctrl-secret"),
+        metavar="DHHC-1:XX:KEY:",
+        help="the controller's DH-HMAC-CHAP secret: authenticate the controller too "
+        "(bidirectional; needs --dhchap-secret)",
+    )
 
 
 def connect_options(args: argparse.Namespace, *, nr_io_queues: int | None = None) -> ConnectOptions:
@@ -193,6 +231,8 @@ def connect_options(args: argparse.Namespace, *, nr_io_queues: int | None = None
         data_digest=args.data_digest,
         timeout=args.timeout or 10.0,
         trtype=args.transport,
+        dhchap_secret=args.dhchap_secret,
+        dhchap_ctrl_secret=args.dhchap_ctrl_secret,
     )
 
 
@@ -250,10 +290,10 @@ def run_host_command(name: str, coro: Coroutine[Any, Any, int]) -> int:
     except BrokenPipeError:
         raise  # stdout closed by the reader: nvmf.cli.main ends quietly
     except ValueError as exc:
-        print(f"nvmf {name}: {exc}", file=sys.stderr)
+        print(f"nvmf {name}: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     except (HostError, OSError) as exc:
-        print(f"nvmf {name}: {exc}", file=sys.stderr)
+        print(f"nvmf {name}: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -269,6 +309,8 @@ async def _discover(args: argparse.Namespace) -> int:
         data_digest=args.data_digest,
         timeout=args.timeout or 10.0,
         trtype=args.transport,
+        dhchap_secret=args.dhchap_secret,
+        dhchap_ctrl_secret=args.dhchap_ctrl_secret,
     )
     if args.output_format == "json":
         print(json.dumps(discovery_json(log), indent=2))

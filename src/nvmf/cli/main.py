@@ -9,7 +9,7 @@ the pipe early (``nvmf discover ... | head -1``) ends the command quietly, with 
 tool killed by SIGPIPE has (128 + 13), and no traceback.
 
 Only the module of the sub-command named on the command line is imported (:data:`ENTRY`):
-importing all of them loads the whole target, host and cryptography, which costs 30 ms here
+importing all of them loads the whole target, host and cryptography, a third of a second here
 and tens of seconds in the emulated guest the tests run ``nvmf`` in, for every call.  With no
 sub-command, or one this table does not know, every module registers (the full help, argparse's
 own error for a misspelt name).
@@ -23,8 +23,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nvmf import __version__
+from nvmf.cli.secrets import mask_secrets
 
 #: Sub-command modules under ``nvmf.cli``, in the order ``nvmf --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -55,10 +57,19 @@ ENTRY: dict[str, str] = {
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with any secret it would quote back in an error masked (an unknown
+    argument is reported by the top-level parser, whatever sub-command it followed)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {mask_secrets(message)}\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``nvmf`` parser: with ``command`` (a key of :data:`ENTRY`), only its module's
     sub-commands are registered; else every module's."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nvmf",
         description="NVMe over Fabrics target with software offload, host and diagnostics.",
     )

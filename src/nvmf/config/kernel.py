@@ -99,6 +99,10 @@ class ConfigFs:
         os.unlink(self.path(rel))
 
 
+#: configfs attributes holding a secret: an error names them, never their value.
+SECRET_ATTRS = frozenset({"dhchap_key", "dhchap_ctrl_key"})
+
+
 @dataclass
 class _Applier:
     """One apply run: writes the tree, turns OS errors into ConfigErrors naming the JSON field."""
@@ -109,7 +113,11 @@ class _Applier:
     notes: list[str] = field(default_factory=list)
 
     def fail(self, where: str, rel: str, e: OSError, value: str | None = None) -> ConfigError:
-        what = f"writing {show(value)} to {rel}" if value is not None else rel
+        if value is not None and rel.rpartition("/")[2] in SECRET_ATTRS:
+            value = "the secret"  # a DH-HMAC-CHAP key is never quoted back
+        elif value is not None:
+            value = show(value)
+        what = f"writing {value} to {rel}" if value is not None else rel
         reason = e.strerror or str(e)
         return ConfigError.at(self.source, where, f"the kernel refused {what}: {reason}")
 

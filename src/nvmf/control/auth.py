@@ -36,6 +36,7 @@ from nvmf.protocol.dhchap import (
     augmented_challenge,
     controller_response,
     host_response,
+    next_seqnum,
 )
 from nvmf.wire import auth as w
 
@@ -299,7 +300,7 @@ class QueueAuth:
 
     def _challenge(self) -> bytes:
         self._c1 = os.urandom(self.hash_id.length)
-        self._s1 = _next_seqnum()
+        self._s1 = next_seqnum()
         dhv = b""
         if self.dhgroup is not DhGroup.NULL:
             self._dh = DhExchange(self.dhgroup)
@@ -379,17 +380,3 @@ class QueueAuth:
 def _same(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of a response."""
     return hmac.compare_digest(a, b)
-
-
-_seqnum = 0
-
-
-def _next_seqnum() -> int:
-    """Sequence numbers: random start, then increasing, never 0 (as Linux
-    ``nvme_auth_get_seqnum``)."""
-    global _seqnum
-    if not _seqnum:
-        _seqnum = int.from_bytes(os.urandom(4), "little") or 1
-    else:
-        _seqnum = (_seqnum + 1) & 0xFFFFFFFF or 1
-    return _seqnum

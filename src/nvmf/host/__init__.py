@@ -5,10 +5,12 @@ The host side of NVMe/TCP on asyncio: :class:`HostQueue` (one connection, one NV
 commands, keep alive, shutdown), :func:`discover` (the Discovery log page).  NVMe/RDMA
 (``trtype="rdma"``) uses :class:`nvmf.host.rdma_queue.RdmaHostQueue` instead of
 :class:`HostQueue`, imported only then (it needs rdma-core's pyverbs).  Errors are
-:class:`NvmeError` (a command's non-zero status) and :class:`TransportError` (a queue failed).
+:class:`NvmeError` (a command's non-zero status), :class:`TransportError` (a queue failed) and
+:class:`AuthenticationError` (DH-HMAC-CHAP failed on a queue, :mod:`nvmf.host.auth`).
 It knows nothing of the target's internals: only the wire and the sans-IO protocol layers.
 """
 
+from nvmf.host.auth import AuthenticationError
 from nvmf.host.controller import (
     ConnectOptions,
     Controller,
@@ -28,6 +30,7 @@ from nvmf.host.queue import Completion, HostQueue
 
 __all__ = [
     "DISCOVERY_NQN",
+    "AuthenticationError",
     "Completion",
     "ConnectOptions",
     "Controller",

@@ -18,6 +18,10 @@ Over NVMe/RDMA (``trtype="rdma"``) each queue is an RDMA CM connection instead o
 (:mod:`nvmf.host.rdma_queue`; no in-capsule data on the admin queue, no digests); the
 sequence of commands is the same.
 
+A queue whose Connect response sets AUTHREQ.ATR authenticates right after it, before any other
+command, with the secrets of :attr:`ConnectOptions.dhchap_secret` and
+:attr:`ConnectOptions.dhchap_ctrl_secret` (:mod:`nvmf.host.auth`, the same over either fabric).
+
 :meth:`Controller.close` tears down in the Linux order: I/O queues, then a normal shutdown
 (CC.SHN = 01b, wait for CSTS.SHST = 10b), then the admin queue.  There is no reconnection: a
 failed queue makes its commands fail with :class:`~nvmf.host.errors.TransportError`.
@@ -32,15 +36,18 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from nvmf.host import commands as c
+from nvmf.host.auth import AuthenticationError, DhchapKeys, authenticate
 from nvmf.host.errors import HostError, NvmeError, TransportError
 from nvmf.host.identity import default_hostid, default_hostnqn
 from nvmf.host.queue import ADMIN_INCAPSULE_SIZE, Completion, HostQueue
+from nvmf.protocol.dhchap import DhchapSecret
+from nvmf.wire.auth import CONNECT_AUTHREQ_ASCR, CONNECT_AUTHREQ_ATR
 from nvmf.wire.fabrics import CC, CNTLID_DYNAMIC, CSTS, Cap, Prop
 from nvmf.wire.identify import (
     IDENTIFY_DATA_SIZE,
@@ -115,6 +122,26 @@ class ConnectOptions:
     #: NVMe/RDMA: ask the controller to invalidate each command's remote key with its response
     #: (keyed SGL sub type Fh), where the device has memory windows to make that possible.
     rdma_invalidate: bool = True
+    #: The host's DH-HMAC-CHAP secret (nvme-cli ``--dhchap-secret``), used on every queue whose
+    #: Connect response says authentication is required.  Never in a repr or message.
+    dhchap_secret: DhchapSecret | None = field(default=None, repr=False)
+    #: The controller's secret (``--dhchap-ctrl-secret``): the host then also checks that the
+    #: controller holds it (bidirectional authentication).  Needs ``dhchap_secret``.
+    dhchap_ctrl_secret: DhchapSecret | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dhchap_ctrl_secret is not None and self.dhchap_secret is None:
+            raise ValueError(
+                "a controller secret (--dhchap-ctrl-secret) needs the host's own secret "
+                "(--dhchap-secret)"
+            )
+
+    @property
+    def dhchap_keys(self) -> DhchapKeys | None:
+        """The DH-HMAC-CHAP secrets, or None when the host has none."""
+        if self.dhchap_secret is None:
+            return None
+        return DhchapKeys(self.dhchap_secret, self.dhchap_ctrl_secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +179,9 @@ class Controller:
     _ns: dict[int, NamespaceGeometry] = field(default_factory=dict)
     _keep_alive: asyncio.Task[None] | None = None
     _rr: itertools.count[int] = field(default_factory=itertools.count)
+    #: DH-HMAC-CHAP transaction identifiers, one per transaction on any queue of this
+    #: controller (the Linux host's ``ctrl->transaction``).
+    _t_ids: Iterator[int] = field(default_factory=itertools.count)
     _closed: bool = False
 
     # -- context manager -------------------------------------------------------------------------
@@ -599,8 +629,10 @@ async def _connect_queue(
     hostnqn: str,
     hostid: uuid.UUID,
     incapsule_size: int,
+    t_ids: Iterator[int],
 ) -> tuple[AnyQueue, int]:
-    """Open one queue and send its Connect; returns the queue and the CNTLID it answered."""
+    """Open one queue, send its Connect and, when the controller asks for it, authenticate
+    (with a transaction id from ``t_ids``); returns the queue and the CNTLID it answered."""
     q: AnyQueue
     if opts.trtype == "rdma":
         q = await rdma_queue_class().open(
@@ -640,7 +672,48 @@ async def _connect_queue(
     except BaseException:
         q.close("Connect failed")
         raise
+    try:
+        await _authenticate_if_asked(q, opts, comp.dw0, qid=qid, hostnqn=hostnqn, t_ids=t_ids)
+    except BaseException:
+        q.close("authentication failed")
+        raise
     return q, comp.dw0 & 0xFFFF
+
+
+async def _authenticate_if_asked(
+    q: AnyQueue, opts: ConnectOptions, dw0: int, *, qid: int, hostnqn: str, t_ids: Iterator[int]
+) -> None:
+    """DH-HMAC-CHAP on ``q`` when its Connect response's AUTHREQ (DW0) asks for it, as the Linux
+    host's ``nvmf_connect_admin_queue`` / ``nvmf_connect_io_queue`` decide."""
+    keys = opts.dhchap_keys
+    if dw0 & CONNECT_AUTHREQ_ASCR:
+        raise AuthenticationError(
+            qid,
+            "the controller requires secure channel concatenation (Connect AUTHREQ.ASCR), "
+            "which this host does not implement",
+        )
+    if not dw0 & CONNECT_AUTHREQ_ATR:
+        if qid == 0 and keys is not None and keys.bidirectional:
+            log.warning(
+                "the controller did not ask for DH-HMAC-CHAP (Connect AUTHREQ.ATR clear): "
+                "it was not authenticated with the controller secret"
+            )
+        return
+    if keys is None:
+        raise AuthenticationError(
+            qid,
+            "the controller requires authentication (Connect AUTHREQ.ATR) and no host secret "
+            "was given (--dhchap-secret)",
+        )
+    await authenticate(
+        q,
+        keys,
+        qid=qid,
+        t_id=next(t_ids),
+        hostnqn=hostnqn,
+        subnqn=opts.subnqn,
+        timeout=opts.timeout,
+    )
 
 
 async def connect(
@@ -658,9 +731,13 @@ async def connect(
     timeout: float = 10.0,
     io_timeout: float | None = 30.0,
     trtype: str = "tcp",
+    dhchap_secret: str | DhchapSecret | None = None,
+    dhchap_ctrl_secret: str | DhchapSecret | None = None,
 ) -> Controller:
     """Connect to ``subnqn`` at ``traddr:trsvcid`` and bring the controller up (see the module
-    docstring); the keywords are :class:`ConnectOptions`' fields."""
+    docstring); the keywords are :class:`ConnectOptions`' fields.  The DH-HMAC-CHAP secrets may
+    be given as ``DHHC-1:XX:BASE64:`` text (a malformed one is a ValueError naming the
+    keyword, never its value)."""
     return await connect_with(
         ConnectOptions(
             traddr,
@@ -676,8 +753,17 @@ async def connect(
             timeout=timeout,
             io_timeout=io_timeout,
             trtype=trtype,
+            dhchap_secret=parse_secret(dhchap_secret, "dhchap_secret"),
+            dhchap_ctrl_secret=parse_secret(dhchap_ctrl_secret, "dhchap_ctrl_secret"),
         )
     )
+
+
+def parse_secret(secret: str | DhchapSecret | None, name: str) -> DhchapSecret | None:
+    """``secret`` parsed from its ``DHHC-1`` text (ValueError naming ``name`` when malformed)."""
+    if secret is None or isinstance(secret, DhchapSecret):
+        return secret
+    return DhchapSecret.parse(secret, name)
 
 
 async def connect_with(opts: ConnectOptions, *, io_queues: bool = True) -> Controller:
@@ -695,6 +781,7 @@ async def _bring_up(opts: ConnectOptions, *, io_queues: bool) -> Controller:
         raise ValueError(f"transport {opts.trtype!r}: this host speaks {', '.join(TRTYPES)}")
     if opts.trtype == "rdma" and (opts.hdr_digest or opts.data_digest):
         raise ValueError("NVMe/RDMA has no header or data digests (-g, -G are NVMe/TCP's)")
+    t_ids = itertools.count()
     admin, cntlid = await _connect_queue(
         opts,
         qid=0,
@@ -704,8 +791,9 @@ async def _bring_up(opts: ConnectOptions, *, io_queues: bool) -> Controller:
         hostid=hostid,
         # NVMe/RDMA: no in-capsule data on the admin queue (the Linux target posts no room).
         incapsule_size=0 if opts.trtype == "rdma" else ADMIN_INCAPSULE_SIZE,
+        t_ids=t_ids,
     )
-    ctrl = Controller(opts, admin, cntlid, Cap(mqes=0), hostnqn, hostid)
+    ctrl = Controller(opts, admin, cntlid, Cap(mqes=0), hostnqn, hostid, _t_ids=t_ids)
     ctrl.transport_max_transfer = getattr(admin, "max_transfer", 0)
     try:
         ctrl.cap = Cap.decode(await ctrl.get_property(Prop.CAP, 8))
@@ -740,5 +828,6 @@ async def _connect_io_queues(ctrl: Controller) -> None:
             hostnqn=ctrl.hostnqn,
             hostid=ctrl.hostid,
             incapsule_size=ctrl.io_incapsule_size,
+            t_ids=ctrl._t_ids,
         )
         ctrl.io_queues.append(q)

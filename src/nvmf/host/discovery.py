@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import uuid
 
-from nvmf.host.controller import ConnectOptions, Controller, connect_with
+from nvmf.host.controller import ConnectOptions, Controller, connect_with, parse_secret
 from nvmf.host.errors import HostError
+from nvmf.protocol.dhchap import DhchapSecret
 from nvmf.wire.logpage import (
     DiscoveryLog,
     DiscoveryLogEntry,
@@ -57,8 +58,11 @@ async def discover(
     timeout: float = 10.0,
     subnqn: str = DISCOVERY_NQN,
     trtype: str = "tcp",
+    dhchap_secret: str | DhchapSecret | None = None,
+    dhchap_ctrl_secret: str | DhchapSecret | None = None,
 ) -> DiscoveryLog:
-    """Connect to the discovery controller at ``traddr:trsvcid``, read its log, disconnect."""
+    """Connect to the discovery controller at ``traddr:trsvcid``, read its log, disconnect.
+    The DH-HMAC-CHAP secrets are used if the discovery controller asks for authentication."""
     opts = ConnectOptions(
         traddr,
         subnqn,
@@ -71,6 +75,8 @@ async def discover(
         data_digest=data_digest,
         timeout=timeout,
         trtype=trtype,
+        dhchap_secret=parse_secret(dhchap_secret, "dhchap_secret"),
+        dhchap_ctrl_secret=parse_secret(dhchap_ctrl_secret, "dhchap_ctrl_secret"),
     )
     async with await connect_with(opts, io_queues=False) as ctrl:
         return await read_discovery_log(ctrl)
@@ -80,7 +86,8 @@ async def offered_subsystems(opts: ConnectOptions) -> list[str]:
     """The NVM subsystem NQNs the discovery controller at ``opts``' address offers this host.
 
     What a host can tell a user whose Connect named a subsystem the target does not have: the
-    same address, host NQN, host ID and digests, the discovery NQN instead of ``opts.subnqn``.
+    same address, host NQN, host ID, digests and secrets, the discovery NQN instead of
+    ``opts.subnqn``.
     """
     log = await discover(
         opts.traddr,
@@ -91,6 +98,8 @@ async def offered_subsystems(opts: ConnectOptions) -> list[str]:
         data_digest=opts.data_digest,
         timeout=opts.timeout,
         trtype=opts.trtype,
+        dhchap_secret=opts.dhchap_secret,
+        dhchap_ctrl_secret=opts.dhchap_ctrl_secret,
     )
     names: list[str] = []
     for e in log.entries:

@@ -1,8 +1,10 @@
 """DH-HMAC-CHAP's cryptography (NVMe Base 2.0 §8.13.5): secrets, hashes, DH groups, responses.
 
-Sans-IO and stateless: the controller's per-queue state machine (:mod:`nvmf.control.auth`) and
-the configuration check (:mod:`nvmf.config.validate`) call these.  Every primitive comes from the
-``cryptography`` package (HMAC, SHA-2, finite-field DH); nothing here is hand-rolled.
+Sans-IO and stateless (but for the sequence number counter, :func:`next_seqnum`): the
+controller's per-queue state machine (:mod:`nvmf.control.auth`), the host's transaction
+(:mod:`nvmf.host.auth`) and the configuration check (:mod:`nvmf.config.validate`) call these.
+Every primitive comes from the ``cryptography`` package (HMAC, SHA-2, finite-field DH); nothing
+here is hand-rolled.
 
 * A secret is written ``DHHC-1:XX:BASE64:`` (NVMe Base 2.0 §8.13.5.8, what ``nvme
   gen-dhchap-key`` prints and the kernel's ``dhchap_key`` attribute holds): XX names the hash of
@@ -371,6 +373,20 @@ def controller_response(
         b"\0",
         hostnqn.encode(),
     )
+
+
+_seqnum = 0
+
+
+def next_seqnum() -> int:
+    """The next sequence number of a challenge (S1 or S2): random start, then increasing, never
+    0 (0 means "no challenge"), as Linux ``nvme_auth_get_seqnum``."""
+    global _seqnum
+    if not _seqnum:
+        _seqnum = int.from_bytes(os.urandom(4), "little") or 1
+    else:
+        _seqnum = (_seqnum + 1) & 0xFFFFFFFF or 1
+    return _seqnum
 
 
 class DhError(ValueError):

@@ -72,7 +72,7 @@ SC_C_NOSC = 0x00
 class FailureReason(enum.IntEnum):
     """Reason Code of a failure message (Base 2.0 Figure 593)."""
 
-    FAILED = 0x01
+    FAILED = 0x01  # "Authentication Failure"
 
 
 class FailureExplanation(enum.IntEnum):
@@ -85,6 +85,22 @@ class FailureExplanation(enum.IntEnum):
     DHGROUP_UNUSABLE = 0x05
     INCORRECT_PAYLOAD = 0x06
     INCORRECT_MESSAGE = 0x07
+
+    @property
+    def description(self) -> str:
+        """The specification's words for it (Figure 593), for error messages."""
+        return _EXPLANATIONS[self]
+
+
+_EXPLANATIONS = {
+    FailureExplanation.FAILED: "authentication failed",
+    FailureExplanation.NOT_USABLE: "authentication protocol not usable",
+    FailureExplanation.CONCAT_MISMATCH: "secure channel concatenation mismatch",
+    FailureExplanation.HASH_UNUSABLE: "hash function not usable",
+    FailureExplanation.DHGROUP_UNUSABLE: "DH group not usable",
+    FailureExplanation.INCORRECT_PAYLOAD: "incorrect payload",
+    FailureExplanation.INCORRECT_MESSAGE: "incorrect protocol message",
+}
 
 
 class AuthMessageError(WireError):
