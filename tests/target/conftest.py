@@ -58,12 +58,15 @@ def running_target(
     idle_timeout_ms: int | None = None,
     new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     staging_bytes: int | None = None,
+    edit: Callable[[TargetConfig], None] | None = None,
 ) -> Iterator[RunningTarget]:
     """A target from :func:`make_config` with ``workers`` offload workers (and, if given, that
-    ``nvmf.idle_timeout_ms`` and ``nvmf.staging_bytes``), its event loop (made by
-    ``new_loop``) in a background thread."""
+    ``nvmf.idle_timeout_ms`` and ``nvmf.staging_bytes``, and whatever ``edit`` changes), its
+    event loop (made by ``new_loop``) in a background thread."""
     loop = new_loop()
     cfg = make_config(workers=workers)
+    if edit is not None:
+        edit(cfg)
     if idle_timeout_ms is not None:
         cfg.nvmf.idle_timeout_ms = idle_timeout_ms
     if staging_bytes is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
@@ -110,4 +111,16 @@ class Media(Protocol):
 
     def close(self) -> None:
         """Release files, mappings and memory; the media is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class ServingCheck(Protocol):
+    """A medium that can be served only in some setups (the userspace NVMe driver: not by
+    offload workers yet; CMB staging not through RDMA).  The control plane asks it at start,
+    before anything listens, and refuses to start with the reason it gives."""
+
+    def serving_problem(self, workers: int, trtypes: Collection[str]) -> str | None:
+        """Why this medium cannot be served with ``workers`` offload workers through ports of
+        the transports ``trtypes``; None when it can."""
         ...
