@@ -1,16 +1,20 @@
 """Open a namespace's media from its configuration (:class:`~nvmf.control.model.Namespace`).
 
 ``ns.media.kind`` picks the media type; when it is None the type follows ``ns.path``: a regular
-file is ``file``, a block device ``block``.  Other media types (the userspace NVMe driver) join
-with :func:`register_media_kind` instead of an edit here.  Every failure is a
-:class:`~nvmf.media.base.MediaError` (the system said no: ``errno`` kept) or a ``ValueError``
-(the configuration is wrong), with a message naming the namespace's nsid and path.
+file is ``file``, a block device ``block``.  Other media types join with
+:func:`register_media_kind` instead of an edit here; those that ship with the project but serve
+hardware only some machines have (the userspace NVMe driver) are named in :data:`MODULES` by
+module path and imported the first time a namespace asks for them, as transports are.  Every
+failure is a :class:`~nvmf.media.base.MediaError` (the system said no: ``errno`` kept) or a
+``ValueError`` (the configuration is wrong), with a message naming the namespace's nsid and
+path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import stat
 from collections.abc import Callable
@@ -81,6 +85,12 @@ _OPENERS: dict[str, Opener] = {
 }
 
 
+#: Media kinds whose module registers them when imported (on first use): kind -> module.
+MODULES: dict[str, str] = {
+    "nvme_pci": "nvmf.media.nvme_pci",
+}
+
+
 def register_media_kind(kind: str, opener: Opener) -> None:
     """Make ``kind`` openable by :func:`open_media` (replacing any opener it had)."""
     _OPENERS[kind] = opener
@@ -88,7 +98,14 @@ def register_media_kind(kind: str, opener: Opener) -> None:
 
 def media_kinds() -> list[str]:
     """The media types :func:`open_media` knows, sorted."""
-    return sorted(_OPENERS)
+    return sorted(set(_OPENERS) | set(MODULES))
+
+
+def _opener(kind: str) -> Opener | None:
+    """The opener of ``kind``, importing its module first when it registers on import."""
+    if kind not in _OPENERS and kind in MODULES:
+        importlib.import_module(MODULES[kind])
+    return _OPENERS.get(kind)
 
 
 def open_media(ns: Namespace) -> Media:
@@ -96,7 +113,7 @@ def open_media(ns: Namespace) -> Media:
     where = f"namespace {ns.nsid} ({ns.path or 'no path'})"
     try:
         kind = ns.media.kind or _infer_kind(ns)
-        opener = _OPENERS.get(kind)
+        opener = _opener(kind)
         if opener is None:
             raise ValueError(f"unknown media kind {kind!r} (known: {', '.join(media_kinds())})")
         return opener(ns)
