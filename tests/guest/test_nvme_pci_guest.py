@@ -35,26 +35,42 @@ COMBOS = ("dram-dram", "dram-cmb", "cmb-dram", "cmb-cmb")
 CASES = ("4k", "128k", "unaligned")
 TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq")
 
-SCRIPT = """
-exec 2>$OUT/stderr.txt
-export PYTHONPATH=$REPO/src:$REPO
-$PY -c "import nvmf; print(nvmf.__file__)" > $OUT/nvmf_path.txt
+#: Shell: ``$BDF`` is the NVMe controller (class 010802), taken from the kernel's nvme driver
+#: and bound to vfio-pci (tests/guest/test_nvme_pci_target_guest.py uses it too).
+TO_VFIO = """
 BDF=$(basename $(dirname $(grep -l 0x010802 /sys/bus/pci/devices/*/class)))
 echo $BDF > /sys/bus/pci/drivers/nvme/unbind
 modprobe vfio-pci
 echo vfio-pci > /sys/bus/pci/devices/$BDF/driver_override
 echo $BDF > /sys/bus/pci/drivers/vfio-pci/bind
-readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_vfio.txt
-timeout 900 $PY tests/guest/nvme_pci_driver.py run $OUT
-echo "driver rc=$?" >> $OUT/results.txt
+"""
+#: Shell: ``$BDF`` back to the kernel's nvme driver, until /dev/nvme0n1 is there.
+TO_KERNEL = """
 echo $BDF > /sys/bus/pci/drivers/vfio-pci/unbind
 echo > /sys/bus/pci/devices/$BDF/driver_override
 echo $BDF > /sys/bus/pci/drivers_probe
 for i in $(seq 60); do [ -b /dev/nvme0n1 ] && break; sleep 1; done
+"""
+
+SCRIPT = (
+    """
+exec 2>$OUT/stderr.txt
+export PYTHONPATH=$REPO/src:$REPO
+$PY -c "import nvmf; print(nvmf.__file__)" > $OUT/nvmf_path.txt
+"""
+    + TO_VFIO
+    + """
+readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_vfio.txt
+timeout 900 $PY tests/guest/nvme_pci_driver.py run $OUT
+echo "driver rc=$?" >> $OUT/results.txt
+"""
+    + TO_KERNEL
+    + """
 readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_back.txt
 $PY tests/guest/nvme_pci_driver.py verify-block /dev/nvme0n1 $OUT
 echo done > $OUT/done.txt
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +153,10 @@ class Segment:
     dram_maps: list[int] = field(default_factory=list)
 
 
-_CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
-_MAP = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
+#: QEMU trace lines: a Create I/O SQ with its address; the controller mapping a data address,
+#: from its CMB (``_cmb``) or from host memory.
+CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
+MAP_ADDR = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
 
 
 def segments(guest: GuestResult) -> list[Segment]:
@@ -148,13 +166,13 @@ def segments(guest: GuestResult) -> list[Segment]:
     expected = [(name, int(results[f"sq_iova {name}"], 16)) for name in order]
     found: list[Segment] = []
     for line in guest.read(TRACE_FILE).splitlines():
-        create = _CREATE_SQ.search(line)
+        create = CREATE_SQ.search(line)
         if create and len(found) < len(expected):
             name, address = expected[len(found)]
             if int(create.group(1), 16) == address:
                 found.append(Segment(name, address))
             continue
-        mapped = _MAP.search(line)
+        mapped = MAP_ADDR.search(line)
         if mapped and found:
             kind, address = mapped.group(1), int(mapped.group(2), 16)
             (found[-1].cmb_maps if kind.endswith("_cmb") else found[-1].dram_maps).append(address)
