@@ -4,12 +4,12 @@ One boot (``run_in_guest(..., cmb_mb=16)``: QEMU 7.2's NVMe controller with a 16
 an emulated IOMMU, bound to vfio-pci with the helpers of tests/guest/test_nvme_pci_guest.py):
 
 1. for placements dram (SQ and staging in DRAM) and cmb (both in the CMB): ``nvmf serve
-   --workers 0`` with the namespace on the SSD, the kernel's NVMe/TCP host connects to
-   127.0.0.1, fio writes and verifies (CRC32C) at 4 KiB and 128 KiB, ``nvmf status`` counts
-   the bytes staged in DRAM and in the CMB, the target stops; its log names the placement and
-   why;
-2. ``--workers 2`` is refused at start with the reason (one SSD queue pair per worker is not
-   done yet);
+   --workers 2`` with the namespace on the SSD (one SSD queue pair for the control plane and
+   one per worker), the kernel's NVMe/TCP host connects to 127.0.0.1 with two I/O queues (one
+   per worker), fio writes and verifies (CRC32C) at 4 KiB and 128 KiB, ``nvmf status`` counts
+   the bytes staged in DRAM and in the CMB, the target stops; its log names the placement each
+   process got and why;
+2. CMB staging behind an ``rdma`` port is refused at start with the reason;
 3. the target is killed with ``kill -9`` in the middle of writes, started again on the device
    (it takes it again), and a known pattern is written through the fabric; the target stops,
    the controller goes back to the kernel's nvme driver, and ``dd`` from /dev/nvme0n1 reads
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,30 +42,33 @@ pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
 
 NQN = "nqn.2024-01.io.nvmf:ssd"
 PLACEMENTS = ("dram", "cmb")
-#: Target runs in the order the script starts them (each makes one SSD queue pair).
-RUNS = ("dram", "cmb", "workers", "kill", "restart")
+#: Target runs in the order the script starts them, and how many SSD queue pairs each makes
+#: (the control plane's and one per worker; the refused one stops before its workers start).
+RUNS = {"dram": 3, "cmb": 3, "rdma": 1, "kill": 3, "restart": 3}
 
 
-def _config(placement: str) -> str:
+def _port(portid: int, trtype: str) -> dict[str, object]:
+    return {
+        "addr": {
+            "adrfam": "ipv4",
+            "traddr": "127.0.0.1",
+            "treq": "not specified",
+            "trsvcid": str(4419 + portid),
+            "trtype": trtype,
+        },
+        "param": {"inline_data_size": "8192"},
+        "portid": portid,
+        "referrals": [],
+        "subsystems": [NQN],
+    }
+
+
+def _config(placement: str, rdma: bool = False) -> str:
     """The target's configuration, ``@BDF@`` standing for the controller's address."""
     return json.dumps(
         {
             "hosts": [],
-            "ports": [
-                {
-                    "addr": {
-                        "adrfam": "ipv4",
-                        "traddr": "127.0.0.1",
-                        "treq": "not specified",
-                        "trsvcid": "4420",
-                        "trtype": "tcp",
-                    },
-                    "param": {"inline_data_size": "8192"},
-                    "portid": 1,
-                    "referrals": [],
-                    "subsystems": [NQN],
-                }
-            ],
+            "ports": [_port(1, "tcp"), *([_port(2, "rdma")] if rdma else [])],
             "subsystems": [
                 {
                     "allowed_hosts": [],
@@ -108,14 +111,17 @@ EOF
 cat > /tmp/t/cmb.tmpl <<'EOF'
 {_config("cmb")}
 EOF
+cat > /tmp/t/rdma.tmpl <<'EOF'
+{_config("cmb", rdma=True)}
+EOF
 NQN={NQN}
 """
     + r"""
-for p in dram cmb; do sed "s/@BDF@/$BDF/" /tmp/t/$p.tmpl > /tmp/t/$p.json; done
+for p in dram cmb rdma; do sed "s/@BDF@/$BDF/" /tmp/t/$p.tmpl > /tmp/t/$p.json; done
 SOCK=/tmp/t/control.sock
 start() {  # name config [serve args]: the target in the background ($target), until it listens
   name=$1; cfg=$2; shift 2
-  $PY -m nvmf.cli.main serve -v --workers 0 --config /tmp/t/$cfg.json --control-socket $SOCK \
+  $PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/t/$cfg.json --control-socket $SOCK \
       "$@" > $OUT/target-$name.log 2>&1 &
   target=$!
   for i in $(seq 900); do
@@ -141,7 +147,7 @@ newdev() {  # the namespace block device of the only connected controller
 # 1. Both placements: fio verify through the fabric onto the SSD.
 for p in dram cmb; do
   start $p $p
-  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 1
+  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 2
   echo "connect $p rc=$?" >> $OUT/results.txt
   dev=$(newdev)
   for bs in 4k 128k; do
@@ -159,14 +165,14 @@ for p in dram cmb; do
   stop $p
 done
 
-# 2. Offload workers: refused at start, with the reason.
-$PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/t/dram.json --control-socket none \
-    > $OUT/target-workers.log 2>&1
-echo "serve workers rc=$?" >> $OUT/results.txt
+# 2. CMB staging behind an RDMA port: refused at start, with the reason.
+$PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/t/rdma.json --control-socket none \
+    > $OUT/target-rdma.log 2>&1
+echo "serve rdma rc=$?" >> $OUT/results.txt
 
 # 3. kill -9 in the middle of writes; the device is taken again; a pattern goes through.
 start kill cmb
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 1
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 2
 echo "connect kill rc=$?" >> $OUT/results.txt
 dev=$(newdev)
 dd if=/dev/urandom of=$dev bs=128k count=64 oflag=direct 2>/dev/null &
@@ -180,7 +186,7 @@ echo "disconnect kill rc=$?" >> $OUT/results.txt
 wait $writer
 sleep 1
 start restart cmb
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 1
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 2
 echo "connect restart rc=$?" >> $OUT/results.txt
 dev=$(newdev)
 $PY -c 'import os, sys; open(sys.argv[1], "wb").write(os.urandom(1 << 20))' /tmp/t/pattern.bin
@@ -243,18 +249,27 @@ def test_fio_verify_through_the_fabric_onto_the_ssd(guest: GuestResult, placemen
 def test_the_log_names_the_placement_and_why(guest: GuestResult, placement: str) -> None:
     log = guest.read(f"target-{placement}.log")
     if placement == "cmb":
-        assert re.search(r"SQ 1 at 0x[0-9a-f]+ in CMB \(configured cmb, CMBSZ.SQS set\)", log), log
-        assert re.search(r"staging \d+ bytes at 0x[0-9a-f]+ in CMB \(configured cmb, "
-                         r"CMBSZ.RDS set and CMBSZ.WDS set\)", log), log  # fmt: skip
+        sq = r"in CMB \(configured cmb, CMBSZ.SQS set\)"
+        staging = r"in CMB \(configured cmb, CMBSZ.RDS set and CMBSZ.WDS set\)"
     else:
-        assert re.search(r"SQ 1 at 0x[0-9a-f]+ in DRAM \(configured dram\)", log), log
-        assert re.search(r"staging \d+ bytes at 0x[0-9a-f]+ in DRAM \(configured dram\)", log), log
+        sq = staging = r"in DRAM \(configured dram\)"
+    for who in ("control plane", "offload worker 0", "offload worker 1"):
+        line = rf"{who}: SQ \d+ at 0x[0-9a-f]+ {sq}, staging \d+ bytes at 0x[0-9a-f]+ {staging}"
+        assert re.search(line, log), (who, log)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_counters_say_where_payload_was_staged(guest: GuestResult, placement: str) -> None:
     status = json.loads(guest.read(f"status-{placement}.json"))
-    counters = status["control_plane"]["namespaces"][f"{NQN}/1"]
+    key = f"{NQN}/1"
+    per_process = [status["control_plane"]["namespaces"].get(key, {})]
+    per_process += [w["namespaces"].get(key, {}) for w in status["workers"]]
+    counters = {
+        name: sum(c.get(name, 0) for c in per_process)
+        for name in ("staged_dram_bytes", "staged_cmb_bytes")
+    }
+    # Both workers served I/O: the host's two queues went one to each.
+    assert all(w["namespaces"][key]["write_cmds"] for w in status["workers"]), status
     # fio wrote and read back 1 MiB at 4 KiB and 4 MiB at 128 KiB.
     here, other = (
         ("staged_cmb_bytes", "staged_dram_bytes")
@@ -265,10 +280,11 @@ def test_counters_say_where_payload_was_staged(guest: GuestResult, placement: st
     assert counters[other] == 0, counters
 
 
-def test_workers_are_refused_with_the_reason(guest: GuestResult) -> None:
-    assert _rc(guest, "serve workers") == "1"
-    log = guest.read("target-workers.log")
-    assert "nvme_pci namespaces run with --workers 0 for now" in log, log
+def test_cmb_staging_behind_rdma_is_refused_with_the_reason(guest: GuestResult) -> None:
+    assert _rc(guest, "serve rdma") == "1"
+    log = guest.read("target-rdma.log")
+    assert "staging_placement cmb on" in log and "cannot be served over rdma" in log, log
+    assert "P2PDMA" in log, log
 
 
 def test_restart_after_kill_9_takes_the_device_again(guest: GuestResult) -> None:
@@ -288,28 +304,27 @@ def test_the_kernel_driver_reads_what_came_through_the_fabric(guest: GuestResult
 
 @dataclass
 class Segment:
-    """The trace from one target run's Create I/O SQ to the next Create I/O SQ of anyone."""
+    """The trace from one of our Create I/O SQs to the next Create I/O SQ of anyone."""
 
-    name: str
+    run: str
     sq_address: int
     cmb_maps: int = 0
     dram_maps: int = 0
-    extra: list[str] = field(default_factory=list)
 
 
-_SQ_LOG = re.compile(r"SQ 1 at (0x[0-9a-f]+) in")
+_SQ_LOG = re.compile(r": SQ \d+ at (0x[0-9a-f]+) in")
 _CMB_LOG = re.compile(r"CMB of (\d+) bytes at (0x[0-9a-f]+)")
 
 
-def segments(guest: GuestResult) -> dict[str, Segment]:
-    """Cut QEMU's trace at every Create I/O SQ; name the pieces our target runs started, in
-    the order they ran (each run logged its SQ's address)."""
+def segments(guest: GuestResult) -> list[Segment]:
+    """Cut QEMU's trace at every Create I/O SQ; tag the pieces our target runs started, in the
+    order they ran (each run logged its SQs' addresses, in the order it made them)."""
     expected = []
-    for run in RUNS:
-        found = _SQ_LOG.search(guest.read(f"target-{run}.log"))
-        assert found, f"target-{run}.log names no SQ"
-        expected.append((run, int(found.group(1), 16)))
-    pieces: dict[str, Segment] = {}
+    for run, pairs in RUNS.items():
+        found = _SQ_LOG.findall(guest.read(f"target-{run}.log"))
+        assert len(found) == pairs, f"target-{run}.log names {len(found)} SQs, not {pairs}"
+        expected += [(run, int(address, 16)) for address in found]
+    pieces: list[Segment] = []
     current: Segment | None = None
     for line in guest.read(TRACE_FILE).splitlines():
         create = CREATE_SQ.search(line)
@@ -317,8 +332,8 @@ def segments(guest: GuestResult) -> dict[str, Segment]:
             address = int(create.group(1), 16)
             current = None
             if len(pieces) < len(expected) and expected[len(pieces)][1] == address:
-                name = expected[len(pieces)][0]
-                current = pieces[name] = Segment(name, address)
+                current = Segment(expected[len(pieces)][0], address)
+                pieces.append(current)
             continue
         mapped = MAP_ADDR.search(line)
         if mapped and current is not None:
@@ -326,7 +341,7 @@ def segments(guest: GuestResult) -> dict[str, Segment]:
                 current.cmb_maps += 1
             else:
                 current.dram_maps += 1
-    assert list(pieces) == list(RUNS), f"our Create I/O SQ commands not all in the trace: {pieces}"
+    assert [(p.run, p.sq_address) for p in pieces] == expected, "our SQs are not all in the trace"
     return pieces
 
 
@@ -336,14 +351,18 @@ def test_qemu_trace_shows_the_cmb_used_only_in_the_cmb_run(guest: GuestResult) -
     size, cba = int(cmb.group(1)), int(cmb.group(2), 16)
     assert size == 16 << 20
     pieces = segments(guest)
-    dram, in_cmb = pieces["dram"], pieces["cmb"]
-    assert not cba <= dram.sq_address < cba + size
-    assert cba <= in_cmb.sq_address < cba + size
-    assert dram.dram_maps > 0 and dram.cmb_maps == 0, dram
-    assert in_cmb.cmb_maps > 0 and in_cmb.dram_maps == 0, in_cmb
+    runs: dict[str, Segment] = {}
+    for p in pieces:
+        total = runs.setdefault(p.run, Segment(p.run, 0))
+        total.cmb_maps += p.cmb_maps
+        total.dram_maps += p.dram_maps
+        in_cmb = cba <= p.sq_address < cba + size
+        assert in_cmb == (p.run != "dram"), p  # every run but the first places SQs in the CMB
+    assert runs["dram"].dram_maps > 0 and runs["dram"].cmb_maps == 0, runs["dram"]
+    assert runs["cmb"].cmb_maps > 0 and runs["cmb"].dram_maps == 0, runs["cmb"]
     (guest.out / "trace_counts.txt").write_text(
         "".join(
-            f"{s.name} sq={s.sq_address:#x} map_addr_cmb={s.cmb_maps} map_addr={s.dram_maps}\n"
-            for s in pieces.values()
+            f"{p.run} sq={p.sq_address:#x} map_addr_cmb={p.cmb_maps} map_addr={p.dram_maps}\n"
+            for p in pieces
         )
     )

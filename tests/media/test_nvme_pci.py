@@ -8,16 +8,18 @@ The device itself (QEMU's controller bound to vfio-pci): tests/guest/test_nvme_p
 from __future__ import annotations
 
 import asyncio
+import pickle
 import re
 import struct
 from dataclasses import dataclass, field
 
 import pytest
 
-from nvmf.media.base import MediaError, ServingCheck
+from nvmf.media.base import MediaError, MediaHandle, ServingCheck, WorkerShare
 from nvmf.media.factory import media_kinds, open_media
 from nvmf.media.nvme_pci import NvmePciMedia, placement_reason, serving_problem
 from nvmf.media.nvme_pci_queue import NvmePciQueue, fabric_status, region_offset
+from nvmf.media.nvme_pci_worker import WorkerQueue, handle_info, staging_source
 from nvmf.media.queue import FLUSH, READ, WRITE
 from nvmf.memory.source import Region
 from nvmf.memory.staging import StagingPool
@@ -203,12 +205,32 @@ def test_placement_reasons_name_the_cmbsz_bits() -> None:
 
 def test_serving_refusals_say_why() -> None:
     assert serving_problem("0000:00:04.0", "cmb", 0, {"tcp"}) is None
-    assert serving_problem("0000:00:04.0", "dram", 0, {"tcp", "rdma"}) is None
-    workers = serving_problem("0000:00:04.0", "dram", 2, {"tcp"})
-    assert workers is not None and "--workers 0" in workers
+    assert serving_problem("0000:00:04.0", "cmb", 2, {"tcp"}) is None
+    assert serving_problem("0000:00:04.0", "dram", 2, {"tcp", "rdma"}) is None
     rdma = serving_problem("0000:00:04.0", "cmb", 0, {"tcp", "rdma"})
     assert rdma is not None and "P2PDMA" in rdma and "Soft-RoCE" in rdma
     assert issubclass(NvmePciMedia, ServingCheck)
+    assert issubclass(NvmePciMedia, WorkerShare)
+
+
+def test_a_worker_handle_carries_its_queue_pair_and_crosses_processes() -> None:
+    pair, _ = make_pair(8)
+    info = WorkerQueue(
+        "0000:00:04.0", 1, pair.layout, "cmb", 4 << 20, 0xFE10_0000, 1 << 20, 1 << 19
+    )
+    handle = MediaHandle("nvme_pci", 1 << 30, 512, False, "0000:00:04.0", extra=info)
+    again = pickle.loads(pickle.dumps(handle))
+    assert handle_info(again) == info
+    with pytest.raises(ValueError, match="must carry its worker's queue pair"):
+        handle_info(MediaHandle("nvme_pci", 1 << 30, 512, False))
+
+
+def test_a_worker_pool_is_cut_from_the_region_the_control_plane_mapped() -> None:
+    region = Region(memoryview(bytearray(2 << 20)), "cmb", iova=0xFE20_0000)
+    pool = StagingPool(2 << 20, staging_source(region))
+    assert pool.region is region and pool.placement == "cmb" and pool.max_buffer == 1 << 20
+    with pytest.raises(MemoryError):
+        StagingPool(4 << 20, staging_source(region))
 
 
 @dataclass

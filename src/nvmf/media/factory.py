@@ -54,6 +54,9 @@ class Namespace(Protocol):
 
 #: Opens one media kind for a namespace; raises ``MediaError`` or ``ValueError``.
 Opener: TypeAlias = Callable[[Namespace], Media]
+#: Serves, in a worker, a medium of a registered kind from its handle and descriptors (owned
+#: by the adopter from then on, closed by it on failure too).
+Adopter: TypeAlias = Callable[[MediaHandle, list[int]], Media]
 
 
 def _open_ram(ns: Namespace) -> Media:
@@ -91,9 +94,15 @@ MODULES: dict[str, str] = {
 }
 
 
-def register_media_kind(kind: str, opener: Opener) -> None:
-    """Make ``kind`` openable by :func:`open_media` (replacing any opener it had)."""
+_ADOPTERS: dict[str, Adopter] = {}
+
+
+def register_media_kind(kind: str, opener: Opener, adopter: Adopter | None = None) -> None:
+    """Make ``kind`` openable by :func:`open_media` (replacing any opener it had) and, with
+    ``adopter``, servable by workers through :func:`adopt_shared`."""
     _OPENERS[kind] = opener
+    if adopter is not None:
+        _ADOPTERS[kind] = adopter
 
 
 def media_kinds() -> list[str]:
@@ -144,6 +153,28 @@ def adopt_media(handle: MediaHandle, fd: int | None) -> Media:
     if handle.kind == "file":
         return FileMedia.adopt(handle, fd)
     return BlockMedia.adopt(handle, fd)
+
+
+def adopt_shared(handle: MediaHandle, fds: list[int]) -> Media:
+    """:func:`adopt_media` for a handle sent with any number of descriptors: a registered
+    kind's adopter takes them all; the built-in kinds take at most one (extras are closed)."""
+    if handle.kind not in _ADOPTERS and handle.kind in MODULES:
+        try:
+            importlib.import_module(MODULES[handle.kind])
+        except BaseException:
+            _close_all(fds)
+            raise
+    adopter = _ADOPTERS.get(handle.kind)
+    if adopter is not None:
+        return adopter(handle, fds)
+    _close_all(fds[1:])
+    return adopt_media(handle, fds[0] if fds else None)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _check_shared(handle: MediaHandle, fd: int | None) -> None:

@@ -1,8 +1,9 @@
 """``nvme_pci`` media: a namespace served from a PCIe NVMe SSD through the userspace driver.
 
-Configuration (docs/nvme-pci-media.md): ``device.path`` is the controller's PCI address
-(``0000:00:04.0``, bound to ``vfio-pci``) and the namespace's ``"nvmf"`` group says
-``"kind": "nvme_pci"``, ``"sq_placement"`` and ``"staging_placement"`` (``dram`` or ``cmb``).
+Configuration (docs/nvme-pci.md, "Serving a namespace from the SSD"): ``device.path`` is the
+controller's PCI address (``0000:00:04.0``, bound to ``vfio-pci``) and the namespace's
+``"nvmf"`` group says ``"kind": "nvme_pci"``, ``"sq_placement"`` and ``"staging_placement"``
+(``dram`` or ``cmb``).
 
 Opening the medium (at target start) opens the controller (:class:`~nvmf.pci.controller.
 NvmeController`), takes the SSD's namespace 1 as this namespace (its size and block size), and
@@ -12,9 +13,12 @@ or a range of the CMB).  A placement the controller does not allow fails here, n
 CMBSZ bit.  Commands on this namespace take their staging buffers from that pool
 (:attr:`NvmePciQueue.pool`), so PRPs point at the very bytes the fabric moved: no bounce copy.
 
-The log says at start which placement the queue got and why.  Offload workers cannot serve
-this medium yet (:meth:`NvmePciMedia.share` refuses; :meth:`NvmePciMedia.serving_problem` says
-so at start): nvme_pci namespaces run with ``--workers 0``.
+Offload workers each get a queue pair and staging memory of their own, made here (this
+process owns the VFIO container, so every IOMMU mapping, and the CMB allocator) and sent to the
+worker (:meth:`NvmePciMedia.share_with`, :mod:`nvmf.media.nvme_pci_worker`); a worker that
+dies has its pair deleted and its memory unmapped (:meth:`NvmePciMedia.unshare`).  The log says
+at start which placement each process got and why.  CMB staging behind an RDMA port is refused
+at start (:func:`serving_problem`).
 
 Registration: importing this module registers the kind with the media factory; the factory
 imports it by module path the first time a configuration names ``nvme_pci``, so the core never
@@ -24,6 +28,7 @@ names it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 from collections.abc import Collection
@@ -32,12 +37,19 @@ from typing import Protocol, cast
 from nvmf.media.base import MediaError, MediaHandle, medium_result
 from nvmf.media.factory import Namespace, register_media_kind
 from nvmf.media.nvme_pci_queue import NvmePciQueue
+from nvmf.media.nvme_pci_worker import (
+    WorkerQueue,
+    attach_worker_queue,
+    handle_info,
+    staging_source,
+)
 from nvmf.media.queue import FLUSH, READ, WRITE, MediaQueue
 from nvmf.memory.source import Region
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import StagingPool, largest_class
 from nvmf.pci.cmb import CmbInfo, CmbPlacementError, CmbSource
 from nvmf.pci.controller import ControllerError, NvmeController
 from nvmf.pci.dma import MemfdMemory
+from nvmf.pci.queue import QueuePair
 from nvmf.platform.pci import BDF_RE
 from nvmf.wire.status import Status
 
@@ -103,11 +115,6 @@ def serving_problem(
 ) -> str | None:
     """Why an ``nvme_pci`` namespace on ``bdf`` cannot be served with ``workers`` offload
     workers behind ports of ``trtypes``; None when it can."""
-    if workers > 0:
-        return (
-            f"nvme_pci namespaces run with --workers 0 for now ({bdf}: each worker would need "
-            "its own SSD queue pair, which is not implemented yet)"
-        )
     if staging_placement == "cmb" and "rdma" in trtypes:
         return (
             f"staging_placement cmb on {bdf} cannot be served over rdma: the NIC would have to "
@@ -118,111 +125,18 @@ def serving_problem(
     return None
 
 
-class _CmbStaging:
-    """A :class:`~nvmf.memory.source.MemorySource` of CMB ranges for Read and Write data."""
-
-    placement = "cmb"
-
-    def __init__(self, ctrl: NvmeController) -> None:
-        self.ctrl = ctrl
-
-    def map(self, size: int) -> Region:
-        return self.ctrl.map_cmb(size, uses=("read", "write"))
-
-
-class NvmePciMedia:
-    """One namespace on a PCIe NVMe SSD driven from this process (see the module doc)."""
+class _QueueMedia:
+    """The media calls off the fast path (Compare, Write Zeroes, deallocate, a Flush of every
+    namespace), through this process's queue pair and staging pool, copying: the fast path
+    (Read, Write, Flush) is :class:`NvmePciQueue` with no copy."""
 
     kind = KIND
-
-    def __init__(
-        self,
-        bdf: str,
-        *,
-        sq_placement: str = "dram",
-        staging_placement: str = "dram",
-        size: int | None = None,
-        depth: int = QUEUE_DEPTH,
-        staging_bytes: int = STAGING_BYTES,
-    ) -> None:
-        check_bdf(bdf)
-        for field, value in (
-            ("sq_placement", sq_placement),
-            ("staging_placement", staging_placement),
-        ):
-            if value not in PLACEMENTS:
-                raise ValueError(f"{field} {value!r}: dram or cmb")
-        self.bdf = bdf
-        self.sq_placement = sq_placement
-        self.staging_placement = staging_placement
-        self._pool: StagingPool | None = None
-        self._queue: NvmePciQueue | None = None
-        self._dram = MemfdMemory(f"nvmf-staging-{bdf}")
-        self.ctrl = NvmeController(bdf)
-        try:
-            self._open(size, depth, staging_bytes)
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, size: int | None, depth: int, staging_bytes: int) -> None:
-        ctrl = self.ctrl
-        ns = ctrl.namespace(SSD_NSID)
-        self.block_size = ns.lba_size
-        if size is not None and size > ns.size:
-            raise ValueError(f"size {size} is more than the SSD namespace's {ns.size} bytes")
-        self.size = size - size % ns.lba_size if size else ns.size
-        self.volatile_write_cache = bool(ctrl.identify.vwc & 1)
-        self.sq_reason = placement_reason(ctrl, self.sq_placement, ("sq",))
-        self.staging_reason = placement_reason(ctrl, self.staging_placement, ("read", "write"))
-        pair = ctrl.create_io_queue_pair(
-            min(depth, ctrl.mqes), self.sq_placement, lba_size=ns.lba_size
-        )
-        if self.staging_placement == "cmb":
-            self._pool = StagingPool(staging_bytes, _CmbStaging(ctrl))
-        else:
-            self._pool = StagingPool(staging_bytes, self._dram)
-            ctrl.map_dma(self._pool.region)
-        max_transfer = min(ctrl.max_transfer or self._pool.max_buffer, self._pool.max_buffer)
-        self._queue = NvmePciQueue(
-            pair,
-            self._pool,
-            nsid=SSD_NSID,
-            lba_size=ns.lba_size,
-            size=self.size,
-            max_transfer=max_transfer,
-        )
-        cmb = ctrl.cmb
-        cmb_info = ctrl.cmb_info
-        log.info(
-            "%s: CMB %s",
-            self.bdf,
-            f"of {cmb_info.size} bytes at {cmb.address:#x}"
-            if cmb is not None and cmb_info is not None
-            else "absent",
-        )
-        log.info(
-            "namespace on %s (SSD namespace %d, %d bytes of %d-byte blocks): SQ %d at %#x in %s "
-            "(%s), staging %d bytes at %#x in %s (%s)",
-            self.bdf,
-            SSD_NSID,
-            self.size,
-            self.block_size,
-            pair.qid,
-            pair.layout.sq.iova,
-            self.sq_placement.upper(),
-            self.sq_reason,
-            self._pool.budget,
-            self._pool.region.iova or 0,
-            self.staging_placement.upper(),
-            self.staging_reason,
-        )
-
-    def serving_problem(self, workers: int, trtypes: Collection[str]) -> str | None:
-        """:class:`~nvmf.media.base.ServingCheck`: see :func:`serving_problem`."""
-        return serving_problem(self.bdf, self.staging_placement, workers, trtypes)
-
-    # -- the media contract --------------------------------------------------------------------
+    bdf: str
+    block_size: int
+    size: int
+    volatile_write_cache: bool
+    _queue: NvmePciQueue | None
+    _pool: StagingPool | None
 
     @property
     def pool(self) -> StagingPool:
@@ -230,15 +144,15 @@ class NvmePciMedia:
         return self._pool
 
     def open_queue(self) -> MediaQueue:
-        """This process's queue pair on the SSD (made at open: there is one per process)."""
+        """This process's queue pair on the SSD (made when the medium was opened)."""
         assert self._queue is not None
         return self._queue
 
     def share(self) -> tuple[MediaHandle, int | None]:
-        raise ValueError("nvme_pci namespaces run with --workers 0 for now")
+        raise ValueError("an nvme_pci medium gives each worker its own queue pair: share_with")
 
     async def _io(self, op: int, offset: int, buf: memoryview | None, fua: bool = False) -> None:
-        """One operation through the queue, awaited (the non-fast-path media calls)."""
+        """One operation through the queue, awaited."""
         assert self._queue is not None
         fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
 
@@ -252,8 +166,7 @@ class NvmePciMedia:
             raise MediaError(errno.EIO, f"{self.bdf}: {status}")
 
     async def read(self, offset: int, buf: memoryview) -> None:
-        """Read into any buffer: through a staging buffer of this medium's pool, copied (Compare
-        and other commands off the fast path; Read itself uses the queue with no copy)."""
+        """Read into any buffer, through staging buffers of this medium's pool."""
         step = self.pool.max_buffer
         for at in range(0, len(buf), step):
             n = min(step, len(buf) - at)
@@ -279,7 +192,7 @@ class NvmePciMedia:
         await self._io(FLUSH, 0, None)
 
     async def write_zeroes(self, offset: int, length: int) -> None:
-        """Zeroes written through staging buffers (no Write Zeroes command on the driver yet)."""
+        """Zeroes written through staging buffers (the driver has no Write Zeroes command)."""
         step = self.pool.max_buffer
         for at in range(0, length, step):
             n = min(step, length - at)
@@ -294,6 +207,180 @@ class NvmePciMedia:
         """Deallocated ranges read as zeroes (the namespace says so): written as zeroes."""
         await self.write_zeroes(offset, length)
 
+
+class NvmePciMedia(_QueueMedia):
+    """One namespace on a PCIe NVMe SSD, owned by this process (see the module doc)."""
+
+    def __init__(
+        self,
+        bdf: str,
+        *,
+        sq_placement: str = "dram",
+        staging_placement: str = "dram",
+        size: int | None = None,
+        depth: int = QUEUE_DEPTH,
+        staging_bytes: int = STAGING_BYTES,
+    ) -> None:
+        check_bdf(bdf)
+        for field, value in (
+            ("sq_placement", sq_placement),
+            ("staging_placement", staging_placement),
+        ):
+            if value not in PLACEMENTS:
+                raise ValueError(f"{field} {value!r}: dram or cmb")
+        self.bdf = bdf
+        self.sq_placement = sq_placement
+        self.staging_placement = staging_placement
+        self.depth = depth
+        self.staging_bytes = staging_bytes
+        self._pool = None
+        self._queue = None
+        self._dram = MemfdMemory(f"nvmf-staging-{bdf}")
+        #: Each offload worker's queue pair and staging region (:meth:`share_with`).
+        self._workers: dict[int, tuple[QueuePair, Region]] = {}
+        self.ctrl = NvmeController(bdf)
+        try:
+            self._open(size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, size: int | None) -> None:
+        ctrl = self.ctrl
+        ns = ctrl.namespace(SSD_NSID)
+        self.block_size = ns.lba_size
+        if size is not None and size > ns.size:
+            raise ValueError(f"size {size} is more than the SSD namespace's {ns.size} bytes")
+        self.size = size - size % ns.lba_size if size else ns.size
+        self.volatile_write_cache = bool(ctrl.identify.vwc & 1)
+        self.sq_reason = placement_reason(ctrl, self.sq_placement, ("sq",))
+        self.staging_reason = placement_reason(ctrl, self.staging_placement, ("read", "write"))
+        cmb, cmb_info = ctrl.cmb, ctrl.cmb_info
+        log.info(
+            "%s: CMB %s",
+            self.bdf,
+            f"of {cmb_info.size} bytes at {cmb.address:#x}"
+            if cmb is not None and cmb_info is not None
+            else "absent",
+        )
+        pair, region = self._make_pair()
+        self._pool = StagingPool(self.staging_bytes, staging_source(region))
+        self._queue = NvmePciQueue(
+            pair,
+            self._pool,
+            nsid=SSD_NSID,
+            lba_size=self.block_size,
+            size=self.size,
+            max_transfer=self._max_transfer(),
+        )
+        self._log_placement("control plane", pair, region)
+
+    def _make_pair(self) -> tuple[QueuePair, Region]:
+        """A queue pair with the SQ where configured, and staging memory the SSD reaches."""
+        ctrl = self.ctrl
+        pair = ctrl.create_io_queue_pair(
+            min(self.depth, ctrl.mqes), self.sq_placement, lba_size=self.block_size
+        )
+        try:
+            if self.staging_placement == "cmb":
+                region = ctrl.map_cmb(self.staging_bytes, uses=("read", "write"))
+            else:
+                region = self._dram.map(self.staging_bytes)
+                try:
+                    ctrl.map_dma(region)
+                except BaseException:
+                    self._dram.release(region)
+                    raise
+        except BaseException:
+            ctrl.delete_io_queue_pair(pair)
+            raise
+        return pair, region
+
+    def _free_pair(self, pair: QueuePair, region: Region) -> None:
+        """Delete ``pair`` on the SSD and give its staging memory back."""
+        ctrl = self.ctrl
+        try:
+            ctrl.delete_io_queue_pair(pair)
+        finally:
+            if region.placement == "dram":
+                ctrl.unmap_dma(region)
+                self._dram.release(region)
+            elif ctrl.cmb is not None:
+                ctrl.cmb.release(region)
+
+    def _max_transfer(self) -> int:
+        largest = largest_class(self.staging_bytes)
+        return min(self.ctrl.max_transfer or largest, largest)
+
+    def _log_placement(self, who: str, pair: QueuePair, region: Region) -> None:
+        log.info(
+            "namespace on %s (SSD namespace %d, %d bytes of %d-byte blocks), %s: SQ %d at %#x "
+            "in %s (%s), staging %d bytes at %#x in %s (%s)",
+            self.bdf,
+            SSD_NSID,
+            self.size,
+            self.block_size,
+            who,
+            pair.qid,
+            pair.layout.sq.iova,
+            self.sq_placement.upper(),
+            self.sq_reason,
+            region.size,
+            region.iova or 0,
+            self.staging_placement.upper(),
+            self.staging_reason,
+        )
+
+    # -- offload workers (WorkerShare) ---------------------------------------------------------
+
+    def share_with(self, worker: int) -> tuple[MediaHandle, list[int]]:
+        """Worker ``worker``'s own queue pair and staging memory (module doc of
+        :mod:`nvmf.media.nvme_pci_worker`)."""
+        self.unshare(worker)  # a worker that comes back gets fresh ones
+        pair, region = self._make_pair()
+        ctrl = self.ctrl
+        try:
+            fds = [ctrl.device.fd, ctrl.queue_memfd(pair)]
+            cmb_offset = 0
+            if region.placement == "dram":
+                fds.append(MemfdMemory.memfd(region))
+            else:
+                assert ctrl.cmb is not None
+                cmb_offset = ctrl.cmb.offset_of(region)
+            assert region.iova is not None
+            info = WorkerQueue(
+                bdf=self.bdf,
+                nsid=SSD_NSID,
+                layout=pair.layout,
+                staging_placement=region.placement,
+                staging_size=region.size,
+                staging_iova=region.iova,
+                cmb_offset=cmb_offset,
+                max_transfer=self._max_transfer(),
+            )
+        except BaseException:
+            self._free_pair(pair, region)
+            raise
+        self._workers[worker] = (pair, region)
+        self._log_placement(f"offload worker {worker}", pair, region)
+        handle = MediaHandle(
+            KIND, self.size, self.block_size, self.volatile_write_cache, self.bdf, extra=info
+        )
+        return handle, fds
+
+    def unshare(self, worker: int) -> None:
+        entry = self._workers.pop(worker, None)
+        if entry is not None:
+            qid = entry[0].qid
+            log.info("namespace on %s: offload worker %d's SQ %d deleted", self.bdf, worker, qid)
+            self._free_pair(*entry)
+
+    # -- the placement facts the control plane checks at start --------------------------------
+
+    def serving_problem(self, workers: int, trtypes: Collection[str]) -> str | None:
+        """:class:`~nvmf.media.base.ServingCheck`: see :func:`serving_problem`."""
+        return serving_problem(self.bdf, self.staging_placement, workers, trtypes)
+
     def close(self) -> None:
         """Stop the queue, give the staging memory back, release the controller (which deletes
         its queues, disables it and unmaps every DMA mapping)."""
@@ -302,22 +389,67 @@ class NvmePciMedia:
             self._queue = None
         pool, self._pool = self._pool, None
         ctrl = getattr(self, "ctrl", None)
-        region = pool.region if pool is not None else None
         try:
-            if ctrl is not None and region is not None:
-                if region.placement == "dram":
-                    ctrl.unmap_dma(region)
-                elif ctrl.cmb is not None:
-                    assert pool is not None
-                    pool.close()  # drops the pool's views of the CMB before it goes back
-                    ctrl.cmb.release(region)
             if ctrl is not None:
+                for worker in list(self._workers):
+                    with contextlib.suppress(Exception):
+                        self.unshare(worker)
+                if pool is not None:
+                    region = pool.region
+                    if region.placement == "dram":
+                        ctrl.unmap_dma(region)  # the SSD first, then the memory
+                    pool.close()  # drops the pool's views before its memory goes back
+                    if region.placement == "dram":
+                        self._dram.release(region)
+                    elif ctrl.cmb is not None:
+                        ctrl.cmb.release(region)
                 ctrl.close()
         finally:
-            if pool is not None and region is not None:
+            if pool is not None:
                 pool.close()
-                if region.placement == "dram":
-                    self._dram.release(region)
+
+
+class NvmePciWorkerMedia(_QueueMedia):
+    """An offload worker's view of an ``nvme_pci`` namespace: the queue pair and staging memory
+    the control plane made for it (:mod:`nvmf.media.nvme_pci_worker`)."""
+
+    def __init__(self, handle: MediaHandle, fds: list[int]) -> None:
+        info = handle_info(handle)
+        self.bdf = info.bdf
+        self.size = handle.size
+        self.block_size = handle.block_size
+        self.volatile_write_cache = handle.volatile_write_cache
+        self._pair, region, self._maps = attach_worker_queue(info, fds)
+        self._pool = StagingPool(info.staging_size, staging_source(region))
+        self._queue = NvmePciQueue(
+            self._pair,
+            self._pool,
+            nsid=info.nsid,
+            lba_size=handle.block_size,
+            size=handle.size,
+            max_transfer=info.max_transfer,
+        )
+        log.info(
+            "namespace on %s: SQ %d in %s, staging in %s",
+            self.bdf,
+            self._pair.qid,
+            info.layout.sq.placement.upper(),
+            region.placement.upper(),
+        )
+
+    def close(self) -> None:
+        """Stop polling and unmap; the control plane deletes the pair when this worker is gone."""
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._pair.release()
+        for m in self._maps:
+            with contextlib.suppress(BufferError):
+                m.close()
+        self._maps = []
 
 
 def open_nvme_pci(ns: Namespace) -> NvmePciMedia:
@@ -340,4 +472,9 @@ def open_nvme_pci(ns: Namespace) -> NvmePciMedia:
         raise MediaError(exc.errno or errno.EIO, str(exc)) from exc
 
 
-register_media_kind(KIND, open_nvme_pci)
+def adopt_nvme_pci(handle: MediaHandle, fds: list[int]) -> NvmePciWorkerMedia:
+    """The factory's adopter, in an offload worker (:func:`~nvmf.media.factory.adopt_shared`)."""
+    return NvmePciWorkerMedia(handle, fds)
+
+
+register_media_kind(KIND, open_nvme_pci, adopt_nvme_pci)

@@ -14,7 +14,7 @@ control plane (``PR_SET_PDEATHSIG``).
 
 Messages from the control plane (:mod:`nvmf.offload.channel`)::
 
-    ("media", key, handle)              + [fd]   serve a namespace's medium
+    ("media", key, handle)              + [fd...] serve a namespace's medium
     ("media_close", key)                         drop it
     ("attach", Handover)                + [fd]   serve a queue (fd: its socket)
     ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from nvmf.media.base import Media, MediaHandle
-from nvmf.media.factory import adopt_media
+from nvmf.media.factory import adopt_shared
 from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool
 from nvmf.offload import io
@@ -170,7 +170,7 @@ class Worker:
     def _on_message(self, msg: tuple[Any, ...], fds: list[int]) -> None:
         kind = msg[0]
         if kind == "media":
-            self._add_media(msg[1], msg[2], fds[0] if fds else None)
+            self._add_media(msg[1], msg[2], fds)
         elif kind == "media_close":
             entry = self.media.pop(msg[1], None)
             if entry is not None:
@@ -213,11 +213,11 @@ class Worker:
         self.pipeline.cancel_all()
         self.stopped.set()
 
-    def _add_media(self, key: MediaKey, handle: MediaHandle, fd: int | None) -> None:
+    def _add_media(self, key: MediaKey, handle: MediaHandle, fds: list[int]) -> None:
         old = self.media.pop(key, None)
         if old is not None:
             old[0].close()
-        media = adopt_media(handle, fd)
+        media = adopt_shared(handle, fds)
         self.media[key] = (media, media.open_queue())
         self.counters.namespaces.setdefault(key, NamespaceCounters())
 
