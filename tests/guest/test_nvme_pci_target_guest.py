@@ -152,7 +152,10 @@ for p in dram cmb; do
   dev=$(newdev)
   for bs in 4k 128k; do
     [ $bs = 4k ] && size=1m || size=4m
+    # Two jobs, one per guest CPU, so through both of the host's I/O queues (one per worker),
+    # each on its own range.
     fio --name=$p-$bs --filename=$dev --ioengine=libaio --direct=1 --iodepth=4 \
+        --numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split --offset_increment=$size \
         --rw=randwrite --bs=$bs --size=$size --verify=crc32c --do_verify=1 --verify_fatal=1 \
         --verify_state_save=0 --output-format=json --output=$OUT/fio-$p-$bs.json
     echo "fio $p-$bs rc=$?" >> $OUT/results.txt
@@ -181,6 +184,10 @@ sleep 3
 kill -9 $target
 wait $target
 echo "kill9 rc=$?" >> $OUT/results.txt
+# The workers die with it (PR_SET_PDEATHSIG); until they have, they hold the device.
+for i in $(seq 100); do pgrep -f nvmf.offload.worker > /dev/null || break; sleep 0.2; done
+pgrep -f nvmf.offload.worker > /dev/null
+echo "workers gone rc=$?" >> $OUT/results.txt
 nvme disconnect -n $NQN > /dev/null
 echo "disconnect kill rc=$?" >> $OUT/results.txt
 wait $writer
@@ -270,13 +277,13 @@ def test_counters_say_where_payload_was_staged(guest: GuestResult, placement: st
     }
     # Both workers served I/O: the host's two queues went one to each.
     assert all(w["namespaces"][key]["write_cmds"] for w in status["workers"]), status
-    # fio wrote and read back 1 MiB at 4 KiB and 4 MiB at 128 KiB.
+    # fio's two jobs each wrote and read back 1 MiB at 4 KiB and 4 MiB at 128 KiB.
     here, other = (
         ("staged_cmb_bytes", "staged_dram_bytes")
         if placement == "cmb"
         else ("staged_dram_bytes", "staged_cmb_bytes")
     )
-    assert counters[here] >= 2 * (5 << 20), counters
+    assert counters[here] >= 2 * 2 * (5 << 20), counters
     assert counters[other] == 0, counters
 
 
@@ -290,6 +297,7 @@ def test_cmb_staging_behind_rdma_is_refused_with_the_reason(guest: GuestResult) 
 def test_restart_after_kill_9_takes_the_device_again(guest: GuestResult) -> None:
     assert _rc(guest, "start kill") == "0"
     assert _rc(guest, "kill9") == "137"
+    assert _rc(guest, "workers gone") == "1"  # pgrep found none
     assert _rc(guest, "start restart") == "0", guest.read("target-restart.log")[-3000:]
     assert _rc(guest, "connect restart") == "0"
     assert _rc(guest, "pattern write") == "0"
