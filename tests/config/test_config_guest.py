@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from tests.guest.harness import GuestResult, run_in_guest
+from tests.guest.harness import GuestResult, shared_boot
 
 SUBNQN = "nqn.2024-01.io.nvmf:config-guest"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:6a1f1c9e-3f43-4a0e-9f0b-2b1f4f1d7c01"
@@ -139,9 +139,12 @@ echo done > $OUT/done
 """
 
 
+config_kernel = shared_boot("config-kernel", SCRIPT)
+
+
 @pytest.fixture(scope="module")
 def guest() -> GuestResult:
-    return run_in_guest("config-kernel", SCRIPT)
+    return config_kernel()
 
 
 @pytest.mark.guest

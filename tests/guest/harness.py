@@ -11,8 +11,8 @@ that fails is a test failure, not a skip: these tests are how the project proves
 real Linux peers.
 
 ``NVMF_GUEST_RUN``, if set, names an external command to boot the guest instead, called as
-``$NVMF_GUEST_RUN [--cmb-nvme MB] [--kernel K] [--trace P]... [--trace-file F] -- bash SCRIPT``
-(the command line of ``python -m tests.vm.guest``).
+``$NVMF_GUEST_RUN [--cmb-nvme MB] [--kernel K] -- bash SCRIPT`` (the command line of
+``python -m tests.vm.guest``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,34 +70,32 @@ class GuestResult:
         return out
 
 
-def run_in_guest(
-    name: str,
-    script: str,
-    *,
-    cmb_mb: int = 0,
-    kernel: str = "6.1",
-    timeout: float = 1500,
-    trace: tuple[str, ...] = (),
-) -> GuestResult:
-    """Boot the guest and run ``script`` (bash) in it with ``$OUT`` set to a fresh result folder.
-
-    The script runs with ``set -u``; ``$REPO`` is the repository, ``$PY`` the project's Python.
-    ``trace``: QEMU trace event patterns; QEMU writes them to ``qemu-trace.log`` in the result
-    folder (:meth:`GuestResult.read` it after the run).
-    """
-    out = OUT_ROOT / name
+def _part_script(out: Path, script: str) -> Path:
+    """Write ``script`` with the harness's preamble into a fresh ``out`` folder; its path."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     body = (
         "#!/bin/bash\nset -u\n"
         f"export OUT={out} REPO={REPO} PY={PYTHON}\n"
         f"export PATH={PYTHON.parent}:$PATH\n"
+        # Every command the script runs, with the time it started, goes to xtrace.txt (where
+        # a boot spends its minutes: python -m tests.guest.profile OUT); the script's own output
+        # and redirections are untouched.
+        "exec 9>>$OUT/xtrace.txt\nBASH_XTRACEFD=9\nPS4='+ $EPOCHREALTIME '\nset -x\n"
         "cd $REPO\n" + script + "\n"
     )
     path = out / "script.sh"
     path.write_text(body)
+    return path
+
+
+def _boot(
+    path: Path, *, cmb_mb: int, kernel: str, timeout: float, trace: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """Boot the guest once to run the bash script at ``path``: its exit status and console.
+    ``trace``: QEMU trace event patterns, written to :data:`TRACE_FILE` beside the script."""
     command = ("bash", str(path))
-    start = time.monotonic()
+    trace_file = path.parent / TRACE_FILE
     if GUEST_RUN:
         args = shlex.split(GUEST_RUN)
         if cmb_mb:
@@ -106,7 +105,7 @@ def run_in_guest(
         for pattern in trace:
             args += ["--trace", pattern]
         if trace:
-            args += ["--trace-file", str(out / TRACE_FILE)]
+            args += ["--trace-file", str(trace_file)]
         proc = subprocess.run(
             [*args, "--", *command],
             cwd=REPO,
@@ -124,9 +123,123 @@ def run_in_guest(
             cmb_mb=cmb_mb,
             cwd=REPO,
             trace=trace,
-            trace_file=out / TRACE_FILE if trace else None,
+            trace_file=trace_file if trace else None,
         )
         proc = guest.run(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-    result = GuestResult(proc.returncode, out, proc.stdout or "", time.monotonic() - start)
+    return proc.returncode, proc.stdout or ""
+
+
+def run_in_guest(
+    name: str,
+    script: str,
+    *,
+    cmb_mb: int = 0,
+    kernel: str = "6.1",
+    timeout: float = 1500,
+    trace: tuple[str, ...] = (),
+) -> GuestResult:
+    """Boot the guest and run ``script`` (bash) in it with ``$OUT`` set to a fresh result folder.
+
+    The script runs with ``set -u``; ``$REPO`` is the repository, ``$PY`` the project's Python.
+    ``trace``: QEMU trace event patterns; QEMU writes them to ``qemu-trace.log`` in the result
+    folder (:meth:`GuestResult.read` it after the run).
+    """
+    out = OUT_ROOT / name
+    path = _part_script(out, script)
+    start = time.monotonic()
+    rc, console = _boot(path, cmb_mb=cmb_mb, kernel=kernel, timeout=timeout, trace=trace)
+    result = GuestResult(rc, out, console, time.monotonic() - start)
     (out / "console.log").write_text(result.console)
     return result
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a guest is booted with: scripts for the same machine can share one boot."""
+
+    kernel: str = "6.1"
+    cmb_mb: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"boot-{self.kernel}" + (f"-cmb{self.cmb_mb}" if self.cmb_mb else "")
+
+
+@dataclass
+class _Part:
+    name: str
+    script: str
+    machine: Machine
+    timeout: float
+    result: GuestResult | None = None
+
+
+#: Scripts registered with :func:`shared_boot`, by name, in registration order.
+_PARTS: dict[str, _Part] = {}
+
+#: Run between two parts of a shared boot: whatever a part left running or connected must not
+#: be what the next part finds (a target on its port, a controller, a loop device).
+_BETWEEN_PARTS = """\
+pkill -9 -f 'nvmf[.]cli[.]main|fio ' 2>/dev/null
+nvme disconnect-all > /dev/null 2>&1
+sleep 1
+"""
+
+
+def shared_boot(
+    name: str, script: str, *, kernel: str = "6.1", cmb_mb: int = 0, timeout: float = 1500
+) -> Callable[[], GuestResult]:
+    """Register ``script`` as one part of the boot every part for the same :class:`Machine`
+    shares, and return the function that gives its result.
+
+    Each boot costs a minute or more under emulation, and CI's time is counted; test modules
+    register at import (pytest imports every selected module before it runs a test), and the
+    first result asked for boots the guest once for every part of that machine not run yet.
+    The parts run one after the other, each as :func:`run_in_guest` would run it (its own
+    ``$OUT``, ``set -u``), with :data:`_BETWEEN_PARTS` after each; a part's result has its own
+    exit status and time, and the boot's console.
+    """
+    part = _PARTS.get(name)
+    if part is None or part.script != script:
+        part = _PARTS[name] = _Part(name, script, Machine(kernel, cmb_mb), timeout)
+
+    def result() -> GuestResult:
+        if part.result is None:
+            _run_parts(part.machine)
+        assert part.result is not None
+        return part.result
+
+    return result
+
+
+def _run_parts(machine: Machine) -> None:
+    parts = [p for p in _PARTS.values() if p.machine == machine and p.result is None]
+    boot_out = OUT_ROOT / machine.name
+    lines = []
+    for part in parts:
+        path = _part_script(OUT_ROOT / part.name, part.script)
+        lines += [
+            f"start=$EPOCHREALTIME; bash {path}; rc=$?",
+            f'echo "{part.name} $rc $start $EPOCHREALTIME" >> $OUT/parts.txt',
+            _BETWEEN_PARTS,
+        ]
+    boot = _part_script(boot_out, "\n".join(lines))
+    start = time.monotonic()
+    rc, console = _boot(
+        boot,
+        cmb_mb=machine.cmb_mb,
+        kernel=machine.kernel,
+        timeout=sum(p.timeout for p in parts),
+    )
+    seconds = time.monotonic() - start
+    (boot_out / "console.log").write_text(console)
+    ran = {}
+    parts_file = boot_out / "parts.txt"
+    for line in parts_file.read_text().splitlines() if parts_file.exists() else ():
+        name, status, began, ended = line.split()
+        ran[name] = (int(status), float(ended) - float(began))
+    for part in parts:
+        # A part the boot never finished fails with the boot's status (or -1): its checks
+        # then say what is missing, and the console is there to tell why.
+        code, took = ran.get(part.name, (rc or -1, seconds))
+        part.result = GuestResult(code, OUT_ROOT / part.name, console, took)

@@ -30,7 +30,7 @@ QEMU_CMBSZ_16 = (16 << 12) | (2 << 8) | 0b11101
 
 @pytest.fixture(scope="module")
 def guest() -> guest_capture.GuestResult:
-    result = guest_capture.run("doctor")
+    result = guest_capture.doctor()
     assert (result.out / "done.txt").exists(), (
         f"guest script did not finish (rc {result.returncode}):\n{result.console[-3000:]}\n"
         f"stderr: {result.read('stderr.txt')[-2000:]}"

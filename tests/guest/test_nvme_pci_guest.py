@@ -33,7 +33,7 @@ except ModuleNotFoundError:  # pytest started as a script: the repository is not
 
 COMBOS = ("dram-dram", "dram-cmb", "cmb-dram", "cmb-cmb")
 CASES = ("4k", "128k", "unaligned")
-TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq")
+TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq", "pci_nvme_identify")
 
 #: Shell: ``$BDF`` is the NVMe controller (class 010802), taken from the kernel's nvme driver
 #: and bound to vfio-pci (tests/guest/test_nvme_pci_target_guest.py uses it too).
@@ -145,37 +145,56 @@ def test_kernel_nvme_reads_what_we_wrote(guest: GuestResult) -> None:
 
 @dataclass
 class Segment:
-    """The trace between one of our Create I/O SQ commands and the next."""
+    """The trace between one of our Create I/O SQ commands and the next Identify (the next
+    controller open: its Identify data is admin traffic in host memory, not I/O data)."""
 
     name: str
     sq_address: int
-    cmb_maps: list[int] = field(default_factory=list)
-    dram_maps: list[int] = field(default_factory=list)
+    #: (event, address) of every data mapping the controller made.
+    maps: list[tuple[str, int]] = field(default_factory=list)
+
+    def cmb_maps(self) -> list[int]:
+        """Data the controller took from its CMB (QEMU's nvme_map_addr_cmb)."""
+        return [a for kind, a in self.maps if kind == "pci_nvme_map_addr_cmb"]
+
+    def dram_maps(self, cba: int, cmb_end: int) -> list[int]:
+        """Data mapped outside the CMB: host memory through the IOMMU.  QEMU traces
+        pci_nvme_map_addr for every mapping, CMB or not, so CMB addresses are left out."""
+        return [
+            a for kind, a in self.maps if kind == "pci_nvme_map_addr" and not cba <= a < cmb_end
+        ]
 
 
 #: QEMU trace lines: a Create I/O SQ with its address; the controller mapping a data address,
-#: from its CMB (``_cmb``) or from host memory.
+#: from its CMB (``_cmb``) or from host memory (QEMU traces ``pci_nvme_map_addr`` for both);
+#: an Identify (admin data of the next open).
 CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
 MAP_ADDR = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
+IDENTIFY = re.compile(r"pci_nvme_identify\b")
 
 
 def segments(guest: GuestResult) -> list[Segment]:
-    """Cut the trace at each Create I/O SQ our driver sent (in the order it sent them)."""
+    """Cut the trace at each Create I/O SQ our driver sent (in the order it sent them), each
+    segment ending at the next Identify."""
     results = guest.results()
     order = [*COMBOS, "kill-child", "reopen"]
     expected = [(name, int(results[f"sq_iova {name}"], 16)) for name in order]
     found: list[Segment] = []
+    current: Segment | None = None
     for line in guest.read(TRACE_FILE).splitlines():
         create = CREATE_SQ.search(line)
         if create and len(found) < len(expected):
             name, address = expected[len(found)]
             if int(create.group(1), 16) == address:
-                found.append(Segment(name, address))
+                current = Segment(name, address)
+                found.append(current)
+            continue
+        if IDENTIFY.search(line):
+            current = None  # admin data of the next open, until its Create I/O SQ
             continue
         mapped = MAP_ADDR.search(line)
-        if mapped and found:
-            kind, address = mapped.group(1), int(mapped.group(2), 16)
-            (found[-1].cmb_maps if kind.endswith("_cmb") else found[-1].dram_maps).append(address)
+        if mapped and current is not None:
+            current.maps.append((mapped.group(1), int(mapped.group(2), 16)))
     assert [s.name for s in found] == order, "our Create I/O SQ commands are not all in the trace"
     return found
 
@@ -193,15 +212,16 @@ def test_qemu_trace_shows_the_cmb_used_only_where_placed(guest: GuestResult) -> 
         # The SQ's address the controller was given is in the CMB exactly when placed there.
         assert (cba <= seg.sq_address < cmb_end) == (sq_placement == "cmb"), combo
         staging_iova = int(results[f"staging_iova {combo}"], 16)
+        cmb_maps, dram_maps = seg.cmb_maps(), seg.dram_maps(cba, cmb_end)
         if staging == "cmb":
-            assert seg.cmb_maps, f"{combo}: no data taken from the CMB"
-            assert not seg.dram_maps, f"{combo}: data taken from host memory"
-            assert all(staging_iova <= a < staging_iova + (256 << 10) for a in seg.cmb_maps)
+            assert cmb_maps, f"{combo}: no data taken from the CMB"
+            assert not dram_maps, f"{combo}: data taken from host memory"
+            assert all(staging_iova <= a < staging_iova + (256 << 10) for a in cmb_maps)
         else:
-            assert not seg.cmb_maps, f"{combo}: CMB data accesses with DRAM staging"
-            assert seg.dram_maps, f"{combo}: no data taken from host memory"
-            assert all(not cba <= a < cmb_end for a in seg.dram_maps)
-        counts[combo] = (len(seg.cmb_maps), len(seg.dram_maps))
+            assert not cmb_maps, f"{combo}: CMB data accesses with DRAM staging"
+            assert dram_maps, f"{combo}: no data taken from host memory"
+            assert all(staging_iova <= a < staging_iova + (256 << 10) for a in dram_maps)
+        counts[combo] = (len(cmb_maps), len(dram_maps))
     # Same I/O in every combination: as many page mappings, from the CMB or from DRAM.
     assert counts["dram-cmb"] == counts["cmb-cmb"] == (counts["dram-dram"][1], 0)
     assert counts["dram-dram"] == counts["cmb-dram"]

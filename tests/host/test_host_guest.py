@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.guest.harness import GuestResult, run_in_guest
+from tests.guest.harness import GuestResult, shared_boot
 
 SUBNQN = "nqn.2024-01.io.nvmf:host-guest"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:3c8e2d0b-7a51-4c3e-9b1f-0d2e4f6a8b9c"
@@ -95,9 +95,12 @@ echo done > "$OUT/done.txt"
 """
 
 
+host_kernel_target = shared_boot("host-kernel-target", SCRIPT)
+
+
 @pytest.fixture(scope="module")
 def guest() -> GuestResult:
-    result = run_in_guest("host-kernel-target", SCRIPT)
+    result = host_kernel_target()
     assert (result.out / "done.txt").exists(), (
         f"guest script did not finish (rc {result.returncode}):\n{result.console[-3000:]}\n"
         f"stderr: {result.read('stderr.txt')[-3000:]}"

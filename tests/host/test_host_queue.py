@@ -329,7 +329,7 @@ def test_read_buffer_must_be_writable() -> None:
         with pytest.raises(TypeError, match="writable"):
             await q.submit(c.rw(IoOpcode.READ, 1, 0, 1), data_in=memoryview(bytes(512)))
         await q.submit(c.flush(1))  # the queue is still usable
-        assert len(q._free) == q.depth  # and no CID leaked
+        assert len(q.cids.free) == q.depth  # and no CID leaked
 
     with_fake(depth=2)(body)
 
@@ -340,9 +340,9 @@ def test_cancelled_submitters_do_not_leak_cids() -> None:
         held = [asyncio.ensure_future(_read(q, 0, 512)) for _ in range(2)]
         waiting = [asyncio.ensure_future(q.submit(c.flush(1))) for _ in range(3)]
         await asyncio.sleep(0.05)
-        assert q.outstanding == 2 and len(q._waiters) == 3
+        assert q.outstanding == 2 and len(q.cids.waiters) == 3
         # CID 0 completes and is handed to the first waiter, which is cancelled before it runs
-        cmd = q._table[0]
+        cmd = q.cids.entries[0]
         assert cmd is not None
         q._complete(cmd, Completion(0, 0, 0, 1, 0, 0))
         waiting[0].cancel()
@@ -351,7 +351,7 @@ def test_cancelled_submitters_do_not_leak_cids() -> None:
         # the CID went on to the next waiters, whose flushes complete
         await asyncio.gather(waiting[1], waiting[2])
         assert held[0].done() and not held[1].done()
-        assert list(q._free) == [0] and q.outstanding == 1 and not q._waiters
+        assert list(q.cids.free) == [0] and q.outstanding == 1 and not q.cids.waiters
 
     with_fake(FakeConfig(drop_io={IoOpcode.READ}), depth=2)(body)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.guest.harness import run_in_guest
+from tests.guest.harness import shared_boot
 
 SCRIPT = """
 uname -r > $OUT/kernel
@@ -23,9 +23,12 @@ echo $? > $OUT/rc
 """
 
 
+media_block = shared_boot("media-block", SCRIPT)
+
+
 @pytest.mark.guest
 def test_block_media_in_the_linux_6_1_guest() -> None:
-    result = run_in_guest("media-block", SCRIPT)
+    result = media_block()
     report = result.read("pytest.txt")
     assert result.read("kernel").startswith("6.1."), result.console[-3000:]
     assert result.read("rc").strip() == "0", report[-4000:] or result.console[-4000:]

@@ -41,3 +41,19 @@ def test_mdts_follows_a_small_staging_pool(small_pool_target: RunningTarget) -> 
 def test_the_default_pool_keeps_the_1_mib_mdts(target: RunningTarget) -> None:
     status, data = identify(admin(target), 1)
     assert status == 0 and IdentifyController.decode(data).mdts == 8
+
+
+@pytest.mark.parametrize("staging", [32 << 20, 3 << 20, SMALL_POOL])
+def test_with_workers_the_control_plane_maps_only_a_few_buffers(staging: int) -> None:
+    """The control plane serves only admin queues when workers serve the I/O queues: its pool
+    is a few of the largest buffers, not the workers' whole budget, and MDTS stays the same."""
+    with (
+        running_target(2, staging_bytes=staging) as two,
+        running_target(0, staging_bytes=staging) as one,
+    ):
+        alone = one.service.pool
+        control = two.service.pool
+        assert alone.budget == staging - staging % 4096
+        assert control.max_buffer == alone.max_buffer
+        assert control.budget == min(alone.budget, 4 * alone.max_buffer)
+        assert two.service.max_transfer == one.service.max_transfer

@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from nvmf import __version__
 
 #: Sub-command modules under ``nvmf.cli``, in the order ``nvmf --help`` lists them.
-COMMANDS: tuple[str, ...] = ("serve", "status", "config", "doctor", "host", "listing", "bench")
+COMMANDS: tuple[str, ...] = (
+    "serve",
+    "status",
+    "config",
+    "doctor",
+    "host",
+    "listing",
+    "bench",
+    "dhchap",
+)
 #: The exit status of a command whose stdout reader went away (a shell's 128 + SIGPIPE).
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 

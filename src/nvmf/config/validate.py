@@ -53,6 +53,7 @@ from nvmf.control.model import (
     Subsystem,
     TargetConfig,
 )
+from nvmf.protocol.dhchap import DhchapSecret, DhGroup, HashId, SecretError
 
 #: Integer fields and their bounds: (low, high, show the bounds in hex).
 INT_RANGES: dict[tuple[type, str], tuple[int, int, bool]] = {
@@ -96,11 +97,13 @@ def validate_config(
     kernel target accepts but that deserve a look (a name that is not a strict NQN, a port whose
     transport this target does not serve); they never stop a configuration from loading.
 
-    Settings this target cannot honour yet (DH-HMAC-CHAP keys, TLS, reservations) are refused
+    DH-HMAC-CHAP keys must be well formed (for either target).  Settings this target cannot
+    honour yet (TLS, reservations) are refused
     unless ``kernel`` says the configuration is for the Linux kernel target, which has them.
     """
     validator = _Validator(check_paths)
     problems = validator.config(cfg)
+    problems += dhchap_problems(cfg)
     if not kernel:
         problems += unsupported_problems(cfg)
     if problems:
@@ -108,28 +111,49 @@ def validate_config(
     return validator.warnings
 
 
-#: Per host ``dhchap`` attribute: holding a key means the host must authenticate.
-DHCHAP_KEYS = ("key", "ctrl_key")
-
-
 def _not_yet(what: str) -> str:
     return f"is not supported yet: {what} (the kernel target has it: nvmf config apply)"
+
+
+def dhchap_problems(cfg: TargetConfig) -> list[Problem]:
+    """Each host's ``dhchap`` group: a key (and the controller key) in the ``DHHC-1`` format
+    with a matching CRC-32, a known hash and DH group; a controller key needs a host key.  The
+    messages name the field, never the secret."""
+    problems: list[Problem] = []
+    for i, host in enumerate(cfg.hosts):
+        group = host.extra_attrs.get("dhchap", {})
+        where = f"hosts[{i}].dhchap"
+        for name in ("key", "ctrl_key"):
+            if group.get(name):
+                try:
+                    DhchapSecret.parse(group[name], f"{where}.{name}")
+                except SecretError as exc:
+                    problems.append(Problem(exc.field, exc.reason))
+        if group.get("ctrl_key") and not group.get("key"):
+            problems.append(
+                Problem(f"{where}.ctrl_key", "a controller key needs a host key (dhchap.key)")
+            )
+        if group.get("hash"):
+            try:
+                HashId.from_name(group["hash"])
+            except ValueError as exc:
+                problems.append(Problem(f"{where}.hash", str(exc)))
+        if group.get("dhgroup"):
+            try:
+                DhGroup.from_name(group["dhgroup"])
+            except ValueError as exc:
+                problems.append(Problem(f"{where}.dhgroup", str(exc)))
+    return problems
 
 
 def unsupported_problems(cfg: TargetConfig) -> list[Problem]:
     """Settings nvmetcli writes that this target cannot honour yet, each refused by name.
 
-    Serving a host without the authentication, the encryption or the reservations the file asks
-    for would look like success and be less safe, so these are errors, not warnings.  An empty
-    ``dhchap`` group (what nvmetcli on 6.12 saves for every host) asks for nothing.
+    Serving a host without the encryption or the reservations the file asks for would look
+    like success and be less safe, so these are errors, not warnings.  (DH-HMAC-CHAP keys are
+    honoured: :func:`dhchap_problems` checks them.)
     """
     problems: list[Problem] = []
-    for i, host in enumerate(cfg.hosts):
-        dhchap = host.extra_attrs.get("dhchap", {})
-        for name in DHCHAP_KEYS:
-            if dhchap.get(name):
-                where = f"hosts[{i}].dhchap.{name}"
-                problems.append(Problem(where, _not_yet("DH-HMAC-CHAP authentication")))
     for i, port in enumerate(cfg.ports):
         if port.treq == "required":
             problems.append(

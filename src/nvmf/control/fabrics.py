@@ -1,14 +1,18 @@
-"""Fabrics commands on the target: Connect, Property Get/Set, Disconnect (NVMe-oF 1.1 §3.3)."""
+"""Fabrics commands on the target: Connect, Property Get/Set, Disconnect, Authentication
+Send/Receive (NVMe-oF 1.1 §3.3; NVMe Base 2.0 §8.13 for in-band authentication)."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from nvmf.control.command import INVALID_OPCODE, Context, Parsed, h2c, no_data
+from nvmf.control.auth import HostKeys, QueueAuth
+from nvmf.control.command import INVALID_OPCODE, Context, Parsed, c2h, h2c, no_data
 from nvmf.control.controller import ADMIN_QUEUE_DEPTH, Controller
 from nvmf.protocol.controller import CcEffect
+from nvmf.protocol.dhchap import SecretError
 from nvmf.protocol.request import Request
+from nvmf.wire import auth as wa
 from nvmf.wire import fabrics as f
 from nvmf.wire.opcodes import FabricsType
 from nvmf.wire.status import SC, SUCCESS, Status, error
@@ -42,6 +46,12 @@ def parse(ctx: Context) -> Parsed:
         return h2c(f.CONNECT_DATA_SIZE, lambda req: _connect(ctx.service, ctx, cmd, req))
     if session.ctrl is None:
         return error(SC.CMD_SEQ_ERROR, 4)
+    if fctype in (FabricsType.AUTH_SEND, FabricsType.AUTH_RECEIVE):
+        return _authentication(ctx, wa.AuthCommand.decode(raw))
+    if session.auth is not None and not session.auth.authenticated:
+        # Only Connect and the authentication commands before the queue authenticated (the
+        # Linux target's nvmet_check_auth_status).
+        return error(SC.AUTH_REQUIRED, 4)
     if session.qid != 0:
         # On I/O queues only Connect (and authentication) are fabrics commands.
         return error(SC.INVALID_OPCODE, 4)
@@ -75,6 +85,23 @@ async def _connect(
     if not sub.host_allowed(data.hostnqn):
         log.info("connect: host %s not allowed on %s", hostnqn, printable(sub.nqn))
         return _connect_error(SC.CONNECT_INVALID_HOST, f.CONNECT_DATA_OFF_HOSTNQN, in_data=True)
+    keys: HostKeys | None = None
+    if not sub.discovery and not sub.config.allow_any_host:
+        # As the Linux target (nvmet_setup_auth): the keys of a host the subsystem lists.
+        try:
+            keys = service.host_keys(data.hostnqn)
+        except SecretError as exc:  # validated at load; names the field, never the secret
+            log.warning("connect: %s: unusable DH-HMAC-CHAP setting: %s", hostnqn, exc)
+            return Status(SC.AUTH_REQUIRED, dnr=True)
+    if keys is not None and port.trtype == "rdma":
+        log.warning(
+            "connect: %s qid %d on %s: DH-HMAC-CHAP over %s is not built yet: refused",
+            hostnqn,
+            cmd.qid,
+            printable(sub.nqn),
+            port.trtype,
+        )
+        return Status(SC.AUTH_REQUIRED, dnr=True)
     if cmd.qid == 0:
         if data.cntlid != f.CNTLID_DYNAMIC:
             return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_CNTLID, in_data=True)
@@ -118,13 +145,71 @@ async def _connect(
             return error(SC.CMD_SEQ_ERROR, f.CONNECT_OFF_QID)
         if cmd.sqsize == 0 or cmd.sqsize >= ctrl.queue_depth:
             return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_OFF_SQSIZE, in_data=False)
+    auth = None
+    if keys is not None:
+        nqn = data.hostnqn
+        auth = QueueAuth(keys, nqn, sub.nqn, cmd.qid, lambda: service.host_keys(nqn))
     session.qid = cmd.qid
     session.ctrl = ctrl
     session.sqsize = cmd.sqsize
     session.sqhd_disabled = bool(cmd.cattr & f.CATTR_DISABLE_SQFLOW)
+    session.auth = auth
     ctrl.queues[cmd.qid] = session
     service.queue_connected(session)
-    return Status(result=f.connect_result(ctrl.cntlid))
+    result = f.connect_result(ctrl.cntlid)
+    if auth is not None:
+        result |= wa.CONNECT_AUTHREQ_ATR
+        log.info("controller %d qid %d: DH-HMAC-CHAP required", ctrl.cntlid, cmd.qid)
+    return Status(result=result)
+
+
+def _authentication(ctx: Context, cmd: wa.AuthCommand) -> Parsed:
+    """Authentication Send (the host's message, TL bytes) or Receive (the controller's next
+    message, AL bytes): checked as the Linux target does, then fed to the queue's
+    :class:`~nvmf.control.auth.QueueAuth`."""
+    if cmd.secp != wa.SECP_DHCHAP:
+        return error(SC.INVALID_FIELD, wa.AUTH_OFF_SECP)
+    if cmd.spsp0 != wa.SPSP_DHCHAP:
+        return error(SC.INVALID_FIELD, wa.AUTH_OFF_SPSP0)
+    if cmd.spsp1 != wa.SPSP_DHCHAP:
+        return error(SC.INVALID_FIELD, wa.AUTH_OFF_SPSP1)
+    if cmd.length == 0:
+        return error(SC.INVALID_FIELD, wa.AUTH_OFF_TL)
+    auth = ctx.session.auth
+    if auth is None:  # this queue was not asked to authenticate
+        return error(SC.CMD_SEQ_ERROR, 4)
+    service = ctx.service
+    session = ctx.session
+    if cmd.is_send:
+
+        async def send(req: Request) -> Status:
+            assert req.data is not None
+            auth.send(bytes(req.data))
+            if auth.failed:
+                service.authentication_failed(session)
+            return SUCCESS
+
+        return h2c(cmd.length, send)
+
+    async def receive(req: Request) -> Status:
+        assert req.data is not None
+        message = auth.receive()
+        if len(message) > len(req.data):
+            log.info(
+                "qid %s: Authentication Receive AL %d < %d",
+                session.qid,
+                len(req.data),
+                len(message),
+            )
+            service.authentication_failed(session)
+            return error(SC.INVALID_FIELD, wa.AUTH_OFF_AL)
+        req.data[: len(message)] = message
+        req.data[len(message) :] = bytes(len(req.data) - len(message))
+        if auth.failed:
+            service.authentication_failed(session)
+        return SUCCESS
+
+    return c2h(cmd.length, receive)
 
 
 def _property_get(ctx: Context, cmd: f.PropertyCommand) -> Parsed:

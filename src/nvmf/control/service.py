@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nvmf.control import admin, discovery, fabrics
+from nvmf.control.auth import HostKeys, host_keys
 from nvmf.control.command import Context, Parsed
 from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
 from nvmf.control.namespace import NamespaceRuntime
@@ -33,14 +34,15 @@ from nvmf.control.status import target_status
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.base import ServingCheck
 from nvmf.media.queue import MediaQueue
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import StagingPool, largest_class
 from nvmf.offload import io
 from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
 from nvmf.offload.pipeline import Pipeline
+from nvmf.offload.plan import SGL_LENGTH_MISMATCH
 from nvmf.offload.session import QueueSession
 from nvmf.offload.worker import CtrlKey, Handover
 from nvmf.offload.workers import WorkerSet
-from nvmf.protocol.request import ReqState, Request
+from nvmf.protocol.request import Direction, ReqState, Request
 from nvmf.transport.base import (
     REGISTRY,
     DataDone,
@@ -66,6 +68,23 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping target waits for the commands in flight in the control plane.
 STOP_GRACE_S = 10.0
+#: After a failed authentication, how long the controller lives on so that the completion
+#: carrying AUTH_Failure1 reaches the host (the Linux target ends it from a work item too).
+AUTH_FAILURE_GRACE_S = 0.2
+
+
+#: With offload workers, the control plane's pool holds this many of the largest buffers.
+CONTROL_BUFFERS_WITH_WORKERS = 4
+
+
+def control_pool_budget(settings: NvmfSettings) -> int:
+    """The control plane's staging budget: the configured one without workers, else enough
+    for :data:`CONTROL_BUFFERS_WITH_WORKERS` of the largest buffers (the same largest buffer,
+    so MDTS is the same in every process)."""
+    budget = settings.staging_bytes
+    if settings.offload_workers > 0:
+        budget = min(budget, CONTROL_BUFFERS_WITH_WORKERS * largest_class(budget))
+    return budget
 
 
 class RemoteQueue:
@@ -148,9 +167,10 @@ class TargetService:
         self.genctr = 1
         self.transports: dict[str, Transport] = {}
         self.ports: list[Port] = []
-        #: Staging memory of the queues this process serves itself (admin queues; all queues
-        #: without workers).
-        self.pool = StagingPool(budget=self.settings.staging_bytes)
+        #: Staging memory of the queues this process serves itself: all queues without
+        #: workers; with workers only the admin queues, whose commands need a few buffers at
+        #: a time, so the workers' budget would be mapped (and populated) for nothing.
+        self.pool = StagingPool(budget=control_pool_budget(self.settings))
         #: The most one command may move (MDTS): never more than a staging pool can hold, so
         #: every valid command gets a buffer once others complete.  Workers' pools have the
         #: same budget.
@@ -313,6 +333,9 @@ class TargetService:
         ctrl = session.ctrl
         if ctrl is None:
             return error(SC.CMD_SEQ_ERROR, 0)
+        auth = session.auth
+        if auth is not None and not auth.authenticated:
+            return error(SC.AUTH_REQUIRED, 0)  # nvmet_check_auth_status
         if not ctrl.regs.ready:
             return error(SC.CMD_SEQ_ERROR, 0)
         if session.qid == 0:
@@ -347,6 +370,24 @@ class TargetService:
             )
         )
 
+    # -- authentication ----------------------------------------------------------------------------
+    def host_keys(self, hostnqn: str) -> HostKeys | None:
+        """The DH-HMAC-CHAP keys the configuration holds for ``hostnqn`` (None: none)."""
+        return host_keys(self.config.hosts, hostnqn)
+
+    def authentication_failed(self, session: ControlSession) -> None:
+        """A queue's authentication failed: its controller ends (as the Linux target's
+        ``nvmet_ctrl_fatal_error``), once the completion in hand has gone out."""
+        ctrl = session.ctrl
+        if ctrl is None or ctrl.deleted:
+            return
+        log.warning(
+            "controller %d qid %s: authentication failed: controller ends", ctrl.cntlid, session.qid
+        )
+        asyncio.get_running_loop().call_later(
+            AUTH_FAILURE_GRACE_S, self.delete_controller, ctrl, "authentication failed"
+        )
+
     # -- controllers and I/O contexts ------------------------------------------------------------
     def controller_created(self, ctrl: Controller) -> None:
         self._schedule_keep_alive(ctrl)
@@ -368,7 +409,12 @@ class TargetService:
             and transport.caps.exportable
             and self.workers.ready_workers()
         ):
-            session.handover = True  # else (no worker ready) this process serves the queue
+            # else (no worker ready) this process serves the queue.  A queue that must
+            # authenticate stays here until its authentication finished.
+            if session.auth is None:
+                session.handover = True
+            else:
+                session.handover_after_auth = True
 
     def io_context_spec(self, ctrl: Controller) -> IoContextSpec:
         """The snapshot of ``ctrl``'s I/O context as it crosses to a worker."""
@@ -407,7 +453,9 @@ class TargetService:
             )
 
     async def hand_over(self, session: ControlSession, cqe: bytes) -> None:
-        """Move a just-connected I/O queue to a worker, which sends the Connect completion."""
+        """Move a just-connected I/O queue to a worker, which sends the Connect completion
+        (``cqe``; empty when the queue authenticated here first and every completion went
+        out from here)."""
         ctrl = session.ctrl
         assert ctrl is not None and self.workers is not None and session.qid
         qid = session.qid
@@ -507,6 +555,29 @@ class TargetService:
             return error(SC.INVALID_FIELD, 0)
         return await plan.coroutine()(req)
 
+    async def forwarded_data(
+        self, ctrl_key: CtrlKey, qid: int, sqe: Sqe, data: bytes | None
+    ) -> tuple[Status, bytes]:
+        """A command with data on a handed-over queue that only the control plane can answer
+        (Authentication Send/Receive of a re-authentication)."""
+        ctrl = self._find_controller(ctrl_key)
+        session = None if ctrl is None else ctrl.queues.get(qid)
+        if session is None:
+            return Status(SC.CMD_SEQ_ERROR, dnr=True), b""
+        req = Request(sqe, qid)
+        plan = self.parse(session, req)
+        if isinstance(plan, Status):
+            return plan, b""
+        if plan.direction is Direction.H2C:
+            if data is None or len(data) != plan.length:
+                return SGL_LENGTH_MISMATCH, b""
+            req.data = memoryview(bytearray(data))
+        else:
+            req.data = memoryview(bytearray(plan.length))
+        status = await plan.coroutine()(req)
+        out = bytes(req.data) if plan.direction is Direction.C2H and status.ok else b""
+        return status, out
+
     def worker_command_failed(
         self, ctrl_key: CtrlKey, qid: int, cid: int, opcode: int, nsid: int, status: Status
     ) -> None:
@@ -531,6 +602,11 @@ class TargetService:
             delay = 5.0  # disabled now; a Set Features may enable it later
         else:
             now = time.monotonic()
+            if any(
+                session.auth is not None and session.auth.holds_keep_alive(now)
+                for session in ctrl.queues.values()
+            ):
+                ka.touch(now)  # an authentication transaction is running (control/auth.py)
             if ka.expired(now):
                 self.delete_controller(ctrl, f"keep-alive timeout ({ka.kato_ms} ms) expired")
                 return
@@ -554,6 +630,18 @@ class ControlPipeline(Pipeline):
         self.service = service
 
     def complete(self, session: QueueSession, req: Request, status: Status) -> None:
+        if (
+            isinstance(session, ControlSession)
+            and session.handover_after_auth
+            and session.auth is not None
+            and session.auth.finished
+        ):
+            # The last command of the queue's authentication: its completion goes out from
+            # here, then the queue moves (the host sends nothing before it has this completion).
+            session.handover_after_auth = False
+            super().complete(session, req, status)
+            self.service.spawn(self.service.hand_over(session, b""))
+            return
         if isinstance(session, ControlSession) and session.handover:
             session.handover = False
             if status.ok:

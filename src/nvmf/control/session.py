@@ -9,6 +9,7 @@ from nvmf.control.model import Port
 from nvmf.offload.session import QueueSession
 
 if TYPE_CHECKING:
+    from nvmf.control.auth import QueueAuth
     from nvmf.control.controller import Controller
 
 
@@ -22,6 +23,10 @@ class ControlSession(QueueSession):
     handover: bool = False
     #: Set when the queue was handed to a worker: the index of that worker.
     worker: int | None = None
+    #: The queue's DH-HMAC-CHAP transaction when its host must authenticate (else None).
+    auth: QueueAuth | None = None
+    #: An I/O queue that goes to a worker once its authentication finished.
+    handover_after_auth: bool = False
 
     @property
     def model_port(self) -> Port:

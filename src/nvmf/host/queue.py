@@ -42,10 +42,16 @@ import logging
 import socket
 import struct
 import time
-from collections import deque
 from typing import NamedTuple
 
-from nvmf.host.errors import NvmeError, TransportError
+from nvmf.host.errors import TransportError
+from nvmf.host.slots import (
+    STATUS_CODE_MASK,
+    CidTable,
+    Watchdog,
+    byte_view,
+    raise_for_status,
+)
 from nvmf.protocol import tcp as p
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
@@ -76,8 +82,6 @@ READS_PER_EVENT = 32
 #: the first commands while the host is still completing and submitting the rest.  On a 2-CPU
 #: loopback this took 4 KiB random reads at QD32 from 15k to 28k IOPS.
 FLUSH_AT = 4
-#: Bits of the 15-bit status field that make a status an error: SC (7:0) and SCT (10:8).
-_STATUS_CODE_MASK = 0x7FF
 
 
 class Completion(NamedTuple):
@@ -105,7 +109,7 @@ class Completion(NamedTuple):
 
     @property
     def ok(self) -> bool:
-        return not self.status_field & _STATUS_CODE_MASK
+        return not self.status_field & STATUS_CODE_MASK
 
 
 class _Command:
@@ -128,19 +132,6 @@ class _Command:
         self.start = time.monotonic()
         #: A transfer failure (data digest mismatch) that overrides the controller's status.
         self.xfer_status = 0
-
-
-def _byte_view(buf: bytes | bytearray | memoryview, writable: bool) -> memoryview:
-    if type(buf) is memoryview and buf.format == "B" and buf.ndim == 1:
-        if writable and buf.readonly:
-            raise TypeError("read buffer must be writable (bytearray, memoryview of one, mmap)")
-        return buf
-    view = memoryview(buf)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    if writable and view.readonly:
-        raise TypeError("read buffer must be writable (bytearray, memoryview of one, mmap)")
-    return view
 
 
 class HostQueue:
@@ -173,14 +164,11 @@ class HostQueue:
         self.name = name or f"qid {qid}"
         self.loop = asyncio.get_running_loop()
         self.conn = p.TcpConnection(p.Role.HOST, self)
-        self._table: list[_Command | None] = [None] * depth
-        self._free: deque[int] = deque(range(depth))
-        self._waiters: deque[asyncio.Future[int]] = deque()
-        self._outstanding = 0
+        self.cids: CidTable[_Command] = CidTable(depth, self.loop)
         self._sendq = SendQueue(sock, self.loop, self._send_failed, flush_at=FLUSH_AT)
         self._reading = False
         self._icresp: asyncio.Future[p.ICRespReceived] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self.loop, self.cids, io_timeout or 0.0, self._abort, self.name)
         #: Why the queue is closed (``None`` while it is open).
         self.error: TransportError | None = None
         self.closed = asyncio.Event()
@@ -236,7 +224,7 @@ class HostQueue:
             )
         self.conn.accept_icresp(ev)
         if self.io_timeout:
-            self._arm_watchdog()
+            self._watchdog.arm()
 
     def close(self, reason: str = "closed by the host") -> None:
         """Close the connection; outstanding commands fail with :class:`TransportError`."""
@@ -249,7 +237,7 @@ class HostQueue:
     @property
     def outstanding(self) -> int:
         """Commands submitted and not yet completed (including abandoned ones)."""
-        return self._outstanding
+        return self.cids.outstanding
 
     @property
     def maxh2cdata(self) -> int:
@@ -265,8 +253,7 @@ class HostQueue:
         if self.error is not None:
             return self.error
         self.error = exc
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watchdog.cancel()
         self._sendq.close()
         fd = self.sock.fileno()
         if fd >= 0 and self._reading:
@@ -275,16 +262,7 @@ class HostQueue:
         self.sock.close()
         if self._icresp is not None and not self._icresp.done():
             self._icresp.set_exception(exc)
-        for i, cmd in enumerate(self._table):
-            if cmd is not None:
-                self._table[i] = None
-                if not cmd.future.done():
-                    cmd.future.set_exception(exc)
-        self._outstanding = 0
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(exc)
+        self.cids.fail(exc)
         self.closed.set()
         return exc
 
@@ -309,23 +287,12 @@ class HostQueue:
         """
         if self.error is not None:
             raise self.error
-        out = _byte_view(data_out, False) if data_out is not None else None
-        inp = _byte_view(data_in, True) if data_in is not None else None
-        if self._free:
-            cid = self._free.popleft()
-        else:
-            waiter: asyncio.Future[int] = self.loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                cid = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._give(waiter.result())  # handed a CID, then cancelled: pass it on
-                raise
+        out = byte_view(data_out, False) if data_out is not None else None
+        inp = byte_view(data_in, True) if data_in is not None else None
+        cid = await self.cids.take()
         future: asyncio.Future[Completion] = self.loop.create_future()
         cmd = _Command(cid, future, out, inp)
-        self._table[cid] = cmd
-        self._outstanding += 1
+        self.cids.hold(cmd)
         _CID.pack_into(sqe, OFF_CID, cid)
         sqe[OFF_FLAGS] = (sqe[OFF_FLAGS] & ~PSDT_MASK) | PSDT_SGL_MPTR_CONTIG
         conn = self.conn
@@ -343,32 +310,12 @@ class HostQueue:
             bufs = conn.capsule_cmd(bytes(sqe))
         self._send(bufs)
         completion = await future
-        if check and completion.status_field & _STATUS_CODE_MASK:
-            raise NvmeError(
-                completion.status,
-                command=command,
-                raw=completion.status_field,
-                result=completion.dw0,
-            )
+        if check:
+            raise_for_status(completion.status_field, completion.dw0, command)
         return completion
 
-    def _release(self, cmd: _Command) -> None:
-        self._table[cmd.cid] = None
-        self._outstanding -= 1
-        self._give(cmd.cid)
-
-    def _give(self, cid: int) -> None:
-        """A free CID goes to the oldest submitter waiting for one, else to the free list."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(cid)
-                return
-        self._free.append(cid)
-
     def _complete(self, cmd: _Command, completion: Completion) -> None:
-        self._release(cmd)
+        self.cids.release(cmd.cid)
         if not cmd.future.done():
             cmd.future.set_result(completion)
 
@@ -381,7 +328,7 @@ class HostQueue:
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         """The slice of the command's read buffer a C2HData PDU's data lands in."""
-        cmd = self._table[cccid] if cccid < self.depth else None
+        cmd = self.cids.get(cccid)
         if cmd is None:
             raise p.TcpFatalError(
                 Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, b"", f"C2HData for unknown cccid {cccid}"
@@ -430,13 +377,13 @@ class HostQueue:
         if kind is p.ResponseReceived:
             assert isinstance(ev, p.ResponseReceived)
             dw0, dw1, sqhd, sqid, cid, status = CQE.unpack(ev.cqe)
-            cmd = self._table[cid] if cid < self.depth else None
+            cmd = self.cids.get(cid)
             if cmd is None:
                 raise p.TcpFatalError(
                     Fes.PDU_SEQ_ERR, 0, b"", f"CapsuleResp for cid {cid}, not outstanding"
                 )
             field = status >> 1
-            if cmd.xfer_status and not field & _STATUS_CODE_MASK:
+            if cmd.xfer_status and not field & STATUS_CODE_MASK:
                 field = cmd.xfer_status
             self._complete(cmd, Completion(dw0, dw1, sqhd, sqid, cid, field))
         elif kind is p.C2HDataReceived:
@@ -446,7 +393,7 @@ class HostQueue:
                     raise p.TcpFatalError(
                         Fes.INVALID_PDU_HDR, 1, b"", "C2HData with SUCCESS but not LAST_PDU"
                     )
-                cmd = self._table[ev.cccid]
+                cmd = self.cids.entries[ev.cccid]
                 assert cmd is not None  # c2h_data() checked it when the header arrived
                 self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, cmd.xfer_status))
         elif kind is p.R2TReceived:
@@ -454,7 +401,7 @@ class HostQueue:
             self._r2t(ev)
         elif kind is p.DataDigestError:
             assert isinstance(ev, p.DataDigestError)
-            cmd = self._table[ev.cccid] if ev.cccid < self.depth else None
+            cmd = self.cids.get(ev.cccid)
             log.warning("%s: data digest error on cid %d", self.name, ev.cccid)
             if cmd is not None:
                 cmd.xfer_status = int(SC.DATA_XFER_ERROR)
@@ -478,7 +425,7 @@ class HostQueue:
 
     def _r2t(self, ev: p.R2TReceived) -> None:
         """Answer an R2T with H2CData PDUs of at most MAXH2CDATA bytes each."""
-        cmd = self._table[ev.cccid] if ev.cccid < self.depth else None
+        cmd = self.cids.get(ev.cccid)
         if cmd is None or cmd.data_out is None:
             raise p.TcpFatalError(
                 Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, b"", f"R2T for cccid {ev.cccid} with no data"
@@ -514,26 +461,6 @@ class HostQueue:
         except OSError:
             pass
         self._abort(TransportError(f"{self.name}: fatal transport error: {err}"))
-
-    # -- watchdog --------------------------------------------------------------------------------
-    def _arm_watchdog(self) -> None:
-        assert self.io_timeout
-        self._watchdog = self.loop.call_later(min(1.0, self.io_timeout / 4), self._check_timeouts)
-
-    def _check_timeouts(self) -> None:
-        """Fail the queue when a command is older than ``io_timeout`` (Linux: error recovery)."""
-        if self.error is not None or not self.io_timeout:
-            return
-        limit = time.monotonic() - self.io_timeout
-        for cmd in self._table:
-            if cmd is not None and cmd.start < limit:
-                self._abort(
-                    TransportError(
-                        f"{self.name}: command cid {cmd.cid} timed out after {self.io_timeout:g} s"
-                    )
-                )
-                return
-        self._arm_watchdog()
 
     # -- send ------------------------------------------------------------------------------------
     def _send(self, bufs: list[bytes | memoryview]) -> None:

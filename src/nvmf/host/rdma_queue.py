@@ -70,8 +70,8 @@ from pyverbs.pyverbs_error import PyverbsError, PyverbsRDMAError
 from pyverbs.qp import QPCap, QPEx, QPInitAttrEx
 from pyverbs.wr import SGE, RecvWR
 
-from nvmf.host.errors import NvmeError, TransportError
-from nvmf.host.queue import Completion, _byte_view
+from nvmf.host.errors import TransportError
+from nvmf.host.queue import Completion
 from nvmf.host.rdma_capsule import (
     DataPath,
     choose_data_path,
@@ -81,15 +81,19 @@ from nvmf.host.rdma_capsule import (
     set_keyed_sgl,
     set_null_sgl,
 )
-from nvmf.transport.verbs_events import CM_CHANNEL, COMPLETION_CHANNEL, open_channel
+from nvmf.host.slots import CidTable, Watchdog, byte_view, raise_for_status
+from nvmf.transport.verbs_events import (
+    CM_CHANNEL,
+    COMPLETION_CHANNEL,
+    open_channel,
+    take_cq_events,
+)
 from nvmf.wire.rdma import decode_accept
 from nvmf.wire.sqe import CQE, CQE_SIZE, OFF_CID, SQE_SIZE
 
 log = logging.getLogger(__name__)
 
 _CID = struct.Struct("<H")
-#: Bits of the 15-bit status field that make a status an error: SC (7:0) and SCT (10:8).
-_STATUS_CODE_MASK = 0x7FF
 #: Bytes one command may move: each CID's registered data buffer.  128 KiB is what the Linux
 #: target's default MDTS-bound transfers and fio's large blocks need, and 127 of them (one
 #: I/O queue of 128 entries) are 16 MiB of pinned memory.
@@ -204,16 +208,13 @@ class RdmaHostQueue:
         self.recv_wc_flags: dict[int, int] = {}
         #: Whether keyed SGLs use memory windows and ask for invalidation (decided at open).
         self.uses_windows = False
-        self._table: list[_Command | None] = [None] * depth
-        self._free: deque[int] = deque(range(depth))
-        self._waiters: deque[asyncio.Future[int]] = deque()
-        self._outstanding = 0
+        self.cids: CidTable[_Command] = CidTable(depth, self.loop)
         #: Per CID: its memory window's key when a response has not invalidated it yet.
         self._bound: list[int | None] = [None] * depth
         self._cm_events: deque[tuple[int, bytes]] = deque()
         self._cm_wakeup: asyncio.Future[None] | None = None
         self._established = False
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self.loop, self.cids, io_timeout or 0.0, self._abort, self.name)
         self._readers: list[int] = []
         # Verbs objects, created by open().
         self.channel: Any = None
@@ -266,7 +267,7 @@ class RdmaHostQueue:
             queue.close("connect failed")
             raise
         if io_timeout:
-            queue._arm_watchdog()
+            queue._watchdog.arm()
         return queue
 
     async def _connect(self, traddr: str, trsvcid: str) -> None:
@@ -389,7 +390,7 @@ class RdmaHostQueue:
     @property
     def outstanding(self) -> int:
         """Commands submitted and not yet completed (including abandoned ones)."""
-        return self._outstanding
+        return self.cids.outstanding
 
     def _abort(self, exc: TransportError) -> TransportError:
         """Fail the queue once: disconnect, fail every command and waiter, free the verbs
@@ -397,23 +398,13 @@ class RdmaHostQueue:
         if self.error is not None:
             return self.error
         self.error = exc
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watchdog.cancel()
         for fd in self._readers:
             self.loop.remove_reader(fd)
         self._readers.clear()
         if self._cm_wakeup is not None and not self._cm_wakeup.done():
             self._cm_wakeup.set_exception(exc)
-        for i, cmd in enumerate(self._table):
-            if cmd is not None:
-                self._table[i] = None
-                if not cmd.future.done():
-                    cmd.future.set_exception(exc)
-        self._outstanding = 0
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(exc)
+        self.cids.fail(exc)
         self._release_verbs()
         self.closed.set()
         return exc
@@ -505,19 +496,11 @@ class RdmaHostQueue:
 
     def _on_cq_event(self) -> None:
         """Completion events: acknowledge them, re-arm, then take every completion queued."""
-        events = 0
-        while True:
-            try:
-                self.comp.get_cq_event(self.cq)
-            except PyverbsRDMAError as exc:
-                if exc.error_code == errno.EAGAIN:
-                    break
-                self._abort(TransportError(f"{self.name}: completion channel: {exc}"))
-                return
-            events += 1
-        if events:
-            self.cq.ack_events(events)
-            self.cq.req_notify()
+        try:
+            take_cq_events(self.comp, self.cq)
+        except PyverbsRDMAError as exc:
+            self._abort(TransportError(f"{self.name}: completion channel: {exc}"))
+            return
         while self.error is None:
             n, wcs = self.cq.poll(POLL_BATCH)
             for wc in wcs:
@@ -552,7 +535,7 @@ class RdmaHostQueue:
             self._abort(TransportError(f"{self.name}: a {wc.byte_len}-byte response"))
             return
         dw0, dw1, sqhd, sqid, cid, status = CQE.unpack_from(self._view, buf * CQE_SIZE)
-        cmd = self._table[cid] if cid < self.depth else None
+        cmd = self.cids.get(cid)
         if cmd is None:
             self._abort(TransportError(f"{self.name}: a response for cid {cid}, not outstanding"))
             return
@@ -578,9 +561,7 @@ class RdmaHostQueue:
             n = len(cmd.data_in)
             start = self._data_off + cid * DATA_SLOT_SIZE
             cmd.data_in[:] = self._view[start : start + n]
-        self._table[cid] = None
-        self._outstanding -= 1
-        self._give(cid)
+        self.cids.release(cid)
         if not cmd.future.done():
             cmd.future.set_result(Completion(dw0, dw1, sqhd, sqid, cid, status >> 1))
 
@@ -605,8 +586,8 @@ class RdmaHostQueue:
         """
         if self.error is not None:
             raise self.error
-        out = _byte_view(data_out, False) if data_out is not None else None
-        inp = _byte_view(data_in, True) if data_in is not None else None
+        out = byte_view(data_out, False) if data_out is not None else None
+        inp = byte_view(data_in, True) if data_in is not None else None
         out_len = len(out) if out is not None else 0
         in_len = len(inp) if inp is not None else 0
         if max(out_len, in_len) > DATA_SLOT_SIZE:
@@ -617,34 +598,18 @@ class RdmaHostQueue:
         path = choose_data_path(
             out_length=out_len, in_length=in_len, incapsule_size=self.incapsule_size, qid=self.qid
         )
-        if self._free:
-            cid = self._free.popleft()
-        else:
-            waiter: asyncio.Future[int] = self.loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                cid = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._give(waiter.result())
-                raise
+        cid = await self.cids.take()
         future: asyncio.Future[Completion] = self.loop.create_future()
         cmd = _Command(cid, future, inp if in_len else None)
-        self._table[cid] = cmd
-        self._outstanding += 1
+        self.cids.hold(cmd)
         _CID.pack_into(sqe, OFF_CID, cid)
         try:
             self._post_command(cmd, sqe, path, out, out_len or in_len)
         except PyverbsError as exc:
             raise self._abort(TransportError(f"{self.name}: cannot post {command}: {exc}")) from exc
         completion = await future
-        if check and completion.status_field & _STATUS_CODE_MASK:
-            raise NvmeError(
-                completion.status,
-                command=command,
-                raw=completion.status_field,
-                result=completion.dw0,
-            )
+        if check:
+            raise_for_status(completion.status_field, completion.dw0, command)
         return completion
 
     def _post_command(
@@ -694,33 +659,3 @@ class RdmaHostQueue:
         qp.wr_send()
         qp.wr_set_sge(SGE(self.base + cmd_start, send_len, self.mr.lkey))
         qp.wr_complete()
-
-    def _give(self, cid: int) -> None:
-        """A free CID goes to the oldest submitter waiting for one, else to the free list."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(cid)
-                return
-        self._free.append(cid)
-
-    # -- watchdog --------------------------------------------------------------------------------
-    def _arm_watchdog(self) -> None:
-        assert self.io_timeout
-        self._watchdog = self.loop.call_later(min(1.0, self.io_timeout / 4), self._check_timeouts)
-
-    def _check_timeouts(self) -> None:
-        """Fail the queue when a command is older than ``io_timeout`` (Linux: error recovery)."""
-        if self.error is not None or not self.io_timeout:
-            return
-        limit = time.monotonic() - self.io_timeout
-        for cmd in self._table:
-            if cmd is not None and cmd.start < limit:
-                self._abort(
-                    TransportError(
-                        f"{self.name}: command cid {cmd.cid} timed out after {self.io_timeout:g} s"
-                    )
-                )
-                return
-        self._arm_watchdog()

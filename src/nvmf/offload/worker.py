@@ -20,6 +20,7 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
     ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
     ("detach", ctrl_key, qid | None, reason)     close a controller's queues (or one)
     ("status", token, Status)                    the answer to a forwarded command
+    ("status_data", token, Status, bytes)        ... with the data it returns (Auth Receive)
     ("place", token, Placement)                  make a queue before its Connect (NVMe/RDMA)
     ("unplace", key, reason)                     close a placed queue (its connection ended)
     ("connected", token, cqe, Handover | None)   the answer to a placed queue's command
@@ -31,6 +32,9 @@ and to it::
     ("ready", pid)
     ("closed", ctrl_key, qid, reason)            a queue is gone
     ("forward", token, ctrl_key, qid, sqe)       the status of a non-fast-path command, please
+    ("forward_data", token, ctrl_key, qid, sqe, data | None)   the same for a command that
+                                                 moves data (Authentication Send: its data;
+                                                 Receive: None, the answer brings it)
     ("placed", token, answer | error message)    a placed queue exists (answer: QP number...)
     ("placed_command", token, key, sqe, data)    a placed queue's command before it is attached
                                                  (its Connect): execute it, please
@@ -73,7 +77,14 @@ from nvmf.transport.base import (
     Transport,
     get_transport,
 )
+from nvmf.wire.auth import AuthCommand
+from nvmf.wire.opcodes import AdminOpcode, FabricsType
 from nvmf.wire.status import SC, SUCCESS, Status
+
+#: Fabrics commands whose data a worker moves for the control plane (re-authentication).
+AUTH_FCTYPES = frozenset((FabricsType.AUTH_SEND, FabricsType.AUTH_RECEIVE))
+#: The most data such a command may move (DH-HMAC-CHAP messages are at most a few KiB).
+MAX_FORWARDED_DATA = 64 << 10
 
 log = logging.getLogger("nvmf.worker")
 
@@ -98,7 +109,8 @@ class Handover:
     sqhd_disabled: bool
     port: PortInfo
     state: dict[str, Any]
-    #: The Connect command's completion, which the worker sends first.
+    #: The Connect command's completion, which the worker sends first (empty when the control
+    #: plane kept the queue for its authentication and sent that completion itself).
     connect_cqe: bytes
     context: IoContextSpec
 
@@ -161,7 +173,7 @@ class Worker:
         self._placing: int | None = None
         self.pending: dict[int, WorkerSession] = {}
         self._connects: dict[int, asyncio.Future[tuple[bytes, Handover | None]]] = {}
-        self._replies: dict[int, asyncio.Future[Status]] = {}
+        self._replies: dict[int, asyncio.Future[Any]] = {}
         self._next_token = 0
         self.stopped = asyncio.Event()
         self.channel = Channel(channel_sock, self._on_message, self._on_channel_closed)
@@ -185,6 +197,10 @@ class Worker:
             fut = self._replies.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
+        elif kind == "status_data":
+            fut = self._replies.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result((msg[2], msg[3]))
         elif kind == "place":
             self._place(msg[1], msg[2])
         elif kind == "unplace":
@@ -240,7 +256,8 @@ class Worker:
             fabric.close("handover failed")
             return
         self.counters.queues_attached += 1
-        fabric.send_cqe(handover.connect_cqe)
+        if handover.connect_cqe:  # empty: the control plane sent every completion so far
+            fabric.send_cqe(handover.connect_cqe)
 
     def _place(self, token: int, placement: Placement) -> None:
         """Make the queue the control plane asked for (an NVMe/RDMA I/O queue's QP, in this
@@ -395,7 +412,38 @@ class Worker:
         if ioctx is not None and req.opcode in io.FAST_PATH:
             return io.parse(ioctx, req, self.pool)
         assert isinstance(session, WorkerSession)
+        if req.opcode == AdminOpcode.FABRICS and req.raw[4] in AUTH_FCTYPES:
+            return self._forward_data(session, req)
         return self._forward(session, req)
+
+    def _forward_data(self, session: WorkerSession, req: Request) -> Parsed:
+        """Authentication Send/Receive on a queue this worker serves (a re-authentication):
+        the data moves here, the control plane runs the transaction."""
+        cmd = AuthCommand.decode(req.raw)
+        if not 0 < cmd.length <= MAX_FORWARDED_DATA:
+            return self._forward(session, req)  # the control plane gives the status
+        send = cmd.is_send
+        self.counters.forwarded += 1
+        ctrl_key, qid, raw = session.ctrl_key, session.qid, bytes(req.raw)
+
+        async def execute(req: Request) -> Status:
+            assert req.data is not None
+            token = self._next_token = self._next_token + 1
+            fut: asyncio.Future[tuple[Status, bytes]] = asyncio.get_running_loop().create_future()
+            self._replies[token] = fut
+            data = bytes(req.data) if send else None
+            self.channel.send(("forward_data", token, ctrl_key, qid, raw, data))
+            try:
+                status, payload = await fut
+            finally:
+                self._replies.pop(token, None)
+            if not send and status.ok:
+                n = min(len(payload), len(req.data))
+                req.data[:n] = payload[:n]
+                req.data[n:] = bytes(len(req.data) - n)
+            return status
+
+        return Plan(Direction.H2C if send else Direction.C2H, cmd.length, execute)
 
     def _forward(self, session: WorkerSession, req: Request) -> Plan:
         """A command the data plane does not execute: the control plane decides its status."""

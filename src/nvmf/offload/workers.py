@@ -57,6 +57,13 @@ class WorkerEvents(Protocol):
         """The status of a command the data plane does not execute."""
         ...
 
+    async def forwarded_data(
+        self, ctrl_key: CtrlKey, qid: int, sqe: Sqe, data: bytes | None
+    ) -> tuple[Status, bytes]:
+        """The same for a command with data (Authentication Send brings its ``data``;
+        Receive's data comes back with the status)."""
+        ...
+
     def worker_command_failed(
         self, ctrl_key: CtrlKey, qid: int, cid: int, opcode: int, nsid: int, status: Status
     ) -> None:
@@ -338,6 +345,11 @@ class WorkerSet:
         elif kind == "forward":
             _, token, ctrl_key, qid, raw = msg
             asyncio.get_running_loop().create_task(self._answer(w, token, ctrl_key, qid, raw))
+        elif kind == "forward_data":
+            _, token, ctrl_key, qid, raw, data = msg
+            asyncio.get_running_loop().create_task(
+                self._answer_data(w, token, ctrl_key, qid, raw, data)
+            )
         elif kind == "placed":
             fut = w.placing.get(msg[1])
             if fut is not None and not fut.done():
@@ -377,6 +389,23 @@ class WorkerSet:
             status = Status(SC.INTERNAL, dnr=False)
         if w.channel is not None:
             w.channel.send(("status", token, status))
+
+    async def _answer_data(
+        self,
+        w: WorkerHandle,
+        token: int,
+        ctrl_key: CtrlKey,
+        qid: int,
+        raw: bytes,
+        data: bytes | None,
+    ) -> None:
+        try:
+            status, payload = await self.events.forwarded_data(ctrl_key, qid, Sqe.decode(raw), data)
+        except Exception:
+            log.exception("forwarded command on %s qid %d", ctrl_key, qid)
+            status, payload = Status(SC.INTERNAL, dnr=False), b""
+        if w.channel is not None:
+            w.channel.send(("status_data", token, status, payload))
 
     async def _execute_placed(
         self, w: WorkerHandle, token: int, key: int, raw: bytes, data: bytes

@@ -251,7 +251,15 @@ class VfioDevice:
         address = low & ~0xF
         if low & 0x6 == PCI_BASE_ADDRESS_MEM_TYPE_64:
             address |= self.config_read(PCI_BASE_ADDRESS_0 + 4 * bar + 4, 4) << 32
+        if not address:
+            # Config space reads 0 when the BAR was never assigned by the kernel, or when a
+            # user of the device cleared it: sysfs still has the kernel's assignment.
+            address = self._sysfs_bar_start(bar)
         return address
+
+    def _sysfs_bar_start(self, bar: int) -> int:
+        lines = (SYSFS_PCI / self.bdf / "resource").read_text().splitlines()
+        return int(lines[bar].split()[0], 16) if bar < len(lines) else 0
 
     @property
     def can_reset(self) -> bool:

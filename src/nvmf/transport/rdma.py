@@ -69,7 +69,12 @@ from nvmf.transport.base import (
     QueuePlacer,
     TransportCaps,
 )
-from nvmf.transport.verbs_events import CM_CHANNEL, COMPLETION_CHANNEL, open_channel
+from nvmf.transport.verbs_events import (
+    CM_CHANNEL,
+    COMPLETION_CHANNEL,
+    open_channel,
+    take_cq_events,
+)
 from nvmf.transport.verbs_qp import QpTransition
 from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
 from nvmf.wire.sqe import (
@@ -198,19 +203,11 @@ class _Device:
 
     def _events(self) -> None:
         """Completion events: acknowledge them, re-arm, then take every completion queued."""
-        events = 0
-        while True:
-            try:
-                self.channel.get_cq_event(self.cq)
-            except PyverbsRDMAError as exc:
-                if exc.error_code == errno.EAGAIN:
-                    break
-                self._broken(f"completion channel: {exc}")
-                return
-            events += 1
-        if events:
-            self.cq.ack_events(events)
-            self.cq.req_notify()
+        try:
+            take_cq_events(self.channel, self.cq)
+        except PyverbsRDMAError as exc:
+            self._broken(f"completion channel: {exc}")
+            return
         queues = self.queues
         while True:
             n, wcs = self.cq.poll(POLL_BATCH)

@@ -17,9 +17,10 @@ what the channel must be, and makes it non-blocking.  The event loop then watche
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -55,3 +56,28 @@ def open_channel(create: Callable[[], T], kind: str) -> tuple[T, int]:
     fd = found[0]
     os.set_blocking(fd, False)
     return channel, fd
+
+
+def take_cq_events(channel: Any, cq: Any) -> None:
+    """Acknowledge every completion event pending on ``channel`` for ``cq`` and re-arm the CQ,
+    so the next completion raises a new event; the caller then polls ``cq`` until it is empty
+    (a completion that arrived before the re-arm is polled now, one after it raises an event).
+
+    The channel is non-blocking (:func:`open_channel`): its ``EAGAIN`` means "no more events".
+    Any other error is raised, after acknowledging what was taken (``ibv_destroy_cq`` waits
+    for every event to be acknowledged)."""
+    events = 0
+    try:
+        while True:
+            try:
+                channel.get_cq_event(cq)
+            except Exception as exc:
+                if getattr(exc, "error_code", None) == errno.EAGAIN:
+                    break
+                raise
+            events += 1
+    finally:
+        if events:
+            cq.ack_events(events)
+    if events:
+        cq.req_notify()

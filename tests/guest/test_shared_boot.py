@@ -1,0 +1,51 @@
+"""tests.guest.harness.shared_boot: scripts for the same machine share one boot, each with its
+own results and exit status.  A local bash stands in for the guest launcher (the harness's
+``NVMF_GUEST_RUN`` hook), so this checks the harness's bookkeeping, not a guest."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.guest import harness
+
+
+@pytest.fixture
+def launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake guest launcher that logs each boot's options and runs the script here."""
+    boots = tmp_path / "boots.txt"
+    fake = tmp_path / "fake-guest"
+    fake.write_text(
+        f'#!/bin/bash\nopts=()\nwhile [ "$1" != -- ]; do opts+=("$1"); shift; done\nshift\n'
+        f'echo "${{opts[*]}}" >> {boots}\nexec "$@"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(harness, "GUEST_RUN", str(fake))
+    monkeypatch.setattr(harness, "OUT_ROOT", tmp_path / "out")
+    monkeypatch.setattr(harness, "_PARTS", {})
+    monkeypatch.setattr(harness, "_BETWEEN_PARTS", "true")
+    return boots
+
+
+def test_parts_of_one_machine_share_one_boot(launcher: Path) -> None:
+    first = harness.shared_boot("first", "echo one > $OUT/r.txt")
+    second = harness.shared_boot("second", "echo two > $OUT/r.txt; exit 3")
+    cmb = harness.shared_boot("cmb", "echo cmb > $OUT/r.txt", cmb_mb=16)
+    a = first()
+    assert launcher.read_text().splitlines() == [""]  # one boot, no extra options
+    b = second()  # already ran in that boot
+    assert launcher.read_text().splitlines() == [""]
+    assert (a.read("r.txt"), a.returncode) == ("one\n", 0)
+    assert (b.read("r.txt"), b.returncode) == ("two\n", 3)
+    assert a.out != b.out and a.seconds >= 0
+    assert cmb().read("r.txt") == "cmb\n"
+    assert launcher.read_text().splitlines() == ["", "--cmb-nvme 16"]
+
+
+def test_a_part_the_boot_never_finished_fails(launcher: Path) -> None:
+    harness.shared_boot("dies", "kill -9 $PPID")  # takes the whole boot script down
+    late = harness.shared_boot("late", "echo never > $OUT/r.txt")
+    result = late()
+    assert result.returncode != 0 and result.read("r.txt") == ""
