@@ -26,6 +26,12 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
     ("connected", token, cqe, Handover | None)   the answer to a placed queue's command
     ("counters", token)                          report the counters
     ("stop",)                                    finish in-flight commands, close, exit
+    ("start",)                                   sent after the media at spawn: answer ready
+
+The worker says ready only in answer to ``start``: the channel is in order, so by then it has
+adopted every medium sent before (an ``nvme_pci`` namespace maps its SSD queue pair and
+staging memory).  A queue handed to a worker still adopting would wait behind that work with
+its Connect unanswered, and under emulation that was longer than the host's keep-alive timeout.
 
 and to it::
 
@@ -215,6 +221,8 @@ class Worker:
             self.channel.send(("counters", msg[1], snapshot))
         elif kind == "stop":
             asyncio.get_running_loop().create_task(self.stop())
+        elif kind == "start":
+            self.channel.send(("ready", os.getpid()))
         else:
             log.error("worker %d: unknown control message %r", self.index, kind)
             for fd in fds:
@@ -502,16 +510,18 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    # Transports first: one that cannot load must end the process before its channel reads
+    # anything (a "start" already waiting would otherwise be answered "ready" on the way out).
+    transports = {trtype: get_transport(trtype) for trtype in args.transport}
+    for transport in transports.values():
+        transport.idle_timeout = args.idle_timeout
     sock = socket.socket(fileno=args.channel)
     worker = Worker(sock, args.index, args.staging_bytes)
-    for trtype in args.transport:
-        transport = worker.transports[trtype] = get_transport(trtype)
-        transport.idle_timeout = args.idle_timeout
+    worker.transports.update(transports)
     loop = asyncio.get_running_loop()
     # SIGTERM from a terminal's process group or a service manager: the control plane decides.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     loop.add_signal_handler(signal.SIGTERM, lambda: None)
-    worker.channel.send(("ready", os.getpid()))
     await worker.stopped.wait()
     worker.channel.close()
 

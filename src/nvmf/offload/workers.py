@@ -170,6 +170,7 @@ class WorkerSet:
         )
         for key, media in self._media.items():
             self._send_media(w, key, media)
+        w.channel.send(("start",))  # answered once the media above are adopted
 
     async def _wait_ready(self, w: WorkerHandle) -> None:
         assert w.ready is not None
