@@ -36,7 +36,14 @@ try:
 except ModuleNotFoundError:  # pytest started as a script: the repository is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.guest.harness import TRACE_FILE, GuestResult, run_in_guest
-from tests.guest.test_nvme_pci_guest import CREATE_SQ, MAP_ADDR, TO_KERNEL, TO_VFIO, TRACE
+from tests.guest.test_nvme_pci_guest import (
+    CREATE_SQ,
+    IDENTIFY,
+    MAP_ADDR,
+    TO_KERNEL,
+    TO_VFIO,
+    TRACE,
+)
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
 
@@ -312,7 +319,7 @@ def test_the_kernel_driver_reads_what_came_through_the_fabric(guest: GuestResult
 
 @dataclass
 class Segment:
-    """The trace from one of our Create I/O SQs to the next Create I/O SQ of anyone."""
+    """The trace from one of our Create I/O SQs to the next Create I/O SQ or Identify."""
 
     run: str
     sq_address: int
@@ -352,6 +359,9 @@ def segments(guest: GuestResult) -> list[Segment]:
             if len(pieces) < len(expected) and expected[len(pieces)][1] == address:
                 current = Segment(expected[len(pieces)][0], address)
                 pieces.append(current)
+            continue
+        if IDENTIFY.search(line):
+            current = None  # admin data of the next open, until its Create I/O SQ
             continue
         mapped = MAP_ADDR.search(line)
         if mapped and current is not None:
