@@ -1,0 +1,76 @@
+"""``nvmf`` imports only the module of the sub-command it runs (:data:`nvmf.cli.main.ENTRY`):
+every call in the emulated guest paid for importing the whole target, host and cryptography
+before this."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nvmf.cli.main import COMMANDS, ENTRY, build_parser, command_named
+from tests.cli.tools import REPO
+
+
+def _registered(module: str) -> set[str]:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    importlib.import_module(f"nvmf.cli.{module}").register(sub)
+    return set(sub.choices)
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_entry_names_exactly_what_each_module_registers(module: str) -> None:
+    assert {name for name, m in ENTRY.items() if m == module} == _registered(module)
+
+
+def test_the_command_is_the_first_word_that_is_not_an_option() -> None:
+    assert command_named(["config", "check", "x.json"]) == "config"
+    assert command_named(["-h"]) is None
+    assert command_named(["--version"]) is None
+    assert command_named(["confgi", "check"]) is None  # argparse's full error then
+    assert command_named(["discover", "-a", "127.0.0.1"]) == "discover"
+
+
+def test_one_command_parser_parses_as_the_full_one() -> None:
+    argv = ["read", "-a", "127.0.0.1", "-n", "nqn.x", "--slba", "8", "--nlb", "1"]
+    full = vars(build_parser().parse_args(argv))
+    one = vars(build_parser("read").parse_args(argv))
+    assert full == one
+
+
+def test_config_check_loads_neither_the_target_nor_the_host(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"hosts": [], "ports": [], "subsystems": []}))
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['nvmf', 'config', 'check', {str(cfg)!r}]\n"
+        "try:\n"
+        "    runpy.run_module('nvmf.cli.main', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nvmf.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": f"{REPO}/src"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.strip().splitlines()[-1]
+    for heavy in (
+        "nvmf.control.service",
+        "nvmf.offload.worker",
+        "nvmf.host.queue",
+        "nvmf.cli.serve",
+    ):
+        assert f"'{heavy}'" not in loaded, heavy
+    assert "'nvmf.cli.config'" in loaded
