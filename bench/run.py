@@ -1,7 +1,7 @@
 """The nvmf benchmark suite: one run, measurements side by side, ratios.
 
     .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
-                                  [--guest [tcp|rdma|all]] [--guest-only] [--json]
+                                  [--guest [tcp|rdma|cmb|all]] [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
     (:mod:`rawnvme`: the same PDUs, no NVMe semantics) each driven by this project's host in a
@@ -22,6 +22,8 @@
     serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
     on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT).  The guest runs under
     TCG emulation: only its ratios mean anything; ``--guest-only`` skips (1)-(3) and (a);
+(d) with ``--guest cmb``: an ``nvme_pci`` namespace on QEMU's CMB SSD in the guest, SQs and
+    staging in DRAM against both in the CMB, beside the kernel's nvme driver (:mod:`placement`);
 with ``--plot FILE.png``: IOPS against queue depth (4 KiB random reads, QD 1..64, for both
 targets of (1)) and against workers (3), drawn with matplotlib (the ``dev`` extra).
 
@@ -47,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
+import placement  # noqa: E402
 import rawtcp  # noqa: E402
 from local import (  # noqa: E402
     SUBNQN,
@@ -420,6 +423,17 @@ def _run_json(r: CpuRun) -> dict[str, Any]:
     return out
 
 
+def _guest_json(guest: dict[str, dict[str, list[Measurement | None]]]) -> dict[str, Any]:
+    return {
+        fabric: {k: [m and asdict(m) for m in v] for k, v in table.items()}
+        for fabric, table in guest.items()
+    }
+
+
+def _placement_json(placements: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if placements is None else placement.as_json(placements)
+
+
 def _check_plot_deps() -> str | None:
     """Why ``--plot`` cannot work (matplotlib missing), or None."""
     try:
@@ -450,9 +464,9 @@ def main() -> int:
         "--guest",
         nargs="?",
         const="tcp",
-        choices=["tcp", "rdma", "all"],
+        choices=["tcp", "rdma", "cmb", "all"],
         help="also compare in the Linux guest, over NVMe/TCP (the default), NVMe/RDMA on "
-        "Soft-RoCE, or both",
+        "Soft-RoCE, the CMB placements of an nvme_pci namespace (cmb), or all three",
     )
     parser.add_argument(
         "--guest-only", action="store_true", help="only the guest comparison (with --guest)"
@@ -470,10 +484,24 @@ def main() -> int:
     most = args.workers or os.cpu_count() or 1
     if args.guest_only and not args.guest:
         parser.error("--guest-only needs --guest")
-    fabrics = [] if not args.guest else ["tcp", "rdma"] if args.guest == "all" else [args.guest]
+    chosen = (
+        [] if not args.guest else ["tcp", "rdma", "cmb"] if args.guest == "all" else [args.guest]
+    )
+    fabrics = [f for f in chosen if f != "cmb"]
     guest = {f: measure_guest(args.runtime, args.numjobs, f) for f in fabrics}
+    placements = placement.measure(args.runtime) if "cmb" in chosen else None
     if args.guest_only:
+        if args.json:
+            print(
+                json.dumps(
+                    {"guest": _guest_json(guest), "placement": _placement_json(placements)},
+                    indent=2,
+                )
+            )
+            return 0
         print_guest(guest)
+        if placements is not None:
+            print(placement.report(placements))
         print(f"\n({time.monotonic() - started:.0f} s)")
         return 0
     raw = [measure_raw(w, args.runtime, args.numjobs) for w in WORKLOADS]
@@ -518,10 +546,9 @@ def main() -> int:
             },
         }
         if guest:
-            report["guest"] = {
-                fabric: {k: [m and asdict(m) for m in v] for k, v in table.items()}
-                for fabric, table in guest.items()
-            }
+            report["guest"] = _guest_json(guest)
+        if placements is not None:
+            report["placement"] = _placement_json(placements)
         print(json.dumps(report, indent=2))
         return 0
     try:
@@ -550,6 +577,8 @@ def main() -> int:
     print_control_share(cmp, workers, supported)
     print_scaling(scaling, most)
     print_guest(guest)
+    if placements is not None:
+        print(placement.report(placements))
     if args.plot:
         print(f"\nplot: {args.plot}")
     print(f"\n({time.monotonic() - started:.0f} s)")

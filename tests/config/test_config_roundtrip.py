@@ -72,10 +72,16 @@ def extras(groups: dict[str, list[str]]) -> st.SearchStrategy[dict[str, dict[str
 @st.composite
 def media(draw: st.DrawFn) -> tuple[str, NamespaceMedia]:
     block_size = draw(st.sampled_from([512, 4096]))
-    kind = draw(st.sampled_from([None, "ram", "null", "file", "block"]))
+    kind = draw(st.sampled_from([None, "ram", "null", "file", "block", "nvme_pci"]))
     size = None
     if kind in ("ram", "null") or (kind == "file" and draw(st.booleans())):
         size = block_size * draw(st.integers(1, 1 << 24))
+    if kind == "nvme_pci":  # a PCI address; where the SSD's queues and staging buffers go
+        bus, dev, fn = draw(st.integers(0, 255)), draw(st.integers(0, 31)), draw(st.integers(0, 7))
+        placement = st.sampled_from(["dram", "cmb"])
+        return f"0000:{bus:02x}:{dev:02x}.{fn}", NamespaceMedia(
+            kind, None, block_size, False, draw(placement), draw(placement)
+        )
     path = "" if kind in ("ram", "null") else draw(NAME.map(lambda n: f"/dev/{n}"))
     return path, NamespaceMedia(kind, size, block_size, draw(st.booleans()))
 

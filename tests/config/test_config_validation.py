@@ -462,7 +462,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "1..65535",
     ),
     ("nvmf settings type", lambda o: o["nvmf"].update(cmb="yes"), "nvmf.cmb", "true or false"),
-    ("cmb not served", lambda o: o["nvmf"].update(cmb=True), "nvmf.cmb", "does not serve"),
+    ("cmb not honoured", lambda o: o["nvmf"].update(cmb=True), "nvmf.cmb", "sq_placement"),
     (
         "nvmf staging size",
         lambda o: o["nvmf"].update(staging_bytes="4X"),
@@ -492,6 +492,46 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         lambda o: ns(o).update(nvmf={"kind": "block"}),
         "subsystems[0].namespaces[0].device.path",
         "required for nvmf.kind block",
+    ),
+    (
+        "nvme_pci path not a PCI address",
+        lambda o: ns(o).update(device={"path": "/dev/nvme0n1"}, nvmf={"kind": "nvme_pci"}),
+        "subsystems[0].namespaces[0].device.path",
+        "not a PCI address like 0000:00:04.0",
+    ),
+    (
+        "nvme_pci no such PCI device",
+        lambda o: ns(o).update(device={"path": "0000:7f:1f.7"}, nvmf={"kind": "nvme_pci"}),
+        "subsystems[0].namespaces[0].device.path",
+        "no such PCI device",
+    ),
+    (
+        "nvme_pci no path",
+        lambda o: ns(o).update(nvmf={"kind": "nvme_pci"}),
+        "subsystems[0].namespaces[0].device.path",
+        "required for nvmf.kind nvme_pci",
+    ),
+    (
+        "sq_placement not a placement",
+        lambda o: ns(o).update(
+            device={"path": "0000:00:04.0"}, nvmf={"kind": "nvme_pci", "sq_placement": "hbm"}
+        ),
+        "subsystems[0].namespaces[0].nvmf.sq_placement",
+        'must be one of dram, cmb; got "hbm"',
+    ),
+    (
+        "staging_placement not a string",
+        lambda o: ns(o).update(
+            device={"path": "0000:00:04.0"}, nvmf={"kind": "nvme_pci", "staging_placement": 1}
+        ),
+        "subsystems[0].namespaces[0].nvmf.staging_placement",
+        "must be dram or cmb, got 1",
+    ),
+    (
+        "staging_placement on another kind",
+        lambda o: ns(o)["nvmf"].update(staging_placement="cmb"),
+        "subsystems[0].namespaces[0].nvmf.staging_placement",
+        "only for nvmf.kind nvme_pci",
     ),
     (
         "a typo of namespaces",

@@ -35,26 +35,42 @@ COMBOS = ("dram-dram", "dram-cmb", "cmb-dram", "cmb-cmb")
 CASES = ("4k", "128k", "unaligned")
 TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq", "pci_nvme_identify")
 
-SCRIPT = """
-exec 2>$OUT/stderr.txt
-export PYTHONPATH=$REPO/src:$REPO
-$PY -c "import nvmf; print(nvmf.__file__)" > $OUT/nvmf_path.txt
+#: Shell: ``$BDF`` is the NVMe controller (class 010802), taken from the kernel's nvme driver
+#: and bound to vfio-pci (tests/guest/test_nvme_pci_target_guest.py uses it too).
+TO_VFIO = """
 BDF=$(basename $(dirname $(grep -l 0x010802 /sys/bus/pci/devices/*/class)))
 echo $BDF > /sys/bus/pci/drivers/nvme/unbind
 modprobe vfio-pci
 echo vfio-pci > /sys/bus/pci/devices/$BDF/driver_override
 echo $BDF > /sys/bus/pci/drivers/vfio-pci/bind
-readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_vfio.txt
-timeout 900 $PY tests/guest/nvme_pci_driver.py run $OUT
-echo "driver rc=$?" >> $OUT/results.txt
+"""
+#: Shell: ``$BDF`` back to the kernel's nvme driver, until /dev/nvme0n1 is there.
+TO_KERNEL = """
 echo $BDF > /sys/bus/pci/drivers/vfio-pci/unbind
 echo > /sys/bus/pci/devices/$BDF/driver_override
 echo $BDF > /sys/bus/pci/drivers_probe
 for i in $(seq 60); do [ -b /dev/nvme0n1 ] && break; sleep 1; done
+"""
+
+SCRIPT = (
+    """
+exec 2>$OUT/stderr.txt
+export PYTHONPATH=$REPO/src:$REPO
+$PY -c "import nvmf; print(nvmf.__file__)" > $OUT/nvmf_path.txt
+"""
+    + TO_VFIO
+    + """
+readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_vfio.txt
+timeout 900 $PY tests/guest/nvme_pci_driver.py run $OUT
+echo "driver rc=$?" >> $OUT/results.txt
+"""
+    + TO_KERNEL
+    + """
 readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_back.txt
 $PY tests/guest/nvme_pci_driver.py verify-block /dev/nvme0n1 $OUT
 echo done > $OUT/done.txt
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +165,12 @@ class Segment:
         ]
 
 
-_CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
-_MAP = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
-_IDENTIFY = re.compile(r"pci_nvme_identify\b")
+#: QEMU trace lines: a Create I/O SQ with its address; the controller mapping a data address,
+#: from its CMB (``_cmb``) or from host memory (QEMU traces ``pci_nvme_map_addr`` for both);
+#: an Identify (admin data of the next open).
+CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
+MAP_ADDR = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
+IDENTIFY = re.compile(r"pci_nvme_identify\b")
 
 
 def segments(guest: GuestResult) -> list[Segment]:
@@ -163,17 +182,17 @@ def segments(guest: GuestResult) -> list[Segment]:
     found: list[Segment] = []
     current: Segment | None = None
     for line in guest.read(TRACE_FILE).splitlines():
-        create = _CREATE_SQ.search(line)
+        create = CREATE_SQ.search(line)
         if create and len(found) < len(expected):
             name, address = expected[len(found)]
             if int(create.group(1), 16) == address:
                 current = Segment(name, address)
                 found.append(current)
             continue
-        if _IDENTIFY.search(line):
+        if IDENTIFY.search(line):
             current = None  # admin data of the next open, until its Create I/O SQ
             continue
-        mapped = _MAP.search(line)
+        mapped = MAP_ADDR.search(line)
         if mapped and current is not None:
             current.maps.append((mapped.group(1), int(mapped.group(2), 16)))
     assert [s.name for s in found] == order, "our Create I/O SQ commands are not all in the trace"

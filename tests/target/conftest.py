@@ -59,13 +59,16 @@ def running_target(
     new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     staging_bytes: int | None = None,
     config: TargetConfig | None = None,
+    edit: Callable[[TargetConfig], None] | None = None,
 ) -> Iterator[RunningTarget]:
     """A target from ``config`` (default :func:`make_config`) with ``workers`` offload workers
-    (and, if given, that ``nvmf.idle_timeout_ms`` and ``nvmf.staging_bytes``), its event loop
-    (made by ``new_loop``) in a background thread."""
+    (and, if given, that ``nvmf.idle_timeout_ms`` and ``nvmf.staging_bytes``, and whatever
+    ``edit`` changes), its event loop (made by ``new_loop``) in a background thread."""
     loop = new_loop()
     cfg = make_config(workers=workers) if config is None else config
     cfg.nvmf.offload_workers = workers
+    if edit is not None:
+        edit(cfg)
     if idle_timeout_ms is not None:
         cfg.nvmf.idle_timeout_ms = idle_timeout_ms
     if staging_bytes is not None:

@@ -125,6 +125,8 @@ def _namespace_lines(namespaces: dict[str, dict[str, int]]) -> list[str]:
         out.append(
             f"    {key}: read {c['read_cmds']} cmds / {c['read_blocks']} blocks, write "
             f"{c['write_cmds']} cmds / {c['write_blocks']} blocks, flush {c['flush_cmds']}, "
-            f"other {c['other_cmds']}, errors {c['errors']}"
+            f"other {c['other_cmds']}, errors {c['errors']}, staged "
+            f"{c.get('staged_dram_bytes', 0)} bytes in DRAM / "
+            f"{c.get('staged_cmb_bytes', 0)} in the CMB"
         )
     return out

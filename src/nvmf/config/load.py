@@ -483,6 +483,11 @@ class _Reader:
                     media.kind = value
                 else:
                     self.problem(where, f"must be a string, got {show(value)}")
+            elif key in ("sq_placement", "staging_placement"):
+                if isinstance(value, str):
+                    setattr(media, key, value)
+                else:
+                    self.problem(where, f"must be dram or cmb, got {show(value)}")
             elif key == "size":
                 media.size = None if value is None else self.size(value, where, NamespaceMedia, key)
             elif key == "block_size":

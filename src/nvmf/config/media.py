@@ -8,9 +8,12 @@ all) and otherwise infers the kind the way the kernel does: a regular file is se
 
 from __future__ import annotations
 
+import os
+
 from nvmf.config.errors import ConfigError, show
 from nvmf.control.model import Namespace
 from nvmf.media.factory import path_kind
+from nvmf.platform.pci import BDF_RE
 
 #: Kinds that need no backing path.
 PATHLESS_KINDS = ("ram", "null")
@@ -46,6 +49,8 @@ def path_problem(
             if kind is None
             else f"is required for nvmf.kind {kind}"
         )
+    if kind == "nvme_pci":
+        return _bdf_problem(path, check)
     if not check:
         return None
     found = path_kind(path)
@@ -63,4 +68,17 @@ def path_problem(
     if kind is not None and found != kind:
         what = "a block device" if found == "block" else "a regular file"
         return f"{show(path)} is {what}, not what nvmf.kind {kind} needs"
+    return None
+
+
+def _bdf_problem(path: str, check: bool) -> str | None:
+    """What is wrong with an ``nvme_pci`` namespace's ``device.path``: a PCI address
+    ``DDDD:BB:DD.F`` as sysfs names devices (lower-case hex)."""
+    if not BDF_RE.match(path):
+        return (
+            f"{show(path)} is not a PCI address like 0000:00:04.0 (DDDD:BB:DD.F), "
+            "which nvmf.kind nvme_pci needs"
+        )
+    if check and not os.path.exists(f"/sys/bus/pci/devices/{path}"):
+        return f"{show(path)}: no such PCI device (/sys/bus/pci/devices/{path})"
     return None

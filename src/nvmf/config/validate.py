@@ -23,6 +23,7 @@ from nvmf.config.values import (
     MEDIA_KINDS,
     MODEL_MAX,
     NSID_MAX,
+    PLACEMENTS,
     PORTID_MAX,
     QID_MAX,
     SERIAL_MAX,
@@ -330,6 +331,12 @@ class _Validator:
                 )
         elif media.kind in ("ram", "null"):
             self.add(f"{path}.nvmf.size", f"is required for nvmf.kind {media.kind}")
+        for field in ("sq_placement", "staging_placement"):
+            value = getattr(media, field)
+            if media.kind == "nvme_pci":
+                self.add(f"{path}.nvmf.{field}", check_choice(value, PLACEMENTS))
+            elif value != "dram":
+                self.add(f"{path}.nvmf.{field}", "is only for nvmf.kind nvme_pci")
         self.add(
             f"{path}.device.path",
             path_problem(ns.path, media.kind, media.size, check=self.check_paths),
@@ -423,6 +430,6 @@ class _Validator:
             # A setting the target cannot honour is refused, never silently ignored.
             self.add(
                 "nvmf.cmb",
-                "staging buffers and queues in an SSD's CMB need the nvme_pci media, "
-                "which this version does not serve: set it false",
+                "is not honoured: set it false, and give an nvme_pci namespace "
+                "nvmf.sq_placement and nvmf.staging_placement cmb instead",
             )

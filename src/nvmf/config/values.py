@@ -24,7 +24,9 @@ SERVED_TRTYPES = ("tcp", "loop", "rdma")
 ADRFAMS = ("ipv4", "ipv6", "ib", "fc", "loop")
 TREQS = ("not specified", "required", "not required")
 ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
-MEDIA_KINDS = ("ram", "file", "block", "null")
+MEDIA_KINDS = ("ram", "file", "block", "null", "nvme_pci")
+#: Where an ``nvme_pci`` namespace's SSD queues and staging buffers live.
+PLACEMENTS = ("dram", "cmb")
 BLOCK_SIZES = (512, 4096)
 
 NSID_MAX = 0xFFFFFFFE

@@ -36,6 +36,8 @@ NAMESPACE_COUNTERS = (
     ("flush_cmds", "nvmf_namespace_flush_commands", "Flush commands executed"),
     ("other_cmds", "nvmf_namespace_other_commands", "Other I/O commands executed"),
     ("errors", "nvmf_namespace_errors", "I/O commands that completed with an error"),
+    ("staged_dram_bytes", "nvmf_namespace_staged_dram_bytes", "Payload bytes staged in DRAM"),
+    ("staged_cmb_bytes", "nvmf_namespace_staged_cmb_bytes", "Payload bytes staged in a CMB"),
 )
 #: Per-worker counters: (key in the snapshot, metric, help).
 WORKER_COUNTERS = (
@@ -143,7 +145,7 @@ def metrics_of(status: dict[str, Any]) -> Iterator[Metric]:
         for key, counters in namespaces.items():
             nqn, _, nsid = key.rpartition("/")
             for name, family in namespace_families.items():
-                family.add_metric([nqn, nsid, worker], counters[name])
+                family.add_metric([nqn, nsid, worker], counters.get(name, 0))
     yield from namespace_families.values()
 
     worker_families = {

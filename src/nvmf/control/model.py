@@ -19,15 +19,19 @@ DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 class NamespaceMedia:
     """How a namespace stores its data (this project's key; nvmetcli only knows ``device.path``).
 
-    ``kind``: ``ram``, ``file``, ``block``, ``null``; ``None`` means "infer from device.path": a
-    regular file uses ``file``, a block device ``block``.  ``size`` is in bytes (for ``ram``,
-    ``null``, and for creating a missing ``file``).  ``direct`` opens files with O_DIRECT.
+    ``kind``: ``ram``, ``file``, ``block``, ``null``, ``nvme_pci``; ``None`` means "infer from
+    device.path": a regular file uses ``file``, a block device ``block``.  ``size`` is in bytes
+    (for ``ram``, ``null``, and for creating a missing ``file``).  ``direct`` opens files with
+    O_DIRECT.  ``sq_placement`` and ``staging_placement`` (``nvme_pci`` only; ``dram`` or
+    ``cmb``): where the SSD's submission queues and the staging buffers of this namespace live.
     """
 
     kind: str | None = None
     size: int | None = None
     block_size: int = 512
     direct: bool = False
+    sq_placement: str = "dram"
+    staging_placement: str = "dram"
 
 
 @dataclass
@@ -160,8 +164,9 @@ class NvmfSettings:
     buffer pool of each data-plane process (each offload worker, and the control plane for the
     queues it serves itself).  ``offload_workers``: data-plane worker processes; default: one
     per online core; 0 serves every queue in the control-plane process (for debugging).
-    ``cmb``: place staging buffers (and SSD queues) in the SSD's Controller Memory Buffer when
-    one is present.  ``kato_min_ms``: the least Keep Alive Timeout granted.
+    ``cmb``: not honoured (refused when true): an ``nvme_pci`` namespace says where its queues
+    and staging buffers go (``sq_placement``, ``staging_placement``).  ``kato_min_ms``: the
+    least Keep Alive Timeout granted.
     ``idle_timeout_ms``: how long a connection may wait for its ICReq, for its Connect, or for
     the rest of a PDU it started before it is closed.
     """

@@ -32,6 +32,7 @@ from nvmf.control.reconfigure import ReloadReport, reconfigure, served_ports
 from nvmf.control.session import ControlSession
 from nvmf.control.status import target_status
 from nvmf.control.subsystem import SubsystemRuntime
+from nvmf.media.base import ServingCheck
 from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool, largest_class
 from nvmf.offload import io
@@ -198,6 +199,7 @@ class TargetService:
         try:
             for sub in self.config.subsystems:
                 self.subsystems[sub.nqn] = SubsystemRuntime.open(sub, self.settings.max_io_queues)
+            self._check_serving(ports)
             if self.settings.offload_workers > 0:
                 self.workers = WorkerSet(
                     self.settings.offload_workers,
@@ -220,6 +222,17 @@ class TargetService:
         except BaseException:
             await self.stop()
             raise
+
+    def _check_serving(self, ports: list[Port]) -> None:
+        """Refuse to start when a medium cannot be served the way this target would serve it
+        (:class:`~nvmf.media.base.ServingCheck`): ``ValueError`` naming the namespace."""
+        for nqn, runtime in self.subsystems.items():
+            trtypes = {p.trtype for p in ports if nqn in p.subsystems}
+            for nsid, ns in runtime.namespaces.items():
+                if isinstance(ns.media, ServingCheck):
+                    problem = ns.media.serving_problem(self.settings.offload_workers, trtypes)
+                    if problem is not None:
+                        raise ValueError(f"{nqn} namespace {nsid}: {problem}")
 
     def new_transport(self, trtype: str) -> Transport:
         """A transport for ``trtype`` with this target's settings."""

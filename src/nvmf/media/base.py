@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from nvmf.media.queue import MediaQueue
@@ -55,7 +56,8 @@ class MediaError(OSError):
 @dataclass(frozen=True)
 class MediaHandle:
     """How another process (an offload worker) serves the same medium: picklable, sent with at
-    most one descriptor (the RAM medium's memfd, a file's or device's open descriptor)."""
+    most one descriptor (the RAM medium's memfd, a file's or device's open descriptor), or with
+    the descriptors a :class:`WorkerShare` medium lists."""
 
     kind: str
     size: int
@@ -63,6 +65,8 @@ class MediaHandle:
     volatile_write_cache: bool
     path: str = ""
     direct: bool = False
+    #: What else the kind needs, as plain picklable data (an SSD queue pair's layout).
+    extra: Any = None
 
 
 @runtime_checkable
@@ -110,4 +114,32 @@ class Media(Protocol):
 
     def close(self) -> None:
         """Release files, mappings and memory; the media is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class ServingCheck(Protocol):
+    """A medium that can be served only in some setups (the userspace NVMe driver: not by
+    offload workers yet; CMB staging not through RDMA).  The control plane asks it at start,
+    before anything listens, and refuses to start with the reason it gives."""
+
+    def serving_problem(self, workers: int, trtypes: Collection[str]) -> str | None:
+        """Why this medium cannot be served with ``workers`` offload workers through ports of
+        the transports ``trtypes``; None when it can."""
+        ...
+
+
+@runtime_checkable
+class WorkerShare(Protocol):
+    """A medium that gives each offload worker resources of its own (the userspace NVMe
+    driver: one SSD queue pair and DMA-visible staging memory per worker), rather than one
+    handle for all (:meth:`Media.share`)."""
+
+    def share_with(self, worker: int) -> tuple[MediaHandle, list[int]]:
+        """Make worker ``worker``'s resources; its handle and the descriptors to send along
+        (still owned here: the caller sends them, it does not close them)."""
+        ...
+
+    def unshare(self, worker: int) -> None:
+        """Worker ``worker`` is gone (stopped or dead): free what :meth:`share_with` made."""
         ...

@@ -1,16 +1,20 @@
 """Open a namespace's media from its configuration (:class:`~nvmf.control.model.Namespace`).
 
 ``ns.media.kind`` picks the media type; when it is None the type follows ``ns.path``: a regular
-file is ``file``, a block device ``block``.  Other media types (the userspace NVMe driver) join
-with :func:`register_media_kind` instead of an edit here.  Every failure is a
-:class:`~nvmf.media.base.MediaError` (the system said no: ``errno`` kept) or a ``ValueError``
-(the configuration is wrong), with a message naming the namespace's nsid and path.
+file is ``file``, a block device ``block``.  Other media types join with
+:func:`register_media_kind` instead of an edit here; those that ship with the project but serve
+hardware only some machines have (the userspace NVMe driver) are named in :data:`MODULES` by
+module path and imported the first time a namespace asks for them, as transports are.  Every
+failure is a :class:`~nvmf.media.base.MediaError` (the system said no: ``errno`` kept) or a
+``ValueError`` (the configuration is wrong), with a message naming the namespace's nsid and
+path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import stat
 from collections.abc import Callable
@@ -50,6 +54,9 @@ class Namespace(Protocol):
 
 #: Opens one media kind for a namespace; raises ``MediaError`` or ``ValueError``.
 Opener: TypeAlias = Callable[[Namespace], Media]
+#: Serves, in a worker, a medium of a registered kind from its handle and descriptors (owned
+#: by the adopter from then on, closed by it on failure too).
+Adopter: TypeAlias = Callable[[MediaHandle, list[int]], Media]
 
 
 def _open_ram(ns: Namespace) -> Media:
@@ -81,14 +88,33 @@ _OPENERS: dict[str, Opener] = {
 }
 
 
-def register_media_kind(kind: str, opener: Opener) -> None:
-    """Make ``kind`` openable by :func:`open_media` (replacing any opener it had)."""
+#: Media kinds whose module registers them when imported (on first use): kind -> module.
+MODULES: dict[str, str] = {
+    "nvme_pci": "nvmf.media.nvme_pci",
+}
+
+
+_ADOPTERS: dict[str, Adopter] = {}
+
+
+def register_media_kind(kind: str, opener: Opener, adopter: Adopter | None = None) -> None:
+    """Make ``kind`` openable by :func:`open_media` (replacing any opener it had) and, with
+    ``adopter``, servable by workers through :func:`adopt_shared`."""
     _OPENERS[kind] = opener
+    if adopter is not None:
+        _ADOPTERS[kind] = adopter
 
 
 def media_kinds() -> list[str]:
     """The media types :func:`open_media` knows, sorted."""
-    return sorted(_OPENERS)
+    return sorted(set(_OPENERS) | set(MODULES))
+
+
+def _opener(kind: str) -> Opener | None:
+    """The opener of ``kind``, importing its module first when it registers on import."""
+    if kind not in _OPENERS and kind in MODULES:
+        importlib.import_module(MODULES[kind])
+    return _OPENERS.get(kind)
 
 
 def open_media(ns: Namespace) -> Media:
@@ -96,7 +122,7 @@ def open_media(ns: Namespace) -> Media:
     where = f"namespace {ns.nsid} ({ns.path or 'no path'})"
     try:
         kind = ns.media.kind or _infer_kind(ns)
-        opener = _OPENERS.get(kind)
+        opener = _opener(kind)
         if opener is None:
             raise ValueError(f"unknown media kind {kind!r} (known: {', '.join(media_kinds())})")
         return opener(ns)
@@ -127,6 +153,28 @@ def adopt_media(handle: MediaHandle, fd: int | None) -> Media:
     if handle.kind == "file":
         return FileMedia.adopt(handle, fd)
     return BlockMedia.adopt(handle, fd)
+
+
+def adopt_shared(handle: MediaHandle, fds: list[int]) -> Media:
+    """:func:`adopt_media` for a handle sent with any number of descriptors: a registered
+    kind's adopter takes them all; the built-in kinds take at most one (extras are closed)."""
+    if handle.kind not in _ADOPTERS and handle.kind in MODULES:
+        try:
+            importlib.import_module(MODULES[handle.kind])
+        except BaseException:
+            _close_all(fds)
+            raise
+    adopter = _ADOPTERS.get(handle.kind)
+    if adopter is not None:
+        return adopter(handle, fds)
+    _close_all(fds[1:])
+    return adopt_media(handle, fds[0] if fds else None)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _check_shared(handle: MediaHandle, fd: int | None) -> None:

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nvmf.media.base import MediaError
+from nvmf.memory.staging import StagingPool
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.status import SC, SUCCESS, Status
 
@@ -49,6 +50,10 @@ class MediaQueue(Protocol):
     #: buffer and no copy (DESIGN.md, "zero copy on the hot path"; the software counterpart of
     #: staging in an SSD's CMB).  None for media behind a file or a device.
     memory: memoryview | None
+    #: The staging pool a command on this medium must take its buffer from, when the medium
+    #: can only move payload from particular memory (an SSD's DMA: a VFIO-mapped DRAM region
+    #: or its CMB); None: the fabric queue's own pool.
+    pool: StagingPool | None
 
     def submit(
         self, op: int, offset: int, buf: memoryview | None, fua: bool, done: Done, tag: Any
@@ -72,6 +77,7 @@ class SyncQueue:
     """:class:`MediaQueue` of a medium that completes every I/O at once."""
 
     memory: memoryview | None = None
+    pool: StagingPool | None = None
 
     def __init__(self, media: SyncMedia) -> None:
         self._read = media.read_into
@@ -94,6 +100,7 @@ class ThreadQueue:
     pool and its completion comes back to the event loop with one ``call_soon_threadsafe``."""
 
     memory: memoryview | None = None
+    pool: StagingPool | None = None
 
     def __init__(self, media: DescriptorMedia, loop: asyncio.AbstractEventLoop) -> None:
         self.media = media

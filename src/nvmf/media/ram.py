@@ -32,6 +32,7 @@ import os
 from nvmf.media.base import MediaError, MediaHandle
 from nvmf.media.null import check_geometry, check_range, zero_fill
 from nvmf.media.queue import READ, WRITE, MediaQueue
+from nvmf.memory.staging import StagingPool
 from nvmf.wire.status import SUCCESS, Status
 
 _MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
@@ -177,6 +178,8 @@ class RamQueue:
     does not serve in place through :attr:`memory`)."""
 
     __slots__ = ("_size", "_view", "memory")
+    #: Commands use their fabric queue's staging pool.
+    pool: StagingPool | None = None
 
     def __init__(self, view: memoryview, size: int) -> None:
         self._view = view

@@ -59,6 +59,13 @@ class StagingBuffer:
         self.offset = offset
         self.view = block[:length]
 
+    @property
+    def region(self) -> Region | None:
+        """The region of the pool this buffer was taken from (None once released, or for a
+        buffer of no pool): a consumer registered with another region (an RDMA queue's
+        memory region covers its own pool) registers this one before using the buffer."""
+        return None if self._pool is None else self._pool.region
+
     def release(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -26,6 +26,11 @@ class NamespaceCounters:
     flush_cmds: int = 0
     other_cmds: int = 0
     errors: int = 0
+    #: Read and Write payload bytes that went through a staging buffer, by where that buffer
+    #: was: host memory or an SSD's Controller Memory Buffer (payload moved in place, straight
+    #: into a RAM medium, is in neither).
+    staged_dram_bytes: int = 0
+    staged_cmb_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

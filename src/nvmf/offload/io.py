@@ -78,6 +78,10 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
         memory = queue.memory
         if memory is not None:
             memory = memory[offset : offset + length]
+        elif (queue.pool or pool).placement == "cmb":
+            counters.staged_cmb_bytes += length
+        else:
+            counters.staged_dram_bytes += length
         if op == _READ:
             counters.read_cmds += 1
             counters.read_blocks += nlb

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from nvmf.memory.staging import StagingBuffer, StagingPool
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, ReqState, Request
@@ -107,6 +108,9 @@ class Pipeline:
                 go = direction is H2C  # NEW -> READY -> EXECUTING: the data is here
                 data = req.data
                 fua = plan.fua
+                if go and queue.pool is not None:  # the medium moves data from its own pool
+                    data = _restage(queue.pool, req)
+                    go = data is not None  # pool spent: the general path waits for a buffer
             elif memory is not None:  # in place: the medium's own bytes are the buffer
                 req.data = memory
                 req.direction = direction
@@ -121,14 +125,14 @@ class Pipeline:
                 session.fabric.fetch_data(req, self._fetched)
                 return
             elif direction is C2H:
-                staging = session.pool.get(plan.length)
+                staging = (queue.pool or session.pool).get(plan.length)
                 go = staging is not None  # NEW -> NEED_BUFFER -> READY -> EXECUTING
                 if staging is not None:
                     req.staging = staging
                     data = req.data = staging.view
                     req.c2h_length = plan.length
             elif direction is H2C:
-                staging = session.pool.get(plan.length)
+                staging = (queue.pool or session.pool).get(plan.length)
                 if staging is not None:  # NEW -> NEED_BUFFER -> TRANSFERRING_H2C
                     req.staging = staging
                     req.data = staging.view
@@ -214,9 +218,13 @@ class Pipeline:
         req.direction = plan.direction
         if req.incapsule and plan.direction is not Direction.H2C:
             return SGL_LENGTH_MISMATCH
+        media_pool = plan.queue.pool if plan.queue is not None else None
+        if req.incapsule and media_pool is not None:
+            req.advance(ReqState.NEED_BUFFER)
+            _move_into(await media_pool.acquire(plan.length), req)
         if plan.length and not req.incapsule:
             req.advance(ReqState.NEED_BUFFER)
-            pool = session.pool
+            pool = media_pool or session.pool
             staging = pool.get(plan.length)
             if staging is None:
                 staging = await pool.acquire(plan.length)
@@ -254,6 +262,31 @@ class Pipeline:
             cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=sqhd)
         req.state = TRANSFERRING_C2H
         session.fabric.complete(req, cqe)
+
+
+def _restage(pool: StagingPool, req: Request) -> memoryview | None:
+    """Copy an in-capsule Write's data into a buffer of ``pool`` (the medium's DMA-visible
+    staging memory) and make it the request's buffer; None when ``pool`` has none free.
+
+    The one copy of payload on such a medium, and only for in-capsule data: the capsule was
+    received into the transport's receive buffer before its command said which namespace, so
+    which pool, the data belongs in.  Every other command's buffer comes from that pool."""
+    assert req.data is not None
+    staging = pool.get(len(req.data))
+    if staging is None:
+        return None
+    _move_into(staging, req)
+    return staging.view
+
+
+def _move_into(staging: StagingBuffer, req: Request) -> None:
+    """:func:`_restage` with the buffer in hand: copy, swap, release the capsule's buffer."""
+    assert req.data is not None
+    staging.view[:] = req.data
+    old, req.staging = req.staging, staging
+    if old is not None:
+        old.release()
+    req.data = staging.view
 
 
 async def _fetch(fabric: FabricQueue, req: Request) -> Status:

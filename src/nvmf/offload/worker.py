@@ -14,7 +14,7 @@ control plane (``PR_SET_PDEATHSIG``).
 
 Messages from the control plane (:mod:`nvmf.offload.channel`)::
 
-    ("media", key, handle)              + [fd]   serve a namespace's medium
+    ("media", key, handle)              + [fd...] serve a namespace's medium
     ("media_close", key)                         drop it
     ("attach", Handover)                + [fd]   serve a queue (fd: its socket)
     ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
@@ -26,6 +26,12 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
     ("connected", token, cqe, Handover | None)   the answer to a placed queue's command
     ("counters", token)                          report the counters
     ("stop",)                                    finish in-flight commands, close, exit
+    ("start",)                                   sent after the media at spawn: answer ready
+
+The worker says ready only in answer to ``start``: the channel is in order, so by then it has
+adopted every medium sent before (an ``nvme_pci`` namespace maps its SSD queue pair and
+staging memory).  A queue handed to a worker still adopting would wait behind that work with
+its Connect unanswered, and under emulation that was longer than the host's keep-alive timeout.
 
 and to it::
 
@@ -57,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from nvmf.media.base import Media, MediaHandle
-from nvmf.media.factory import adopt_media
+from nvmf.media.factory import adopt_shared
 from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool
 from nvmf.offload import io
@@ -182,7 +188,7 @@ class Worker:
     def _on_message(self, msg: tuple[Any, ...], fds: list[int]) -> None:
         kind = msg[0]
         if kind == "media":
-            self._add_media(msg[1], msg[2], fds[0] if fds else None)
+            self._add_media(msg[1], msg[2], fds)
         elif kind == "media_close":
             entry = self.media.pop(msg[1], None)
             if entry is not None:
@@ -215,6 +221,8 @@ class Worker:
             self.channel.send(("counters", msg[1], snapshot))
         elif kind == "stop":
             asyncio.get_running_loop().create_task(self.stop())
+        elif kind == "start":
+            self.channel.send(("ready", os.getpid()))
         else:
             log.error("worker %d: unknown control message %r", self.index, kind)
             for fd in fds:
@@ -229,11 +237,11 @@ class Worker:
         self.pipeline.cancel_all()
         self.stopped.set()
 
-    def _add_media(self, key: MediaKey, handle: MediaHandle, fd: int | None) -> None:
+    def _add_media(self, key: MediaKey, handle: MediaHandle, fds: list[int]) -> None:
         old = self.media.pop(key, None)
         if old is not None:
             old[0].close()
-        media = adopt_media(handle, fd)
+        media = adopt_shared(handle, fds)
         self.media[key] = (media, media.open_queue())
         self.counters.namespaces.setdefault(key, NamespaceCounters())
 
@@ -502,16 +510,18 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    # Transports first: one that cannot load must end the process before its channel reads
+    # anything (a "start" already waiting would otherwise be answered "ready" on the way out).
+    transports = {trtype: get_transport(trtype) for trtype in args.transport}
+    for transport in transports.values():
+        transport.idle_timeout = args.idle_timeout
     sock = socket.socket(fileno=args.channel)
     worker = Worker(sock, args.index, args.staging_bytes)
-    for trtype in args.transport:
-        transport = worker.transports[trtype] = get_transport(trtype)
-        transport.idle_timeout = args.idle_timeout
+    worker.transports.update(transports)
     loop = asyncio.get_running_loop()
     # SIGTERM from a terminal's process group or a service manager: the control plane decides.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     loop.add_signal_handler(signal.SIGTERM, lambda: None)
-    worker.channel.send(("ready", os.getpid()))
     await worker.stopped.wait()
     worker.channel.close()
 

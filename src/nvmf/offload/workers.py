@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nvmf.media.base import Media
+from nvmf.media.base import Media, WorkerShare
 from nvmf.offload.channel import Channel, channel_pair
 from nvmf.offload.context import IoContextSpec, MediaKey
 from nvmf.offload.worker import CtrlKey, Handover
@@ -170,6 +170,7 @@ class WorkerSet:
         )
         for key, media in self._media.items():
             self._send_media(w, key, media)
+        w.channel.send(("start",))  # answered once the media above are adopted
 
     async def _wait_ready(self, w: WorkerHandle) -> None:
         assert w.ready is not None
@@ -212,15 +213,31 @@ class WorkerSet:
                 self._send_media(w, key, media)
 
     def remove_media(self, key: MediaKey) -> None:
-        if self._media.pop(key, None) is not None:
+        media = self._media.pop(key, None)
+        if media is not None:
             for w in self.workers:
                 if w.channel is not None:
                     w.channel.send(("media_close", key))
+                if isinstance(media, WorkerShare):
+                    media.unshare(w.index)
 
     def _send_media(self, w: WorkerHandle, key: MediaKey, media: Media) -> None:
         assert w.channel is not None
+        if isinstance(media, WorkerShare):
+            handle, fds = media.share_with(w.index)
+            w.channel.send(("media", key, handle), fds)
+            return
         handle, fd = media.share()
         w.channel.send(("media", key, handle), [] if fd is None else [fd])
+
+    def _unshare(self, w: WorkerHandle) -> None:
+        """Worker ``w`` is gone: media that gave it resources of its own free them."""
+        for key, media in self._media.items():
+            if isinstance(media, WorkerShare):
+                try:
+                    media.unshare(w.index)
+                except Exception:  # the rest of the clean-up must still run
+                    log.exception("offload worker %d: releasing %s failed", w.index, key)
 
     def attach(self, handover: Handover, fd: int) -> int:
         """Hand a queue over to the least busy worker; ``fd`` is closed here.  The index of the
@@ -426,6 +443,7 @@ class WorkerSet:
         w.counter_waits.clear()
         for ctrl_key, qid in lost:
             self.events.worker_queue_closed(ctrl_key, qid, f"offload worker {w.index} exited")
+        self._unshare(w)
         if self._stopping or w.stopping:
             return
         code = w.proc.poll() if w.proc is not None else None

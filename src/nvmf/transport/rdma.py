@@ -92,6 +92,7 @@ from nvmf.wire.status import SC, SUCCESS, Status, error
 
 if TYPE_CHECKING:
     from nvmf.memory.source import Region
+    from nvmf.memory.staging import StagingBuffer
     from nvmf.transport.base import ListenPort, QueueOwner, QueueState
 
 log = logging.getLogger(__name__)
@@ -322,8 +323,9 @@ class RdmaQueue:
         self.session: QueueState = owner.open_queue(self, port)
         # Payload is staged: the medium's own memory is not registered with the device.
         self.session.in_place = False
-        staging = device.register(self.session.pool.region)
-        self._staging_base = _address(self.session.pool.region.view)
+        self._staging_region = self.session.pool.region
+        staging = device.register(self._staging_region)
+        self._staging_base = _address(self._staging_region.view)
         self._staging_lkey = staging.lkey
         cq = device.cq
         cap = QPCap(
@@ -378,6 +380,19 @@ class RdmaQueue:
             return SUCCESS
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
+    def _sge(self, staging: StagingBuffer, length: int) -> SGE:
+        """The scatter/gather entry of ``length`` bytes of ``staging``: in this queue's pool
+        (registered when the queue was made), or in a medium's own pool (``MediaQueue.pool``,
+        an SSD's DMA-mapped DRAM), registered with the device the first time it is seen."""
+        region = staging.region
+        if region is None or region is self._staging_region:
+            return SGE(self._staging_base + staging.offset, length, self._staging_lkey)
+        mr = self.device.register(region)
+        base = region.registrations.get("address")
+        if base is None:
+            base = region.registrations["address"] = _address(region.view)
+        return SGE(base + staging.offset, length, mr.lkey)
+
     def fetch_data(self, req: Request, done: DataDone) -> None:
         """One RDMA READ of the host's buffer into the request's staging buffer."""
         staging = req.staging
@@ -389,7 +404,7 @@ class RdmaQueue:
             self._tag | _READ << 24 | slot,
             ve.IBV_WR_RDMA_READ,
             1,
-            sg=[SGE(self._staging_base + staging.offset, len(req.data), self._staging_lkey)],
+            sg=[self._sge(staging, len(req.data))],
             send_flags=ve.IBV_SEND_SIGNALED,
         )
         wr.set_wr_rdma(self._rkey[slot], req.dptr_address)
@@ -426,7 +441,7 @@ class RdmaQueue:
                 self._tag | slot,
                 ve.IBV_WR_RDMA_WRITE,
                 1,
-                sg=[SGE(self._staging_base + staging.offset, n, self._staging_lkey)],
+                sg=[self._sge(staging, n)],
                 send_flags=0,  # the SEND after it is signalled, and completes after it
                 next_wr=send,
             )
