@@ -74,3 +74,27 @@ def test_config_check_loads_neither_the_target_nor_the_host(tmp_path: Path) -> N
     ):
         assert f"'{heavy}'" not in loaded, heavy
     assert "'nvmf.cli.config'" in loaded
+
+
+@pytest.mark.parametrize("module", ["nvmf.cli.serve", "nvmf.offload.worker", "nvmf.cli.host"])
+def test_no_digest_or_metrics_library_is_loaded_before_it_is_used(module: str) -> None:
+    """crc32c (its ``__init__`` reads ``importlib.metadata``, which imports ``email``) loads at
+    the first digest and prometheus_client with the metrics endpoint: each costs seconds per
+    process in the guest, and most runs use neither."""
+    probe = (
+        f"import sys, {module}\n"
+        "print([m for m in ('crc32c', 'prometheus_client', 'importlib.metadata') "
+        "if m in sys.modules])\n"
+        "from nvmf.wire.tcp import crc32c\n"
+        "assert crc32c(b'123456789') == 0xE3069283  # the CRC-32C check value\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": f"{REPO}/src"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -13,17 +13,19 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nvmf.config.errors import ConfigError
 from nvmf.config.load import load_config
 from nvmf.config.save import dump_config
-from nvmf.control.metrics import MetricsServer, TargetCollector, threadsafe_snapshot
 from nvmf.control.model import TargetConfig, default_config
 from nvmf.control.reconfigure import ReloadError
 from nvmf.control.rpc import ControlServer, ControlSocketError, RequestError, default_socket_path
 from nvmf.control.service import TargetService
 from nvmf.transport.base import TransportUnavailable
+
+if TYPE_CHECKING:
+    from nvmf.control.metrics import MetricsServer
 
 log = logging.getLogger("nvmf.serve")
 
@@ -189,6 +191,10 @@ async def serve(
     try:
         control = await _control_server(watch, None if args is None else args.control_socket)
         if args is not None and args.metrics_port is not None:
+            # Here, not at the top: prometheus_client costs seconds per start in the emulated
+            # guest, and most targets serve no metrics.
+            from nvmf.control.metrics import MetricsServer, TargetCollector, threadsafe_snapshot
+
             collector = TargetCollector(
                 threadsafe_snapshot(service.status, asyncio.get_running_loop())
             )

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import enum
 import struct
-
-import crc32c as _crc32c
+from collections.abc import Callable
+from typing import Any
 
 from nvmf.wire.sqe import CQE_SIZE, SQE_SIZE
 
@@ -124,10 +124,22 @@ OFF_DATA_DATAO = 12
 OFF_DATA_DATAL = 16
 
 
+_crc32c: Callable[[Any, int], int] | None = None
+
+
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """CRC32C of a buffer (no copy for memoryviews), continuing from ``value``."""
-    result: int = _crc32c.crc32c(data, value)
-    return result
+    """CRC32C of a buffer (no copy for memoryviews), continuing from ``value``.
+
+    The ``crc32c`` package is imported at the first digest, not with this module: its
+    ``__init__`` asks ``importlib.metadata`` for its version, which pulls in ``email`` and
+    ``urllib`` (60 ms here, seconds per process in the emulated guest) for every host command,
+    target and worker, though most connections use no digest."""
+    global _crc32c
+    if _crc32c is None:
+        from crc32c import crc32c as function
+
+        _crc32c = function
+    return _crc32c(data, value)
 
 
 def digest(data: bytes | bytearray | memoryview) -> bytes:
