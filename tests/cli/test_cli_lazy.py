@@ -98,3 +98,17 @@ def test_no_digest_or_metrics_library_is_loaded_before_it_is_used(module: str) -
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_status_asks_the_target_without_an_event_loop() -> None:
+    """``nvmf status`` is a socket request: asyncio (6 s per process in the guest) stays out."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, nvmf.cli.status; print('asyncio' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": f"{REPO}/src"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -21,7 +21,6 @@ in one request never stops the target.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -29,7 +28,10 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the server runs in an event loop; the client (nvmf status) needs none
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ class ControlServer:
                 )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        import asyncio  # here: asyncio costs seconds per start in the guest, the client skips it
+
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
@@ -113,6 +117,8 @@ class ControlServer:
                 os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
