@@ -1,7 +1,9 @@
 """``nvmf doctor``: what this machine can do for NVMe over Fabrics, and why.
 
-Thin: parses options, runs :func:`nvmf.platform.doctor.diagnose` and prints the report (text, or
-JSON with ``--json``).  All the logic lives in :mod:`nvmf.platform`.
+Thin: parses options, asks a running target (``nvmf serve``) over its control socket for the
+SSDs it owns, runs :func:`nvmf.platform.doctor.diagnose` and prints the report (text, or JSON
+with ``--json``).  All the logic lives in :mod:`nvmf.platform`; the one thing done here is the
+control-socket request, since :mod:`nvmf.platform` knows nothing of the control plane.
 """
 
 from __future__ import annotations
@@ -9,8 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nvmf.cli.status import control_socket_option
+from nvmf.control.rpc import ControlSocketError, RequestError, default_socket_path, request
 from nvmf.platform.doctor import DoctorOptions, diagnose
 from nvmf.platform.report import render_json, render_text
+from nvmf.platform.target import TargetFacts, parse_devices
+
+#: How long the doctor waits for a target's answer (it answers from memory, at once).
+TARGET_TIMEOUT_S = 10.0
 
 
 def _positive(text: str) -> int:
@@ -71,7 +79,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="never set CMBMSC.CRE to read an NVMe 1.4+ controller's CMB size",
     )
+    control_socket_option(parser)
     parser.set_defaults(func=run)
+
+
+def ask_target(path: str) -> TargetFacts | None:
+    """What this project's target on ``path`` says of the SSDs it owns; None when no target
+    listens there (the doctor then reads every device itself, as it always did)."""
+    try:
+        answer = request(path, "pci_devices", timeout=TARGET_TIMEOUT_S)
+    except ControlSocketError:
+        return None
+    except RequestError as exc:  # an older target without the op, or a refusal
+        return TargetFacts(path, None, [], error=f"it did not report its devices: {exc}")
+    return parse_devices(answer, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         target_max_queues=args.target_max_queues,
         target_max_source="--target-max-queues" if args.target_max_queues else "",
         register_writes=not args.no_register_writes,
+        # A recorded tree (--root) is not this machine: no running target speaks for it.
+        target=ask_target(args.control_socket or default_socket_path())
+        if args.root == "/"
+        else None,
     )
     report = diagnose(options)
     sys.stdout.write(render_json(report) if args.json else render_text(report))
