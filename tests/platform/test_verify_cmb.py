@@ -74,6 +74,8 @@ class FakeSsd:
         self.commands: list[tuple[int, int, int]] = []
         self.deleted: list[int] = []
         self.closed = False
+        #: Write commands that succeed before every further one fails (Write Fault).
+        self.writes_ok: int | None = None
 
     # -- what verify_cmb calls -----------------------------------------------------------------
 
@@ -190,7 +192,11 @@ class FakeSsd:
             slba = cdws[0] | (cdws[1] << 32)
             nlb = (cdws[2] & 0xFFFF) + 1
             self.commands.append((opcode, slba, nlb))
-            if opcode in (IoOpcode.READ, IoOpcode.WRITE):
+            status = 0
+            writes = sum(1 for op, *_ in self.commands if op == IoOpcode.WRITE)
+            if opcode == IoOpcode.WRITE and self.writes_ok is not None:
+                status = 0x280 if writes > self.writes_ok else 0  # SCT 2h, SC 80h: Write Fault
+            if opcode in (IoOpcode.READ, IoOpcode.WRITE) and not status:
                 at = slba * LBA
                 for address, n in self._pages(prp1, prp2, nlb * LBA):
                     memory = self._memory(address, n)
@@ -205,7 +211,14 @@ class FakeSsd:
                     at += n
             self.head[qid] = (self.head[qid] + 1) % depth
             CQE.pack_into(
-                cq, self.cq_tail[qid] * 16, 0, 0, self.head[qid], qid, cid, self.phase[qid]
+                cq,
+                self.cq_tail[qid] * 16,
+                0,
+                0,
+                self.head[qid],
+                qid,
+                cid,
+                (status << 1) | self.phase[qid],
             )
             self.cq_tail[qid] += 1
             if self.cq_tail[qid] == depth:
@@ -380,4 +393,12 @@ def test_a_controller_error_midway_is_reported_not_raised_raw() -> None:
     ssd.namespace = broken  # type: ignore[method-assign]
     with pytest.raises(VerifyError, match=r"Identify Namespace 1 failed") as exc:
         verify_cmb(BDF, opener=lambda _: ssd)
+    assert ssd.closed and "controller disabled" in exc.value.released[-1]
+
+
+def test_a_restore_that_fails_says_the_blocks_keep_the_pattern() -> None:
+    ssd = FakeSsd()
+    ssd.writes_ok = 2  # the pattern (128 KiB in two commands) goes; writing back fails
+    with pytest.raises(VerifyError, match=r"restoring the blocks: .*keep the test pattern") as exc:
+        verify_cmb(BDF, length=128 << 10, write=True, opener=lambda _: ssd)
     assert ssd.closed and "controller disabled" in exc.value.released[-1]

@@ -240,11 +240,17 @@ class _Session:
             except Exception as exc:
                 errors.append(f"deleting I/O queue pair {qid}: {exc}")
             self.pair = None
+        unmapped = 0
         for region in self.dram:
-            ctrl.unmap_dma(region)
-            self.memory.release(region)
-        if self.dram:
-            self.released.append(f"DRAM buffers unmapped from the IOMMU ({len(self.dram)})")
+            try:  # the IOMMU mapping first: the device can no longer reach the memory
+                ctrl.unmap_dma(region)
+                unmapped += 1
+            except Exception as exc:
+                errors.append(f"unmapping DRAM at {region.iova or 0:#x}: {exc}")
+            else:
+                self.memory.release(region)
+        if unmapped:
+            self.released.append(f"DRAM buffers unmapped from the IOMMU ({unmapped})")
         for region in self.cmb:
             if ctrl.cmb is not None:
                 ctrl.cmb.release(region)
@@ -312,6 +318,17 @@ def _flush(pair: QueuePair) -> None:
                 return
         if time.perf_counter() > deadline:
             raise VerifyError(f"Flush: no completion within {COMMAND_TIMEOUT_S:.0f} s")
+
+
+def _restore(pair: QueuePair, slba: int, lba: int, saved: Region, length: int, chunk: int) -> None:
+    """Write back what the blocks held before the pattern; a failure says the pattern stays."""
+    try:
+        _transfer(pair, IoOpcode.WRITE, slba, lba, saved, length, chunk, "restoring the blocks")
+        _flush(pair)
+    except VerifyError as exc:
+        raise VerifyError(
+            f"{exc}: LBA {slba} + {length // lba} blocks keep the test pattern, not their data"
+        ) from None
 
 
 def _compare(expected: bytes, got: bytes) -> tuple[int, int | None, int]:
@@ -429,8 +446,7 @@ def _run(
         )
     finally:
         if saved is not None and pattern is not None:
-            _transfer(pair, IoOpcode.WRITE, slba, lba, saved, length, chunk, "restoring")
-            _flush(pair)
+            _restore(pair, slba, lba, saved, length, chunk)
             notes.append(f"the blocks' previous {length} bytes were written back")
     expected = pattern if pattern is not None else from_dram
     differ, first, poison_left = _compare(expected, from_cmb)
