@@ -171,6 +171,7 @@ class _Part:
     script: str
     machine: Machine
     timeout: float
+    trace: tuple[str, ...] = ()
     result: GuestResult | None = None
 
 
@@ -187,7 +188,13 @@ sleep 1
 
 
 def shared_boot(
-    name: str, script: str, *, kernel: str = "6.1", cmb_mb: int = 0, timeout: float = 1500
+    name: str,
+    script: str,
+    *,
+    kernel: str = "6.1",
+    cmb_mb: int = 0,
+    timeout: float = 1500,
+    trace: tuple[str, ...] = (),
 ) -> Callable[[], GuestResult]:
     """Register ``script`` as one part of the boot every part for the same :class:`Machine`
     shares, and return the function that gives its result.
@@ -197,11 +204,13 @@ def shared_boot(
     first result asked for boots the guest once for every part of that machine not run yet.
     The parts run one after the other, each as :func:`run_in_guest` would run it (its own
     ``$OUT``, ``set -u``), with :data:`_BETWEEN_PARTS` after each; a part's result has its own
-    exit status and time, and the boot's console.
+    exit status and time, and the boot's console.  ``trace``: QEMU trace event patterns; the
+    boot traces those of all its parts, and each part that asked finds the whole boot's trace
+    as :data:`TRACE_FILE` in its result folder (its own steps are for it to find there).
     """
     part = _PARTS.get(name)
-    if part is None or part.script != script:
-        part = _PARTS[name] = _Part(name, script, Machine(kernel, cmb_mb), timeout)
+    if part is None or part.script != script or part.trace != trace:
+        part = _PARTS[name] = _Part(name, script, Machine(kernel, cmb_mb), timeout, trace)
 
     def result() -> GuestResult:
         if part.result is None:
@@ -224,12 +233,14 @@ def _run_parts(machine: Machine) -> None:
             _BETWEEN_PARTS,
         ]
     boot = _part_script(boot_out, "\n".join(lines))
+    trace = tuple(dict.fromkeys(t for p in parts for t in p.trace))
     start = time.monotonic()
     rc, console = _boot(
         boot,
         cmb_mb=machine.cmb_mb,
         kernel=machine.kernel,
         timeout=sum(p.timeout for p in parts),
+        trace=trace,
     )
     seconds = time.monotonic() - start
     (boot_out / "console.log").write_text(console)
@@ -239,6 +250,8 @@ def _run_parts(machine: Machine) -> None:
         name, status, began, ended = line.split()
         ran[name] = (int(status), float(ended) - float(began))
     for part in parts:
+        if part.trace and (boot_out / TRACE_FILE).exists():
+            shutil.copyfile(boot_out / TRACE_FILE, OUT_ROOT / part.name / TRACE_FILE)
         # A part the boot never finished fails with the boot's status (or -1): its checks
         # then say what is missing, and the console is there to tell why.
         code, took = ran.get(part.name, (rc or -1, seconds))

@@ -2,15 +2,18 @@
 
 One boot (tests/platform/guest_capture.py) runs the doctor while the kernel's nvme driver owns the
 controller, then with the controller handed to vfio-pci and its CMBMSC cleared as after a reset,
-so the doctor has to enable CMBMSC.CRE to read the CMB.  The checks compare the reports with what
-the guest was built with: ``tests.vm.guest --cmb-nvme 16`` (QEMU 7.2's nvme device: CMB in BAR2,
-SZU=1 MiB, SZ=16, SQS/LISTS/RDS/WDS and no CQS), two CPUs, Debian's 6.1 kernel without
-CONFIG_PCI_P2PDMA, and ``rdma link add rxe0 type rxe netdev lo``.
+so the doctor has to enable CMBMSC.CRE to read the CMB; then ``--verify-cmb`` has the SSD read a
+pattern the kernel's driver wrote into DRAM and into its CMB (QEMU's trace the witness), and
+the doctor runs beside our target serving the controller, reporting what the target says.  The
+checks compare the reports with what the guest was built with: ``tests.vm.guest --cmb-nvme 16``
+(QEMU 7.2's nvme device: CMB in BAR2, SZU=1 MiB, SZ=16, SQS/LISTS/RDS/WDS and no CQS), two CPUs,
+Debian's 6.1 kernel without CONFIG_PCI_P2PDMA, and ``rdma link add rxe0 type rxe netdev lo``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,11 @@ from typing import Any
 import pytest
 
 try:
+    from tests.guest.harness import TRACE_FILE
     from tests.platform import guest_capture
 except ModuleNotFoundError:  # pytest started as a script: the repository is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.guest.harness import TRACE_FILE
     from tests.platform import guest_capture
 
 MIB = 1 << 20
@@ -159,3 +164,150 @@ def test_mode_verdicts(guest: guest_capture.GuestResult) -> None:
     # rdma-core's binding loads in the project's own Python, next to the Soft-RoCE device.
     (rdma,) = [m for m in _json(guest, "vfio.json")["modes"] if m["mode"] == "NVMe/RDMA target"]
     assert any(d.startswith("this project: pyverbs: available") for d in rdma["details"]), rdma
+
+
+def _rc(guest: guest_capture.GuestResult, name: str) -> str:
+    results = guest.results()
+    assert f"{name} rc" in results, f"no result for {name}: {results}"
+    return results[f"{name} rc"]
+
+
+@pytest.mark.guest
+def test_the_guest_ran_this_worktree(guest: guest_capture.GuestResult) -> None:
+    src = Path(__file__).resolve().parents[2] / "src" / "nvmf" / "__init__.py"
+    assert guest.read("nvmf_path.txt").strip() == str(src)
+
+
+#: CMBSZ of QEMU 7.2's 16 MiB CMB, field by field.
+QEMU_CMBSZ_FIELDS = {"SQS": 1, "CQS": 0, "LISTS": 1, "RDS": 1, "WDS": 1, "SZU": 2, "SZ": 16}
+
+
+@pytest.mark.guest
+def test_verify_cmb_finds_the_pattern_the_kernel_wrote_in_both(
+    guest: guest_capture.GuestResult,
+) -> None:
+    assert _rc(guest, "pattern write") == "0"
+    assert _rc(guest, "verify json") == "0", guest.read("stderr.txt")[-2000:]
+    v = _json(guest, "verify.json")
+    assert v["ok"] is True and v["match"] is True
+    assert v["bdf"] == guest.read("bdf.txt").strip()
+    assert (v["slba"], v["lba_size"], v["bytes"]) == (guest_capture.PATTERN_LBA, 512, MIB)
+    assert v["written"] is False  # read only: nothing written to the SSD
+    # Real data, not zeroes: both copies are the very pattern dd wrote through the kernel.
+    pattern = guest.read("pattern.sha256").strip()
+    assert v["sha256_dram"] == v["sha256_cmb"] == pattern and not v["all_zero"]
+    assert v["mismatched_bytes"] == 0 and v["poison_left"] == 0
+    assert v["cmb"]["CMBSZ"] == QEMU_CMBSZ_FIELDS and v["cmb"]["bar"] == 2
+    assert v["cmb_prp_lists"] == "cmb"  # CMBSZ.LISTS: the CMB read's PRP lists in the CMB
+    t = {x["what"]: x for x in v["transfers"]}
+    assert set(t) == {"read into DRAM", "read into the CMB", "CPU read of the CMB through BAR2"}
+    assert (
+        t["read into DRAM"]["placement"] == "dram" and t["read into the CMB"]["placement"] == "cmb"
+    )
+    for x in t.values():
+        assert x["bytes"] == MIB and x["seconds"] > 0 and x["mb_per_s"] > 0
+    assert any("controller disabled" in r for r in v["released"])
+    (guest.out / "verify_figures.txt").write_text(
+        "".join(f"{x['what']}: {x['bytes']} bytes in {x['seconds']:.4f} s = "
+                f"{x['mb_per_s']:.1f} MB/s\n" for x in v["transfers"])
+    )  # fmt: skip
+
+
+@pytest.mark.guest
+def test_verify_cmb_text_gives_the_verdict_and_both_bandwidths(
+    guest: guest_capture.GuestResult,
+) -> None:
+    assert _rc(guest, "verify text") == "0"
+    text = guest.read("verify.txt")
+    assert "MATCH: the SSD put the same bytes in its CMB as in DRAM" in text
+    assert "read only (nothing written to the SSD)" in text
+    assert "CMBSZ 0x1021d: SQS=1 CQS=0 LISTS=1 RDS=1 WDS=1 SZU=2 SZ=16" in text
+    for what in ("read into DRAM", "read into the CMB"):
+        assert re.search(rf"{what}: +1048576 bytes in [0-9.]+ s = [0-9.]+ MB/s", text), text
+    assert f"sha256 {guest.read('pattern.sha256').strip()[:16]}" in text
+
+
+#: QEMU's trace: a Create I/O SQ and its address; a data mapping (``_cmb`` when in the CMB).
+CREATE_SQ = re.compile(r"pci_nvme_create_sq\b.*addr=(0x[0-9a-f]+)")
+MAP_ADDR = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+) len (\d+)")
+
+
+@pytest.mark.guest
+def test_qemu_trace_shows_the_cmb_read_landed_in_the_cmb(
+    guest: guest_capture.GuestResult,
+) -> None:
+    """From the verification's Create I/O SQ to the next one: QEMU mapped the CMB read's
+    destination in its CMB (``pci_nvme_map_addr_cmb``), the DRAM read's in host memory, 1 MiB
+    each."""
+    v = _json(guest, "verify.json")
+    t = {x["what"]: x for x in v["transfers"]}
+    dram, cmb = t["read into DRAM"], t["read into the CMB"]
+    cba, size = v["cmb"]["address"], v["cmb"]["size"]
+    assert cba <= cmb["address"] < cba + size and not cba <= dram["address"] < cba + size
+    segment: list[tuple[str, int, int]] | None = None
+    for line in guest.read(TRACE_FILE).splitlines():
+        create = CREATE_SQ.search(line)
+        if create:
+            if segment is not None:
+                break  # the next run's queue
+            if int(create.group(1), 16) == v["queue"]["sq_address"]:
+                segment = []
+            continue
+        mapped = MAP_ADDR.search(line)
+        if mapped and segment is not None:
+            segment.append((mapped.group(1), int(mapped.group(2), 16), int(mapped.group(3))))
+    assert segment is not None, "the verification's Create I/O SQ is not in the trace"
+
+    def landed(event: str, start: int) -> int:
+        return sum(n for kind, a, n in segment if kind == event and start <= a < start + MIB)
+
+    assert landed("pci_nvme_map_addr_cmb", cmb["address"]) == MIB
+    assert landed("pci_nvme_map_addr", dram["address"]) == MIB
+    assert landed("pci_nvme_map_addr_cmb", dram["address"]) == 0
+
+
+@pytest.mark.guest
+def test_doctor_beside_our_target_reports_the_targets_facts(
+    guest: guest_capture.GuestResult,
+) -> None:
+    assert _rc(guest, "target start") == "0", guest.read("target.log")[-3000:]
+    assert _rc(guest, "held json") == "0"
+    assert _rc(guest, "target stop") == "0"
+    assert "Traceback" not in guest.read("target.log")
+    report = _json(guest, "held.json")
+    pid = int(guest.read("target.pid"))
+    assert report["target"]["pid"] == pid and report["target"]["error"] is None
+    assert report["target"]["socket"] == "/run/nvmf/control.sock"  # the default, as nvmf status
+    assert any("comes from the running target" in n for n in report["notes"])
+    (ctrl,) = report["nvme"]
+    assert ctrl["driver"] == "vfio-pci" and ctrl["model"] == "QEMU NVMe Ctrl"
+    cmb = ctrl["cmb"]
+    assert cmb["source"].startswith(f"the running target (pid {pid}")
+    assert cmb["present"] is True and cmb["size_bytes"] == guest_capture.CMB_MB * MIB
+    assert (cmb["bar"], cmb["offset"]) == (2, 0) and cmb["fields"]["CMBSZ"] == QEMU_CMBSZ_FIELDS
+    assert int(cmb["registers"]["CMBSZ"], 16) == QEMU_CMBSZ_16
+    assert cmb["enabled_cre"] is False  # the doctor wrote nothing to a device in use
+    held = ctrl["target"]
+    assert (held["subsystem"], held["nsid"]) == (guest_capture.SSD_NQN, 1)
+    cba = held["cmb_address"]
+    assert [p["process"] for p in held["processes"]] == [
+        "control plane",
+        "offload worker 0",
+        "offload worker 1",
+    ]
+    for p in held["processes"]:
+        assert (
+            p["sq"]["placement"] == "cmb" and p["sq"]["reason"] == "configured cmb, CMBSZ.SQS set"
+        )
+        assert cba <= p["sq"]["address"] < cba + guest_capture.CMB_MB * MIB
+        assert p["staging"]["placement"] == "cmb" and p["staging_bytes"] == 4 * MIB
+        assert "CMBSZ.RDS set and CMBSZ.WDS set" in p["staging"]["reason"]
+        assert p["cq"]["placement"] == "dram" and "CMBSZ.CQS clear" in p["cq"]["reason"]
+        assert set(p["prp_lists"]) == {"dram", "cmb"}
+
+
+@pytest.mark.guest
+def test_verify_cmb_refuses_a_device_our_target_owns(guest: guest_capture.GuestResult) -> None:
+    assert _rc(guest, "verify held") == "2"
+    text = guest.read("verify_held.txt")
+    assert "this project's target (pid" in text and "stop it to verify" in text

@@ -49,3 +49,28 @@ def test_a_part_the_boot_never_finished_fails(launcher: Path) -> None:
     late = harness.shared_boot("late", "echo never > $OUT/r.txt")
     result = late()
     assert result.returncode != 0 and result.read("r.txt") == ""
+
+
+def test_a_part_that_asks_for_a_trace_gets_the_boots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boot traces what its parts asked for; each asking part finds the trace file."""
+    boots = tmp_path / "boots.txt"
+    fake = tmp_path / "tracing-guest"
+    fake.write_text(
+        '#!/bin/bash\nopts=()\nwhile [ "$1" != -- ]; do\n'
+        '  [ "$1" = --trace-file ] && echo "pci_nvme_map_addr_cmb addr 0x1" > "$2"\n'
+        '  opts+=("$1"); shift\ndone\nshift\n'
+        f'echo "${{opts[*]}}" >> {boots}\nexec "$@"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(harness, "GUEST_RUN", str(fake))
+    monkeypatch.setattr(harness, "OUT_ROOT", tmp_path / "out")
+    monkeypatch.setattr(harness, "_PARTS", {})
+    monkeypatch.setattr(harness, "_BETWEEN_PARTS", "true")
+    traced = harness.shared_boot("traced", "true", cmb_mb=16, trace=("pci_nvme_map_addr*",))
+    plain = harness.shared_boot("plain", "true", cmb_mb=16)
+    assert traced().read(harness.TRACE_FILE) == "pci_nvme_map_addr_cmb addr 0x1\n"
+    assert plain().read(harness.TRACE_FILE) == ""
+    (line,) = boots.read_text().splitlines()  # one boot for both
+    assert line.startswith("--cmb-nvme 16 --trace pci_nvme_map_addr* --trace-file ")

@@ -18,10 +18,18 @@ What the script does in the guest (``tests.vm.guest --cmb-nvme 16``, 2 CPUs, Lin
 4. Clear CMBMSC as a freshly reset controller has it (CRE=0, so CMBSZ reads 0), run the doctor,
    which must set CRE to read the CMB and restore CMBMSC; dump the registers before and after.
 5. Run the doctor once more with ``--no-register-writes``.
+6. ``nvmf doctor --verify-cmb`` on the idle controller (vfio-pci): the SSD reads 1 MiB at
+   LBA 131072, where step 2 had the kernel's driver write a random pattern with ``dd``,
+   into DRAM and into its CMB; JSON, then text.
+7. Our target (``nvmf serve --workers 2``) serves an ``nvme_pci`` namespace on the controller
+   with SQs and staging in the CMB; the doctor beside it (default control socket) reports the
+   CMB and every process's placement from the target, and ``--verify-cmb`` is refused naming
+   the target.  QEMU's trace (:data:`TRACE`) is the witness of step 6's reads.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -29,6 +37,53 @@ from tests.guest.harness import REPO, GuestResult, run_in_guest, shared_boot
 
 CMB_MB = 16
 GUEST_CPUS = 2
+#: QEMU trace events: each Create I/O SQ (with its address) and each data mapping the
+#: controller makes (``_cmb`` too when the address is in its CMB).
+TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq")
+#: Where step 2 writes the pattern step 6 verifies: 64 MiB into the namespace, 1 MiB.
+PATTERN_LBA = 131072
+SSD_NQN = "nqn.2024-01.io.nvmf:doctor"
+#: The target of step 7 (``@BDF@`` stands for the controller's address).
+SSD_CONFIG = json.dumps(
+    {
+        "hosts": [],
+        "ports": [
+            {
+                "addr": {
+                    "adrfam": "ipv4",
+                    "traddr": "127.0.0.1",
+                    "treq": "not specified",
+                    "trsvcid": "4420",
+                    "trtype": "tcp",
+                },
+                "param": {},
+                "portid": 1,
+                "referrals": [],
+                "subsystems": [SSD_NQN],
+            }
+        ],
+        "subsystems": [
+            {
+                "allowed_hosts": [],
+                "attr": {"allow_any_host": "1", "serial": "doctor0001", "version": "1.3"},
+                "namespaces": [
+                    {
+                        "device": {"path": "@BDF@"},
+                        "enable": 1,
+                        "nsid": 1,
+                        "nvmf": {
+                            "kind": "nvme_pci",
+                            "sq_placement": "cmb",
+                            "staging_placement": "cmb",
+                        },
+                    }
+                ],
+                "nqn": SSD_NQN,
+            }
+        ],
+    },
+    indent=1,
+)
 DATA = REPO / "tests" / "data" / "sysfs"
 
 #: Reads (or with ``clear`` zeroes) the CMB registers of the NVMe controller through resource0.
@@ -49,9 +104,12 @@ print(os.path.basename(dev), " ".join(f"{n}=0x{w[o // 4]:08x}" for n, o in regs)
 
 SCRIPT = f"""
 exec 2>$OUT/stderr.txt
+export PYTHONPATH=$REPO/src:$REPO
+$PY -c "import nvmf; print(nvmf.__file__)" > $OUT/nvmf_path.txt
 cat > $OUT/regs.py <<'PYEOF'
 {REGS_PY}
 PYEOF
+ip link set lo up
 modprobe rdma_rxe && rdma link add rxe0 type rxe netdev lo
 rdma link show > $OUT/rdma_link.txt
 nproc > $OUT/nproc.txt
@@ -59,6 +117,12 @@ nproc > $OUT/nproc.txt
 $PY -m nvmf.cli.main doctor > $OUT/bound.txt; echo $? > $OUT/bound.rc
 $PY -m nvmf.cli.main doctor --json > $OUT/bound.json
 $PY tests/platform/capture_sysfs.py $OUT/tree-bound
+# A pattern the kernel's driver writes, for --verify-cmb to find (step 6).
+$PY -c 'import os, sys; open(sys.argv[1], "wb").write(os.urandom(1 << 20))' /tmp/pattern.bin
+dd if=/tmp/pattern.bin of=/dev/nvme0n1 bs=1M seek={PATTERN_LBA * 512 >> 20} oflag=direct \\
+  conv=fsync 2>/dev/null
+echo "pattern write rc=$?" >> $OUT/results.txt
+sha256sum /tmp/pattern.bin | cut -d' ' -f1 > $OUT/pattern.sha256
 
 BDF=$(basename $(dirname $(grep -l 0x010802 /sys/bus/pci/devices/*/class)))
 echo $BDF > $OUT/bdf.txt
@@ -77,17 +141,46 @@ $PY -m nvmf.cli.main doctor --json > $OUT/vfio.json
 $PY $OUT/regs.py > $OUT/regs_after.txt
 $PY -m nvmf.cli.main doctor --json --no-register-writes > $OUT/vfio_ro.json
 $PY -m nvmf.cli.main doctor --host-cpus 96 -i 8 --target-max-queues 4 > $OUT/whatif.txt
+
+# 6. The SSD reads the pattern into DRAM and into its CMB.
+$PY -m nvmf.cli.main doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA} --json \\
+  > $OUT/verify.json
+echo "verify json rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA} > $OUT/verify.txt
+echo "verify text rc=$?" >> $OUT/results.txt
+
+# 7. Our target owns the controller; the doctor asks it (default control socket).
+cat > /tmp/ssd.tmpl <<'JSONEOF'
+{SSD_CONFIG}
+JSONEOF
+sed "s/@BDF@/$BDF/" /tmp/ssd.tmpl > /tmp/ssd.json
+$PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/ssd.json > $OUT/target.log 2>&1 &
+target=$!
+echo $target > $OUT/target.pid
+for i in $(seq 900); do
+  grep -q 'nvmf: control socket' $OUT/target.log && break
+  kill -0 $target 2>/dev/null || break
+  sleep 0.2
+done
+grep -q 'nvmf: control socket' $OUT/target.log
+echo "target start rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main doctor --json > $OUT/held.json
+echo "held json rc=$?" >> $OUT/results.txt
+$PY -m nvmf.cli.main doctor --verify-cmb $BDF > $OUT/verify_held.txt 2>&1
+echo "verify held rc=$?" >> $OUT/results.txt
+kill $target; wait $target
+echo "target stop rc=$?" >> $OUT/results.txt
 echo done > $OUT/done.txt
 """
 
 
 def run(name: str = "doctor-capture") -> GuestResult:
     """Boot the guest with the 16 MiB CMB controller and run :data:`SCRIPT` alone."""
-    return run_in_guest(name, SCRIPT, cmb_mb=CMB_MB)
+    return run_in_guest(name, SCRIPT, cmb_mb=CMB_MB, trace=TRACE)
 
 
 #: The doctor's checks as a part of the boot the other CMB-controller checks share.
-doctor = shared_boot("doctor", SCRIPT, cmb_mb=CMB_MB)
+doctor = shared_boot("doctor", SCRIPT, cmb_mb=CMB_MB, trace=TRACE)
 
 
 def copy_trees(result: GuestResult) -> None:
@@ -112,4 +205,14 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["CMB_MB", "DATA", "GUEST_CPUS", "SCRIPT", "copy_trees", "run"]
+__all__ = [
+    "CMB_MB",
+    "DATA",
+    "GUEST_CPUS",
+    "PATTERN_LBA",
+    "SCRIPT",
+    "SSD_NQN",
+    "TRACE",
+    "copy_trees",
+    "run",
+]

@@ -1,9 +1,9 @@
 """``nvmf serve``: run the target from an nvmetcli JSON file or the embedded default.
 
 While it runs, the target answers on its control socket (:mod:`nvmf.control.rpc`: ``nvmf
-status``, ``nvmf config reload``, ``nvmf config save``), reloads its ``--config`` file on
-``SIGHUP`` (:mod:`nvmf.control.reconfigure`), and with ``--metrics-port`` serves Prometheus
-metrics (:mod:`nvmf.control.metrics`).
+status``, ``nvmf config reload``, ``nvmf config save``, ``nvmf doctor``'s ``pci_devices``),
+reloads its ``--config`` file on ``SIGHUP`` (:mod:`nvmf.control.reconfigure`), and with
+``--metrics-port`` serves Prometheus metrics (:mod:`nvmf.control.metrics`).
 """
 
 from __future__ import annotations
@@ -119,6 +119,10 @@ class Watch:
     async def status(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self.service.status()
 
+    async def pci_devices(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The SSDs the target's ``nvme_pci`` namespaces own (``nvmf doctor`` asks)."""
+        return await self.service.devices()
+
     async def config(self, request: dict[str, Any]) -> dict[str, Any]:
         """The running configuration as nvmetcli JSON (``nvmf config save``); a port told to
         take any free TCP port (``--trsvcid 0``) is saved with the one it got."""
@@ -160,7 +164,12 @@ class Watch:
         self.service.spawn(reload())
 
     def handlers(self) -> dict[str, Any]:
-        return {"status": self.status, "config": self.config, "reload": self.reload}
+        return {
+            "status": self.status,
+            "config": self.config,
+            "reload": self.reload,
+            "pci_devices": self.pci_devices,
+        }
 
 
 async def _control_server(watch: Watch, path: str | None) -> ControlServer | None:

@@ -13,10 +13,10 @@ The protocol is one JSON object per line each way, one request per connection::
     <- {"ok": false, "error": "config.json: subsystems[0].nqn: ..."}
 
 Operations are whatever the server was given (:class:`ControlServer` takes a table of
-handlers; ``nvmf serve`` registers ``status``, ``reload`` and ``config``).  A handler returns
-JSON-ready data or raises :class:`RequestError` with the message the client shows; anything
-else it raises is logged with its traceback here and reported as an internal error, so a bug
-in one request never stops the target.
+handlers; ``nvmf serve`` registers ``status``, ``reload``, ``config`` and ``pci_devices``).  A
+handler returns JSON-ready data or raises :class:`RequestError` with the message the client
+shows; anything else it raises is logged with its traceback here and reported as an internal
+error, so a bug in one request never stops the target.
 """
 
 from __future__ import annotations

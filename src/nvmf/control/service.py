@@ -30,7 +30,7 @@ from nvmf.control.model import DISCOVERY_NQN, NvmfSettings, Port, TargetConfig
 from nvmf.control.namespace import NamespaceRuntime
 from nvmf.control.reconfigure import ReloadReport, reconfigure, served_ports
 from nvmf.control.session import ControlSession
-from nvmf.control.status import target_status
+from nvmf.control.status import device_reports, target_status
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.base import ServingCheck
 from nvmf.media.queue import MediaQueue
@@ -272,6 +272,11 @@ class TargetService:
     async def status(self) -> dict[str, Any]:
         """Ports, subsystems, controllers, queues and counters (:mod:`nvmf.control.status`)."""
         return await target_status(self)
+
+    async def devices(self) -> dict[str, Any]:
+        """The devices the media own, and how each process uses them (``nvmf doctor``;
+        :func:`~nvmf.control.status.device_reports`)."""
+        return device_reports(self)
 
     async def reload(self, config: TargetConfig) -> ReloadReport:
         """Apply an edited, validated configuration (:mod:`nvmf.control.reconfigure`); raises

@@ -16,6 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from nvmf.control.model import DISCOVERY_NQN
+from nvmf.media.base import DeviceReport
 
 if TYPE_CHECKING:
     from nvmf.control.controller import Controller
@@ -49,6 +50,19 @@ async def target_status(service: TargetService) -> dict[str, Any]:
             "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in service.counters.items()}
         },
     }
+
+
+def device_reports(service: TargetService) -> dict[str, Any]:
+    """The devices the target's media own (``pci_devices`` on the control socket, which
+    ``nvmf doctor`` asks): each :class:`~nvmf.media.base.DeviceReport` medium's report, with
+    the subsystem and namespace it serves.  Only the control plane is asked: it made every
+    process's queue pair and staging memory, so it knows them all without asking a worker."""
+    devices = []
+    for nqn, sub in service.subsystems.items():
+        for nsid, ns in sorted(sub.namespaces.items()):
+            if isinstance(ns.media, DeviceReport):
+                devices.append({"subsystem": nqn, "nsid": nsid, **ns.media.device_report()})
+    return {"pid": os.getpid(), "devices": devices}
 
 
 def _port(service: TargetService, port: Any) -> dict[str, Any]:

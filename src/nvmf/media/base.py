@@ -143,3 +143,15 @@ class WorkerShare(Protocol):
     def unshare(self, worker: int) -> None:
         """Worker ``worker`` is gone (stopped or dead): free what :meth:`share_with` made."""
         ...
+
+
+@runtime_checkable
+class DeviceReport(Protocol):
+    """A medium that owns a device other tools cannot look at while the target runs (the
+    userspace NVMe driver holds the SSD's VFIO group), and reports it instead: ``nvmf doctor``
+    asks a running target for these facts over the control socket (``pci_devices``)."""
+
+    def device_report(self) -> dict[str, Any]:
+        """The device and how each process of the target uses it, JSON-ready (strings,
+        numbers, lists, dicts)."""
+        ...

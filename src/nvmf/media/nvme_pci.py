@@ -32,11 +32,12 @@ import contextlib
 import errno
 import logging
 from collections.abc import Collection
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from nvmf.media.base import MediaError, MediaHandle, medium_result
 from nvmf.media.factory import Namespace, register_media_kind
 from nvmf.media.nvme_pci_queue import NvmePciQueue
+from nvmf.media.nvme_pci_report import cmb_facts, process_facts, register_facts
 from nvmf.media.nvme_pci_worker import (
     WorkerQueue,
     attach_worker_queue,
@@ -374,6 +375,52 @@ class NvmePciMedia(_QueueMedia):
             qid = entry[0].qid
             log.info("namespace on %s: offload worker %d's SQ %d deleted", self.bdf, worker, qid)
             self._free_pair(*entry)
+
+    # -- what nvmf doctor asks a running target (DeviceReport) --------------------------------
+
+    def device_report(self) -> dict[str, Any]:
+        """The SSD as this process sees it while it owns it, and where each process's queue
+        pair and staging memory are and why (:mod:`nvmf.media.nvme_pci_report`)."""
+        ctrl = self.ctrl
+        info = ctrl.cmb_info
+        owners: list[tuple[str, int | None, QueuePair, Region]] = []
+        if self._queue is not None and self._pool is not None:
+            owners.append(("control plane", None, self._queue.pair, self._pool.region))
+        for worker, (pair, region) in sorted(self._workers.items()):
+            owners.append((f"offload worker {worker}", worker, pair, region))
+        processes = [
+            process_facts(
+                who,
+                worker,
+                pair,
+                region,
+                sq_reason=self.sq_reason,
+                staging_reason=self.staging_reason,
+                cmb=info,
+            )
+            for who, worker, pair, region in owners
+        ]
+        return {
+            "kind": KIND,
+            "bdf": self.bdf,
+            "ssd_nsid": SSD_NSID,
+            "size": self.size,
+            "block_size": self.block_size,
+            "model": ctrl.identify.mn.strip(),
+            "serial": ctrl.identify.sn.strip(),
+            "firmware": ctrl.identify.fr.strip(),
+            **register_facts(ctrl.read_registers()),
+            "cmb": cmb_facts(
+                info,
+                None if ctrl.cmb is None else ctrl.cmb.address,
+                0 if ctrl.cmb is None else ctrl.cmb.space.in_use,
+            ),
+            "configured": {
+                "sq_placement": self.sq_placement,
+                "staging_placement": self.staging_placement,
+            },
+            "processes": processes,
+        }
 
     # -- the placement facts the control plane checks at start --------------------------------
 

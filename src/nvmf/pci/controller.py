@@ -218,6 +218,19 @@ class NvmeController:
                 )
             time.sleep(0.001)
 
+    def read_registers(self) -> dict[str, int]:
+        """CAP, VS and the CMB registers (CMBLOC, CMBSZ, CMBMSC, CMBSTS) as they read now, by
+        spec name: what ``nvmf doctor`` shows of a device this process owns (reads only)."""
+        regs = self.regs
+        return {
+            "CAP": read64(regs, CAP.offset),
+            "VS": regs.read32(VS.offset),
+            "CMBLOC": regs.read32(CMBLOC.offset),
+            "CMBSZ": regs.read32(CMBSZ.offset),
+            "CMBMSC": read64(regs, CMBMSC.offset),
+            "CMBSTS": regs.read32(CMBSTS.offset),
+        }
+
     def disable(self) -> None:
         """CC.EN = 0 and wait for CSTS.RDY = 0: the controller drops every queue."""
         cc = self.regs.read32(CC.offset)

@@ -110,7 +110,12 @@ def software_offload(
     else:
         ready = vfio and iommu.enabled
         for ctrl in nvme:
-            if ctrl.driver == "vfio-pci":
+            if ctrl.target is not None:
+                how = (
+                    f"bound to vfio-pci and in use by this project's target: namespace "
+                    f"{ctrl.target.nsid} of {ctrl.target.subsystem}"
+                )
+            elif ctrl.driver == "vfio-pci":
                 how = "bound to vfio-pci: ready for the userspace driver"
             elif ready:
                 how = f"bound to {ctrl.driver or 'no driver'}: bind it to vfio-pci to use it"
@@ -128,6 +133,22 @@ def software_offload(
         "yes: the offload data plane runs on any NIC and cores; staging in DRAM",
         details,
     )
+
+
+def _target_use(nvme: list[NvmeController], piece: str) -> list[str]:
+    """What this project's running target puts in each CMB it owns now (``sq``, ``staging``)."""
+    out = []
+    for c in nvme:
+        if c.target is None or not c.target.processes:
+            continue
+        places = [getattr(p, piece).placement for p in c.target.processes]
+        inside = places.count("cmb")
+        word = "SQs" if piece == "sq" else "staging buffers"
+        out.append(
+            f"{c.address}: this project's running target has the {word} of {inside} of its "
+            f"{len(places)} processes in the CMB"
+        )
+    return out
 
 
 def staging_in_cmb(
@@ -158,6 +179,7 @@ def staging_in_cmb(
             else "no: no controller has a CMB that accepts read and write data"
         )
         return ModeVerdict("staging buffers in CMB", status, summary, details)
+    details.extend(_target_use(nvme, "staging"))
     direct = [p for p in pairs if p.possible]
     for p in pairs:
         details.append(f"NIC {p.rdma_device} -> {p.nvme}: {p.verdict}")
@@ -198,6 +220,7 @@ def sqs_in_cmb(kernel: KernelInfo, iommu: IommuInfo, nvme: list[NvmeController])
     sqs = [c for c in nvme if c.cmb.present and "submission queues" in c.cmb.uses]
     for c in nvme:
         details.append(f"{c.address} (kernel nvme driver): {c.driver_cmb_reason}")
+    details.extend(_target_use(nvme, "sq"))
     if not nvme:
         return ModeVerdict("SQs in CMB", "no", "no: there is no NVMe controller", details)
     if kernel_yes:

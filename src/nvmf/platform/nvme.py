@@ -25,6 +25,7 @@ from nvmf.platform.nvme_regs import (
 )
 from nvmf.platform.pci import PciDevice, PciTopology
 from nvmf.platform.sysfs import SysRoot
+from nvmf.platform.target import TargetDevice, TargetFacts
 
 NVME_CLASS = 0x010802
 
@@ -41,6 +42,8 @@ class CmbReport:
     bar: int | None = None
     offset: int = 0
     uses: list[str] = field(default_factory=list)
+    #: CMBSZ and CMBLOC field by field, spec names (``{"CMBSZ": {"SQS": 1, ...}, ...}``).
+    fields: dict[str, dict[str, int]] = field(default_factory=dict)
     cap_cmbs: bool | None = None
     #: NVMe version (VS) and queue size limit (CAP.MQES + 1), when BAR0 could be read.
     nvme_version: str | None = None
@@ -84,6 +87,9 @@ class NvmeController:
     driver_sqes_in_cmb: bool
     iommu_group: str | None
     numa_node: int | None
+    #: When this project's running target owns the controller: what it reports (the CMB above
+    #: then comes from it too).
+    target: TargetDevice | None = None
 
 
 def _cmb_from_registers(regs: CmbRegisters) -> CmbReport:
@@ -110,6 +116,28 @@ def _cmb_from_registers(regs: CmbRegisters) -> CmbReport:
         report.bar = regs.cmb_bar
         report.offset = regs.cmb_offset
         report.uses = regs.cmb_uses
+        report.fields = cmb_fields(regs.cmbloc, regs.cmbsz)
+    return report
+
+
+def cmb_fields(cmbloc: int, cmbsz: int) -> dict[str, dict[str, int]]:
+    """CMBSZ and CMBLOC decoded field by field, with the spec's names."""
+    return {"CMBSZ": CMBSZ.decode(cmbsz), "CMBLOC": CMBLOC.decode(cmbloc)}
+
+
+def _cmb_from_target(device: TargetDevice, target: TargetFacts) -> CmbReport:
+    """The CMB report from the registers the running target read (it owns the device)."""
+    r = device.registers
+    regs = CmbRegisters(
+        cap=r.get("CAP", 0),
+        vs=r.get("VS", 0),
+        cmbloc=r.get("CMBLOC", 0),
+        cmbsz=r.get("CMBSZ", 0),
+        cmbmsc=r.get("CMBMSC", 0),
+        cmbsts=r.get("CMBSTS", 0),
+    )
+    report = _cmb_from_registers(regs)
+    report.source = f"the running target (pid {target.pid}, control socket {target.socket})"
     return report
 
 
@@ -127,6 +155,7 @@ def _cmb_from_driver_sysfs(fs: SysRoot, ctrl: str) -> CmbReport | None:
         bar=CMBLOC.field("BIR").get(cmbloc),
         offset=CMBLOC.field("OFST").get(cmbloc) * size_unit(sz["SZU"]),
         uses=[label for name, label in CMB_USES if CMBSZ.field(name).get(cmbsz)],
+        fields=cmb_fields(cmbloc, cmbsz),
         registers={"CMBLOC": f"0x{cmbloc:08x}", "CMBSZ": f"0x{cmbsz:08x}"},
     )
 
@@ -193,10 +222,33 @@ def _driver_cmb_use(
     return True, why, sqes
 
 
+def _identity(
+    fs: SysRoot, ctrl: str | None, held: TargetDevice | None
+) -> tuple[str | None, str | None, str | None]:
+    """Model, serial and firmware revision: from the nvme driver's sysfs, or from the running
+    target's Identify Controller when it owns the device (vfio-pci shows none of them)."""
+    if ctrl:
+        return (
+            fs.read_text(f"{ctrl}/model"),
+            fs.read_text(f"{ctrl}/serial"),
+            fs.read_text(f"{ctrl}/firmware_rev"),
+        )
+    if held is not None:
+        return held.model or None, held.serial or None, held.firmware or None
+    return None, None, None
+
+
 def inspect_nvme(
-    fs: SysRoot, topo: PciTopology, kernel: KernelInfo, allow_writes: bool = True
+    fs: SysRoot,
+    topo: PciTopology,
+    kernel: KernelInfo,
+    allow_writes: bool = True,
+    target: TargetFacts | None = None,
 ) -> list[NvmeController]:
-    """Every NVMe controller on PCI, with its CMB and what the nvme driver makes of it."""
+    """Every NVMe controller on PCI, with its CMB and what the nvme driver makes of it.
+
+    A controller ``target`` (this project's running target) owns is not touched: its CMB and
+    identity come from the target's answer, and the target's placements come with them."""
     param = fs.read_text("/sys/module/nvme/parameters/use_cmb_sqes")
     use_cmb_sqes = None if param is None else param.upper() in ("Y", "1")
     out: list[NvmeController] = []
@@ -205,7 +257,11 @@ def inspect_nvme(
         names = [n for n in fs.listdir(f"{base}/nvme") if n.startswith("nvme")]
         name = names[0] if names else None
         ctrl = f"{base}/nvme/{name}" if name else None
-        cmb = read_cmb(fs, dev, ctrl, allow_writes)
+        held = target.holding(dev.address) if target is not None else None
+        if held is not None and target is not None:
+            cmb = _cmb_from_target(held, target)
+        else:
+            cmb = read_cmb(fs, dev, ctrl, allow_writes)
         p2pmem = None
         size = fs.read_int(f"{base}/p2pmem/size", 10)
         if size is not None:
@@ -216,15 +272,16 @@ def inspect_nvme(
             )
         uses, reason, sqes = _driver_cmb_use(dev.driver, cmb, p2pmem, kernel, use_cmb_sqes)
         queue_count = fs.read_int(f"{ctrl}/queue_count", 10) if ctrl else None
+        model, serial, firmware = _identity(fs, ctrl, held)
         out.append(
             NvmeController(
                 address=dev.address,
                 ids=dev.ids,
                 driver=dev.driver,
                 name=name,
-                model=fs.read_text(f"{ctrl}/model") if ctrl else None,
-                serial=fs.read_text(f"{ctrl}/serial") if ctrl else None,
-                firmware=fs.read_text(f"{ctrl}/firmware_rev") if ctrl else None,
+                model=model,
+                serial=serial,
+                firmware=firmware,
                 state=fs.read_text(f"{ctrl}/state") if ctrl else None,
                 nvme_version=cmb.nvme_version,
                 mqes=cmb.mqes,
@@ -237,6 +294,7 @@ def inspect_nvme(
                 driver_sqes_in_cmb=sqes,
                 iommu_group=dev.iommu_group,
                 numa_node=fs.read_int(f"{base}/numa_node", 10),
+                target=held,
             )
         )
     return out

@@ -21,6 +21,7 @@ from nvmf.platform.nvme import NvmeController
 from nvmf.platform.p2pdma import WHITELIST_SUMMARY, P2pPair
 from nvmf.platform.queues import QueuePlan
 from nvmf.platform.rdma import RdmaDevice
+from nvmf.platform.target import ProcessPlacement, TargetDevice, TargetFacts
 
 #: Modules worth naming in the report when loaded.
 RELEVANT_MODULES = (
@@ -62,6 +63,8 @@ class Report:
     queues: QueuePlan
     modes: list[ModeVerdict]
     notes: list[str] = field(default_factory=list)
+    #: This project's running target's answer (None: no target answered on the socket).
+    target: TargetFacts | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -156,6 +159,8 @@ def _nvme(w: _Writer, nvme: list[NvmeController]) -> None:
         if c.name:
             bound += f", {c.name}"
         w(f"{c.address} [{c.ids}] {ident}: driver {bound}")
+        if c.target is not None:
+            _held(w, c.target, c.cmb.source)
         if c.nvme_version:
             w(f"NVMe {c.nvme_version}, up to {c.mqes} entries per queue (CAP.MQES)", 1)
         cmb = c.cmb
@@ -180,6 +185,8 @@ def _nvme(w: _Writer, nvme: list[NvmeController]) -> None:
             ]
             if missing:
                 w(f"does not support: {', '.join(missing)}", 2)
+            if cmb.fields:
+                w(_cmb_fields(cmb.fields), 2)
             regs = ", ".join(f"{k} {v}" for k, v in cmb.registers.items())
             w(f"from {cmb.source}: {regs}", 2)
             for note in cmb.notes:
@@ -204,6 +211,65 @@ def _nvme(w: _Writer, nvme: list[NvmeController]) -> None:
             w(f"I/O queues created by the nvme driver: {c.io_queues}", 1)
         if c.iommu_group is not None:
             w(f"IOMMU group {c.iommu_group}", 1)
+        if c.target is not None:
+            _placements(w, c.target)
+
+
+#: The CMBSZ fields the text report spells out, in register order (bits first).
+_CMBSZ_SHOWN = ("SQS", "CQS", "LISTS", "RDS", "WDS", "SZU", "SZ")
+
+
+def _cmb_fields(fields: dict[str, dict[str, int]]) -> str:
+    """``CMBSZ SQS=1 CQS=0 ... SZ=16; CMBLOC BIR=2 OFST=0``."""
+    sz = fields.get("CMBSZ", {})
+    loc = fields.get("CMBLOC", {})
+    text = "CMBSZ " + " ".join(f"{n}={sz[n]}" for n in _CMBSZ_SHOWN if n in sz)
+    if sz.get("SZU") is not None:
+        text += f" (SZU {human_size(4096 << (4 * sz['SZU']))} units)"
+    if loc:
+        text += f"; CMBLOC BIR={loc.get('BIR')} OFST={loc.get('OFST')}"
+    return text
+
+
+def _held(w: _Writer, d: TargetDevice, source: str) -> None:
+    """The line saying this project's target owns the controller, and where facts come from."""
+    w(
+        f"owned by {source}: it serves namespace {d.nsid} of {d.subsystem}; the facts below "
+        "come from the running target (the doctor does not touch a device in use)",
+        1,
+    )
+
+
+def _where(placement: str, address: int) -> str:
+    return f"in {placement.upper()} at {address:#x}"
+
+
+def _process(w: _Writer, p: ProcessPlacement) -> None:
+    """One target process's queue pair and staging memory, each with where and why."""
+    w(
+        f"{p.process}: SQ {p.qid} ({p.depth} entries) {_where(p.sq.placement, p.sq.address)} "
+        f"({p.sq.reason}); staging {human_size(p.staging_bytes)} "
+        f"{_where(p.staging.placement, p.staging.address)} ({p.staging.reason})",
+        2,
+    )
+    lists = ", ".join(_where(k, v.address) for k, v in p.prp_lists.items())
+    w(f"CQ {_where(p.cq.placement, p.cq.address)} ({p.cq.reason}); PRP lists {lists}", 3)
+
+
+def _placements(w: _Writer, d: TargetDevice) -> None:
+    """Where the running target put each process's SQ and staging memory, and why."""
+    cmb = (
+        f"CMB at {d.cmb_address:#x}, {human_size(d.cmb_in_use)} of it allocated"
+        if d.cmb_address is not None
+        else "no CMB enabled"
+    )
+    w(
+        f"target placements (configured: SQ {d.sq_placement}, staging {d.staging_placement}; "
+        f"{cmb}):",
+        1,
+    )
+    for p in d.processes:
+        _process(w, p)
 
 
 def _rdma(w: _Writer, rdma: list[RdmaDevice], comp_vectors: dict[str, int]) -> None:
