@@ -205,7 +205,19 @@ def _plan() -> dict[str, Any]:
                 "portid": 1,
                 "referrals": [],
                 "subsystems": [SUB],
-            }
+            },
+            {
+                "addr": {
+                    "adrfam": "ipv4",
+                    "traddr": KRDMA[0],
+                    "treq": "not specified",
+                    "trsvcid": "4420",
+                    "trtype": "rdma",
+                },
+                "portid": 2,
+                "referrals": [],
+                "subsystems": [SUB],
+            },
         ],
         "subsystems": [
             {
@@ -267,6 +279,10 @@ def _script(plan: dict[str, Any]) -> str:
 BODY = r"""
 SOCK=/tmp/nvmf-guest/control.sock
 start=$(date +%s)
+# Soft-RoCE first: our target serves NVMe/RDMA too (and the kernel target below, after it).
+ip link add nvmf0 type dummy && ip addr add $KRDMA_ADDR/24 dev nvmf0 && ip link set nvmf0 up \
+    && modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0 && modprobe nvme-rdma
+echo "rxe rc=$?" >> $OUT/results.txt
 $PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/nvmf-guest/target.json \
     --control-socket $SOCK > $OUT/target.log 2>&1 &
 target=$!
@@ -320,6 +336,35 @@ good_case bi512 $BI512_NQN $BI512_ID --dhchap-secret="$BI512_KEY" --dhchap-ctrl-
 nvme disconnect -n $SUB > /dev/null; echo "disconnect bi512 rc=$?" >> $OUT/results.txt
 sleep 1
 
+# -- over NVMe/RDMA: I/O queues are born in the workers and authenticate there ------------------
+rstart=$(date +%s)
+# Our host (one I/O queue, both directions) meanwhile: a Python start is slow under emulation.
+timeout 300 $PY -m nvmf.cli.main read -t rdma -a $KRDMA_ADDR -s 4420 -n $SUB -q $BI512_NQN \
+    -I $BI512_ID -S "$BI512_KEY" -C "$BI512_CKEY" -i 1 --length 4096 \
+    -f $OUT/rdma-read.bin > $OUT/rdma-read.txt 2>&1 &
+ourhost=$!
+timeout 180 nvme connect -t rdma -a $KRDMA_ADDR -s 4420 -n $SUB --hostnqn=$BI384_NQN \
+    --hostid=$BI384_ID -i 2 --dhchap-secret="$BI384_KEY" --dhchap-ctrl-secret="$BI384_CKEY" \
+    > $OUT/connect-rdma.txt 2>&1
+echo "connect rdma rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+echo "rdma queues $(cat /sys/class/nvme/nvme*/queue_count | head -1)" >> $OUT/results.txt
+echo "rdma transport $(cat /sys/class/nvme/nvme*/transport | head -1)" >> $OUT/results.txt
+fio_small rdma $dev
+nvme disconnect -n $SUB > /dev/null; echo "disconnect rdma rc=$?" >> $OUT/results.txt
+wait $ourhost; echo "our-host rdma read rc=$?" >> $OUT/results.txt
+sleep 1
+ioq() { grep -cE 'qid [1-9][0-9]*: DH-HMAC-CHAP required' $OUT/target.log; }
+before=$(ioq)
+timeout 180 nvme connect -t rdma -a $KRDMA_ADDR -s 4420 -n $SUB --hostnqn=$UNI_NQN \
+    --hostid=$UNI_ID -i 2 --dhchap-secret="$STRANGER" > $OUT/connect-rdma-wrong.txt 2>&1
+echo "connect rdma-wrong rc=$?" >> $OUT/results.txt
+sleep 1
+echo "rdma-wrong controllers $(ctrls)" >> $OUT/results.txt
+echo "rdma-wrong io-queues $(( $(ioq) - before ))" >> $OUT/results.txt
+nvme disconnect-all > /dev/null 2>&1
+echo "rdma seconds $(( $(date +%s) - rstart ))" >> $OUT/results.txt
+
 # -- refused: wrong host secret, none, wrong controller secret ----------------------------------
 bad_case wrong-secret $UNI_NQN $UNI_ID --dhchap-secret="$STRANGER"
 bad_case no-secret $UNI_NQN $UNI_ID
@@ -357,7 +402,8 @@ echo "target rc=$?" >> $OUT/results.txt
 hits=0
 for key in "$UNI_KEY" "$BI384_KEY" "$BI384_CKEY" "$BI512_KEY" "$BI512_CKEY" "$STRANGER"; do
   b64=$(echo "$key" | cut -d: -f3)
-  n=$(cat $OUT/target.log $OUT/status.txt $OUT/status*.json | grep -cF "$b64")
+  n=$(cat $OUT/target.log $OUT/status.txt $OUT/status*.json $OUT/rdma-read.txt \
+      | grep -cF "$b64")
   hits=$((hits + n))
 done
 echo $hits > $OUT/secret-hits.txt
@@ -367,9 +413,8 @@ dmesg > $OUT/dmesg.txt
 kstart=$(date +%s)
 modprobe nvmet && modprobe nvmet-tcp && modprobe loop
 echo "nvmet modprobe rc=$?" >> $OUT/results.txt
-ip link add nvmf0 type dummy && ip addr add $KRDMA_ADDR/24 dev nvmf0 && ip link set nvmf0 up \
-    && modprobe rdma_rxe && rdma link add rxe0 type rxe netdev nvmf0 && modprobe nvmet-rdma
-echo "rxe rc=$?" >> $OUT/results.txt
+modprobe nvmet-rdma
+echo "nvmet-rdma rc=$?" >> $OUT/results.txt
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 truncate -s 64M /tmp/nvmf-guest/kauth.img
 KLOOP=$(losetup -f --show /tmp/nvmf-guest/kauth.img)
@@ -403,6 +448,36 @@ def test_right_secrets_connect_and_verify(guest: GuestResult, case: str) -> None
     assert res[f"fio {case} rc"] == "0"
     job = json.loads(guest.read(f"fio-{case}.json"))["jobs"][0]
     assert job["error"] == 0 and job["read"]["io_bytes"] == job["write"]["io_bytes"] > 0
+
+
+def test_kernel_host_authenticates_over_rdma(guest: GuestResult) -> None:
+    """The Linux host over NVMe/RDMA: the admin queue authenticates in the control plane, both
+    I/O queues in their workers (forwarded until the transaction succeeded), then fio."""
+    res = guest.results()
+    assert res["rxe rc"] == "0", guest.read("trace.txt")[-2000:]
+    assert res["connect rdma rc"] == "0", guest.read("connect-rdma.txt")
+    assert res["rdma transport"] == "rdma"
+    assert res["rdma queues"] == "3"
+    assert res["fio rdma rc"] == "0"
+    job = json.loads(guest.read("fio-rdma.json"))["jobs"][0]
+    assert job["error"] == 0 and job["read"]["io_bytes"] == job["write"]["io_bytes"] > 0
+    log = guest.read("target.log")
+    # Both kernel I/O queues and our host's one were gated in their worker until authenticated.
+    assert log.count("authenticated, its worker serves it") >= 3, log[-3000:]
+    assert "not built yet" not in log
+
+
+def test_our_host_authenticates_to_our_target_over_rdma(guest: GuestResult) -> None:
+    res = guest.results()
+    assert res["our-host rdma read rc"] == "0", guest.read("rdma-read.txt")
+    assert (guest.out / "rdma-read.bin").stat().st_size == 4096
+
+
+def test_wrong_secret_over_rdma_creates_no_io_queue(guest: GuestResult) -> None:
+    res = guest.results()
+    assert res["connect rdma-wrong rc"] != "0"
+    assert res["rdma-wrong controllers"] == "0"
+    assert res["rdma-wrong io-queues"] == "0"
 
 
 def test_every_hash_and_group_was_negotiated(guest: GuestResult) -> None:

@@ -93,15 +93,6 @@ async def _connect(
         except SecretError as exc:  # validated at load; names the field, never the secret
             log.warning("connect: %s: unusable DH-HMAC-CHAP setting: %s", hostnqn, exc)
             return Status(SC.AUTH_REQUIRED, dnr=True)
-    if keys is not None and port.trtype == "rdma":
-        log.warning(
-            "connect: %s qid %d on %s: DH-HMAC-CHAP over %s is not built yet: refused",
-            hostnqn,
-            cmd.qid,
-            printable(sub.nqn),
-            port.trtype,
-        )
-        return Status(SC.AUTH_REQUIRED, dnr=True)
     if cmd.qid == 0:
         if data.cntlid != f.CNTLID_DYNAMIC:
             return _connect_error(SC.CONNECT_INVALID_PARAM, f.CONNECT_DATA_OFF_CNTLID, in_data=True)

@@ -532,6 +532,9 @@ class TargetService:
         fabric.ctrl_key = (ctrl.subsystem.nqn, ctrl.cntlid)
         fabric._qid = qid
         session.worker = worker
+        # A queue that must authenticate is born in its worker: the worker forwards all its
+        # commands here until the transaction succeeded (forwarded_data tells it).
+        session.worker_gated = session.auth is not None and not session.auth.authenticated
         log.info("controller %d qid %d: served by offload worker %d", ctrl.cntlid, qid, worker)
         handover = Handover(
             ctrl_key=fabric.ctrl_key,
@@ -543,6 +546,7 @@ class TargetService:
             state={},
             connect_cqe=cqe,
             context=self.io_context_spec(ctrl),
+            authenticating=session.worker_gated,
         )
         return cqe, handover
 
@@ -581,6 +585,15 @@ class TargetService:
             req.data = memoryview(bytearray(plan.length))
         status = await plan.coroutine()(req)
         out = bytes(req.data) if plan.direction is Direction.C2H and status.ok else b""
+        auth = session.auth
+        if session.worker_gated and auth is not None and auth.authenticated and status.ok:
+            # The transaction's last command succeeded: the worker serves the queue from now
+            # on.  This message goes out before this command's answer, on the same channel,
+            # so the gate is open before the host sees the completion.
+            session.worker_gated = False
+            assert self.workers is not None
+            self.workers.authenticated(ctrl_key, qid)
+            log.info("controller %s qid %d: authenticated, its worker serves it", ctrl_key[1], qid)
         return status, out
 
     def worker_command_failed(

@@ -27,6 +27,10 @@ class ControlSession(QueueSession):
     auth: QueueAuth | None = None
     #: An I/O queue that goes to a worker once its authentication finished.
     handover_after_auth: bool = False
+    #: An I/O queue that lives in a worker from its Connect (NVMe/RDMA) and must authenticate:
+    #: the worker forwards every command on it here until this process tells it the
+    #: authentication succeeded (``("authenticated", ctrl_key, qid)``).
+    worker_gated: bool = False
 
     @property
     def model_port(self) -> Port:

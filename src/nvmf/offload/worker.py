@@ -24,6 +24,9 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
     ("place", token, Placement)                  make a queue before its Connect (NVMe/RDMA)
     ("unplace", key, reason)                     close a placed queue (its connection ended)
     ("connected", token, cqe, Handover | None)   the answer to a placed queue's command
+    ("authenticated", ctrl_key, qid)             a queue that was authenticating (its
+                                                 Handover said so) succeeded: serve it; sent
+                                                 before the answer to its last Auth command
     ("counters", token)                          report the counters
     ("stop",)                                    finish in-flight commands, close, exit
     ("start",)                                   sent after the media at spawn: answer ready
@@ -119,6 +122,10 @@ class Handover:
     #: plane kept the queue for its authentication and sent that completion itself).
     connect_cqe: bytes
     context: IoContextSpec
+    #: The queue must authenticate first (DH-HMAC-CHAP on a queue born in the worker, i.e.
+    #: NVMe/RDMA): every command on it goes to the control plane until ``("authenticated",
+    #: ...)`` comes; Authentication Send/Receive move their data here, as for re-authentication.
+    authenticating: bool = False
 
 
 @dataclass
@@ -155,6 +162,8 @@ class WorkerSession(QueueSession):
     ctrl_key: CtrlKey = ("", 0)
     #: The key of a queue placed here before its Connect (NVMe/RDMA), -1 for one handed over.
     placed_key: int = -1
+    #: The queue has not authenticated yet: nothing on it reaches the data path.
+    authenticating: bool = False
 
 
 class Worker:
@@ -215,6 +224,10 @@ class Worker:
             answer = self._connects.pop(msg[1], None)
             if answer is not None and not answer.done():
                 answer.set_result((msg[2], msg[3]))
+        elif kind == "authenticated":
+            session = self.sessions.get((msg[1], msg[2]))
+            if session is not None:
+                session.authenticating = False
         elif kind == "counters":
             snapshot = self.counters.snapshot(self.sessions)
             snapshot["staging"] = self.pool.stats()
@@ -346,6 +359,7 @@ class Worker:
             session.sqsize = handover.sqsize
             session.sqhd = handover.sqhd
             session.sqhd_disabled = handover.sqhd_disabled
+            session.authenticating = handover.authenticating
             self.contexts[handover.ctrl_key] = handover.context
             session.ioctx = handover.context.resolve(self.media, self.counters.namespaces)
             self.sessions[(handover.ctrl_key, handover.qid)] = session
@@ -387,6 +401,7 @@ class Worker:
             sqhd_disabled=handover.sqhd_disabled,
             ioctx=spec.resolve(self.media, self.counters.namespaces),
             ctrl_key=handover.ctrl_key,
+            authenticating=handover.authenticating,
         )
         self.sessions[(handover.ctrl_key, handover.qid)] = session
         return session
@@ -416,12 +431,14 @@ class Worker:
 
     # -- CommandHandler ------------------------------------------------------------------------
     def parse(self, session: QueueSession, req: Request) -> Parsed:
-        ioctx = session.ioctx
-        if ioctx is not None and req.opcode in io.FAST_PATH:
-            return io.parse(ioctx, req, self.pool)
         assert isinstance(session, WorkerSession)
+        ioctx = session.ioctx
+        if ioctx is not None and req.opcode in io.FAST_PATH and not session.authenticating:
+            return io.parse(ioctx, req, self.pool)
         if req.opcode == AdminOpcode.FABRICS and req.raw[4] in AUTH_FCTYPES:
             return self._forward_data(session, req)
+        # Also every command of a queue still authenticating: the control plane answers it
+        # (Authentication Required, as nvmet_check_auth_status); its data never moves.
         return self._forward(session, req)
 
     def _forward_data(self, session: WorkerSession, req: Request) -> Parsed:

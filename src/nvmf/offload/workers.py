@@ -316,6 +316,13 @@ class WorkerSet:
             ):
                 w.channel.send(("detach", ctrl_key, qid, reason))
 
+    def authenticated(self, ctrl_key: CtrlKey, qid: int) -> None:
+        """A queue born in a worker (NVMe/RDMA) finished its authentication: its worker stops
+        forwarding every command on it and serves it (before the last command's answer)."""
+        for w in self.workers:
+            if w.channel is not None and (ctrl_key, qid) in w.queues:
+                w.channel.send(("authenticated", ctrl_key, qid))
+
     async def counters(self) -> list[dict[str, Any]]:
         """Every live worker's counters (asked over the channel; the I/O path is not touched)."""
         loop = asyncio.get_running_loop()
