@@ -56,43 +56,9 @@ JOBS = (
 
 def target_config(placement: str) -> dict[str, Any]:
     """nvmetcli JSON: one TCP port on loopback, the SSD (``@BDF@``) as namespace 1."""
-    return {
-        "hosts": [],
-        "ports": [
-            {
-                "addr": {
-                    "adrfam": "ipv4",
-                    "traddr": "127.0.0.1",
-                    "treq": "not specified",
-                    "trsvcid": "4420",
-                    "trtype": "tcp",
-                },
-                "param": {},
-                "portid": 1,
-                "referrals": [],
-                "subsystems": [NQN],
-            }
-        ],
-        "subsystems": [
-            {
-                "allowed_hosts": [],
-                "attr": {"allow_any_host": "1"},
-                "namespaces": [
-                    {
-                        "device": {"path": "@BDF@"},
-                        "enable": 1,
-                        "nsid": 1,
-                        "nvmf": {
-                            "kind": "nvme_pci",
-                            "sq_placement": placement,
-                            "staging_placement": placement,
-                        },
-                    }
-                ],
-                "nqn": NQN,
-            }
-        ],
-    }
+    from tests.guest.ssd_config import ssd_config
+
+    return ssd_config(NQN, placement, serial="benchpci0001")
 
 
 def _fio(run: str, dev: str, runtime: float) -> list[str]:

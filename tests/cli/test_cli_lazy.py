@@ -17,6 +17,18 @@ from nvmf.cli.main import COMMANDS, ENTRY, build_parser, command_named
 from tests.cli.tools import REPO
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (so ``sys.modules`` shows what it imported)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": f"{REPO}/src"},
+        timeout=60,
+    )
+
+
 def _registered(module: str) -> set[str]:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
@@ -56,14 +68,7 @@ def test_config_check_loads_neither_the_target_nor_the_host(tmp_path: Path) -> N
         "    assert e.code == 0, e.code\n"
         "print(sorted(m for m in sys.modules if m.startswith('nvmf.')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": f"{REPO}/src"},
-        timeout=60,
-    )
+    out = _python(probe)
     assert out.returncode == 0, out.stderr
     loaded = out.stdout.strip().splitlines()[-1]
     for heavy in (
@@ -88,27 +93,13 @@ def test_no_digest_or_metrics_library_is_loaded_before_it_is_used(module: str) -
         "from nvmf.wire.tcp import crc32c\n"
         "assert crc32c(b'123456789') == 0xE3069283  # the CRC-32C check value\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": f"{REPO}/src"},
-        timeout=60,
-    )
+    out = _python(probe)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 def test_status_asks_the_target_without_an_event_loop() -> None:
     """``nvmf status`` is a socket request: asyncio (6 s per process in the guest) stays out."""
-    out = subprocess.run(
-        [sys.executable, "-c", "import sys, nvmf.cli.status; print('asyncio' in sys.modules)"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": f"{REPO}/src"},
-        timeout=60,
-    )
+    out = _python("import sys, nvmf.cli.status; print('asyncio' in sys.modules)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

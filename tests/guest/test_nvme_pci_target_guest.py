@@ -36,6 +36,7 @@ try:
 except ModuleNotFoundError:  # pytest started as a script: the repository is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.guest.harness import TRACE_FILE, GuestResult, run_in_guest
+from tests.guest.ssd_config import ssd_config
 from tests.guest.test_nvme_pci_guest import (
     CREATE_SQ,
     IDENTIFY,
@@ -54,50 +55,12 @@ PLACEMENTS = ("dram", "cmb")
 RUNS = {"dram": 3, "cmb": 3, "rdma": 1, "kill": 3, "restart": 3}
 
 
-def _port(portid: int, trtype: str) -> dict[str, object]:
-    return {
-        "addr": {
-            "adrfam": "ipv4",
-            "traddr": "127.0.0.1",
-            "treq": "not specified",
-            "trsvcid": str(4419 + portid),
-            "trtype": trtype,
-        },
-        "param": {"inline_data_size": "8192"},
-        "portid": portid,
-        "referrals": [],
-        "subsystems": [NQN],
-    }
-
-
 def _config(placement: str, rdma: bool = False) -> str:
     """The target's configuration, ``@BDF@`` standing for the controller's address."""
-    return json.dumps(
-        {
-            "hosts": [],
-            "ports": [_port(1, "tcp"), *([_port(2, "rdma")] if rdma else [])],
-            "subsystems": [
-                {
-                    "allowed_hosts": [],
-                    "attr": {"allow_any_host": "1", "serial": "nvmfpci0001", "version": "1.3"},
-                    "namespaces": [
-                        {
-                            "device": {"path": "@BDF@"},
-                            "enable": 1,
-                            "nsid": 1,
-                            "nvmf": {
-                                "kind": "nvme_pci",
-                                "sq_placement": placement,
-                                "staging_placement": placement,
-                            },
-                        }
-                    ],
-                    "nqn": NQN,
-                }
-            ],
-        },
-        indent=1,
+    cfg = ssd_config(
+        NQN, placement, serial="nvmfpci0001", rdma=rdma, param={"inline_data_size": "8192"}
     )
+    return json.dumps(cfg, indent=1)
 
 
 SCRIPT = (

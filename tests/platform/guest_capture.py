@@ -34,6 +34,7 @@ import shutil
 import sys
 
 from tests.guest.harness import REPO, GuestResult, run_in_guest, shared_boot
+from tests.guest.ssd_config import ssd_config
 
 CMB_MB = 16
 GUEST_CPUS = 2
@@ -44,46 +45,7 @@ TRACE = ("pci_nvme_map_addr*", "pci_nvme_create_sq")
 PATTERN_LBA = 131072
 SSD_NQN = "nqn.2024-01.io.nvmf:doctor"
 #: The target of step 7 (``@BDF@`` stands for the controller's address).
-SSD_CONFIG = json.dumps(
-    {
-        "hosts": [],
-        "ports": [
-            {
-                "addr": {
-                    "adrfam": "ipv4",
-                    "traddr": "127.0.0.1",
-                    "treq": "not specified",
-                    "trsvcid": "4420",
-                    "trtype": "tcp",
-                },
-                "param": {},
-                "portid": 1,
-                "referrals": [],
-                "subsystems": [SSD_NQN],
-            }
-        ],
-        "subsystems": [
-            {
-                "allowed_hosts": [],
-                "attr": {"allow_any_host": "1", "serial": "doctor0001", "version": "1.3"},
-                "namespaces": [
-                    {
-                        "device": {"path": "@BDF@"},
-                        "enable": 1,
-                        "nsid": 1,
-                        "nvmf": {
-                            "kind": "nvme_pci",
-                            "sq_placement": "cmb",
-                            "staging_placement": "cmb",
-                        },
-                    }
-                ],
-                "nqn": SSD_NQN,
-            }
-        ],
-    },
-    indent=1,
-)
+SSD_CONFIG = json.dumps(ssd_config(SSD_NQN, "cmb", serial="doctor0001"), indent=1)
 DATA = REPO / "tests" / "data" / "sysfs"
 
 #: Reads (or with ``clear`` zeroes) the CMB registers of the NVMe controller through resource0.
