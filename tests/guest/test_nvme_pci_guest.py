@@ -145,8 +145,9 @@ def test_kernel_nvme_reads_what_we_wrote(guest: GuestResult) -> None:
 
 @dataclass
 class Segment:
-    """The trace between one of our Create I/O SQ commands and the next Identify (the next
-    controller open: its Identify data is admin traffic in host memory, not I/O data)."""
+    """The trace between one of our Create I/O SQ commands and the next Create I/O SQ or
+    Identify (the next controller open: its Identify data is admin traffic in host memory, not
+    I/O data)."""
 
     name: str
     sq_address: int
@@ -173,20 +174,19 @@ MAP_ADDR = re.compile(r"(pci_nvme_map_addr(?:_cmb)?) addr (0x[0-9a-f]+)")
 IDENTIFY = re.compile(r"pci_nvme_identify\b")
 
 
-def segments(guest: GuestResult) -> list[Segment]:
-    """Cut the trace at each Create I/O SQ our driver sent (in the order it sent them), each
-    segment ending at the next Identify."""
-    results = guest.results()
-    order = [*COMBOS, "kill-child", "reopen"]
-    expected = [(name, int(results[f"sq_iova {name}"], 16)) for name in order]
+def cut_trace(trace: str, expected: list[tuple[str, int]]) -> list[Segment]:
+    """Cut QEMU's ``trace`` into the segments of our Create I/O SQs: ``expected`` are their
+    names and SQ addresses in the order they were sent.  A segment ends at the next Create I/O
+    SQ (ours or anyone's) or Identify; mappings outside every segment are nobody's here."""
     found: list[Segment] = []
     current: Segment | None = None
-    for line in guest.read(TRACE_FILE).splitlines():
+    for line in trace.splitlines():
         create = CREATE_SQ.search(line)
-        if create and len(found) < len(expected):
-            name, address = expected[len(found)]
-            if int(create.group(1), 16) == address:
-                current = Segment(name, address)
+        if create:
+            address = int(create.group(1), 16)
+            current = None
+            if len(found) < len(expected) and expected[len(found)][1] == address:
+                current = Segment(expected[len(found)][0], address)
                 found.append(current)
             continue
         if IDENTIFY.search(line):
@@ -195,8 +195,16 @@ def segments(guest: GuestResult) -> list[Segment]:
         mapped = MAP_ADDR.search(line)
         if mapped and current is not None:
             current.maps.append((mapped.group(1), int(mapped.group(2), 16)))
-    assert [s.name for s in found] == order, "our Create I/O SQ commands are not all in the trace"
+    assert [(s.name, s.sq_address) for s in found] == expected, "our SQs are not all in the trace"
     return found
+
+
+def segments(guest: GuestResult) -> list[Segment]:
+    """Our driver's segments, in the order it opened the controller."""
+    results = guest.results()
+    order = [*COMBOS, "kill-child", "reopen"]
+    expected = [(name, int(results[f"sq_iova {name}"], 16)) for name in order]
+    return cut_trace(guest.read(TRACE_FILE), expected)
 
 
 @pytest.mark.guest

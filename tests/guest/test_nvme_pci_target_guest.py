@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,12 +37,11 @@ except ModuleNotFoundError:  # pytest started as a script: the repository is not
     from tests.guest.harness import TRACE_FILE, GuestResult, run_in_guest
 from tests.guest.ssd_config import ssd_config
 from tests.guest.test_nvme_pci_guest import (
-    CREATE_SQ,
-    IDENTIFY,
-    MAP_ADDR,
     TO_KERNEL,
     TO_VFIO,
     TRACE,
+    Segment,
+    cut_trace,
 )
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2700)]
@@ -280,26 +278,6 @@ def test_the_kernel_driver_reads_what_came_through_the_fabric(guest: GuestResult
     assert _rc(guest, "kernel reads pattern") == "0"
 
 
-@dataclass
-class Segment:
-    """The trace from one of our Create I/O SQs to the next Create I/O SQ or Identify."""
-
-    run: str
-    sq_address: int
-    #: (event, address) of every data mapping the controller made.
-    maps: list[tuple[str, int]] = field(default_factory=list)
-
-    def counts(self, cba: int, size: int) -> tuple[int, int]:
-        """(data taken from the CMB, data taken from host memory). QEMU traces
-        ``pci_nvme_map_addr`` for every mapping, CMB or not, so CMB addresses are left out of
-        the second."""
-        cmb = sum(1 for kind, _ in self.maps if kind == "pci_nvme_map_addr_cmb")
-        dram = sum(
-            1 for kind, a in self.maps if kind == "pci_nvme_map_addr" and not cba <= a < cba + size
-        )
-        return cmb, dram
-
-
 _SQ_LOG = re.compile(r": SQ \d+ at (0x[0-9a-f]+) in")
 _CMB_LOG = re.compile(r"CMB of (\d+) bytes at (0x[0-9a-f]+)")
 
@@ -312,25 +290,7 @@ def segments(guest: GuestResult) -> list[Segment]:
         found = _SQ_LOG.findall(guest.read(f"target-{run}.log"))
         assert len(found) == pairs, f"target-{run}.log names {len(found)} SQs, not {pairs}"
         expected += [(run, int(address, 16)) for address in found]
-    pieces: list[Segment] = []
-    current: Segment | None = None
-    for line in guest.read(TRACE_FILE).splitlines():
-        create = CREATE_SQ.search(line)
-        if create:
-            address = int(create.group(1), 16)
-            current = None
-            if len(pieces) < len(expected) and expected[len(pieces)][1] == address:
-                current = Segment(expected[len(pieces)][0], address)
-                pieces.append(current)
-            continue
-        if IDENTIFY.search(line):
-            current = None  # admin data of the next open, until its Create I/O SQ
-            continue
-        mapped = MAP_ADDR.search(line)
-        if mapped and current is not None:
-            current.maps.append((mapped.group(1), int(mapped.group(2), 16)))
-    assert [(p.run, p.sq_address) for p in pieces] == expected, "our SQs are not all in the trace"
-    return pieces
+    return cut_trace(guest.read(TRACE_FILE), expected)
 
 
 def test_qemu_trace_shows_the_cmb_used_only_in_the_cmb_run(guest: GuestResult) -> None:
@@ -342,18 +302,18 @@ def test_qemu_trace_shows_the_cmb_used_only_in_the_cmb_run(guest: GuestResult) -
     runs: dict[str, list[int]] = {}
     counts = []
     for p in pieces:
-        cmb_maps, dram_maps = p.counts(cba, size)
+        cmb_maps, dram_maps = len(p.cmb_maps()), len(p.dram_maps(cba, cba + size))
         counts.append((p, cmb_maps, dram_maps))
-        total = runs.setdefault(p.run, [0, 0])
+        total = runs.setdefault(p.name, [0, 0])
         total[0] += cmb_maps
         total[1] += dram_maps
         in_cmb = cba <= p.sq_address < cba + size
-        assert in_cmb == (p.run != "dram"), p  # every run but the first places SQs in the CMB
+        assert in_cmb == (p.name != "dram"), p  # every run but the first places SQs in the CMB
     assert runs["dram"][1] > 0 and runs["dram"][0] == 0, runs["dram"]
     assert runs["cmb"][0] > 0 and runs["cmb"][1] == 0, runs["cmb"]
     (guest.out / "trace_counts.txt").write_text(
         "".join(
-            f"{p.run} sq={p.sq_address:#x} map_addr_cmb={cmb} map_addr_dram={dram}\n"
+            f"{p.name} sq={p.sq_address:#x} map_addr_cmb={cmb} map_addr_dram={dram}\n"
             for p, cmb, dram in counts
         )
     )
