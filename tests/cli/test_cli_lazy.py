@@ -103,3 +103,14 @@ def test_status_asks_the_target_without_an_event_loop() -> None:
     out = _python("import sys, nvmf.cli.status; print('asyncio' in sys.modules)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_doctor_loads_no_host_library() -> None:
+    """``nvmf doctor`` shares only argument types with the host commands: the host library
+    (asyncio, cryptography) stays out, as in the guest each doctor call paid for it."""
+    out = _python(
+        "import sys, nvmf.cli.doctor\n"
+        "print([m for m in ('nvmf.host', 'asyncio', 'cryptography') if m in sys.modules])"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nvmf.cli.host import parse_size
+from nvmf.cli.arguments import parse_size
 from nvmf.host import commands as c
 from nvmf.host import identity
 from nvmf.host.bench import VERIFY_HEADER, VERIFY_MAGIC, BenchSpec, LatencySummary

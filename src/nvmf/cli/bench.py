@@ -27,16 +27,15 @@ import sys
 from typing import Any, TextIO
 
 from nvmf.cli import bench_plot
+from nvmf.cli.arguments import int_range, parse_size
 from nvmf.cli.fio_report import fio_json, progress_line, text_report
 from nvmf.cli.host import (
     OUTPUT_FORMATS,
     add_connect_options,
     connect_options,
     connect_or_hint,
-    int_range,
     nonneg_float,
     one_line_errors,
-    parse_size,
     run_host_command,
 )
 from nvmf.host.bench import RW_MODES, BenchResult, BenchSpec, Progress, run_bench

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nvmf.cli.host import parse_size
+from nvmf.cli.arguments import parse_size
 from nvmf.cli.status import control_socket_option
 from nvmf.control.rpc import ControlSocketError, RequestError, default_socket_path, request
 from nvmf.platform import verify_report

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO, NoReturn
 
+from nvmf.cli.arguments import int_range, parse_size
 from nvmf.cli.nvme_print import discovery_json, discovery_text, id_ctrl_json, id_ns_json
 from nvmf.cli.secrets import mask_secrets
 from nvmf.host import (
@@ -43,34 +44,9 @@ from nvmf.wire.identify import IdentifyController, IdentifyNamespace
 
 #: Bytes moved per step by ``nvmf read``/``nvmf write`` (the library splits by MDTS below it).
 RW_WINDOW = 16 << 20
-_SIZE_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 # -- argument types ----------------------------------------------------------------------------
-
-
-def parse_size(text: str) -> int:
-    """fio-style sizes: ``512``, ``4k``, ``128K``, ``1m``, ``2GiB`` (powers of 1024)."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    suffix = t[-1:] if t[-1:] in _SIZE_SUFFIX else ""
-    number = t[: len(t) - len(suffix)]
-    if not number.isdigit():
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 512, 4k, 1m)")
-    return int(number) * _SIZE_SUFFIX[suffix]
-
-
-def int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is not {lo}-{hi}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
 
 
 def nonneg_float(text: str) -> float:
