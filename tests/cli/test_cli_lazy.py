@@ -114,3 +114,13 @@ def test_the_doctor_loads_no_host_library() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["nvmf.cli.config", "nvmf.cli.serve", "nvmf.cli.host"])
+def test_cryptography_loads_with_the_first_authentication(module: str) -> None:
+    """The config validator reads DHHC-1 secrets (base64 and CRC) and the host and target
+    import the DH-HMAC-CHAP module, but cryptography itself loads only when a transaction
+    computes: every ``nvmf config``/``serve``/host call in the guest paid seconds for it."""
+    out = _python(f"import sys, {module}; print('cryptography' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -31,16 +31,28 @@ import binascii
 import contextlib
 import enum
 import os
+import types
 import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes, hmac
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
+# cryptography is imported where a computation needs it, not with this module: the config
+# validator reads DHHC-1 secrets through here on every `nvmf config`/`serve` call, and
+# importing cryptography costs seconds per process in the emulated test guest.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import dh
+
+
+def _dh_module() -> types.ModuleType:
+    """cryptography's finite-field DH module (its import may warn that FFDH is deprecated:
+    see :func:`_ffdh_allowed`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from cryptography.hazmat.primitives.asymmetric import dh
+    return dh
 
 
 @contextlib.contextmanager
@@ -70,7 +82,11 @@ class HashId(enum.IntEnum):
         return f"hmac({self.name.lower()})"
 
     def algorithm(self) -> hashes.HashAlgorithm:
-        return _HASH_ALGORITHM[self]()
+        """cryptography's algorithm object for this hash (``hashes.SHA256()``...)."""
+        from cryptography.hazmat.primitives import hashes
+
+        algorithm: hashes.HashAlgorithm = getattr(hashes, self.name)()
+        return algorithm
 
     @classmethod
     def from_name(cls, name: str) -> HashId:
@@ -83,11 +99,6 @@ class HashId(enum.IntEnum):
 
 
 _HASH_LEN = {HashId.SHA256: 32, HashId.SHA384: 48, HashId.SHA512: 64}
-_HASH_ALGORITHM: dict[HashId, type[hashes.HashAlgorithm]] = {
-    HashId.SHA256: hashes.SHA256,
-    HashId.SHA384: hashes.SHA384,
-    HashId.SHA512: hashes.SHA512,
-}
 
 
 class DhGroup(enum.IntEnum):
@@ -309,6 +320,8 @@ def generate_secret(
 
 def hmac_digest(hash_id: HashId, key: bytes, *parts: bytes) -> bytes:
     """HMAC of the concatenated ``parts``."""
+    from cryptography.hazmat.primitives import hmac
+
     mac = hmac.HMAC(key, hash_id.algorithm())
     for part in parts:
         mac.update(part)
@@ -316,6 +329,8 @@ def hmac_digest(hash_id: HashId, key: bytes, *parts: bytes) -> bytes:
 
 
 def digest(hash_id: HashId, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+
     h = hashes.Hash(hash_id.algorithm())
     h.update(data)
     return h.finalize()
@@ -421,6 +436,7 @@ class DhExchange:
         p = self.group.prime
         if not 1 < y < p - 1:
             raise DhError("DH value out of range")
+        dh = _dh_module()
         try:
             with _ffdh_allowed():
                 numbers = dh.DHPublicNumbers(y, self._parameters.parameter_numbers())
@@ -436,6 +452,7 @@ _PARAMETERS: dict[DhGroup, dh.DHParameters] = {}
 def _parameters(group: DhGroup) -> dh.DHParameters:
     params = _PARAMETERS.get(group)
     if params is None:
+        dh = _dh_module()
         with _ffdh_allowed():
             numbers = dh.DHParameterNumbers(group.prime, FFDHE_GENERATOR)
             params = _PARAMETERS[group] = numbers.parameters()
