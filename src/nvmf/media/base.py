@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -115,6 +116,15 @@ class Media(Protocol):
     def close(self) -> None:
         """Release files, mappings and memory; the media is unusable afterwards."""
         ...
+
+
+def close_descriptors(fds: Iterable[int]) -> None:
+    """Close every descriptor of ``fds``, going on past any that fails: what a medium's
+    adopter does with the descriptors a handle came with once it has mapped them, or on
+    failure."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 @runtime_checkable

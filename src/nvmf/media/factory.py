@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
-from nvmf.media.base import Media, MediaError, MediaHandle
+from nvmf.media.base import Media, MediaError, MediaHandle, close_descriptors
 from nvmf.media.block import BlockMedia
 from nvmf.media.file import FileMedia
 from nvmf.media.null import NullMedia, check_geometry
@@ -110,10 +110,16 @@ def media_kinds() -> list[str]:
     return sorted(set(_OPENERS) | set(MODULES))
 
 
+def _load(kind: str, registry: dict[str, Opener] | dict[str, Adopter]) -> None:
+    """Import the module of ``kind`` when it registers on import and has not yet filled
+    ``registry`` (its openers or its adopters)."""
+    if kind not in registry and kind in MODULES:
+        importlib.import_module(MODULES[kind])
+
+
 def _opener(kind: str) -> Opener | None:
     """The opener of ``kind``, importing its module first when it registers on import."""
-    if kind not in _OPENERS and kind in MODULES:
-        importlib.import_module(MODULES[kind])
+    _load(kind, _OPENERS)
     return _OPENERS.get(kind)
 
 
@@ -158,23 +164,16 @@ def adopt_media(handle: MediaHandle, fd: int | None) -> Media:
 def adopt_shared(handle: MediaHandle, fds: list[int]) -> Media:
     """:func:`adopt_media` for a handle sent with any number of descriptors: a registered
     kind's adopter takes them all; the built-in kinds take at most one (extras are closed)."""
-    if handle.kind not in _ADOPTERS and handle.kind in MODULES:
-        try:
-            importlib.import_module(MODULES[handle.kind])
-        except BaseException:
-            _close_all(fds)
-            raise
+    try:
+        _load(handle.kind, _ADOPTERS)
+    except BaseException:
+        close_descriptors(fds)
+        raise
     adopter = _ADOPTERS.get(handle.kind)
     if adopter is not None:
         return adopter(handle, fds)
-    _close_all(fds[1:])
+    close_descriptors(fds[1:])
     return adopt_media(handle, fds[0] if fds else None)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def _check_shared(handle: MediaHandle, fd: int | None) -> None:

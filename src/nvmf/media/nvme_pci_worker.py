@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 from dataclasses import dataclass
 
-from nvmf.media.base import MediaHandle
+from nvmf.media.base import MediaHandle, close_descriptors
 from nvmf.memory.source import Region
 from nvmf.pci.queue import QueueLayout, QueuePair
 from nvmf.pci.vfio import map_region, region_info
@@ -88,9 +87,7 @@ def attach_worker_queue(
                 m.close()
         raise
     finally:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        close_descriptors(fds)
     return pair, region, maps
 
 
