@@ -299,15 +299,23 @@ class NvmePciMedia(_QueueMedia):
 
     def _free_pair(self, pair: QueuePair, region: Region) -> None:
         """Delete ``pair`` on the SSD and give its staging memory back."""
-        ctrl = self.ctrl
         try:
-            ctrl.delete_io_queue_pair(pair)
+            self.ctrl.delete_io_queue_pair(pair)
         finally:
-            if region.placement == "dram":
-                ctrl.unmap_dma(region)
-                self._dram.release(region)
-            elif ctrl.cmb is not None:
-                ctrl.cmb.release(region)
+            self._release_staging(region)
+
+    def _release_staging(self, region: Region, pool: StagingPool | None = None) -> None:
+        """Give staging memory back: out of the SSD's reach first (DRAM: its IOMMU mapping
+        removed), then ``pool``'s views of it dropped, then the memory to its allocator."""
+        ctrl = self.ctrl
+        if region.placement == "dram":
+            ctrl.unmap_dma(region)
+        if pool is not None:
+            pool.close()
+        if region.placement == "dram":
+            self._dram.release(region)
+        elif ctrl.cmb is not None:
+            ctrl.cmb.release(region)
 
     def _max_transfer(self) -> int:
         largest = largest_class(self.staging_bytes)
@@ -442,14 +450,7 @@ class NvmePciMedia(_QueueMedia):
                     with contextlib.suppress(Exception):
                         self.unshare(worker)
                 if pool is not None:
-                    region = pool.region
-                    if region.placement == "dram":
-                        ctrl.unmap_dma(region)  # the SSD first, then the memory
-                    pool.close()  # drops the pool's views before its memory goes back
-                    if region.placement == "dram":
-                        self._dram.release(region)
-                    elif ctrl.cmb is not None:
-                        ctrl.cmb.release(region)
+                    self._release_staging(pool.region, pool)
                 ctrl.close()
         finally:
             if pool is not None:
