@@ -330,3 +330,18 @@ def combine(runs: list[CpuRun]) -> CpuRun:
         error="; ".join(r.error for r in runs if r.error) or None,
         cpu_clients=sum(r.cpu_clients for r in ok),
     )
+
+
+def fio_side(text: str, write: bool) -> dict[str, Any] | None:
+    """The ``write`` (else ``read``) figures of the first job in fio's JSON output ``text``
+    (warnings fio prints before the JSON skipped); None when there is no JSON or the job
+    failed."""
+    try:
+        data = json.loads(text[text.index("{") :])
+    except ValueError:
+        return None
+    job = data["jobs"][0]
+    if job.get("error"):
+        return None
+    side: dict[str, Any] = job["write" if write else "read"]
+    return side

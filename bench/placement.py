@@ -27,6 +27,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from local import fio_side  # noqa: E402  (bench/ is on sys.path: run.py's sibling)
+
 NQN = "nqn.2024-01.io.nvmf:bench-pci"
 RUNS = ("kernel", "dram", "cmb")
 CMB_MB = 16
@@ -119,14 +121,9 @@ class Result:
 
 def parse_fio(text: str, write: bool) -> Result | None:
     """fio's JSON (``None`` if the job failed or left no JSON)."""
-    try:
-        data = json.loads(text[text.index("{") :])
-    except ValueError:
+    d = fio_side(text, write)
+    if d is None:
         return None
-    job = data["jobs"][0]
-    if job.get("error"):
-        return None
-    d = job["write" if write else "read"]
     p50 = d["clat_ns"].get("percentile", {}).get("50.000000", 0) / 1000
     return Result(d["iops"], d["bw_bytes"] / 1e6, p50)
 

@@ -57,6 +57,7 @@ from local import (  # noqa: E402
     CpuRun,
     Workload,
     combine,
+    fio_side,
     measure,
     nvmf_target,
     raw_target,
@@ -247,14 +248,11 @@ def _from_nvmf_json(path: Path, w: Workload) -> Measurement | None:
 
 def _from_fio_json(path: Path, w: Workload) -> Measurement | None:
     try:
-        text = path.read_text()
-        data = json.loads(text[text.index("{") :])
-    except (OSError, ValueError):
+        d = fio_side(path.read_text(), w.write)
+    except OSError:
         return None
-    job = data["jobs"][0]
-    if job.get("error"):
+    if d is None:
         return None
-    d = job["write" if w.write else "read"]
     pct = d["clat_ns"].get("percentile", {})
     return Measurement(
         d["iops"],
