@@ -568,23 +568,34 @@ def test_our_host_authenticates_to_the_kernel_target(
         assert line.endswith(", controller authenticated") == bidirectional, line
 
 
+#: Linux nvmet refusing a host's response: it queues its AUTH_Failure1 and declares the
+#: controller dead in the same step (``nvmet_ctrl_fatal_error`` in fabrics-cmd-auth.c), so the
+#: connection may close before the message is sent.  Either way the host must name the refusal.
+WRONG_SECRET_REASONS = (
+    "the controller sent AUTH_Failure1, reason 0x01 (authentication failure), explanation 0x01 "
+    "(authentication failed): the controller did not accept the host's response",
+    "the controller closed the connection after the host's DH-HMAC-CHAP_Reply, without a "
+    "DH-HMAC-CHAP_Success1: the controller did not accept the host's response",
+)
+
+
 @pytest.mark.parametrize(
-    ("case", "reason"),
+    ("case", "reasons"),
     [
-        ("wrong-secret", "the controller sent AUTH_Failure1, reason 0x01 (authentication "
-         "failure), explanation 0x01 (authentication failed)"),
-        ("no-secret", "the controller requires authentication (Connect AUTHREQ.ATR) and no host "
-         "secret was given"),
-        ("wrong-ctrl-secret", "the controller's response does not match the controller secret"),
+        ("wrong-secret", WRONG_SECRET_REASONS),
+        ("no-secret", ("the controller requires authentication (Connect AUTHREQ.ATR) and no host "
+                       "secret was given",)),
+        ("wrong-ctrl-secret", ("the controller's response does not match the controller "
+                               "secret",)),
     ],
 )  # fmt: skip
 def test_the_kernel_target_refusal_is_a_clear_error(
-    guest: GuestResult, case: str, reason: str
+    guest: GuestResult, case: str, reasons: tuple[str, ...]
 ) -> None:
     result = _kernel(guest)["cases"][case]
     error = result.get("error", "")
     assert error.startswith("AuthenticationError: DH-HMAC-CHAP failed on qid 0: "), result
-    assert reason in error, error
+    assert any(reason in error for reason in reasons), error
     if case == "wrong-ctrl-secret":
         assert "the host sent AUTH_Failure2, explanation 0x01" in error
 

@@ -38,7 +38,9 @@ from nvmf.host.auth import (
     Transaction,
     _Failed,
     _Failure1,
+    authenticate,
 )
+from nvmf.host.errors import TransportError
 from nvmf.protocol.dhchap import DhchapSecret, DhGroup, HashId, generate_secret
 from nvmf.wire import auth as w
 from tests.target.conftest import RunningTarget, running_target
@@ -183,6 +185,60 @@ def test_success1_without_the_controllers_response_fails_a_bidirectional_host() 
     with pytest.raises(_Failed) as info:
         tx.success1(w.Success1(7, 32).encode())  # RVALID 0
     assert info.value.explanation == w.FailureExplanation.FAILED
+
+
+class _ClosingAfterReply:
+    """A host queue whose controller is this project's :class:`QueueAuth`, but whose
+    connection closes once the host's DH-HMAC-CHAP_Reply is in and refused, as Linux nvmet's
+    can (its fatal error races the AUTH_Failure1 it queued)."""
+
+    def __init__(self, qa: QueueAuth) -> None:
+        self.qa = qa
+        self.sent: list[int] = []  # the AUTH-Id of each message the host sent
+
+    async def submit(
+        self,
+        sqe: bytearray,
+        *,
+        data_out: bytes | bytearray | memoryview | None = None,
+        data_in: bytearray | memoryview | None = None,
+        command: str = "command",
+        check: bool = True,
+    ) -> object:
+        if w.AuthId.REPLY in self.sent:
+            raise TransportError("10.0.0.1:4420 qid 0: the controller closed the connection")
+        if data_out is not None:
+            self.sent.append(data_out[1])
+            self.qa.send(bytes(data_out))
+        if data_in is not None:
+            message = self.qa.receive()
+            data_in[: len(message)] = message
+        return None
+
+
+def test_a_connection_closed_after_a_refused_reply_is_named_a_refusal() -> None:
+    _, qa = _pair(HashId.SHA256, DhGroup.NULL, bidirectional=False)
+    keys = DhchapKeys(DhchapSecret.parse(STRANGER), None)
+    with pytest.raises(AuthenticationError) as info:
+        run(
+            authenticate(
+                _ClosingAfterReply(qa),
+                keys,
+                qid=0,
+                t_id=7,
+                hostnqn=BI_NQN,
+                subnqn=SUBNQN,
+                timeout=5,
+            )
+        )
+    assert str(info.value) == (
+        "DH-HMAC-CHAP failed on qid 0: 10.0.0.1:4420 qid 0: the controller closed the "
+        "connection after the host's DH-HMAC-CHAP_Reply, without a DH-HMAC-CHAP_Success1: the "
+        "controller did not accept the host's response (a wrong host secret, --dhchap-secret, "
+        "or the controller has another key for this host NQN)"
+    )
+    _assert_no_secret(str(info.value))
+    assert qa.explanation == w.FailureExplanation.FAILED  # the controller refused the reply
 
 
 def test_keys_hide_the_secret() -> None:

@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nvmf.host.errors import HostError
+from nvmf.host.errors import HostError, TransportError
 from nvmf.protocol.dhchap import (
     DhchapSecret,
     DhError,
@@ -321,11 +321,15 @@ async def authenticate(
             )
         return bytes(buf)
 
+    awaiting_success1 = False  # the host's response is out, the controller's verdict is not
     try:
         await send(tx.negotiate(), "AUTH_Negotiate")
         reply = tx.reply(await receive("DH-HMAC-CHAP_Challenge"))
         await send(reply, "DH-HMAC-CHAP_Reply")
-        success2 = tx.success1(await receive("DH-HMAC-CHAP_Success1"))
+        awaiting_success1 = True
+        success1 = await receive("DH-HMAC-CHAP_Success1")
+        awaiting_success1 = False
+        success2 = tx.success1(success1)
         if success2 is not None:
             await send(success2, "DH-HMAC-CHAP_Success2")
     except _Failure1 as exc:
@@ -347,7 +351,18 @@ async def authenticate(
         raise AuthenticationError(
             qid, f"the controller did not answer within {timeout:g} s"
         ) from None
-    except HostError as exc:  # a command failed or the queue ended
+    except TransportError as exc:
+        if awaiting_success1:
+            # Linux nvmet ends a controller whose host response does not match (a fatal error,
+            # fabrics-cmd-auth.c) before its AUTH_Failure1 reaches the wire, so the connection
+            # may close instead: the same refusal, and the host must say so.
+            raise AuthenticationError(
+                qid,
+                f"{exc} after the host's DH-HMAC-CHAP_Reply, without a "
+                "DH-HMAC-CHAP_Success1" + _hint(w.FailureExplanation.FAILED),
+            ) from None
+        raise AuthenticationError(qid, str(exc)) from None
+    except HostError as exc:  # a command failed
         raise AuthenticationError(qid, str(exc)) from None
     finally:
         tx.forget()
