@@ -98,6 +98,22 @@ def test_no_digest_or_metrics_library_is_loaded_before_it_is_used(module: str) -
     assert out.stdout.strip() == "[]"
 
 
+def test_a_target_loads_the_digest_library_when_its_tcp_transport_starts() -> None:
+    """Not at the first digest: importing crc32c there stalled an I/O queue's Connect for
+    seconds in the guest while its controller's Keep Alive Timer ran (the Linux host sends no
+    Keep Alive before its I/O queues are up), and the controller was deleted."""
+    probe = (
+        "import sys\n"
+        "from nvmf.transport.tcp import TcpTransport\n"
+        "before = 'crc32c' in sys.modules\n"
+        "TcpTransport()\n"
+        "print(before, 'crc32c' in sys.modules)\n"
+    )
+    out = _python(probe)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False True"
+
+
 def test_status_asks_the_target_without_an_event_loop() -> None:
     """``nvmf status`` is a socket request: asyncio (6 s per process in the guest) stays out."""
     out = _python("import sys, nvmf.cli.status; print('asyncio' in sys.modules)")

@@ -3,7 +3,9 @@ idle timeout (issue 7); an established, idle queue is not."""
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -38,15 +40,27 @@ def _closed_within(s: socket.socket, seconds: float) -> bool:
         return False
 
 
-def test_no_icreq(short_timeout: RunningTarget) -> None:
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    """Whether ``text`` is logged within a second (the target logs from its own thread)."""
+    deadline = time.monotonic() + 1
+    while text not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return text in caplog.text
+
+
+def test_no_icreq(short_timeout: RunningTarget, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     s = socket.create_connection(short_timeout.addr)
     assert _closed_within(s, 5)
+    assert _logged(caplog, f"closed: waited {TIMEOUT:g} s for an ICReq")
 
 
-def test_no_connect(short_timeout: RunningTarget) -> None:
+def test_no_connect(short_timeout: RunningTarget, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     host = RawHost(short_timeout.addr)
     host.initialize()
     assert _closed_within(host.sock, 5)
+    assert _logged(caplog, f"closed: waited {TIMEOUT:g} s for a Connect")
 
 
 @pytest.mark.parametrize("part", ["header", "data"])

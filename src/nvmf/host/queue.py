@@ -66,7 +66,7 @@ from nvmf.wire.sqe import (
     SGL_TCP_TRANSPORT,
 )
 from nvmf.wire.status import SC, Status
-from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, Fes
+from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, Fes, load_crc32c
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,8 @@ class HostQueue:
 
     async def start(self, *, hdgst: bool, ddgst: bool, timeout: float = 10.0) -> None:
         """Send ICReq on the connected socket and adopt the ICResp (NVMe/TCP 1.0 §3.3)."""
+        if hdgst or ddgst:
+            load_crc32c()  # now, not at the first digest with a controller's keep-alive running
         self._icresp = self.loop.create_future()
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
         self._reading = True

@@ -35,7 +35,7 @@ from nvmf.wire.sqe import (
     Sqe,
 )
 from nvmf.wire.status import SC, SUCCESS, Status, error
-from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes
+from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes, load_crc32c
 
 if TYPE_CHECKING:
     from nvmf.transport.base import (
@@ -367,7 +367,7 @@ class TcpQueue:
                 what = "the rest of a PDU"
             else:
                 what = "a Connect"
-            self.close(f"no {what} within {idle_timeout:g} s")
+            self.close(f"waited {idle_timeout:g} s for {what}")
 
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
@@ -562,6 +562,8 @@ class TcpTransport:
     placer: QueuePlacer | None = None
 
     def __init__(self) -> None:
+        # Digests are the host's choice at each ICReq: be ready before any connection waits.
+        load_crc32c()
         self._listeners: dict[int, socket.socket] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
         self._sweeper: asyncio.TimerHandle | None = None

@@ -127,18 +127,28 @@ OFF_DATA_DATAL = 16
 _crc32c: Callable[[Any, int], int] | None = None
 
 
-def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """CRC32C of a buffer (no copy for memoryviews), continuing from ``value``.
+def load_crc32c() -> None:
+    """Import the ``crc32c`` package, once, where a stall harms no connection.
 
-    The ``crc32c`` package is imported at the first digest, not with this module: its
-    ``__init__`` asks ``importlib.metadata`` for its version, which pulls in ``email`` and
-    ``urllib`` (60 ms here, seconds per process in the emulated guest) for every host command,
-    target and worker, though most connections use no digest."""
+    Not with this module: the package's ``__init__`` asks ``importlib.metadata`` for its
+    version, which pulls in ``email`` and ``urllib`` (60 ms here, seconds per process in the
+    emulated guest) for every host command, target and worker, though most connections use no
+    digest.  Not at the first digest either: a target that stalls there holds a Connect while
+    its controller's Keep Alive Timer runs (the Linux host sends no Keep Alive before every I/O
+    queue is connected).  So a target loads it when its NVMe/TCP transport starts, a host before
+    the ICReq of a queue that asks for a digest; :func:`crc32c` loads it if nobody did."""
     global _crc32c
     if _crc32c is None:
         from crc32c import crc32c as function
 
         _crc32c = function
+
+
+def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """CRC32C of a buffer (no copy for memoryviews), continuing from ``value``."""
+    if _crc32c is None:
+        load_crc32c()
+        assert _crc32c is not None
     return _crc32c(data, value)
 
 
