@@ -93,7 +93,9 @@ RAM_CONFIG = {
 }
 
 SCRIPT = f"""
-nvmf() {{ "$PY" -m nvmf.cli.main "$@"; }}
+# nvmf commands run in batches, one Python process each (tests/guest/cli_batch.py): under
+# emulation an interpreter start costs more than the command.
+batch() {{ printf '%s\\n' "$@" > /tmp/batch; "$PY" -m tests.guest.cli_batch /tmp/batch; }}
 for m in nvmet nvmet-tcp nvme-tcp; do modprobe $m; echo "$m $?" >> $OUT/modprobe.txt; done
 modprobe null_blk nr_devices=2; echo "null_blk $?" >> $OUT/modprobe.txt
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
@@ -104,9 +106,10 @@ JSON
 cat > $OUT/ram.json <<'JSON'
 {json.dumps(RAM_CONFIG, indent=2)}
 JSON
-nvmf config check $OUT/config.json > $OUT/check.txt 2>&1; echo $? > $OUT/check.rc
-nvmf config apply $OUT/config.json > $OUT/apply.txt 2>&1; echo $? > $OUT/apply.rc
-nvmf config apply $OUT/config.json > $OUT/apply-again.txt 2>&1; echo $? > $OUT/apply-again.rc
+batch "out=$OUT/check.txt err=$OUT/check.txt rc=$OUT/check.rc config check $OUT/config.json" \
+  "out=$OUT/apply.txt err=$OUT/apply.txt rc=$OUT/apply.rc config apply $OUT/config.json" \
+  "out=$OUT/apply-again.txt err=$OUT/apply-again.txt rc=$OUT/apply-again.rc \
+   config apply $OUT/config.json"
 (cd /sys/kernel/config/nvmet && find . \\( -type f -o -type l \\) | sort | while read -r f; do
    if [ -L "$f" ]; then echo "$f -> $(readlink "$f")";
    else echo "$f=$(head -c 200 "$f" 2>/dev/null | tr '\\n' ' ' | sed 's/ *$//')"; fi
@@ -130,10 +133,12 @@ nvme connect -t tcp -a 127.0.0.1 -s 4420 -n {SUBNQN} -q {OTHER_HOSTNQN} \\
   > $OUT/connect-other.txt 2>&1
 echo $? > $OUT/connect-other.rc
 nvme disconnect -n {SUBNQN} > /dev/null 2>&1
-nvmf config clear > $OUT/clear.txt 2>&1; echo $? > $OUT/clear.rc
+# The refused RAM configuration follows the clear in the same batch: a clear that left
+# anything behind still shows below, as a refused apply adds nothing and removes nothing.
+batch "out=$OUT/clear.txt err=$OUT/clear.txt rc=$OUT/clear.rc config clear" \
+  "out=$OUT/apply-ram.txt err=$OUT/apply-ram.txt rc=$OUT/apply-ram.rc config apply $OUT/ram.json"
 ls -A /sys/kernel/config/nvmet/hosts /sys/kernel/config/nvmet/subsystems \\
   /sys/kernel/config/nvmet/ports > $OUT/after-clear.txt 2>&1
-nvmf config apply $OUT/ram.json > $OUT/apply-ram.txt 2>&1; echo $? > $OUT/apply-ram.rc
 ls -A /sys/kernel/config/nvmet/subsystems > $OUT/after-ram.txt 2>&1
 echo done > $OUT/done
 """

@@ -181,7 +181,7 @@ _PARTS: dict[str, _Part] = {}
 #: Run between two parts of a shared boot: whatever a part left running or connected must not
 #: be what the next part finds (a target on its port, a controller, a loop device).
 _BETWEEN_PARTS = """\
-pkill -9 -f 'nvmf[.]cli[.]main|fio ' 2>/dev/null
+pkill -9 -f 'nvmf[.]cli[.]main|tests[.]guest[.]cli_batch|fio ' 2>/dev/null
 nvme disconnect-all > /dev/null 2>&1
 sleep 1
 """

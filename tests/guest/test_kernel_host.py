@@ -35,6 +35,18 @@ KERNEL_FILE = Path(__file__).parent / "data" / "kernel-roundtrip.json"
 NVMETCLI_SAVED = Path(__file__).parents[1] / "config" / "data" / "nvmetcli_save_6.7.json"
 NQN = "nqn.2024-01.io.nvmf:"
 
+
+def _added_config() -> dict[str, Any]:
+    """:data:`CONFIG` with a second namespace (32 MiB of RAM) in the RAM subsystem: the file the
+    watch checks apply with ``SIGHUP``."""
+    cfg = json.loads(CONFIG.read_text())
+    ram = next(s for s in cfg["subsystems"] if s["nqn"] == NQN + "ram")
+    ram["namespaces"].append(
+        {"device": {"path": ""}, "enable": 1, "nsid": 2, "nvmf": {"kind": "ram", "size": "32M"}}
+    )
+    return cfg
+
+
 SCRIPT = (
     r"""
 exec > $OUT/trace.txt 2>&1
@@ -45,6 +57,9 @@ nproc > $OUT/nproc.txt
 # The target runs a copy of the file, which the watch checks below edit and reload.
 cp CONFIG /tmp/nvmf-guest/target.json
 SOCK=/tmp/nvmf-guest/control.sock
+# nvmf commands that run one after another go in one Python process (tests/guest/cli_batch.py):
+# under emulation an interpreter start costs more than the command.
+batch() { printf '%s\n' "$@" > /tmp/nvmf-guest/b; $PY -m tests.guest.cli_batch /tmp/nvmf-guest/b; }
 $PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/nvmf-guest/target.json \
     --control-socket $SOCK --metrics-port 9464 > $OUT/target.log 2>&1 &
 target=$!
@@ -127,27 +142,15 @@ ctrl=$(ls /sys/class/nvme/ | head -1)
 cat /sys/class/nvme/$ctrl/hostnqn > $OUT/watch-hostnqn.txt
 cat /sys/class/nvme/$ctrl/cntlid > $OUT/watch-cntlid-before.txt
 dd if=$dev of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null  # some I/O to count
-$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status.json
-echo "status rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main status --control-socket $SOCK > $OUT/status.txt
-$PY -c 'import sys, urllib.request as u
-print(u.urlopen(sys.argv[1], timeout=120).read().decode())' http://127.0.0.1:9464/metrics \
-    > $OUT/metrics.txt
+batch "out=$OUT/status.json rc=$OUT/results.txt tag=status status -o json --control-socket $SOCK" \
+  "out=$OUT/status.txt status --control-socket $SOCK"
+curl -sS --max-time 120 http://127.0.0.1:9464/metrics > $OUT/metrics.txt
 echo "metrics rc=$?" >> $OUT/results.txt
 ls /sys/block > $OUT/block-before.txt
 # A namespace added to the file, applied with SIGHUP: the connected host sees it appear.
-$PY - <<'EDIT'
-import json
-path = "/tmp/nvmf-guest/target.json"
-with open(path) as f:
-    cfg = json.load(f)
-ram = next(s for s in cfg["subsystems"] if s["nqn"].endswith(":ram"))
-ram["namespaces"].append(
-    {"device": {"path": ""}, "enable": 1, "nsid": 2, "nvmf": {"kind": "ram", "size": "32M"}}
-)
-with open(path, "w") as f:
-    json.dump(cfg, f)
-EDIT
+cat > /tmp/nvmf-guest/target.json <<'JSON'
+ADDED_CONFIG
+JSON
 kill -HUP $target
 for i in $(seq 900); do [ -e /sys/block/${base}n2 ] && break; sleep 0.2; done
 ls /sys/block > $OUT/block-added.txt
@@ -158,9 +161,9 @@ dd if=/tmp/nvmf-guest/pattern of=/dev/${base}n2 bs=4k oflag=direct 2>/dev/null
 dd if=/dev/${base}n2 of=/tmp/nvmf-guest/back bs=4k count=64 iflag=direct 2>/dev/null
 cmp /tmp/nvmf-guest/pattern /tmp/nvmf-guest/back
 echo "n2 verify rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status-added.json
-$PY -m nvmf.cli.main config save $OUT/running.json --control-socket $SOCK > $OUT/save.txt 2>&1
-echo "save rc=$?" >> $OUT/results.txt
+batch "out=$OUT/status-added.json status -o json --control-socket $SOCK" \
+  "out=$OUT/save.txt err=$OUT/save.txt rc=$OUT/results.txt tag=save \
+   config save $OUT/running.json --control-socket $SOCK"
 # The original file back, applied with nvmf config reload: the namespace goes away again.
 cp CONFIG /tmp/nvmf-guest/target.json
 $PY -m nvmf.cli.main config reload --control-socket $SOCK > $OUT/reload.txt 2>&1
@@ -169,9 +172,9 @@ for i in $(seq 900); do [ -e /sys/block/${base}n2 ] || break; sleep 0.2; done
 ls /sys/block > $OUT/block-removed.txt
 # A file that does not validate changes nothing.
 echo '{"subsystems": [{"nqn": 5}]}' > /tmp/nvmf-guest/target.json
-$PY -m nvmf.cli.main config reload --control-socket $SOCK > $OUT/reload-bad.txt 2>&1
-echo "reload-bad rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main status -o json --control-socket $SOCK > $OUT/status-after-bad.json
+batch "out=$OUT/reload-bad.txt err=$OUT/reload-bad.txt rc=$OUT/results.txt tag=reload-bad \
+   config reload --control-socket $SOCK" \
+  "out=$OUT/status-after-bad.json status -o json --control-socket $SOCK"
 nvme disconnect -n ${NQN}ram > /dev/null
 echo "disconnect watch rc=$?" >> $OUT/results.txt
 dmesg > $OUT/dmesg-watch.txt
@@ -206,21 +209,19 @@ modprobe nvmet && modprobe nvmet-tcp
 echo "modprobe nvmet rc=$?" >> $OUT/results.txt
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 truncate -s 16M /tmp/nvmf-guest/kernel.img
-$PY -m nvmf.cli.main config apply KERNEL_FILE > $OUT/kapply.txt 2>&1
-echo "kapply rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main config save $OUT/ksave1.json --from-kernel > $OUT/ksave1.txt 2>&1
-echo "ksave1 rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main config clear > $OUT/kclear.txt 2>&1
-echo "kclear rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main config apply $OUT/ksave1.json > $OUT/kapply2.txt 2>&1
-echo "kapply2 rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main config save $OUT/ksave2.json --from-kernel > $OUT/ksave2.txt 2>&1
-echo "ksave2 rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main config clear >> $OUT/kclear.txt 2>&1
-echo "kclear2 rc=$?" >> $OUT/results.txt
+R="rc=$OUT/results.txt"
+batch "out=$OUT/kapply.txt err=$OUT/kapply.txt $R tag=kapply config apply KERNEL_FILE" \
+  "out=$OUT/ksave1.txt err=$OUT/ksave1.txt $R tag=ksave1 \
+   config save $OUT/ksave1.json --from-kernel" \
+  "out=$OUT/kclear.txt err=$OUT/kclear.txt $R tag=kclear config clear" \
+  "out=$OUT/kapply2.txt err=$OUT/kapply2.txt $R tag=kapply2 config apply $OUT/ksave1.json" \
+  "out=$OUT/ksave2.txt err=$OUT/ksave2.txt $R tag=ksave2 \
+   config save $OUT/ksave2.json --from-kernel" \
+  "out=$OUT/kclear2.txt err=$OUT/kclear2.txt $R tag=kclear2 config clear"
 echo done > $OUT/finished
 """.replace("KERNEL_FILE", str(KERNEL_FILE))
     .replace("NVMETCLI_SAVED", str(NVMETCLI_SAVED))
+    .replace("ADDED_CONFIG", json.dumps(_added_config()))
     .replace("CONFIG", str(CONFIG))
     .replace("${NQN}", NQN)
 )

@@ -164,7 +164,7 @@ start restart cmb
 nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -i 2
 echo "connect restart rc=$?" >> $OUT/results.txt
 dev=$(newdev)
-$PY -c 'import os, sys; open(sys.argv[1], "wb").write(os.urandom(1 << 20))' /tmp/t/pattern.bin
+head -c 1M /dev/urandom > /tmp/t/pattern.bin
 dd if=/tmp/t/pattern.bin of=$dev bs=1M seek=64 oflag=direct conv=fsync 2>/dev/null
 echo "pattern write rc=$?" >> $OUT/results.txt
 dd if=$dev of=/tmp/t/fabric.bin bs=1M skip=64 count=1 iflag=direct 2>/dev/null

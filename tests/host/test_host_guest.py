@@ -2,10 +2,11 @@
 
 The script loads nvmet and nvmet-tcp, builds the target by hand in configfs (subsystem
 :data:`SUBNQN` with ``allow_any_host``, namespace 1 a loop device over a 64 MiB file in the guest's
-/tmp on the block backend, port 1 NVMe/TCP 127.0.0.1:4420), then drives it with
-``python -m nvmf.cli.main``: discover, identify (text and JSON), write a known file and read it
-back without and with both digests, and a few seconds of bench (randread, a verified randrw and a
-128 KiB sequential read).  Every result lands in ``$OUT``; the tests below read the files.
+/tmp on the block backend, port 1 NVMe/TCP 127.0.0.1:4420), then drives it with ``nvmf``
+commands, all in one Python process (``tests/guest/cli_batch.py``): discover, identify (text and
+JSON), write a known file and read it back without and with both digests, and a few seconds of
+bench (randread, a verified randrw and a 128 KiB sequential read).  Every result lands in
+``$OUT``; the tests below read the files.
 """
 
 from __future__ import annotations
@@ -53,41 +54,39 @@ echo 4420 > "$P/addr_trsvcid"
 ln -s "$S" "$P/subsystems/$NQN"
 echo $? > "$OUT/configfs.rc"
 
-nvmf() {{ "$PY" -m nvmf.cli.main "$@"; }}
 C="-a 127.0.0.1 -s 4420 -q $HOSTNQN"
-
-nvmf discover $C > "$OUT/discover.txt"; echo $? > "$OUT/discover.rc"
-nvmf discover $C --json > "$OUT/discover.json"
-nvmf identify $C -n $NQN > "$OUT/identify.txt"; echo $? > "$OUT/identify.rc"
-nvmf identify $C -n $NQN --json > "$OUT/identify.json"
-
 head -c {DATA_BYTES} /dev/urandom > /tmp/in.bin
-nvmf write $C -n $NQN --slba 2048 --file /tmp/in.bin -i 2 2> "$OUT/write.err"
-echo $? > "$OUT/write.rc"
-nvmf read $C -n $NQN --slba 2048 --nlb {DATA_BLOCKS} --file /tmp/out.bin -i 2 2> "$OUT/read.err"
-echo $? > "$OUT/read.rc"
+head -c 262144 /dev/urandom > /tmp/in2.bin
+B="bench $C -n $NQN --json"
+# Every nvmf command in one Python process (tests/guest/cli_batch.py): under emulation each
+# interpreter start costs more than the command.
+cat > /tmp/batch <<BATCH
+out=$OUT/discover.txt rc=$OUT/discover.rc discover $C
+out=$OUT/discover.json discover $C --json
+out=$OUT/identify.txt rc=$OUT/identify.rc identify $C -n $NQN
+out=$OUT/identify.json identify $C -n $NQN --json
+err=$OUT/write.err rc=$OUT/write.rc write $C -n $NQN --slba 2048 --file /tmp/in.bin -i 2
+err=$OUT/read.err rc=$OUT/read.rc \
+  read $C -n $NQN --slba 2048 --nlb {DATA_BLOCKS} --file /tmp/out.bin -i 2
+# both digests, and a write above the kernel's in-capsule size (R2T/H2CData path)
+err=$OUT/write_dgst.err rc=$OUT/write_dgst.rc \
+  write $C -n $NQN -g -G --slba 65536 --file /tmp/in2.bin
+err=$OUT/read_dgst.err rc=$OUT/read_dgst.rc \
+  read $C -n $NQN -g -G --slba 65536 --length 256k --file /tmp/out2.bin
+out=$OUT/bench_randread.json err=$OUT/bench_randread.err rc=$OUT/bench_randread.rc \
+  $B --rw randread --bs 4k --iodepth 16 --runtime 3 -i 1
+out=$OUT/bench_verify.json err=$OUT/bench_verify.err rc=$OUT/bench_verify.rc \
+  $B --rw randrw --bs 8k --iodepth 8 --numjobs 2 --runtime 2 --size 8m --verify
+out=$OUT/bench_seqread.json err=$OUT/bench_seqread.err rc=$OUT/bench_seqread.rc \
+  $B --rw read --bs 128k --iodepth 4 --runtime 2 -i 1
+BATCH
+"$PY" -m tests.guest.cli_batch /tmp/batch
+echo $? > "$OUT/batch.rc"
+
 cmp -n {DATA_BYTES} /tmp/in.bin /tmp/out.bin > "$OUT/cmp.txt" 2>&1; echo $? > "$OUT/cmp.rc"
 # the padding past the input's end reads back as zeroes
 tail -c +{DATA_BYTES + 1} /tmp/out.bin | tr -d '\0' | wc -c > "$OUT/padding.txt"
-
-# both digests, and a write above the kernel's in-capsule size (R2T/H2CData path)
-head -c 262144 /dev/urandom > /tmp/in2.bin
-nvmf write $C -n $NQN -g -G --slba 65536 --file /tmp/in2.bin 2> "$OUT/write_dgst.err"
-echo $? > "$OUT/write_dgst.rc"
-nvmf read $C -n $NQN -g -G --slba 65536 --length 256k --file /tmp/out2.bin 2> "$OUT/read_dgst.err"
-echo $? > "$OUT/read_dgst.rc"
 cmp /tmp/in2.bin /tmp/out2.bin > "$OUT/cmp_dgst.txt" 2>&1; echo $? > "$OUT/cmp_dgst.rc"
-
-B="nvmf bench $C -n $NQN --json"
-$B --rw randread --bs 4k --iodepth 16 --runtime 3 -i 1 > "$OUT/bench_randread.json" \
-    2> "$OUT/bench_randread.err"
-echo $? > "$OUT/bench_randread.rc"
-$B --rw randrw --bs 8k --iodepth 8 --numjobs 2 --runtime 2 --size 8m --verify \
-    > "$OUT/bench_verify.json" 2> "$OUT/bench_verify.err"
-echo $? > "$OUT/bench_verify.rc"
-$B --rw read --bs 128k --iodepth 4 --runtime 2 -i 1 > "$OUT/bench_seqread.json" \
-    2> "$OUT/bench_seqread.err"
-echo $? > "$OUT/bench_seqread.rc"
 
 dmesg | grep -i nvme | tail -40 > "$OUT/dmesg.txt"
 losetup -d "$LOOP"
@@ -108,6 +107,7 @@ def guest() -> GuestResult:
     assert result.read("modprobe.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     assert result.read("configfs.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     assert result.read("loop.txt").startswith("/dev/loop"), result.read("stderr.txt")[-2000:]
+    assert result.read("batch.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     return result
 
 

@@ -76,11 +76,13 @@ modprobe rdma_rxe && rdma link add rxe0 type rxe netdev lo
 rdma link show > $OUT/rdma_link.txt
 nproc > $OUT/nproc.txt
 
-$PY -m nvmf.cli.main doctor > $OUT/bound.txt; echo $? > $OUT/bound.rc
-$PY -m nvmf.cli.main doctor --json > $OUT/bound.json
+# nvmf commands that run one after another go in one Python process (tests/guest/cli_batch.py):
+# under emulation an interpreter start costs more than the command.
+batch() {{ printf '%s\\n' "$@" > /tmp/batch; $PY -m tests.guest.cli_batch /tmp/batch; }}
+batch "out=$OUT/bound.txt rc=$OUT/bound.rc doctor" "out=$OUT/bound.json doctor --json"
 $PY tests/platform/capture_sysfs.py $OUT/tree-bound
 # A pattern the kernel's driver writes, for --verify-cmb to find (step 6).
-$PY -c 'import os, sys; open(sys.argv[1], "wb").write(os.urandom(1 << 20))' /tmp/pattern.bin
+head -c 1M /dev/urandom > /tmp/pattern.bin
 dd if=/tmp/pattern.bin of=/dev/nvme0n1 bs=1M seek={PATTERN_LBA * 512 >> 20} oflag=direct \\
   conv=fsync 2>/dev/null
 echo "pattern write rc=$?" >> $OUT/results.txt
@@ -101,15 +103,13 @@ $PY -m nvmf.cli.main doctor > $OUT/vfio.txt; echo $? > $OUT/vfio.rc
 $PY $OUT/regs.py > $OUT/regs_after_text.txt
 $PY -m nvmf.cli.main doctor --json > $OUT/vfio.json
 $PY $OUT/regs.py > $OUT/regs_after.txt
-$PY -m nvmf.cli.main doctor --json --no-register-writes > $OUT/vfio_ro.json
-$PY -m nvmf.cli.main doctor --host-cpus 96 -i 8 --target-max-queues 4 > $OUT/whatif.txt
-
-# 6. The SSD reads the pattern into DRAM and into its CMB.
-$PY -m nvmf.cli.main doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA} --json \\
-  > $OUT/verify.json
-echo "verify json rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA} > $OUT/verify.txt
-echo "verify text rc=$?" >> $OUT/results.txt
+# 5, then 6: the SSD reads the pattern into DRAM and into its CMB.
+R="rc=$OUT/results.txt"
+batch "out=$OUT/vfio_ro.json doctor --json --no-register-writes" \\
+  "out=$OUT/whatif.txt doctor --host-cpus 96 -i 8 --target-max-queues 4" \\
+  "out=$OUT/verify.json $R tag='verify json' \\
+   doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA} --json" \\
+  "out=$OUT/verify.txt $R tag='verify text' doctor --verify-cmb $BDF --verify-cmb-lba {PATTERN_LBA}"
 
 # 7. Our target owns the controller; the doctor asks it (default control socket).
 cat > /tmp/ssd.tmpl <<'JSONEOF'
@@ -126,10 +126,9 @@ for i in $(seq 900); do
 done
 grep -q 'nvmf: control socket' $OUT/target.log
 echo "target start rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main doctor --json > $OUT/held.json
-echo "held json rc=$?" >> $OUT/results.txt
-$PY -m nvmf.cli.main doctor --verify-cmb $BDF > $OUT/verify_held.txt 2>&1
-echo "verify held rc=$?" >> $OUT/results.txt
+batch "out=$OUT/held.json $R tag='held json' doctor --json" \\
+  "out=$OUT/verify_held.txt err=$OUT/verify_held.txt $R tag='verify held' \\
+   doctor --verify-cmb $BDF"
 kill $target; wait $target
 echo "target stop rc=$?" >> $OUT/results.txt
 echo done > $OUT/done.txt
