@@ -83,9 +83,10 @@ def test_config_check_loads_neither_the_target_nor_the_host(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("module", ["nvmf.cli.serve", "nvmf.offload.worker", "nvmf.cli.host"])
 def test_no_digest_or_metrics_library_is_loaded_before_it_is_used(module: str) -> None:
-    """crc32c (its ``__init__`` reads ``importlib.metadata``, which imports ``email``) loads at
-    the first digest and prometheus_client with the metrics endpoint: each costs seconds per
-    process in the guest, and most runs use neither."""
+    """crc32c (its ``__init__`` reads ``importlib.metadata``, which imports ``email``) loads when
+    digests may be due (a target's NVMe/TCP transport starts, a host asks for a digest) and
+    prometheus_client with the metrics endpoint: each costs seconds per process in the guest,
+    and most host commands use neither."""
     probe = (
         f"import sys, {module}\n"
         "print([m for m in ('crc32c', 'prometheus_client', 'importlib.metadata') "
