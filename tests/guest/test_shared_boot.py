@@ -5,6 +5,7 @@ own results and exit status.  A local bash stands in for the guest launcher (the
 from __future__ import annotations
 
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_a_part_that_asks_for_a_trace_gets_the_boots(
     assert plain().read(harness.TRACE_FILE) == ""
     (line,) = boots.read_text().splitlines()  # one boot for both
     assert line.startswith("--cmb-nvme 16 --trace pci_nvme_map_addr* --trace-file ")
+
+
+def test_the_modules_are_compiled_before_a_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even where PYTHONDONTWRITEBYTECODE is set (CI), so the guest imports, not compiles."""
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    harness.precompile()
+    assert [p.name for p in (tmp_path / "src" / "pkg" / "__pycache__").iterdir()] == [
+        f"mod.{sys.implementation.cache_tag}.pyc"
+    ]
