@@ -1,5 +1,5 @@
-"""One guest boot that runs ``nvmf doctor`` against QEMU's CMB controller and Soft-RoCE, and
-records the sysfs trees the offline tests use.
+"""One guest boot that runs ``nvmf doctor`` against QEMU's CMB controller and Soft-RoCE and,
+run by hand, records the sysfs trees the offline tests use.
 
 Used by tests/guest/test_doctor_guest.py (which checks the reports) and runnable by hand to
 re-record the trees under tests/data/sysfs::
@@ -10,11 +10,12 @@ What the script does in the guest (``tests.vm.guest --cmb-nvme 16``, 2 CPUs, Lin
 
 1. Soft-RoCE: ``rdma link add rxe0 type rxe netdev lo``.
 2. ``nvmf doctor`` while the kernel's nvme driver owns the controller (BAR0 cannot be
-   mapped: Debian's kernel has CONFIG_IO_STRICT_DEVMEM), and a recording of that state
-   (``qemu-nvme-bound``).
+   mapped: Debian's kernel has CONFIG_IO_STRICT_DEVMEM), and, when run by hand (``RECORD``
+   set: a recording costs minutes under emulation and no test reads it), a recording of that
+   state (``qemu-nvme-bound``).
 3. Unbind the controller from nvme and bind it to vfio-pci (as this project's userspace driver
-   needs), record again (``qemu-nvme-vfio``: BAR0 readable, CMB registers enabled by the nvme
-   driver's earlier CMBMSC write).
+   needs), record again by hand (``qemu-nvme-vfio``: BAR0 readable, CMB registers enabled by
+   the nvme driver's earlier CMBMSC write).
 4. Clear CMBMSC as a freshly reset controller has it (CRE=0, so CMBSZ reads 0), run the doctor,
    which must set CRE to read the CMB and restore CMBMSC; dump the registers before and after.
 5. Run the doctor once more with ``--no-register-writes``.
@@ -80,7 +81,7 @@ nproc > $OUT/nproc.txt
 # under emulation an interpreter start costs more than the command.
 batch() {{ printf '%s\\n' "$@" > /tmp/batch; $PY -m tests.guest.cli_batch /tmp/batch; }}
 batch "out=$OUT/bound.txt rc=$OUT/bound.rc doctor" "out=$OUT/bound.json doctor --json"
-$PY tests/platform/capture_sysfs.py $OUT/tree-bound
+[ -z "${{RECORD:-}}" ] || $PY tests/platform/capture_sysfs.py $OUT/tree-bound
 # A pattern the kernel's driver writes, for --verify-cmb to find (step 6).
 head -c 1M /dev/urandom > /tmp/pattern.bin
 dd if=/tmp/pattern.bin of=/dev/nvme0n1 bs=1M seek={PATTERN_LBA * 512 >> 20} oflag=direct \\
@@ -96,7 +97,7 @@ echo vfio-pci > /sys/bus/pci/devices/$BDF/driver_override
 echo $BDF > /sys/bus/pci/drivers/vfio-pci/bind
 readlink /sys/bus/pci/devices/$BDF/driver > $OUT/driver_after.txt
 $PY $OUT/regs.py > $OUT/regs_unbound.txt
-$PY tests/platform/capture_sysfs.py $OUT/tree-vfio
+[ -z "${{RECORD:-}}" ] || $PY tests/platform/capture_sysfs.py $OUT/tree-vfio
 
 $PY $OUT/regs.py clear > $OUT/regs_cleared.txt
 $PY -m nvmf.cli.main doctor > $OUT/vfio.txt; echo $? > $OUT/vfio.rc
@@ -136,8 +137,9 @@ echo done > $OUT/done.txt
 
 
 def run(name: str = "doctor-capture") -> GuestResult:
-    """Boot the guest with the 16 MiB CMB controller and run :data:`SCRIPT` alone."""
-    return run_in_guest(name, SCRIPT, cmb_mb=CMB_MB, trace=TRACE)
+    """Boot the guest with the 16 MiB CMB controller and run :data:`SCRIPT` alone, recording
+    the sysfs trees."""
+    return run_in_guest(name, "RECORD=1\n" + SCRIPT, cmb_mb=CMB_MB, trace=TRACE)
 
 
 #: The doctor's checks as a part of the boot the other CMB-controller checks share.
