@@ -5,7 +5,10 @@ costs 5 to 40 seconds, so a script that ran ``python -m nvmf.cli.main`` ten time
 starting interpreters.  This runs the same entry point the ``nvmf`` console script calls
 (:func:`nvmf.cli.main.main`) once per line of a batch file, in order::
 
-    python -m tests.guest.cli_batch BATCH
+    python -m tests.guest.cli_batch [--entry MODULE] BATCH
+
+``--entry`` names another module whose ``main(argv)`` runs each line (the guest's own tools,
+e.g. ``tests.guest.logwrites``); the default is ``nvmf.cli.main``.
 
 Each line is shell words: optional ``out=FILE``, ``err=FILE``, ``rc=FILE`` and ``tag=NAME``
 first, then the command's arguments. ``out`` and ``err`` are where the command's standard output
@@ -20,16 +23,16 @@ batch goes on. This process exits 0 once every line ran.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
 import os
 import shlex
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from nvmf.cli.main import main as nvmf_main
 
 _KEYS = ("out", "err", "rc", "tag")
 
@@ -93,11 +96,12 @@ def _redirected(out: Path | None, err: Path | None) -> Iterator[None]:
             os.close(target)
 
 
-def run(step: Step) -> int:
-    """Run one step as ``nvmf ARGV`` would run; its exit status."""
+def run(step: Step, entry: Callable[[list[str]], int | None]) -> int:
+    """Run one step as ``MODULE ARGV`` would run, ``entry`` being the module's ``main``; its
+    exit status."""
     with _redirected(step.out, step.err):
         try:
-            status = nvmf_main(list(step.argv))
+            status = entry(list(step.argv)) or 0
         except SystemExit as exc:  # argparse, and commands that exit
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except Exception:
@@ -112,12 +116,14 @@ def run(step: Step) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tests.guest.cli_batch BATCH", file=sys.stderr)
-        return 2
-    for step in parse(Path(args[0]).read_text()):
-        run(step)
+    parser = argparse.ArgumentParser(prog="python -m tests.guest.cli_batch")
+    parser.add_argument("--entry", default="nvmf.cli.main", help="the module whose main runs")
+    parser.add_argument("batch", type=Path)
+    args = parser.parse_args(argv)
+    steps = parse(args.batch.read_text())
+    entry = importlib.import_module(args.entry).main
+    for step in steps:
+        run(step, entry)
     return 0
 
 

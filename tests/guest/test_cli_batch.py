@@ -66,3 +66,20 @@ def test_each_step_gets_its_output_and_status(tmp_path: Path) -> None:
     assert "-m" in (tmp_path / "both").read_text()  # standard error into the shared file
     assert (tmp_path / "both2").read_text().startswith("DHHC-1:00:")  # and output
     assert (tmp_path / "results.txt").read_text() == "one rc=0\ntwo rc=2\n"
+
+
+def test_another_entry_module_runs_the_lines(tmp_path: Path) -> None:
+    """``--entry``: the guest's own tools (here tests.guest.profile) batch the same way."""
+    (tmp_path / "xtrace.txt").write_text("+ 10.0 fio --name=a\n+ 12.5 echo done\n")
+    batch = tmp_path / "batch"
+    batch.write_text(f"out={tmp_path}/profile.txt rc={tmp_path}/results tag=profile {tmp_path}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.guest.cli_batch", "--entry", "tests.guest.profile", batch],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "results").read_text() == "profile rc=0\n"
+    assert "2.5 s  +    0.0  fio --name=a" in (tmp_path / "profile.txt").read_text()
