@@ -15,6 +15,17 @@ from tests.guest.cli_batch import Step, parse
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _batch(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.guest.cli_batch ARGS`` from the repository."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.guest.cli_batch", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_lines_become_steps() -> None:
     text = (
         "# a comment\n\nout=/o rc=/r discover -a 1.2.3.4 -q 'a b'\nerr=/e gen-dhchap-key\n"
@@ -47,13 +58,7 @@ def test_each_step_gets_its_output_and_status(tmp_path: Path) -> None:
         f"rc={tmp_path}/results.txt tag=one gen-dhchap-key -l 32\n"
         f"rc={tmp_path}/results.txt tag=two gen-dhchap-key -l 31\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.guest.cli_batch", str(batch)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _batch(str(batch))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "bad.rc").read_text() == "1\n"
     error = (tmp_path / "bad.err").read_text()
@@ -73,13 +78,7 @@ def test_another_entry_module_runs_the_lines(tmp_path: Path) -> None:
     (tmp_path / "xtrace.txt").write_text("+ 10.0 fio --name=a\n+ 12.5 echo done\n")
     batch = tmp_path / "batch"
     batch.write_text(f"out={tmp_path}/profile.txt rc={tmp_path}/results tag=profile {tmp_path}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.guest.cli_batch", "--entry", "tests.guest.profile", batch],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _batch("--entry", "tests.guest.profile", str(batch))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "results").read_text() == "profile rc=0\n"
     assert "2.5 s  +    0.0  fio --name=a" in (tmp_path / "profile.txt").read_text()
