@@ -93,9 +93,7 @@ RAM_CONFIG = {
 }
 
 SCRIPT = f"""
-# nvmf commands run in batches, one Python process each (tests/guest/cli_batch.py): under
-# emulation an interpreter start costs more than the command.
-batch() {{ printf '%s\\n' "$@" > /tmp/batch; "$PY" -m tests.guest.cli_batch /tmp/batch; }}
+# nvmf commands run in batches, one Python process each (the harness's batch).
 for m in nvmet nvmet-tcp nvme-tcp; do modprobe $m; echo "$m $?" >> $OUT/modprobe.txt; done
 modprobe null_blk nr_devices=2; echo "null_blk $?" >> $OUT/modprobe.txt
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config

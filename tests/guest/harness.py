@@ -82,7 +82,12 @@ def _part_script(out: Path, script: str) -> Path:
         # a boot spends its minutes: python -m tests.guest.profile OUT); the script's own output
         # and redirections are untouched.
         "exec 9>>$OUT/xtrace.txt\nBASH_XTRACEFD=9\nPS4='+ $EPOCHREALTIME '\nset -x\n"
-        "cd $REPO\n" + script + "\n"
+        "cd $REPO\n"
+        # batch LINE... (or the lines on standard input): nvmf commands in one Python process
+        # (tests/guest/cli_batch.py); under emulation an interpreter start costs more than the
+        # command.
+        "batch() { if [ $# -gt 0 ]; then printf '%s\\n' \"$@\"; else cat; fi > /tmp/nvmf-batch\n"
+        '  "$PY" -m tests.guest.cli_batch /tmp/nvmf-batch; }\n' + script + "\n"
     )
     path = out / "script.sh"
     path.write_text(body)

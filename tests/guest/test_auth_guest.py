@@ -327,11 +327,9 @@ bad_case() {  # name nqn hostid connect-args...
 
 # -- the right secrets: every hash, three DH groups, both directions ----------------------------
 good_case uni $UNI_NQN $UNI_ID --dhchap-secret="$UNI_KEY"
-# Both views in one Python process (tests/guest/cli_batch.py): a start is slow under emulation.
-printf '%s\n' "out=$OUT/status.txt status --control-socket $SOCK" \
-  "out=$OUT/status.json rc=$OUT/results.txt tag=status status -o json --control-socket $SOCK" \
-  > /tmp/status.batch
-$PY -m tests.guest.cli_batch /tmp/status.batch
+# Both views in one Python process (the harness's batch): a start is slow under emulation.
+batch "out=$OUT/status.txt status --control-socket $SOCK" \
+  "out=$OUT/status.json rc=$OUT/results.txt tag=status status -o json --control-socket $SOCK"
 nvme disconnect -n $SUB > /dev/null; echo "disconnect uni rc=$?" >> $OUT/results.txt
 sleep 1
 good_case bi512 $BI512_NQN $BI512_ID --dhchap-secret="$BI512_KEY" --dhchap-ctrl-secret="$BI512_CKEY"

@@ -57,9 +57,7 @@ nproc > $OUT/nproc.txt
 # The target runs a copy of the file, which the watch checks below edit and reload.
 cp CONFIG /tmp/nvmf-guest/target.json
 SOCK=/tmp/nvmf-guest/control.sock
-# nvmf commands that run one after another go in one Python process (tests/guest/cli_batch.py):
-# under emulation an interpreter start costs more than the command.
-batch() { printf '%s\n' "$@" > /tmp/nvmf-guest/b; $PY -m tests.guest.cli_batch /tmp/nvmf-guest/b; }
+# nvmf commands that run one after another go in one Python process (the harness's batch).
 $PY -m nvmf.cli.main serve -v --workers 2 --config /tmp/nvmf-guest/target.json \
     --control-socket $SOCK --metrics-port 9464 > $OUT/target.log 2>&1 &
 target=$!

@@ -106,7 +106,7 @@ echo "kernel target rc=$?" >> $OUT/results.txt
 # driver's extents.  A 30 s keep-alive timeout for it, as for the driver: the kernel target ends
 # a controller it hears nothing from for 5 to 10 s, and the emulated guest's Python can stall.
 R="rc=$OUT/results.txt"
-cat > /tmp/batch <<BATCH
+batch <<BATCH
 out=$OUT/host-discover.txt err=$OUT/host-discover.txt $R tag="host discover" \
   discover -t rdma -a ADDR -s 4420
 out=$OUT/host-identify.txt err=$OUT/host-identify.txt $R tag="host identify" \
@@ -115,7 +115,6 @@ out=$OUT/bench.json err=$OUT/bench.err $R tag="host bench" \
   bench -t rdma -a ADDR -n HOSTNQN -i 2 --numjobs 2 --rw randrw --bs 4k --iodepth 8 \
   --runtime 3 --size 1m --offset 12m --verify --json --keep-alive-tmo 30
 BATCH
-$PY -m tests.guest.cli_batch /tmp/batch
 $PY -m tests.guest.rdma_host_driver ADDR HOSTNQN $OUT/driver.json > $OUT/driver.log 2>&1
 echo "host driver rc=$?" >> $OUT/results.txt
 for e in EXTENTS; do  # what the kernel target wrote, for each extent the driver wrote

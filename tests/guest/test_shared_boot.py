@@ -89,3 +89,17 @@ def test_the_modules_are_compiled_before_a_boot(
     assert [p.name for p in (tmp_path / "src" / "pkg" / "__pycache__").iterdir()] == [
         f"mod.{sys.implementation.cache_tag}.pyc"
     ]
+
+
+def test_a_part_batches_nvmf_commands_from_arguments_or_standard_input(launcher: Path) -> None:
+    """The preamble's ``batch``: one Python process for a part's consecutive nvmf commands."""
+    part = harness.shared_boot(
+        "batched",
+        'batch "out=$OUT/a.txt rc=$OUT/r.txt tag=a gen-dhchap-key -l 32" '
+        '"rc=$OUT/r.txt tag=b gen-dhchap-key -l 7"\n'
+        "batch <<EOF\nout=$OUT/c.txt rc=$OUT/r.txt tag=c gen-dhchap-key -l 48\nEOF\n",
+    )
+    result = part()
+    assert result.returncode == 0
+    assert result.read("r.txt") == "a rc=0\nb rc=2\nc rc=0\n"
+    assert result.read("a.txt").startswith("DHHC-1:00:") and result.read("c.txt")

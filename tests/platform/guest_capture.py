@@ -77,9 +77,7 @@ modprobe rdma_rxe && rdma link add rxe0 type rxe netdev lo
 rdma link show > $OUT/rdma_link.txt
 nproc > $OUT/nproc.txt
 
-# nvmf commands that run one after another go in one Python process (tests/guest/cli_batch.py):
-# under emulation an interpreter start costs more than the command.
-batch() {{ printf '%s\\n' "$@" > /tmp/batch; $PY -m tests.guest.cli_batch /tmp/batch; }}
+# nvmf commands that run one after another go in one Python process (the harness's batch).
 batch "out=$OUT/bound.txt rc=$OUT/bound.rc doctor" "out=$OUT/bound.json doctor --json"
 [ -z "${{RECORD:-}}" ] || $PY tests/platform/capture_sysfs.py $OUT/tree-bound
 # A pattern the kernel's driver writes, for --verify-cmb to find (step 6).

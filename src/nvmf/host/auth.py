@@ -351,8 +351,8 @@ async def authenticate(
         raise AuthenticationError(
             qid, f"the controller did not answer within {timeout:g} s"
         ) from None
-    except TransportError as exc:
-        if awaiting_success1:
+    except HostError as exc:  # a command failed or the queue ended
+        if awaiting_success1 and isinstance(exc, TransportError):
             # Linux nvmet ends a controller whose host response does not match (a fatal error,
             # fabrics-cmd-auth.c) before its AUTH_Failure1 reaches the wire, so the connection
             # may close instead: the same refusal, and the host must say so.
@@ -361,8 +361,6 @@ async def authenticate(
                 f"{exc} after the host's DH-HMAC-CHAP_Reply, without a "
                 "DH-HMAC-CHAP_Success1" + _hint(w.FailureExplanation.FAILED),
             ) from None
-        raise AuthenticationError(qid, str(exc)) from None
-    except HostError as exc:  # a command failed
         raise AuthenticationError(qid, str(exc)) from None
     finally:
         tx.forget()
