@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm import guest
+from tests.vm import guest, runtime_image
 
 REPO = Path(__file__).resolve().parents[2]
 #: An external guest launcher that replaces :func:`tests.vm.guest.run` (see the module's doc).
@@ -82,7 +82,10 @@ def _part_script(out: Path, script: str) -> Path:
         # a boot spends its minutes: python -m tests.guest.profile OUT); the script's own output
         # and redirections are untouched.
         "exec 9>>$OUT/xtrace.txt\nBASH_XTRACEFD=9\nPS4='+ $EPOCHREALTIME '\nset -x\n"
-        "cd $REPO\n"
+        # The Python runtime from its image, once per boot (tests/vm/runtime_image.py): under
+        # emulation, imports over the uncached 9p root cost seconds per process.
+        + runtime_image.GUEST_MOUNT
+        + "cd $REPO\n"
         # batch LINE... (or the lines on standard input): nvmf commands in one Python process
         # (tests/guest/cli_batch.py); under emulation an interpreter start costs more than the
         # command.
@@ -127,6 +130,7 @@ def _boot(
             args += ["--trace", pattern]
         if trace:
             args += ["--trace-file", str(trace_file)]
+        args.append("--runtime-image")
         proc = subprocess.run(
             [*args, "--", *command],
             cwd=REPO,
@@ -145,6 +149,7 @@ def _boot(
             cwd=REPO,
             trace=trace,
             trace_file=trace_file if trace else None,
+            runtime_image=True,
         )
         proc = guest.run(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     return proc.returncode, proc.stdout or ""

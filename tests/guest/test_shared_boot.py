@@ -35,14 +35,18 @@ def test_parts_of_one_machine_share_one_boot(launcher: Path) -> None:
     second = harness.shared_boot("second", "echo two > $OUT/r.txt; exit 3")
     cmb = harness.shared_boot("cmb", "echo cmb > $OUT/r.txt", cmb_mb=16)
     a = first()
-    assert launcher.read_text().splitlines() == [""]  # one boot, no extra options
+    # one boot, with the runtime image (every boot has it) and nothing else
+    assert launcher.read_text().splitlines() == ["--runtime-image"]
     b = second()  # already ran in that boot
-    assert launcher.read_text().splitlines() == [""]
+    assert launcher.read_text().splitlines() == ["--runtime-image"]
     assert (a.read("r.txt"), a.returncode) == ("one\n", 0)
     assert (b.read("r.txt"), b.returncode) == ("two\n", 3)
     assert a.out != b.out and a.seconds >= 0
     assert cmb().read("r.txt") == "cmb\n"
-    assert launcher.read_text().splitlines() == ["", "--cmb-nvme 16"]
+    assert launcher.read_text().splitlines() == [
+        "--runtime-image",
+        "--cmb-nvme 16 --runtime-image",
+    ]
 
 
 def test_a_part_the_boot_never_finished_fails(launcher: Path) -> None:
