@@ -87,11 +87,12 @@ def test_namespace_nvmf_key_only_when_not_default(tmp_path: Path) -> None:
     cfg = default_config()
     cfg.subsystems[0].namespaces.append(Namespace(2, path="/dev/sdb"))
     cfg.subsystems[0].namespaces.append(
-        Namespace(3, path="/dev/sdc", media=NamespaceMedia(direct=True))
+        Namespace(3, path="/dev/sdc", media=NamespaceMedia(direct=True, io_engine="threads"))
     )
     path = tmp_path / "config.json"
     save_config(cfg, path)
     namespaces = json.loads(path.read_text())["subsystems"][0]["namespaces"]
     assert namespaces[0]["nvmf"] == {"kind": "ram", "size": 1 << 30}
     assert "nvmf" not in namespaces[1]
-    assert namespaces[2]["nvmf"] == {"direct": True}
+    assert namespaces[2]["nvmf"] == {"direct": True, "io_engine": "threads"}
+    assert load_config(path, check_paths=False) == cfg

@@ -534,6 +534,24 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "only for nvmf.kind nvme_pci",
     ),
     (
+        "io_engine not an engine",
+        lambda o: ns(o)["nvmf"].update(io_engine="aio"),
+        "subsystems[0].namespaces[0].nvmf.io_engine",
+        'must be one of auto, threads, io_uring; got "aio"',
+    ),
+    (
+        "io_engine not a string",
+        lambda o: ns(o)["nvmf"].update(io_engine=True),
+        "subsystems[0].namespaces[0].nvmf.io_engine",
+        "must be auto, threads or io_uring, got true",
+    ),
+    (
+        "io_engine on a medium that is memory",
+        lambda o: ns(o)["nvmf"].update(kind="ram", size="1M", io_engine="io_uring"),
+        "subsystems[0].namespaces[0].nvmf.io_engine",
+        "only for nvmf.kind file or block",
+    ),
+    (
         "a typo of namespaces",
         lambda o: sub(o).update(namespace=[]),
         "subsystems[0].namespace",

@@ -66,7 +66,17 @@ def loop_device(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Path]]]:
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
-MEDIA_KINDS = ["ram", "file", "file-direct", "block", "block-direct"]
+#: "file" and "block" take the default engine (io_uring where the kernel allows it, see
+#: nvmf.media.uring); the "-threads" kinds the thread pool, so the contract holds for both.
+MEDIA_KINDS = [
+    "ram",
+    "file",
+    "file-direct",
+    "file-threads",
+    "block",
+    "block-direct",
+    "block-threads",
+]
 
 
 @pytest.fixture(params=MEDIA_KINDS)
@@ -78,6 +88,7 @@ def open_media(
     """Open a fresh ``SIZE``-byte media of the parametrized kind (storing ones only)."""
     opened: list[Media] = []
     kind: str = request.param
+    engine = "threads" if kind.endswith("-threads") else "auto"
 
     def make() -> Media:
         media: Media
@@ -88,11 +99,14 @@ def open_media(
             where = direct_io_dir(tmp_path) if direct else tmp_path
             assert where is not None, "no directory here accepts O_DIRECT"
             media = FileMedia(
-                where / f"ns{len(opened)}-{os.getpid()}.img", size=SIZE, direct=direct
+                where / f"ns{len(opened)}-{os.getpid()}.img",
+                size=SIZE,
+                direct=direct,
+                io_engine=engine,
             )
         else:
             dev, _ = loop_device(SIZE)
-            media = BlockMedia(dev, direct=kind.endswith("direct"))
+            media = BlockMedia(dev, direct=kind.endswith("direct"), io_engine=engine)
         opened.append(media)
         return media
 

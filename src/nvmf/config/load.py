@@ -488,6 +488,11 @@ class _Reader:
                     setattr(media, key, value)
                 else:
                     self.problem(where, f"must be dram or cmb, got {show(value)}")
+            elif key == "io_engine":
+                if isinstance(value, str):
+                    media.io_engine = value
+                else:
+                    self.problem(where, f"must be auto, threads or io_uring, got {show(value)}")
             elif key == "size":
                 media.size = None if value is None else self.size(value, where, NamespaceMedia, key)
             elif key == "block_size":

@@ -53,6 +53,7 @@ from nvmf.control.model import (
     Subsystem,
     TargetConfig,
 )
+from nvmf.media.base import IO_ENGINES
 from nvmf.protocol.dhchap import DhchapSecret, DhGroup, HashId, SecretError
 
 #: Integer fields and their bounds: (low, high, show the bounds in hex).
@@ -337,6 +338,11 @@ class _Validator:
                 self.add(f"{path}.nvmf.{field}", check_choice(value, PLACEMENTS))
             elif value != "dram":
                 self.add(f"{path}.nvmf.{field}", "is only for nvmf.kind nvme_pci")
+        if media.io_engine != "auto":
+            problem = check_choice(media.io_engine, IO_ENGINES)
+            if problem is None and media.kind in ("ram", "null", "nvme_pci"):
+                problem = "is only for nvmf.kind file or block"
+            self.add(f"{path}.nvmf.io_engine", problem)
         self.add(
             f"{path}.device.path",
             path_problem(ns.path, media.kind, media.size, check=self.check_paths),

@@ -24,6 +24,8 @@ class NamespaceMedia:
     (for ``ram``, ``null``, and for creating a missing ``file``).  ``direct`` opens files with
     O_DIRECT.  ``sq_placement`` and ``staging_placement`` (``nvme_pci`` only; ``dram`` or
     ``cmb``): where the SSD's submission queues and the staging buffers of this namespace live.
+    ``io_engine`` (``file`` and ``block`` only): how each process's queue reaches the medium,
+    ``io_uring``, ``threads``, or ``auto`` (io_uring where the kernel allows it, else threads).
     """
 
     kind: str | None = None
@@ -32,6 +34,7 @@ class NamespaceMedia:
     direct: bool = False
     sq_placement: str = "dram"
     staging_placement: str = "dram"
+    io_engine: str = "auto"
 
 
 @dataclass

@@ -54,6 +54,11 @@ class MediaError(OSError):
     """The medium failed an operation (EIO from a file, a device error from an SSD)."""
 
 
+#: How a descriptor medium's (``file``, ``block``) queues reach it: an io_uring ring, the thread
+#: pool, or ``auto`` (io_uring where the kernel allows it).  A namespace's ``nvmf.io_engine``.
+IO_ENGINES = ("auto", "threads", "io_uring")
+
+
 @dataclass(frozen=True)
 class MediaHandle:
     """How another process (an offload worker) serves the same medium: picklable, sent with at
@@ -66,6 +71,8 @@ class MediaHandle:
     volatile_write_cache: bool
     path: str = ""
     direct: bool = False
+    #: How a descriptor medium's queues reach it (``auto``, ``threads``, ``io_uring``).
+    io_engine: str = "auto"
     #: What else the kind needs, as plain picklable data (an SSD queue pair's layout).
     extra: Any = None
 

@@ -59,6 +59,7 @@ class BlockMedia(DescriptorMedia):
         direct: bool = False,
         read_only: bool = False,
         io_threads: int = DEFAULT_IO_THREADS,
+        io_engine: str = "auto",
     ) -> None:
         super().__init__(
             path,
@@ -67,6 +68,7 @@ class BlockMedia(DescriptorMedia):
             direct=direct,
             geometry=lambda fd, path: _geometry(fd, path, block_size, direct),
             io_threads=io_threads,
+            io_engine=io_engine,
         )
 
     def _copy_zeroes(self, offset: int, length: int) -> None:

@@ -39,6 +39,8 @@ class MediaSettings(Protocol):
     def block_size(self) -> int: ...
     @property
     def direct(self) -> bool: ...
+    @property
+    def io_engine(self) -> str: ...
 
 
 class Namespace(Protocol):
@@ -70,14 +72,23 @@ def _open_null(ns: Namespace) -> Media:
 def _open_file(ns: Namespace) -> Media:
     _need_path(ns)
     return FileMedia(
-        ns.path, size=ns.media.size, block_size=ns.media.block_size, direct=ns.media.direct
+        ns.path,
+        size=ns.media.size,
+        block_size=ns.media.block_size,
+        direct=ns.media.direct,
+        io_engine=ns.media.io_engine,
     )
 
 
 def _open_block(ns: Namespace) -> Media:
     """The device's logical block size wins over a smaller configured one (the 512 default)."""
     _need_path(ns)
-    return BlockMedia(ns.path, block_size=ns.media.block_size, direct=ns.media.direct)
+    return BlockMedia(
+        ns.path,
+        block_size=ns.media.block_size,
+        direct=ns.media.direct,
+        io_engine=ns.media.io_engine,
+    )
 
 
 _OPENERS: dict[str, Opener] = {

@@ -35,17 +35,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import logging
 import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
-from nvmf.media.base import MediaError, MediaHandle, medium_result
+from nvmf.media import uring
+from nvmf.media.base import IO_ENGINES, MediaError, MediaHandle, medium_result
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
 from nvmf.media.queue import MediaQueue, ThreadQueue
+from nvmf.media.uring import UringQueue
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Threads per media: enough to keep a queue of requests in flight on one file or device.
 DEFAULT_IO_THREADS = 8
@@ -117,6 +121,17 @@ def filesystem_block_size(fd: int) -> int:
     return FALLBACK_FS_BLOCK_SIZE
 
 
+def check_io_engine(io_engine: str, path: str) -> None:
+    """Refuse at open an engine that does not exist, or io_uring asked for where it cannot run
+    (a ``MediaError`` naming why: the kernel, the missing package, a refused setup)."""
+    if io_engine not in IO_ENGINES:
+        raise ValueError(
+            f"{path}: io_engine must be one of {', '.join(IO_ENGINES)}, got {io_engine!r}"
+        )
+    if io_engine == "io_uring" and (why := uring.problem()) is not None:
+        raise MediaError(errno.ENOTSUP, f"io_engine io_uring: {why}", path)
+
+
 class Geometry(NamedTuple):
     """What a media type learns from its open descriptor."""
 
@@ -162,8 +177,10 @@ class DescriptorMedia:
         direct: bool,
         geometry: Callable[[int, str], Geometry],
         io_threads: int = DEFAULT_IO_THREADS,
+        io_engine: str = "auto",
     ) -> None:
         path = os.fspath(path)
+        check_io_engine(io_engine, path)
         fd = open_descriptor(path, flags, read_only=read_only, direct=direct)
         try:
             self.block_size, self.size, self.volatile_write_cache = geometry(fd, path)
@@ -171,11 +188,15 @@ class DescriptorMedia:
         except BaseException:
             os.close(fd)
             raise
-        self._setup(fd, path, direct, io_threads)
+        self._setup(fd, path, direct, io_threads, io_engine)
 
-    def _setup(self, fd: int, path: str, direct: bool, io_threads: int) -> None:
+    def _setup(self, fd: int, path: str, direct: bool, io_threads: int, io_engine: str) -> None:
         self.path = path
         self.direct = direct
+        #: How this process's queues reach the medium: ``io_uring``, ``threads``, or ``auto``
+        #: (io_uring where :func:`nvmf.media.uring.problem` finds nothing against it).
+        self.io_engine = io_engine
+        self._rings: list[UringQueue] = []
         self._fd = fd
         #: Block size of the file system the file is on (a block device: its node's I/O size),
         #: never 0: see :func:`filesystem_block_size`.
@@ -191,7 +212,13 @@ class DescriptorMedia:
         """The handle and this medium's descriptor: a worker given a duplicate of it (over a
         Unix socket) serves the same open file, with the same ``O_DIRECT`` and device claim."""
         handle = MediaHandle(
-            self.kind, self.size, self.block_size, self.volatile_write_cache, self.path, self.direct
+            self.kind,
+            self.size,
+            self.block_size,
+            self.volatile_write_cache,
+            self.path,
+            self.direct,
+            io_engine=self.io_engine,
         )
         return handle, self._fd
 
@@ -204,7 +231,7 @@ class DescriptorMedia:
         media = cls.__new__(cls)
         media.block_size, media.size = handle.block_size, handle.size
         media.volatile_write_cache = handle.volatile_write_cache
-        media._setup(fd, handle.path, handle.direct, io_threads)
+        media._setup(fd, handle.path, handle.direct, io_threads, handle.io_engine)
         return media
 
     # -- the Media contract --------------------------------------------------------------------
@@ -239,16 +266,37 @@ class DescriptorMedia:
         """Wait for requests in flight, then close the descriptor.  Safe to call twice."""
         if self._fd < 0:
             return
-        # The pool's threads may still be using the descriptor: closing it under them could make
-        # a pending write land in whatever file reuses the number.
+        # The pool's threads and the rings may still be using the descriptor: closing it under
+        # them could make a pending write land in whatever file reuses the number.
+        for ring in self._rings:
+            ring.close()
+        self._rings.clear()
         self._executor.shutdown(wait=True)
         os.close(self._fd)
         self._fd = -1
 
     def open_queue(self) -> MediaQueue:
-        """This process's queue on the medium: the thread pool, completions to the running
-        event loop."""
-        return ThreadQueue(self, asyncio.get_running_loop())
+        """This process's queue on the medium, completing on the running event loop: an
+        io_uring ring, or the thread pool (``io_engine``; ``auto`` takes the ring where the
+        kernel allows it).  The log says which, and why not io_uring."""
+        loop = asyncio.get_running_loop()
+        if self.io_engine != "threads":
+            why = uring.problem()
+            if why is None:
+                queue = UringQueue(self, loop)
+                self._rings.append(queue)
+                log.info("%s: io_uring queue (%d entries)", self.path, uring.RING_ENTRIES)
+                return queue
+            if self.io_engine == "io_uring":  # checked at start: the kernel changed under us?
+                raise MediaError(errno.ENOTSUP, f"io_engine io_uring: {why}", self.path)
+            log.info("%s: thread-pool queue (io_uring: %s)", self.path, why)
+        else:
+            log.info("%s: thread-pool queue (io_engine threads)", self.path)
+        return ThreadQueue(self, loop)
+
+    def fileno(self) -> int:
+        """The open descriptor (for a queue that submits on it)."""
+        return self._fd
 
     # -- what a ThreadQueue calls ----------------------------------------------------------------
 
@@ -397,6 +445,7 @@ class FileMedia(DescriptorMedia):
         direct: bool = False,
         read_only: bool = False,
         io_threads: int = DEFAULT_IO_THREADS,
+        io_engine: str = "auto",
     ) -> None:
         if size is not None:  # refuse a bad size before a file is created with it
             check_geometry(size, block_size)
@@ -411,6 +460,7 @@ class FileMedia(DescriptorMedia):
             direct=direct,
             geometry=geometry,
             io_threads=io_threads,
+            io_engine=io_engine,
         )
 
 
