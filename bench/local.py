@@ -84,9 +84,22 @@ class CpuRun:
 
 
 def target_config(
-    port: int, kind: str, size: int, trtype: str = "tcp", traddr: str = "127.0.0.1"
+    port: int,
+    kind: str,
+    size: int,
+    trtype: str = "tcp",
+    traddr: str = "127.0.0.1",
+    path: str = "",
+    io_engine: str = "auto",
 ) -> dict[str, Any]:
-    """An nvmetcli JSON configuration: subsystem :data:`SUBNQN`, one namespace, one port."""
+    """An nvmetcli JSON configuration: subsystem :data:`SUBNQN`, one namespace, one port
+    (``path``: the namespace's file, for ``kind`` file, with its ``io_engine``)."""
+    media: dict[str, Any] = {"kind": kind, "size": size}
+    if io_engine != "auto":
+        media["io_engine"] = io_engine
+    namespace: dict[str, Any] = {"nsid": 1, "enable": 1, "nvmf": media}
+    if path:
+        namespace["device"] = {"path": path}
     return {
         "hosts": [],
         "ports": [
@@ -101,7 +114,7 @@ def target_config(
             {
                 "nqn": SUBNQN,
                 "attr": {"allow_any_host": "1", "serial": "nvmfbench01", "model": "nvmf-bench"},
-                "namespaces": [{"nsid": 1, "enable": 1, "nvmf": {"kind": kind, "size": size}}],
+                "namespaces": [namespace],
             }
         ],
     }  # fmt: skip
@@ -188,12 +201,18 @@ def serve_supports_workers() -> bool:
 
 
 @contextmanager
-def nvmf_target(workers: int | None = None, kind: str = "ram") -> Iterator[Target]:
-    """``nvmf serve`` with a ``kind`` namespace of :data:`NS_BYTES` on a free port, with
-    ``--workers`` when ``workers`` is given (the caller checked the option exists)."""
+def nvmf_target(
+    workers: int | None = None, kind: str = "ram", io_engine: str = "auto"
+) -> Iterator[Target]:
+    """``nvmf serve`` with a ``kind`` namespace of :data:`NS_BYTES` on a free port (a ``file``
+    one in a temporary file, reached through ``io_engine``), with ``--workers`` when ``workers``
+    is given (the caller checked the option exists)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "target.json"
-        cfg.write_text(json.dumps(target_config(4420, kind, NS_BYTES)))
+        path = str(Path(tmp) / "ns.img") if kind == "file" else ""
+        cfg.write_text(
+            json.dumps(target_config(4420, kind, NS_BYTES, path=path, io_engine=io_engine))
+        )
         argv = [*SERVE, "--config", str(cfg), "--trsvcid", "0"]
         if workers is not None:
             argv += ["--workers", str(workers)]

@@ -22,6 +22,9 @@
     serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
     on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT).  The guest runs under
     TCG emulation: only its ratios mean anything; ``--guest-only`` skips (1)-(3) and (a);
+(e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
+    target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
+    the reason);
 (d) with ``--guest cmb``: an ``nvme_pci`` namespace on QEMU's CMB SSD in the guest, SQs and
     staging in DRAM against both in the CMB, beside the kernel's nvme driver (:mod:`placement`);
 with ``--plot FILE.png``: IOPS against queue depth (4 KiB random reads, QD 1..64, for both
@@ -49,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
+import engines  # noqa: E402
 import placement  # noqa: E402
 import rawtcp  # noqa: E402
 from local import (  # noqa: E402
@@ -508,6 +512,7 @@ def main() -> int:
     )
     nvmf = [Measurement.of(r) for r in cmp.nvmf]
     scaling = measure_scaling(most, args.runtime) if supported else None
+    engine_cmp = engines.compare(WORKLOADS, args.runtime, args.numjobs, workers)
     nvmf_name = "nvmf serve" + (f" --workers {workers}" if workers is not None else "")
     if args.plot:
         import plot
@@ -543,6 +548,11 @@ def main() -> int:
                 for name, runs in cmp.sweep.items()
             },
         }
+        report["engines"] = {
+            "skipped": engine_cmp.skipped,
+            "threads": [_run_json(r) for r in engine_cmp.threads],
+            "io_uring": [_run_json(r) for r in engine_cmp.io_uring],
+        }
         if guest:
             report["guest"] = _guest_json(guest)
         if placements is not None:
@@ -574,6 +584,7 @@ def main() -> int:
     )
     print_control_share(cmp, workers, supported)
     print_scaling(scaling, most)
+    print(engines.report(engine_cmp, nvmf_name))
     print_guest(guest)
     if placements is not None:
         print(placement.report(placements))
