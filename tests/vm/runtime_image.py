@@ -64,8 +64,10 @@ class Entry:
 def _maps_objects(python: Path) -> list[Path]:
     """The shared objects ``python`` maps once it has imported what the guest scripts use."""
     proc = subprocess.run(
-        [str(python), "-c", _PROBE], capture_output=True, text=True, check=True, cwd=REPO
+        [str(python), "-c", _PROBE], capture_output=True, text=True, check=False, cwd=REPO
     )
+    if proc.returncode != 0:
+        raise RuntimeImageError(f"{python} could not import the project: {proc.stderr[-2000:]}")
     found = []
     for line in proc.stdout.splitlines():
         fields = line.split()
