@@ -1055,3 +1055,175 @@ def test_sink_connection_reports_a_bad_h2c_window_with_its_header() -> None:
         p.ctrl.receive(pdu)
     assert err.value.fes == Fes.DATA_OUT_OF_RANGE
     assert err.value.header == pdu[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# R2T windows: the controller's H2C bookkeeping (transfer tags, windows, placement)
+# ---------------------------------------------------------------------------------------------
+
+#: The controller's two ways of taking an H2CData header: the general parser (digests on) and
+#: the one-step path of a digest-free connection with a command sink.
+PATHS = ["general", "fast"]
+
+
+def h2c_pair(path: str) -> Pair:
+    return new_pair(hdgst=True, ddgst=True) if path == "general" else sink_pair()[0]
+
+
+def h2c_pdu(p: Pair, cccid: int, ttag: int, datao: int, data: bytes, *, last: bool) -> bytes:
+    return flat(p.host.h2c_data(cccid, ttag, datao, memoryview(data), last=last))
+
+
+def fatal_of(conn: TcpConnection, data: bytes) -> TcpFatalError:
+    with pytest.raises(TcpFatalError) as info:
+        conn.receive(data)
+    return info.value
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_with_an_unknown_ttag_is_fatal(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+    pdu = h2c_pdu(p, 1, ttag + 1, 0, bytes(512), last=True)
+    err = fatal_of(p.ctrl, pdu)
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+    assert err.header[:24] == pdu[:24]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_with_another_commands_cccid_is_fatal(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+    open_h2c(p.ctrl, p.cstore, 2, 512)
+    err = fatal_of(p.ctrl, h2c_pdu(p, 2, ttag, 0, bytes(512), last=True))
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_CCCID)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("together", [False, True])
+def test_duplicate_h2c_data_is_out_of_range_and_never_placed(path: str, together: bool) -> None:
+    """A PDU repeating a range already received is DATA_OUT_OF_RANGE, whether it arrives in
+    the same read as the original or later, and none of its bytes land in the window."""
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    good = h2c_pdu(p, 1, ttag, 0, b"\x11" * 4096, last=False)
+    dup = h2c_pdu(p, 1, ttag, 0, b"\xee" * 4096, last=False)
+    if together:
+        err = fatal_of(p.ctrl, good + dup)
+    else:
+        assert p.ctrl.receive(good) == [H2CDataReceived(1, ttag, 0, 4096, False, False)]
+        err = fatal_of(p.ctrl, dup)
+    assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+    assert p.cstore.h2c[1] == b"\x11" * 4096 + bytes(4096)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_past_the_window_or_skipping_ahead_is_out_of_range(path: str) -> None:
+    for datao, size in [(4096, 512), (512, 512), (0, 4608)]:
+        p = h2c_pair(path)
+        ttag = open_h2c(p.ctrl, p.cstore, 1, 4096)
+        err = fatal_of(p.ctrl, h2c_pdu(p, 1, ttag, datao, bytes(size), last=True))
+        assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO), (datao, size)
+        assert p.cstore.h2c[1] == bytes(4096)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_two_h2c_data_pdus_of_one_r2t_in_one_receive(path: str) -> None:
+    p = h2c_pair(path)
+    data = payload(8192)
+    ttag = open_h2c(p.ctrl, p.cstore, 3, len(data))
+    first = h2c_pdu(p, 3, ttag, 0, data[:4096], last=False)
+    second = h2c_pdu(p, 3, ttag, 4096, data[4096:], last=True)
+    assert p.ctrl.receive(first + second) == [
+        H2CDataReceived(3, ttag, 0, 4096, False, False),
+        H2CDataReceived(3, ttag, 4096, 4096, True, True),
+    ]
+    assert p.cstore.h2c[3] == data
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_last_h2c_data_before_the_window_is_filled_is_a_sequence_error(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    pdu = h2c_pdu(p, 1, ttag, 0, bytes(4096), last=True)
+    err = fatal_of(p.ctrl, pdu)
+    assert (err.fes, err.fei) == (Fes.PDU_SEQ_ERR, 0)
+    assert err.header[:24] == pdu[:24]
+
+
+def test_a_window_at_an_offset_takes_the_commands_offsets() -> None:
+    """An R2T for part of a command's data: H2CData offsets are the command's (r2to on)."""
+    p = new_pair()
+    dest = bytearray(1000)
+    ttag, r2t = p.ctrl.open_transfer(4, memoryview(dest), r2to=3000)
+    assert p.host.receive(r2t) == [R2TReceived(4, ttag, 3000, 1000)]
+    data = payload(1000)
+    assert p.ctrl.receive(h2c_pdu(p, 4, ttag, 3000, data, last=True)) == [
+        H2CDataReceived(4, ttag, 3000, 1000, True, True)
+    ]
+    assert dest == data
+    other = new_pair()
+    ttag = other.ctrl.open_transfer(4, memoryview(bytearray(1000)), r2to=3000)[0]
+    err = fatal_of(other.ctrl, h2c_pdu(other, 4, ttag, 0, bytes(1000), last=True))
+    assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_tag_stays_reserved_until_close_transfer(path: str) -> None:
+    """Once its window is filled, the tag is neither free nor open to data: a repeated PDU is
+    out of range (not data of a new command), and no R2T gets the tag, until the command's
+    completion is sent (close_transfer); then the tag is unknown, and free again."""
+    for close in (False, True):
+        p = h2c_pair(path)
+        ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+        pdu = h2c_pdu(p, 1, ttag, 0, b"\x22" * 512, last=True)
+        assert p.ctrl.receive(pdu) == [H2CDataReceived(1, ttag, 0, 512, True, True)]
+        dup = h2c_pdu(p, 1, ttag, 0, b"\xee" * 512, last=True)
+        if close:
+            break
+        err = fatal_of(p.ctrl, dup)
+        assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+        assert p.cstore.h2c[1] == b"\x22" * 512
+    tags = {p.ctrl.open_transfer(9, memoryview(bytearray(8)))[0] for _ in range(0xFFFE)}
+    assert ttag not in tags and 0xFFFF not in tags  # every other tag: this one is reserved
+    p.ctrl.close_transfer(ttag)
+    p.ctrl.close_transfer(ttag)  # a tag not open: nothing happens
+    err = fatal_of(p.ctrl, dup)
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+    assert p.cstore.h2c[1] == b"\x22" * 512
+
+
+def test_tag_allocation_skips_ffffh_and_tags_in_use() -> None:
+    p = new_pair()
+    dest = memoryview(bytearray(1))
+    first = [p.ctrl.open_transfer(1, dest)[0] for _ in range(3)]
+    assert first == [0, 1, 2]
+    p.ctrl.close_transfer(1)
+    assert p.ctrl.open_transfer(1, dest)[0] == 3  # round robin: a tag just freed waits
+    tags = [p.ctrl.open_transfer(1, dest)[0] for _ in range(0xFFFF - 3)]
+    assert 0xFFFF not in tags and 0 not in tags and 2 not in tags
+    assert tags[-1] == 1  # after FFFEh the allocator wraps, past FFFFh, 0 and 2 in use, to 1
+    assert sorted([*tags, 0, 2, 3]) == list(range(0xFFFF))  # every tag but FFFFh is in use
+    with pytest.raises(RuntimeError, match="no free transfer tag"):
+        p.ctrl.open_transfer(1, dest)
+    p.ctrl.close_transfer(0x1234)
+    ttag, r2t = p.ctrl.open_transfer(6, memoryview(bytearray(16)))
+    assert ttag == 0x1234
+    assert p.host.receive(r2t) == [R2TReceived(6, 0x1234, 0, 16)]
+
+
+def test_only_a_controller_opens_transfers_of_at_least_one_byte() -> None:
+    p = new_pair()
+    with pytest.raises(RuntimeError):
+        p.host.open_transfer(1, memoryview(bytearray(8)))
+    with pytest.raises(ValueError):
+        p.ctrl.open_transfer(1, memoryview(bytearray(0)))
+
+
+def test_a_connection_receiving_h2c_data_is_not_handed_over() -> None:
+    p = new_pair()
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    with pytest.raises(RuntimeError, match="H2CData"):
+        p.ctrl.export_state()
+    p.ctrl.receive(h2c_pdu(p, 1, ttag, 0, bytes(8192), last=True))
+    assert p.ctrl.export_state()["established"]  # filled (its tag reserved): fine
