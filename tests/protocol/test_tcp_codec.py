@@ -1220,6 +1220,20 @@ def test_only_a_controller_opens_transfers_of_at_least_one_byte() -> None:
         p.ctrl.open_transfer(1, memoryview(bytearray(0)))
 
 
+def test_a_digest_error_leaves_the_window_open_for_the_rest_of_the_r2t() -> None:
+    """The host goes on sending the R2T's other PDUs (it learns of the error from the
+    completion): they are placed, not fatal, and the last one still fills the window."""
+    p = new_pair(ddgst=True)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    bad = bytearray(h2c_pdu(p, 1, ttag, 0, bytes(4096), last=False))
+    bad[-1] ^= 0xFF
+    rest = h2c_pdu(p, 1, ttag, 4096, bytes(4096), last=True)
+    assert p.ctrl.receive(bytes(bad) + rest) == [
+        DataDigestError(1, ttag=ttag),
+        H2CDataReceived(1, ttag, 4096, 4096, True, True),
+    ]
+
+
 def test_a_connection_receiving_h2c_data_is_not_handed_over() -> None:
     p = new_pair()
     ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)

@@ -423,8 +423,10 @@ class TcpQueue:
             # The codec checked the PDU against its R2T's window and placed the data.  The tag
             # stays reserved until the command's completion is sent (_close_transfer).
             if ev.filled:
-                req, done = self._fetching.pop(ev.ttag)
-                done(req, SUCCESS)
+                running = self._fetching.pop(ev.ttag, None)
+                if running is not None:  # None: the transfer failed already (a digest error)
+                    req, done = running
+                    done(req, SUCCESS)
         elif isinstance(ev, p.ICReqReceived):
             self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
             self.session.in_place = not self.conn.ddgst
