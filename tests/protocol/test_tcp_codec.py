@@ -1234,6 +1234,21 @@ def test_a_digest_error_leaves_the_window_open_for_the_rest_of_the_r2t() -> None
     ]
 
 
+def test_closing_a_transfer_while_its_pdu_arrives_keeps_the_rest_out_of_its_buffer() -> None:
+    """A command that failed early (a digest error) may complete while another of its PDUs is
+    still arriving: after close_transfer the rest of that PDU's data must not land in memory
+    the command gave back (the next command's staging buffer)."""
+    p = new_pair()
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    pdu = h2c_pdu(p, 1, ttag, 0, b"\x33" * 8192, last=True)
+    assert p.ctrl.receive(pdu[: 24 + 100]) == []
+    p.ctrl.close_transfer(ttag)
+    assert p.ctrl.receive(pdu[24 + 100 :]) == [H2CDataReceived(1, ttag, 0, 8192, True, True)]
+    assert p.cstore.h2c[1] == b"\x33" * 100 + bytes(8092)
+    err = fatal_of(p.ctrl, pdu)  # and the tag is unknown now
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+
+
 def test_a_connection_receiving_h2c_data_is_not_handed_over() -> None:
     p = new_pair()
     ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)

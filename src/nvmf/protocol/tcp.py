@@ -804,8 +804,17 @@ class TcpConnection:
         A tag not open is ignored.
 
         Until then the tag stays reserved, so that an H2CData PDU repeating data already
-        received is out of range (a fatal error), never taken as data of a new command."""
-        self._transfers.pop(ttag, None)
+        received is out of range (a fatal error), never taken as data of a new command.  If
+        one of the transfer's PDUs is still arriving (a command that failed early, after a
+        data digest error), the rest of its data is received into a scratch buffer: the
+        window's memory no longer belongs to the command."""
+        xfer = self._transfers.pop(ttag, None)
+        if xfer is None:
+            return
+        pending = self._pending
+        dest = self._dest
+        if dest is not None and type(pending) is H2CDataReceived and pending.ttag == ttag:
+            self._dest = memoryview(bytearray(len(dest)))
 
     def _alloc_ttag(self) -> int:
         """The next transfer tag not in use, round robin (a tag just freed is reused last)."""
