@@ -174,18 +174,14 @@ class FakeQueue:
         )  # fmt: skip
         self.conn.cpda = cfg.cpda
         self.qid: int | None = None
-        self._pending: dict[int, tuple[Sqe, bytearray]] = {}  # ttag -> command, buffer
-        self._received: dict[int, int] = {}
-        self._next_ttag = 1
+        #: ttag -> the command, its buffer, and the tags of its R2Ts still waiting for data
+        #: (the codec keeps the windows; the command runs once every one is filled).
+        self._pending: dict[int, tuple[Sqe, bytearray, set[int]]] = {}
         ctrl.queues.append(self)
 
     # -- DataPlacement --------------------------------------------------------------------------
     def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
         return memoryview(bytearray(length))
-
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        _, buf = self._pending[ttag]
-        return memoryview(buf)[datao : datao + datal]
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         raise AssertionError("a controller receives no C2HData")
@@ -235,12 +231,15 @@ class FakeQueue:
                 self.execute(sqe, None)
         elif isinstance(ev, p.H2CDataReceived):
             ctrl.h2c.append((ev.cccid, ev.datao, ev.datal, ev.last))
-            sqe, buf = self._pending[ev.ttag]
-            self._received[ev.ttag] = self._received.get(ev.ttag, 0) + ev.datal
-            if self._received[ev.ttag] == len(buf):
+            if ev.filled:
                 assert ev.last, "the PDU that completes an R2T must carry LAST_PDU"
-                del self._pending[ev.ttag], self._received[ev.ttag]
-                self.execute(sqe, buf)
+                sqe, buf, waiting = self._pending[ev.ttag]
+                waiting.discard(ev.ttag)
+                if not waiting:
+                    for ttag in [t for t, v in self._pending.items() if v[2] is waiting]:
+                        del self._pending[ttag]
+                        self.conn.close_transfer(ttag)
+                    self.execute(sqe, buf)
         elif isinstance(ev, p.TermReqReceived):
             ctrl.term_from_host.append(ev)
         elif isinstance(ev, p.DataDigestError):
@@ -253,15 +252,19 @@ class FakeQueue:
         return sqe.opcode & 3 == 1
 
     def request_data(self, sqe: Sqe, length: int) -> None:
-        ttag = self._next_ttag
-        self._next_ttag += 1
+        """One R2T for the command's data, or one per ``r2t_chunk`` bytes, each its own tag."""
         buf = bytearray(length)
-        self._pending[ttag] = (sqe, buf)
+        waiting: set[int] = set()
         chunk = self.ctrl.config.r2t_chunk or length
         for off in range(0, length, chunk):
             size = min(chunk, length - off)
             self.ctrl.r2ts.append((sqe.cid, off, size))
-            self.send(self.conn.r2t(sqe.cid, ttag, off, size))
+            ttag, r2t = self.conn.open_transfer(
+                sqe.cid, memoryview(buf)[off : off + size], r2to=off
+            )
+            waiting.add(ttag)
+            self._pending[ttag] = (sqe, buf, waiting)
+            self.send(r2t)
 
     # -- commands ---------------------------------------------------------------------------------
     def complete(self, sqe: Sqe, status: Status) -> None:

@@ -111,7 +111,7 @@ def test_request_defaults_and_cid() -> None:
     req = request()
     assert req.cid == 0x42 and req.state is S.NEW and req.direction is Direction.NONE
     assert req.data is None and req.staging is None and req.status.ok
-    assert req.ttag == -1 and req.received == 0
+    assert req.ttag == -1
 
 
 def test_load_decodes_the_hot_fields_and_resets_the_last_command() -> None:

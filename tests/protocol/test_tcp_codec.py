@@ -1,11 +1,12 @@
 """The sans-IO NVMe/TCP codec in memory: a host and a controller wired through byte strings.
 
 Placement stubs back every destination with a bytearray, so the tests see where data lands and
-can check that bulk payload is received straight into it (zero copy).  The key property of a
-streaming parser is checked with Hypothesis: any chunking of the same byte stream gives the same
-events and the same data placement.  Fatal conditions are checked one by one for their Fatal
-Error Status and Fatal Error Information (the FES/FEI of an NVMe/TCP 1.0 TermReq), and random
-bytes may only ever raise :class:`TcpFatalError`.
+can check that bulk payload is received straight into it (zero copy); H2CData lands in the R2T
+windows the controller opened with ``open_transfer``, each a bytearray of the test's.  The key
+property of a streaming parser is checked with Hypothesis: any chunking of the same byte stream
+gives the same events and the same data placement.  Fatal conditions are checked one by one for
+their Fatal Error Status and Fatal Error Information (the FES/FEI of an NVMe/TCP 1.0 TermReq), and
+random bytes may only ever raise :class:`TcpFatalError`.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ Buffers = list[bytes | memoryview]
 
 @dataclass
 class Store:
-    """A DataPlacement backed by bytearrays that records every destination it hands out."""
+    """A DataPlacement backed by bytearrays that records every destination it hands out, and
+    the buffers of the R2T windows a test opened on its controller (:func:`open_h2c`)."""
 
     size: int = 1 << 16
     capsules: list[tuple[bytes, bytearray]] = field(default_factory=list)
+    #: cccid -> the buffer of the command's R2T window (the codec places H2CData in it).
     h2c: dict[int, bytearray] = field(default_factory=dict)
     c2h: dict[int, bytearray] = field(default_factory=dict)
     #: (buffer, offset, length) of each destination, in the order they were asked for.
@@ -66,18 +69,20 @@ class Store:
         self.handed.append((buf, 0, length))
         return memoryview(buf)
 
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        return self._place(self.h2c, cccid, datao, datal)
-
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
-        return self._place(self.c2h, cccid, datao, datal)
-
-    def _place(self, table: dict[int, bytearray], cccid: int, datao: int, datal: int) -> memoryview:
         if datao + datal > self.size:
             raise TcpFatalError(Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO, b"", "out of range")
-        buf = table.setdefault(cccid, bytearray(self.size))
+        buf = self.c2h.setdefault(cccid, bytearray(self.size))
         self.handed.append((buf, datao, datal))
         return memoryview(buf)[datao : datao + datal]
+
+
+def open_h2c(ctrl: TcpConnection, store: Store, cccid: int, size: int) -> int:
+    """Open an R2T window of ``size`` bytes for ``cccid`` on ``ctrl``, backed by a new buffer
+    in ``store.h2c``; the transfer tag."""
+    buf = store.h2c[cccid] = bytearray(size)
+    ttag, _ = ctrl.open_transfer(cccid, memoryview(buf))
+    return ttag
 
 
 @dataclass
@@ -247,24 +252,25 @@ def test_capsule_with_and_without_incapsule_data(
 def test_r2t_then_h2c_data_in_several_pdus(hdgst: bool, ddgst: bool, hpda: int, cpda: int) -> None:
     p = new_pair(hdgst=hdgst, ddgst=ddgst, hpda=hpda, cpda=cpda)
     data = payload(10000)
-    r2t = p.ctrl.r2t(cccid=5, ttag=9, r2to=0, r2tl=len(data))
+    dest = bytearray(len(data))
+    ttag, r2t = p.ctrl.open_transfer(5, memoryview(dest))
     assert len(r2t) == 24 + (4 if hdgst else 0) and r2t[3] == 0
-    assert p.host.receive(r2t) == [R2TReceived(cccid=5, ttag=9, r2to=0, r2tl=len(data))]
+    assert p.host.receive(r2t) == [R2TReceived(cccid=5, ttag=ttag, r2to=0, r2tl=len(data))]
     cuts = [0, 4096, 8192, len(data)]
     events: list[Event] = []
     for i, (lo, hi) in enumerate(itertools.pairwise(cuts)):
         last = hi == len(data)
-        pdu = flat(p.host.h2c_data(5, 9, lo, memoryview(data)[lo:hi], last=last))
+        pdu = flat(p.host.h2c_data(5, ttag, lo, memoryview(data)[lo:hi], last=last))
         check_data_pdu_layout(pdu, 24, cpda, data[lo:hi], hdgst, ddgst)
         assert pdu[0] == PduType.H2C_DATA and bool(pdu[1] & PduFlags.DATA_LAST) is last
         events += p.ctrl.receive(pdu)
         assert len(events) == i + 1
     assert events == [
-        H2CDataReceived(5, 9, 0, 4096, False),
-        H2CDataReceived(5, 9, 4096, 4096, False),
-        H2CDataReceived(5, 9, 8192, len(data) - 8192, True),
+        H2CDataReceived(5, ttag, 0, 4096, False, False),
+        H2CDataReceived(5, ttag, 4096, 4096, False, False),
+        H2CDataReceived(5, ttag, 8192, len(data) - 8192, True, True),
     ]
-    assert p.cstore.h2c[5][: len(data)] == data
+    assert dest == data
 
 
 @pytest.mark.parametrize(("hdgst", "ddgst"), DIGESTS)
@@ -296,10 +302,10 @@ def test_c2h_data_flags_and_capsule_resp(hdgst: bool, ddgst: bool, hpda: int, cp
 def test_large_h2c_data_beyond_the_receive_buffer() -> None:
     """1 MiB in one PDU (more than the 256 KiB receive buffer) goes straight to its buffer."""
     p = new_pair(ddgst=True)
-    p.cstore.size = 1 << 20
     data = payload(1 << 20)
-    pdu = flat(p.host.h2c_data(1, 1, 0, memoryview(data), last=True))
-    assert p.ctrl.receive(pdu) == [H2CDataReceived(1, 1, 0, 1 << 20, True)]
+    ttag = open_h2c(p.ctrl, p.cstore, 1, len(data))
+    pdu = flat(p.host.h2c_data(1, ttag, 0, memoryview(data), last=True))
+    assert p.ctrl.receive(pdu) == [H2CDataReceived(1, ttag, 0, 1 << 20, True, True)]
     assert p.cstore.h2c[1] == data
 
 
@@ -308,47 +314,74 @@ def test_large_h2c_data_beyond_the_receive_buffer() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Where a data PDU's payload must land in the receiver: ("h2c", cccid, datao), the command's
+#: R2T window at that offset, or ("placed", n), the receiver's n-th placement destination.
+Where = tuple[str, int, int]
+
+
 @dataclass
 class Stream:
     data: bytes
-    #: (start, end) in ``data`` of each data PDU's payload, in stream order.
-    payloads: list[tuple[int, int]]
+    #: (start, end) in ``data`` of each data PDU's payload, in stream order, and its place.
+    payloads: list[tuple[int, int, Where]]
     #: Number of PDUs in the stream.
     count: int
 
 
-def build_stream(sender: TcpConnection, ops: list[tuple[str, int, int]]) -> Stream:
-    """PDUs from ``sender``: (kind, size, pieces) per op, each op its own cccid."""
-    out = bytearray()
-    payloads: list[tuple[int, int]] = []
-    count = 0
+Op = tuple[str, int, int]
 
-    def add(bufs: Buffers, has_data: bool) -> None:
-        nonlocal count
+
+def open_windows(ctrl: TcpConnection, store: Store, ops: list[Op]) -> dict[int, int]:
+    """Open on ``ctrl`` the R2T window of every "h2c" op (its cccid is its index): cccid ->
+    transfer tag.  Fresh connections hand out the same tags in the same order."""
+    return {cid: open_h2c(ctrl, store, cid, size) for cid, (kind, size, _) in enumerate(ops)
+            if kind == "h2c"}  # fmt: skip
+
+
+def build_stream(
+    sender: TcpConnection, ops: list[Op], ttags: dict[int, int] | None = None
+) -> Stream:
+    """PDUs from ``sender``: (kind, size, pieces) per op, each op its own cccid; an "h2c" op's
+    PDUs carry the tag ``ttags`` gives its cccid."""
+    out = bytearray()
+    payloads: list[tuple[int, int, Where]] = []
+    count = 0
+    placed = 0
+
+    def add(bufs: Buffers, where: Where | None) -> None:
+        nonlocal count, placed
         count += 1
         start = len(out) + len(bufs[0])
         out.extend(flat(bufs))
-        if has_data:
-            payloads.append((start, start + len(bufs[1])))
+        if where is not None:
+            if where[0] == "placed":
+                where = ("placed", placed, 0)
+                placed += 1
+            payloads.append((start, start + len(bufs[1]), where))
 
+    placement: Where = ("placed", 0, 0)
     for cid, (kind, size, pieces) in enumerate(ops):
         data = payload(size, cid)
         if kind == "cmd":
             sqe = sqe_bytes(cid, length=size)
-            add(sender.capsule_cmd(sqe, memoryview(data) if size else None), size > 0)
+            add(
+                sender.capsule_cmd(sqe, memoryview(data) if size else None),
+                placement if size else None,
+            )
         elif kind in ("h2c", "c2h"):
             bounds = sorted({0, size, *(size * k // pieces for k in range(1, pieces))})
             for lo, hi in itertools.pairwise(bounds):
                 view = memoryview(data)[lo:hi]
                 last = hi == size
                 if kind == "h2c":
-                    add(sender.h2c_data(cid, 7, lo, view, last=last), True)
+                    assert ttags is not None
+                    add(sender.h2c_data(cid, ttags[cid], lo, view, last=last), ("h2c", cid, lo))
                 else:
-                    add(sender.c2h_data(cid, lo, view, last=last, success=last), True)
+                    add(sender.c2h_data(cid, lo, view, last=last, success=last), placement)
         elif kind == "r2t":
-            add([sender.r2t(cid, 3, 0, size)], False)
+            add([sender.open_transfer(cid, memoryview(bytearray(size)))[1]], None)
         else:
-            add([sender.capsule_resp(Cqe(cid=cid, sqhd=size & 0xFFFF).encode())], False)
+            add([sender.capsule_resp(Cqe(cid=cid, sqhd=size & 0xFFFF).encode())], None)
     return Stream(bytes(out), payloads, count)
 
 
@@ -370,10 +403,13 @@ def feed(
             buf = conn.get_buffer()
             assert len(buf) > 0
             if check:
-                for k, (ds, de) in enumerate(stream.payloads):
+                for ds, de, (kind, key, at) in stream.payloads:
                     if ds <= pos < de:
-                        dest, off, length = store.handed[k]
-                        assert length == de - ds
+                        if kind == "h2c":
+                            dest, off = store.h2c[key], at
+                        else:
+                            dest, off, length = store.handed[key]
+                            assert length == de - ds
                         assert len(buf) == de - pos
                         assert address(buf) == address(dest) + off + (pos - ds)
             n = min(len(buf), end - pos)
@@ -419,17 +455,22 @@ def test_any_chunking_gives_the_same_events_and_placement(
     p = new_pair(hdgst=hdgst, ddgst=ddgst, hpda=hpda, cpda=cpda)
     sender, receiver = (p.host, p.ctrl) if to_controller else (p.ctrl, p.host)
     ops = data.draw(host_ops if to_controller else ctrl_ops)
-    stream = build_stream(sender, ops)
+    whole_store, chunk_store = Store(), Store()
+    whole_receiver = fresh_receiver(receiver, whole_store)
+    chunk_receiver = fresh_receiver(receiver, chunk_store)
+    ttags: dict[int, int] | None = None
+    if to_controller:  # the H2CData answers R2Ts: the receivers open their windows first
+        ttags = open_windows(whole_receiver, whole_store, ops)
+        assert open_windows(chunk_receiver, chunk_store, ops) == ttags
+    stream = build_stream(sender, ops, ttags)
     sizes = data.draw(
         st.one_of(
             st.lists(st.integers(1, 64), max_size=200),
             st.lists(st.integers(1, len(stream.data)), max_size=8),
         )
     )
-    whole_store = Store()
-    whole = fresh_receiver(receiver, whole_store).receive(stream.data)
-    chunk_store = Store()
-    chunked = feed(fresh_receiver(receiver, chunk_store), chunk_store, stream, sizes, check=True)
+    whole = whole_receiver.receive(stream.data)
+    chunked = feed(chunk_receiver, chunk_store, stream, sizes, check=True)
     assert normalize(chunked) == normalize(whole)
     assert len(whole) == stream.count
     assert chunk_store.h2c == whole_store.h2c
@@ -447,11 +488,13 @@ def test_any_chunking_gives_the_same_events_and_placement(
 def test_one_byte_pieces(hdgst: bool, ddgst: bool) -> None:
     p = new_pair(hdgst=hdgst, ddgst=ddgst, hpda=3, cpda=1)
     ops = [("cmd", 0, 1), ("cmd", 700, 1), ("h2c", 1500, 3), ("cmd", 64, 1)]
-    stream = build_stream(p.host, ops)
-    whole_store = Store()
-    whole = fresh_receiver(p.ctrl, whole_store).receive(stream.data)
-    store = Store()
-    events = feed(fresh_receiver(p.ctrl, store), store, stream, [1] * len(stream.data), check=True)
+    whole_store, store = Store(), Store()
+    whole_receiver, receiver = fresh_receiver(p.ctrl, whole_store), fresh_receiver(p.ctrl, store)
+    ttags = open_windows(whole_receiver, whole_store, ops)
+    assert open_windows(receiver, store, ops) == ttags
+    stream = build_stream(p.host, ops, ttags)
+    whole = whole_receiver.receive(stream.data)
+    events = feed(receiver, store, stream, [1] * len(stream.data), check=True)
     assert normalize(events) == normalize(whole)
     assert [type(e).__name__ for e in events] == ["CommandReceived"] * 2 + [
         "H2CDataReceived"
@@ -519,12 +562,14 @@ def test_data_digest_mismatch_in_a_capsule_is_an_event_and_the_stream_goes_on() 
 
 def test_data_digest_mismatch_in_h2c_and_c2h_data() -> None:
     p = new_pair(ddgst=True)
-    bad = bytearray(flat(p.host.h2c_data(7, 1, 0, memoryview(bytes(64)), last=True)))
+    seven = open_h2c(p.ctrl, p.cstore, 7, 64)
+    eight = open_h2c(p.ctrl, p.cstore, 8, 64)
+    bad = bytearray(flat(p.host.h2c_data(7, seven, 0, memoryview(bytes(64)), last=True)))
     bad[30] ^= 0x80  # a data byte
-    good = flat(p.host.h2c_data(8, 2, 0, memoryview(bytes(64)), last=True))
+    good = flat(p.host.h2c_data(8, eight, 0, memoryview(bytes(64)), last=True))
     assert p.ctrl.receive(bytes(bad) + good) == [
-        DataDigestError(7),
-        H2CDataReceived(8, 2, 0, 64, True),
+        DataDigestError(7, ttag=seven),
+        H2CDataReceived(8, eight, 0, 64, True, True),
     ]
     bad = bytearray(flat(p.ctrl.c2h_data(5, 0, memoryview(bytes(64)), last=True)))
     bad[-2] ^= 0x10
@@ -788,10 +833,10 @@ def test_term_req_header_holds_only_bytes_of_the_offending_pdu() -> None:
 
 def test_placement_error_carries_the_offending_header() -> None:
     p = new_pair()
-    p.cstore.size = 4096
-    pdu = flat(p.host.h2c_data(1, 1, 4000, memoryview(bytes(200)), last=True))
+    p.hstore.size = 4096
+    pdu = flat(p.ctrl.c2h_data(1, 4000, memoryview(bytes(200)), last=True))
     with pytest.raises(TcpFatalError) as info:
-        p.ctrl.receive(pdu)
+        p.host.receive(pdu)
     assert info.value.fes == Fes.DATA_OUT_OF_RANGE
     assert info.value.header == pdu[:24]
 
@@ -862,9 +907,9 @@ def test_mutated_valid_streams_only_raise_tcp_fatal_error(
     """Valid PDUs with a few bytes changed reach deeper into the parser than random bytes."""
     p = new_pair(hdgst=digests[0], ddgst=digests[1], hpda=pdas[0], cpda=pdas[1])
     sender, conn = (p.host, p.ctrl) if to_controller else (p.ctrl, p.host)
-    stream = bytearray(
-        build_stream(sender, data.draw(host_ops if to_controller else ctrl_ops)).data
-    )
+    ops = data.draw(host_ops if to_controller else ctrl_ops)
+    ttags = open_windows(p.ctrl, p.cstore, ops) if to_controller else None
+    stream = bytearray(build_stream(sender, ops, ttags).data)
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(stream) - 1))
         stream[at] = data.draw(st.integers(0, 0xFF))
@@ -884,9 +929,6 @@ def test_c2h_success_without_last_is_a_header_error() -> None:
 
     class _Sink:
         def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
-            raise AssertionError
-
-        def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
             raise AssertionError
 
         def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
@@ -990,13 +1032,14 @@ def test_sink_connection_places_h2c_data_however_the_bytes_arrive(chunk: int) ->
     and the bytes placed, are the general path's, wherever the reads split the stream."""
     p, _ = sink_pair()
     payload = os.urandom(3 * 8192 + 100)
+    ttag = open_h2c(p.ctrl, p.cstore, 7, len(payload))
     stream = b""
     expected = []
     for datao in range(0, len(payload), 8192):
         piece = payload[datao : datao + 8192]
         last = datao + len(piece) == len(payload)
-        stream += flat(p.host.h2c_data(7, 3, datao, memoryview(piece), last=last))
-        expected.append(H2CDataReceived(7, 3, datao, len(piece), last))
+        stream += flat(p.host.h2c_data(7, ttag, datao, memoryview(piece), last=last))
+        expected.append(H2CDataReceived(7, ttag, datao, len(piece), last, last))
     events = []
     for lo in range(0, len(stream), chunk):
         events += p.ctrl.receive(stream[lo : lo + chunk])
@@ -1006,8 +1049,210 @@ def test_sink_connection_places_h2c_data_however_the_bytes_arrive(chunk: int) ->
 
 def test_sink_connection_reports_a_bad_h2c_window_with_its_header() -> None:
     p, _ = sink_pair()
-    pdu = flat(p.host.h2c_data(7, 3, (1 << 16) - 8, memoryview(bytes(16)), last=True))
+    ttag = open_h2c(p.ctrl, p.cstore, 7, 1 << 16)
+    pdu = flat(p.host.h2c_data(7, ttag, (1 << 16) - 8, memoryview(bytes(16)), last=True))
     with pytest.raises(TcpFatalError) as err:
         p.ctrl.receive(pdu)
     assert err.value.fes == Fes.DATA_OUT_OF_RANGE
     assert err.value.header == pdu[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# R2T windows: the controller's H2C bookkeeping (transfer tags, windows, placement)
+# ---------------------------------------------------------------------------------------------
+
+#: The controller's two ways of taking an H2CData header: the general parser (digests on) and
+#: the one-step path of a digest-free connection with a command sink.
+PATHS = ["general", "fast"]
+
+
+def h2c_pair(path: str) -> Pair:
+    return new_pair(hdgst=True, ddgst=True) if path == "general" else sink_pair()[0]
+
+
+def h2c_pdu(p: Pair, cccid: int, ttag: int, datao: int, data: bytes, *, last: bool) -> bytes:
+    return flat(p.host.h2c_data(cccid, ttag, datao, memoryview(data), last=last))
+
+
+def fatal_of(conn: TcpConnection, data: bytes) -> TcpFatalError:
+    with pytest.raises(TcpFatalError) as info:
+        conn.receive(data)
+    return info.value
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_with_an_unknown_ttag_is_fatal(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+    pdu = h2c_pdu(p, 1, ttag + 1, 0, bytes(512), last=True)
+    err = fatal_of(p.ctrl, pdu)
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+    assert err.header[:24] == pdu[:24]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_with_another_commands_cccid_is_fatal(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+    open_h2c(p.ctrl, p.cstore, 2, 512)
+    err = fatal_of(p.ctrl, h2c_pdu(p, 2, ttag, 0, bytes(512), last=True))
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_CCCID)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("together", [False, True])
+def test_duplicate_h2c_data_is_out_of_range_and_never_placed(path: str, together: bool) -> None:
+    """A PDU repeating a range already received is DATA_OUT_OF_RANGE, whether it arrives in
+    the same read as the original or later, and none of its bytes land in the window."""
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    good = h2c_pdu(p, 1, ttag, 0, b"\x11" * 4096, last=False)
+    dup = h2c_pdu(p, 1, ttag, 0, b"\xee" * 4096, last=False)
+    if together:
+        err = fatal_of(p.ctrl, good + dup)
+    else:
+        assert p.ctrl.receive(good) == [H2CDataReceived(1, ttag, 0, 4096, False, False)]
+        err = fatal_of(p.ctrl, dup)
+    assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+    assert p.cstore.h2c[1] == b"\x11" * 4096 + bytes(4096)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_h2c_data_past_the_window_or_skipping_ahead_is_out_of_range(path: str) -> None:
+    for datao, size in [(4096, 512), (512, 512), (0, 4608)]:
+        p = h2c_pair(path)
+        ttag = open_h2c(p.ctrl, p.cstore, 1, 4096)
+        err = fatal_of(p.ctrl, h2c_pdu(p, 1, ttag, datao, bytes(size), last=True))
+        assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO), (datao, size)
+        assert p.cstore.h2c[1] == bytes(4096)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_two_h2c_data_pdus_of_one_r2t_in_one_receive(path: str) -> None:
+    p = h2c_pair(path)
+    data = payload(8192)
+    ttag = open_h2c(p.ctrl, p.cstore, 3, len(data))
+    first = h2c_pdu(p, 3, ttag, 0, data[:4096], last=False)
+    second = h2c_pdu(p, 3, ttag, 4096, data[4096:], last=True)
+    assert p.ctrl.receive(first + second) == [
+        H2CDataReceived(3, ttag, 0, 4096, False, False),
+        H2CDataReceived(3, ttag, 4096, 4096, True, True),
+    ]
+    assert p.cstore.h2c[3] == data
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_last_h2c_data_before_the_window_is_filled_is_a_sequence_error(path: str) -> None:
+    p = h2c_pair(path)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    pdu = h2c_pdu(p, 1, ttag, 0, bytes(4096), last=True)
+    err = fatal_of(p.ctrl, pdu)
+    assert (err.fes, err.fei) == (Fes.PDU_SEQ_ERR, 0)
+    assert err.header[:24] == pdu[:24]
+
+
+def test_a_window_at_an_offset_takes_the_commands_offsets() -> None:
+    """An R2T for part of a command's data: H2CData offsets are the command's (r2to on)."""
+    p = new_pair()
+    dest = bytearray(1000)
+    ttag, r2t = p.ctrl.open_transfer(4, memoryview(dest), r2to=3000)
+    assert p.host.receive(r2t) == [R2TReceived(4, ttag, 3000, 1000)]
+    data = payload(1000)
+    assert p.ctrl.receive(h2c_pdu(p, 4, ttag, 3000, data, last=True)) == [
+        H2CDataReceived(4, ttag, 3000, 1000, True, True)
+    ]
+    assert dest == data
+    other = new_pair()
+    ttag = other.ctrl.open_transfer(4, memoryview(bytearray(1000)), r2to=3000)[0]
+    err = fatal_of(other.ctrl, h2c_pdu(other, 4, ttag, 0, bytes(1000), last=True))
+    assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_tag_stays_reserved_until_close_transfer(path: str) -> None:
+    """Once its window is filled, the tag is neither free nor open to data: a repeated PDU is
+    out of range (not data of a new command), and no R2T gets the tag, until the command's
+    completion is sent (close_transfer); then the tag is unknown, and free again."""
+    for close in (False, True):
+        p = h2c_pair(path)
+        ttag = open_h2c(p.ctrl, p.cstore, 1, 512)
+        pdu = h2c_pdu(p, 1, ttag, 0, b"\x22" * 512, last=True)
+        assert p.ctrl.receive(pdu) == [H2CDataReceived(1, ttag, 0, 512, True, True)]
+        dup = h2c_pdu(p, 1, ttag, 0, b"\xee" * 512, last=True)
+        if close:
+            break
+        err = fatal_of(p.ctrl, dup)
+        assert (err.fes, err.fei) == (Fes.DATA_OUT_OF_RANGE, w.OFF_DATA_DATAO)
+        assert p.cstore.h2c[1] == b"\x22" * 512
+    tags = {p.ctrl.open_transfer(9, memoryview(bytearray(8)))[0] for _ in range(0xFFFE)}
+    assert ttag not in tags and 0xFFFF not in tags  # every other tag: this one is reserved
+    p.ctrl.close_transfer(ttag)
+    p.ctrl.close_transfer(ttag)  # a tag not open: nothing happens
+    err = fatal_of(p.ctrl, dup)
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+    assert p.cstore.h2c[1] == b"\x22" * 512
+
+
+def test_tag_allocation_skips_ffffh_and_tags_in_use() -> None:
+    p = new_pair()
+    dest = memoryview(bytearray(1))
+    first = [p.ctrl.open_transfer(1, dest)[0] for _ in range(3)]
+    assert first == [0, 1, 2]
+    p.ctrl.close_transfer(1)
+    assert p.ctrl.open_transfer(1, dest)[0] == 3  # round robin: a tag just freed waits
+    tags = [p.ctrl.open_transfer(1, dest)[0] for _ in range(0xFFFF - 3)]
+    assert 0xFFFF not in tags and 0 not in tags and 2 not in tags
+    assert tags[-1] == 1  # after FFFEh the allocator wraps, past FFFFh, 0 and 2 in use, to 1
+    assert sorted([*tags, 0, 2, 3]) == list(range(0xFFFF))  # every tag but FFFFh is in use
+    with pytest.raises(RuntimeError, match="no free transfer tag"):
+        p.ctrl.open_transfer(1, dest)
+    p.ctrl.close_transfer(0x1234)
+    ttag, r2t = p.ctrl.open_transfer(6, memoryview(bytearray(16)))
+    assert ttag == 0x1234
+    assert p.host.receive(r2t) == [R2TReceived(6, 0x1234, 0, 16)]
+
+
+def test_only_a_controller_opens_transfers_of_at_least_one_byte() -> None:
+    p = new_pair()
+    with pytest.raises(RuntimeError):
+        p.host.open_transfer(1, memoryview(bytearray(8)))
+    with pytest.raises(ValueError):
+        p.ctrl.open_transfer(1, memoryview(bytearray(0)))
+
+
+def test_a_digest_error_leaves_the_window_open_for_the_rest_of_the_r2t() -> None:
+    """The host goes on sending the R2T's other PDUs (it learns of the error from the
+    completion): they are placed, not fatal, and the last one still fills the window."""
+    p = new_pair(ddgst=True)
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    bad = bytearray(h2c_pdu(p, 1, ttag, 0, bytes(4096), last=False))
+    bad[-1] ^= 0xFF
+    rest = h2c_pdu(p, 1, ttag, 4096, bytes(4096), last=True)
+    assert p.ctrl.receive(bytes(bad) + rest) == [
+        DataDigestError(1, ttag=ttag),
+        H2CDataReceived(1, ttag, 4096, 4096, True, True),
+    ]
+
+
+def test_closing_a_transfer_while_its_pdu_arrives_keeps_the_rest_out_of_its_buffer() -> None:
+    """A command that failed early (a digest error) may complete while another of its PDUs is
+    still arriving: after close_transfer the rest of that PDU's data must not land in memory
+    the command gave back (the next command's staging buffer)."""
+    p = new_pair()
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    pdu = h2c_pdu(p, 1, ttag, 0, b"\x33" * 8192, last=True)
+    assert p.ctrl.receive(pdu[: 24 + 100]) == []
+    p.ctrl.close_transfer(ttag)
+    assert p.ctrl.receive(pdu[24 + 100 :]) == [H2CDataReceived(1, ttag, 0, 8192, True, True)]
+    assert p.cstore.h2c[1] == b"\x33" * 100 + bytes(8092)
+    err = fatal_of(p.ctrl, pdu)  # and the tag is unknown now
+    assert (err.fes, err.fei) == (Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG)
+
+
+def test_a_connection_receiving_h2c_data_is_not_handed_over() -> None:
+    p = new_pair()
+    ttag = open_h2c(p.ctrl, p.cstore, 1, 8192)
+    with pytest.raises(RuntimeError, match="H2CData"):
+        p.ctrl.export_state()
+    p.ctrl.receive(h2c_pdu(p, 1, ttag, 0, bytes(8192), last=True))
+    assert p.ctrl.export_state()["established"]  # filled (its tag reserved): fine

@@ -28,9 +28,6 @@ class _Placement:
     def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
         raise AssertionError("host never receives capsules")
 
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        raise AssertionError("host never receives H2CData")
-
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         buf = self.bufs.setdefault(cccid, bytearray(datao + datal))
         if len(buf) < datao + datal:

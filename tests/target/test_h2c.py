@@ -105,3 +105,38 @@ def test_capsule_digest_error_with_a_cid_of_a_pending_write(target: RunningTarge
     assert back == good_data
     _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 8, 4096))
     assert back == write_data
+
+
+def test_data_digest_error_part_way_through_an_r2t_fails_only_that_write(
+    target: RunningTarget,
+) -> None:
+    """A data digest error on the first H2CData PDU of an R2T fails that write at once; the
+    host still sends the R2T's other PDUs, which fill the window of a transfer that already
+    failed.  That must end nothing else: a second write's data parsed from the same read
+    completes it (the filled window once raised KeyError and dropped the read's later events).
+    The PDUs are small, so that one read of the receive buffer takes them all."""
+    adm = admin(target)
+    q = io_queue(target, adm, ddgst=True)
+    failing = _start_write(q, 1024)
+    other = _start_write(q, 512)
+
+    def pdu(r2t: p.R2TReceived, datao: int, data: bytes, last: bool) -> bytes:
+        bufs = q.conn.h2c_data(r2t.cccid, r2t.ttag, datao, memoryview(data), last=last)
+        return b"".join(bytes(b) for b in bufs)
+
+    bad = bytearray(pdu(failing, 0, bytes(512), False))
+    bad[-1] ^= 0xFF  # its data digest
+    data = os.urandom(512)
+    # One sendall: the target parses them from one read.
+    q.send(bytes(bad) + pdu(failing, 512, bytes(512), True) + pdu(other, 0, data, True))
+    statuses = {}
+    while len(statuses) < 2:
+        events = q.events()
+        assert events, "the target closed the connection"
+        for ev in events:
+            assert isinstance(ev, p.ResponseReceived), ev
+            cqe = Cqe.decode(ev.cqe)
+            statuses[cqe.cid] = status_of(cqe).code
+    assert statuses == {failing.cccid: SC.TRANSIENT_TR_ERR, other.cccid: SC.SUCCESS}
+    _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 1, 512))
+    assert back == data

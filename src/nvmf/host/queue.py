@@ -325,9 +325,6 @@ class HostQueue:
     def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
         raise p.TcpFatalError(Fes.PDU_SEQ_ERR, 0, b"", "CapsuleCmd sent to a host")
 
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        raise p.TcpFatalError(Fes.PDU_SEQ_ERR, 0, b"", "H2CData sent to a host")
-
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         """The slice of the command's read buffer a C2HData PDU's data lands in."""
         cmd = self.cids.get(cccid)

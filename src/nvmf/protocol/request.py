@@ -117,7 +117,6 @@ class Request:
         "plan",
         "qid",
         "raw",
-        "received",
         "session",
         "sgl_length",
         "staging",
@@ -151,10 +150,9 @@ class Request:
     #: Bytes of C2H data to send (may be less than the buffer: a short Identify, say).
     c2h_length: int
     status: Status
-    #: Transport-private transfer state (NVMe/TCP: the R2T's transfer tag, -1 when none, and
-    #: the H2C bytes received so far).
+    #: Transport-private transfer state (NVMe/TCP: the R2T's transfer tag, -1 when none; the
+    #: codec keeps the window it names; NVMe/RDMA: the request's slot in its queue).
     ttag: int
-    received: int
     #: The queue state of the owner running the command (for completions that arrive later).
     session: Any
     _sqe: Sqe | None
@@ -196,7 +194,6 @@ class Request:
         self.c2h_length = 0
         self.status = SUCCESS
         self.ttag = -1
-        self.received = 0
 
     @property
     def sqe(self) -> Sqe:

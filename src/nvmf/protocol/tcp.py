@@ -8,11 +8,25 @@ NVMe queue.  It does no I/O.  Receiving follows :class:`asyncio.BufferedProtocol
     events = conn.buffer_updated(n)
 
 Headers land in the connection's own receive buffer.  A PDU's *data* lands where the owner says:
-when a data-carrying header is complete, the connection asks its :class:`DataPlacement` for the
-destination (the request's staging buffer) and, for whatever did not already arrive with the
-header, hands that destination out from :meth:`get_buffer`, so bulk payload is received straight
-into staging memory with no copy.  Sending is a set of functions returning the buffers of one
-PDU: header bytes plus the caller's payload memoryviews (for ``sendmsg``).
+when a data-carrying header is complete, the connection finds the destination (the request's
+staging buffer) and, for whatever did not already arrive with the header, hands that destination
+out from :meth:`get_buffer`, so bulk payload is received straight into staging memory with no
+copy.  In-capsule data (controller) and C2HData (host) go where the owner's
+:class:`DataPlacement` says; H2CData (controller) goes into the window of its R2T, which the
+connection itself keeps.
+
+The controller's H2C bookkeeping lives here and nowhere else: :meth:`TcpConnection.open_transfer`
+allocates a transfer tag (TTAG), records the R2T's window (the command's CCCID and the buffer its
+data must fill) and returns the R2T PDU; each H2CData header is checked against that window
+before any of its data is placed (unknown TTAG, another CCCID, an offset other than the next
+byte expected, data past the window's end: fatal), so a repeated PDU never overwrites data
+already placed, however many PDUs one read carries; :class:`H2CDataReceived` says when the window
+is filled.  The tag stays reserved until the owner calls :meth:`TcpConnection.close_transfer`
+(the command's completion has been sent): until then a repeated H2CData is out of range, never
+new data for a new command.
+
+Sending is a set of functions returning the buffers of one PDU: header bytes plus the caller's
+payload memoryviews (for ``sendmsg``).
 
 Errors split the way h11's do: a *remote* protocol violation raises :class:`TcpFatalError`
 carrying the Fatal Error Status, the Fatal Error Information and the offending header; the owner
@@ -91,11 +105,17 @@ class ResponseReceived:
 
 @dataclass(slots=True)
 class H2CDataReceived:
+    """An H2CData PDU's data is placed in its R2T's window (see
+    :meth:`TcpConnection.open_transfer`).  ``filled``: this PDU brought the window's last byte,
+    so the command's data is all in (the PDU that fills a window is the only one that may carry
+    LAST_PDU; an earlier one with it is a fatal error)."""
+
     cccid: int
     ttag: int
     datao: int
     datal: int
     last: bool
+    filled: bool
 
 
 @dataclass(slots=True)
@@ -127,12 +147,14 @@ class DataDigestError:
 
     ``capsule`` tells a CapsuleCmd's in-capsule data from an H2CData or C2HData PDU's: a host
     may reuse a command identifier, so the identifier alone does not say which it was.
+    ``ttag`` is an H2CData PDU's transfer tag (None for the others): the transfer that fails.
     ``success`` is a C2HData PDU's SUCCESS flag: no CapsuleResp follows, so the host must end
     the command now (Linux ``nvme_tcp_recv_ddgst``)."""
 
     cccid: int
     capsule: bool = False
     success: bool = False
+    ttag: int | None = None
 
 
 Event = (
@@ -152,20 +174,32 @@ class DataPlacement(Protocol):
     """Where received data goes; implemented by the queue that owns the requests.
 
     Each method returns a writable memoryview of exactly the data length, or raises
-    :class:`TcpFatalError` (unknown tag, offset or length out of range).
+    :class:`TcpFatalError` (unknown command, offset or length out of range).  H2CData is not
+    asked for: it goes into the window its R2T opened (:meth:`TcpConnection.open_transfer`).
     """
 
     def capsule_data(self, sqe: memoryview, length: int) -> memoryview:
         """Destination of ``length`` bytes of in-capsule data for the command ``sqe``."""
         ...
 
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        """Destination of an H2CData PDU's data (controller side)."""
-        ...
-
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         """Destination of a C2HData PDU's data (host side)."""
         ...
+
+
+class _Transfer:
+    """One R2T's window on the controller: H2CData PDUs tagged with its TTAG must carry the
+    command ``cccid``'s data at offsets ``r2to`` to ``r2to + len(dest)``, in order, into
+    ``dest``.  ``received`` counts the bytes of the window already claimed by a parsed header
+    (the data itself may still be arriving)."""
+
+    __slots__ = ("cccid", "dest", "r2to", "received")
+
+    def __init__(self, cccid: int, dest: memoryview, r2to: int) -> None:
+        self.cccid = cccid
+        self.dest = dest
+        self.r2to = r2to
+        self.received = 0
 
 
 class _Phase(enum.Enum):
@@ -234,6 +268,9 @@ class TcpConnection:
         self._dest: memoryview | None = None
         self._dest_filled = 0
         self._direct = False
+        #: Controller: the R2T windows open, by TTAG (see :meth:`open_transfer`).
+        self._transfers: dict[int, _Transfer] = {}
+        self._next_ttag = 0
 
     # -- receive -------------------------------------------------------------------------------
     def get_buffer(self) -> memoryview:
@@ -371,6 +408,8 @@ class TcpConnection:
                         events.append(DataDigestError(cid, capsule=True))
                     elif isinstance(pending, C2HDataReceived):
                         events.append(DataDigestError(pending.cccid, success=pending.success))
+                    elif isinstance(pending, H2CDataReceived):
+                        events.append(DataDigestError(pending.cccid, ttag=pending.ttag))
                     else:
                         events.append(DataDigestError(getattr(pending, "cccid", 0)))
                     self._pending = None
@@ -407,16 +446,9 @@ class TcpConnection:
         self._header_len = _DATA_HLEN
         self._pad = self._data_dgst = 0
         self._datal = dlen
-        try:
-            dest = self.placement.h2c_data(cccid, ttag, datao, dlen)
-        except TcpFatalError as err:
-            if not err.header:
-                err.header = self._header_bytes()
-            raise
-        if len(dest) != dlen:
-            raise AssertionError("placement returned a buffer of the wrong length")
-        self._dest = dest
-        self._pending = H2CDataReceived(cccid, ttag, datao, dlen, bool(flags & _DATA_LAST))
+        last = bool(flags & _DATA_LAST)
+        self._dest, filled = self._h2c_window(cccid, ttag, datao, dlen, last)
+        self._pending = H2CDataReceived(cccid, ttag, datao, dlen, last, filled)
         self._start = start + _DATA_HLEN
         self._phase = _Phase.DATA
         return True
@@ -563,8 +595,8 @@ class TcpConnection:
                     f"H2CData datal {dlen} exceeds MAXH2CDATA {self.maxh2cdata}",
                 )
             last = bool(self._flags & _DATA_LAST)
-            self._dest = self.placement.h2c_data(cccid, ttag, datao, dlen)
-            self._pending = H2CDataReceived(cccid, ttag, datao, dlen, last)
+            self._dest, filled = self._h2c_window(cccid, ttag, datao, dlen, last)
+            self._pending = H2CDataReceived(cccid, ttag, datao, dlen, last, filled)
         elif ptype is PduType.C2H_DATA:
             _, _, _, _, _, cccid, _, datao, dlen = w.DATA.unpack_from(buf, start)
             self._check_datal(dlen, datal)
@@ -595,6 +627,37 @@ class TcpConnection:
             self._pending = TermReqReceived(fes, fei)
         if self._dest is not None and len(self._dest) != datal:
             raise AssertionError("placement returned a buffer of the wrong length")
+
+    def _h2c_window(
+        self, cccid: int, ttag: int, datao: int, datal: int, last: bool
+    ) -> tuple[memoryview, bool]:
+        """Where an H2CData PDU's data goes, and whether it fills its R2T's window.
+
+        Checked and advanced here, as each header is parsed, not when its event is handled:
+        several PDUs of one R2T may arrive in one read, and a PDU covering bytes already
+        claimed (a duplicate) must never be placed over them."""
+        xfer = self._transfers.get(ttag)
+        if xfer is None:
+            raise self._fatal(Fes.INVALID_PDU_HDR, w.OFF_DATA_TTAG, f"unknown ttag {ttag}")
+        if xfer.cccid != cccid:
+            raise self._fatal(
+                Fes.INVALID_PDU_HDR, w.OFF_DATA_CCCID, f"cccid {cccid} != {xfer.cccid}"
+            )
+        start = datao - xfer.r2to
+        size = len(xfer.dest)
+        if start != xfer.received or start + datal > size:
+            raise self._fatal(
+                Fes.DATA_OUT_OF_RANGE,
+                w.OFF_DATA_DATAO,
+                f"H2CData offset {datao}+{datal} outside the R2T window "
+                f"(expected offset {xfer.r2to + xfer.received} of {xfer.r2to}+{size})",
+            )
+        end = start + datal
+        xfer.received = end
+        filled = end == size
+        if last and not filled:
+            raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
+        return xfer.dest[start:end], filled
 
     def _check_datal(self, dlen: int, datal: int) -> None:
         if dlen != datal:
@@ -637,6 +700,8 @@ class TcpConnection:
         parameters and the bytes received past the last complete PDU.  Only between PDUs."""
         if self._phase not in (_Phase.CH, _Phase.HEADER) or self._direct:
             raise RuntimeError("a connection can only be handed over between PDUs")
+        if any(x.received < len(x.dest) for x in self._transfers.values()):
+            raise RuntimeError("a connection still receiving H2CData cannot be handed over")
         return {
             "established": self.established,
             "hdgst": self.hdgst,
@@ -716,8 +781,53 @@ class TcpConnection:
             return header + w.digest(header)
         return _RSP_CH + cqe
 
-    def r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
-        """Controller: ask the host for ``r2tl`` bytes at offset ``r2to``."""
+    # -- R2T windows (controller) ----------------------------------------------------------------
+    def open_transfer(self, cccid: int, dest: memoryview, *, r2to: int = 0) -> tuple[int, bytes]:
+        """Controller: ask the host for the command ``cccid``'s data at offsets ``r2to`` to
+        ``r2to + len(dest)``, to be placed in ``dest``.
+
+        Allocates a transfer tag (TTAG) not in use (never FFFFh, which the spec reserves),
+        records the window and returns the tag and the R2T PDU to send.  The H2CData PDUs
+        answering it are placed straight into ``dest``, checked as :class:`H2CDataReceived`
+        says; the tag stays reserved until :meth:`close_transfer`."""
+        if self.role is not Role.CONTROLLER:
+            raise RuntimeError("only a controller sends R2T")
+        if not dest:
+            raise ValueError("an R2T asks for at least one byte")
+        ttag = self._alloc_ttag()
+        self._transfers[ttag] = _Transfer(cccid, dest, r2to)
+        return ttag, self._r2t(cccid, ttag, r2to, len(dest))
+
+    def close_transfer(self, ttag: int) -> None:
+        """Controller: the command of transfer ``ttag`` is over (its completion has been sent,
+        or its queue is closing): the tag is free for another R2T and its window forgotten.
+        A tag not open is ignored.
+
+        Until then the tag stays reserved, so that an H2CData PDU repeating data already
+        received is out of range (a fatal error), never taken as data of a new command.  If
+        one of the transfer's PDUs is still arriving (a command that failed early, after a
+        data digest error), the rest of its data is received into a scratch buffer: the
+        window's memory no longer belongs to the command."""
+        xfer = self._transfers.pop(ttag, None)
+        if xfer is None:
+            return
+        pending = self._pending
+        dest = self._dest
+        if dest is not None and type(pending) is H2CDataReceived and pending.ttag == ttag:
+            self._dest = memoryview(bytearray(len(dest)))
+
+    def _alloc_ttag(self) -> int:
+        """The next transfer tag not in use, round robin (a tag just freed is reused last)."""
+        transfers = self._transfers
+        for _ in range(0x10000):
+            ttag = self._next_ttag
+            self._next_ttag = (ttag + 1) & 0xFFFF
+            if ttag != 0xFFFF and ttag not in transfers:
+                return ttag
+        raise RuntimeError("no free transfer tag")
+
+    def _r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
+        """The R2T PDU asking for ``r2tl`` bytes at offset ``r2to``."""
         if not self.hdgst:
             return _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, r2tl)
         header = _R2T_PACK(_R2T, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN, cccid, ttag, r2to, r2tl)

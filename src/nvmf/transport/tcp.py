@@ -35,7 +35,7 @@ from nvmf.wire.sqe import (
     Sqe,
 )
 from nvmf.wire.status import SC, SUCCESS, Status, error
-from nvmf.wire.tcp import OFF_DATA_CCCID, OFF_DATA_DATAO, OFF_DATA_TTAG, Fes, load_crc32c
+from nvmf.wire.tcp import Fes, load_crc32c
 
 if TYPE_CHECKING:
     from nvmf.transport.base import (
@@ -122,11 +122,9 @@ class TcpQueue:
         self._term_timer: asyncio.TimerHandle | None = None
         #: In-capsule buffers placed by the codec, in the order their commands' events follow.
         self._incapsule: deque[StagingBuffer] = deque()
-        #: Transfer tags of R2Ts sent, until their commands complete; and the callbacks of the
-        #: transfers still running.
-        self._h2c: dict[int, Request] = {}
-        self._fetching: dict[int, DataDone] = {}
-        self._next_ttag = 0
+        #: The transfers still running, by the tag the codec gave their R2T: the command and
+        #: the callback to run when its data is in (the codec keeps the windows and the tags).
+        self._fetching: dict[int, tuple[Request, DataDone]] = {}
         self._sendq = SendQueue(sock, self.loop, self._send_failed)
         self.loop.add_reader(sock.fileno(), self._on_readable)
         if imported is not None and imported["pending"]:
@@ -161,22 +159,20 @@ class TcpQueue:
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
     def fetch_data(self, req: Request, done: DataDone) -> None:
-        """R2T for the whole transfer; H2CData PDUs land in ``req.data`` in order."""
+        """R2T for the whole transfer; the codec places the H2CData PDUs in ``req.data`` and
+        says when it is filled."""
         assert req.data is not None
         if self.closed or self.terminating:
             self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
             return
-        ttag = self._alloc_ttag()
+        ttag, r2t = self.conn.open_transfer(req.cid, req.data)
         req.ttag = ttag
-        req.received = 0
-        self._h2c[ttag] = req
-        self._fetching[ttag] = done
-        self._send([self.conn.r2t(req.cid, ttag, 0, len(req.data))])
+        self._fetching[ttag] = (req, done)
+        self._send([r2t])
 
     def complete(self, req: Request, cqe: bytes) -> None:
         if self.closed or self.terminating:
-            if req.ttag >= 0:
-                self._h2c.pop(req.ttag, None)
+            self._close_transfer(req)
             req.release()
             return
         self._unsent.append(req)
@@ -200,8 +196,7 @@ class TcpQueue:
         """The oldest queued completion is in the kernel: its command has left the queue, and
         its request and buffer are free."""
         req = self._unsent.popleft()
-        if req.ttag >= 0:  # reserved until now: a repeated H2CData is out of range, not new data
-            self._h2c.pop(req.ttag, None)
+        self._close_transfer(req)  # reserved until now: a repeated H2CData is out of range
         staging = req.staging
         if staging is not None:
             req.staging = None
@@ -237,10 +232,9 @@ class TcpQueue:
         self._stop_reading()
         self._discard_unread()
         self.sock.close()
-        for ttag, done in self._fetching.items():
-            self.loop.call_soon(done, self._h2c[ttag], Status(SC.TRANSIENT_TR_ERR))
+        for req, done in self._fetching.values():
+            self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
         self._fetching.clear()
-        self._h2c.clear()
         while self._incapsule:
             self._incapsule.popleft().release()
         self.owner.queue_closed(self.session)
@@ -280,26 +274,6 @@ class TcpQueue:
             staging = StagingBuffer(None, memoryview(bytearray(length)), length)
         self._incapsule.append(staging)
         return staging.view
-
-    def h2c_data(self, cccid: int, ttag: int, datao: int, datal: int) -> memoryview:
-        req = self._h2c.get(ttag)
-        if req is None:
-            raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_TTAG, f"unknown ttag {ttag}")
-        if req.cid != cccid:
-            raise self._fatal(Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, f"cccid {cccid} != {req.cid}")
-        assert req.data is not None
-        # Checked and advanced here, as each header is parsed, not when its event is handled:
-        # several PDUs of one R2T may arrive in one read, and a PDU covering bytes already
-        # received (a duplicate) must never be placed over them.
-        if datao != req.received or datao + datal > len(req.data):
-            raise self._fatal(
-                Fes.DATA_OUT_OF_RANGE,
-                OFF_DATA_DATAO,
-                f"H2CData offset {datao}+{datal} outside the R2T window "
-                f"(expected offset {req.received} of {len(req.data)})",
-            )
-        req.received = datao + datal
-        return req.data[datao : datao + datal]
 
     def c2h_data(self, cccid: int, datao: int, datal: int) -> memoryview:
         raise self._fatal(Fes.PDU_SEQ_ERR, 0, "C2HData sent to a controller")
@@ -446,15 +420,13 @@ class TcpQueue:
 
     def _handle(self, ev: p.Event) -> None:
         if isinstance(ev, p.H2CDataReceived):
-            # The placement checked the offset: the tag is known and its window still open.
-            req = self._h2c[ev.ttag]
-            assert req.data is not None
-            if ev.datao + ev.datal == len(req.data):
-                # The tag stays reserved until the command completes, so that a PDU repeating
-                # this data is out of range, not a write of new data.
-                self._fetching.pop(ev.ttag)(req, SUCCESS)
-            elif ev.last:
-                raise self._fatal(Fes.PDU_SEQ_ERR, 0, "last H2CData before the R2T was filled")
+            # The codec checked the PDU against its R2T's window and placed the data.  The tag
+            # stays reserved until the command's completion is sent (_close_transfer).
+            if ev.filled:
+                running = self._fetching.pop(ev.ttag, None)
+                if running is not None:  # None: the transfer failed already (a digest error)
+                    req, done = running
+                    done(req, SUCCESS)
         elif isinstance(ev, p.ICReqReceived):
             self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
             self.session.in_place = not self.conn.ddgst
@@ -466,35 +438,31 @@ class TcpQueue:
                 self.conn.hpda,
             )
         elif isinstance(ev, p.DataDigestError):
-            self._data_digest_error(ev.cccid, ev.capsule)
+            self._data_digest_error(ev)
         elif isinstance(ev, p.TermReqReceived):
             self.close(f"host sent H2CTermReq (fes {ev.fes:#x})")
         else:
             raise self._fatal(Fes.PDU_SEQ_ERR, 0, f"unexpected {type(ev).__name__}")
 
-    def _data_digest_error(self, cccid: int, capsule: bool) -> None:
+    def _data_digest_error(self, ev: p.DataDigestError) -> None:
         """A data digest mismatch fails that command with Transient Transport Error."""
-        if not capsule:  # H2CData: the transfer of the command with that cid fails
-            for ttag, done in list(self._fetching.items()):
-                req = self._h2c[ttag]
-                if req.cid == cccid:
-                    del self._fetching[ttag]
-                    done(req, Status(SC.TRANSIENT_TR_ERR))
-                    return
+        if not ev.capsule:  # H2CData: the transfer with that tag fails (if still running)
+            running = None if ev.ttag is None else self._fetching.pop(ev.ttag, None)
+            if running is not None:
+                req, done = running
+                done(req, Status(SC.TRANSIENT_TR_ERR))
             return
         # Earlier capsules' events took theirs: the oldest buffer is this capsule's.
         self._incapsule.popleft().release()
-        req = Request(Sqe(opcode=0, cid=cccid), self.qid)
+        req = Request(Sqe(opcode=0, cid=ev.cccid), self.qid)
         self._inflight += 1
         self.owner.complete(self.session, req, Status(SC.TRANSIENT_TR_ERR))
 
-    def _alloc_ttag(self) -> int:
-        for _ in range(0x10000):
-            ttag = self._next_ttag
-            self._next_ttag = (ttag + 1) & 0xFFFF
-            if ttag != 0xFFFF and ttag not in self._h2c:
-                return ttag
-        raise RuntimeError("no free transfer tag")
+    def _close_transfer(self, req: Request) -> None:
+        """The command ``req`` is over: free its R2T's transfer tag, if it had one."""
+        if req.ttag >= 0:
+            self.conn.close_transfer(req.ttag)
+            req.ttag = -1
 
     # -- send -----------------------------------------------------------------------------------
     def _send(self, bufs: list[bytes | memoryview], done: Callable[[], None] | None = None) -> None:
