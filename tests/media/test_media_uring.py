@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nvmf.control.model import Namespace, NamespaceMedia
-from nvmf.media import uring
+from nvmf.media import uring, uring_support
 from nvmf.media.base import MediaError
 from nvmf.media.factory import adopt_media, open_media
 from nvmf.media.file import FileMedia
@@ -22,18 +22,18 @@ from nvmf.media.queue import FLUSH, READ, WRITE, WRITE_FAULT, MediaQueue, Thread
 from nvmf.wire.status import SUCCESS, Status
 from tests.media.mediatest import SIZE, Buffer
 
-HERE = uring.kernel_release()
-ALLOWED = HERE >= uring.MIN_KERNEL
+HERE = uring_support.kernel_release()
+ALLOWED = HERE >= uring_support.MIN_KERNEL
 
 
 @pytest.fixture
 def old_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend Debian 12's 6.1 kernel (the guests'), with the cached answer forgotten; the
     real answer comes back with the monkeypatch's undo."""
-    monkeypatch.setattr(uring, "_checked", False)
-    monkeypatch.setattr(uring, "_problem", None)
-    monkeypatch.setattr(uring, "_binding", None)
-    monkeypatch.setattr(uring, "kernel_release", lambda release=None: (6, 1))
+    monkeypatch.setattr(uring_support, "_checked", False)
+    monkeypatch.setattr(uring_support, "_problem", None)
+    monkeypatch.setattr(uring_support, "_binding", None)
+    monkeypatch.setattr(uring_support, "kernel_release", lambda release=None: (6, 1))
 
 
 async def _run(queue: MediaQueue, op: int, offset: int, buf: memoryview | None) -> Status:
@@ -44,10 +44,14 @@ async def _run(queue: MediaQueue, op: int, offset: int, buf: memoryview | None) 
 
 
 def test_kernel_release_reads_major_and_minor() -> None:
-    assert uring.kernel_release("6.1.0-28-amd64") == (6, 1)
-    assert uring.kernel_release("6.18.44-fc-v1045") == (6, 18)
-    assert uring.kernel_release("6.14rc1") == (6, 14)
-    assert uring.kernel_release("garbage") == (0, 0)
+    assert uring_support.kernel_release("6.1.0-28-amd64") == (6, 1)
+    assert uring_support.kernel_release("6.18.44-fc-v1045") == (6, 18)
+    assert uring_support.kernel_release("6.14rc1") == (6, 14)
+    assert uring_support.kernel_release("garbage") == (0, 0)
+    assert uring_support.kernel_problem((6, 13)) == (
+        "Linux 6.13: the liburing binding needs 6.14 or later"
+    )
+    assert uring_support.kernel_problem((6, 14)) is None
 
 
 def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) -> None:

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from nvmf.cli.main import main
+from nvmf.media import uring_support
+from nvmf.platform import modes
 from nvmf.platform.doctor import DoctorOptions, diagnose
+from nvmf.platform.kconfig import KernelInfo
+from nvmf.platform.modes import IO_URING_MODE
 from nvmf.platform.p2pdma import MapType, P2pPair
 from nvmf.platform.report import Report, render_json, render_text, to_dict
 
@@ -171,3 +175,32 @@ def test_bar0_file_is_never_written(tmp_path: Path) -> None:
     (ctrl,) = diagnose(DoctorOptions(root=root)).nvme
     assert bar.read_bytes() == bytes(data)
     assert ctrl.cmb.present is False and any("CRE is 0" in n for n in ctrl.cmb.notes)
+
+
+def test_io_uring_verdict_follows_the_recorded_kernel() -> None:
+    """The guests' 6.1: no, with the binding's floor named; the thread pool serves."""
+    (verdict,) = [m for m in doctor("qemu-nvme-vfio").modes if m.mode == IO_URING_MODE]
+    assert verdict.status == "no"
+    assert verdict.summary == (
+        "no: Linux 6.1: the liburing binding needs 6.14 or later; file and block namespaces "
+        "use the thread pool (io_engine auto)"
+    )
+
+
+def test_io_uring_verdict_of_a_newer_recorded_kernel_depends_on_the_binding_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kernel = KernelInfo(release="6.18.1-amd64", cmdline=None, config_source=None, config_error=None)
+    found = modes.io_uring_media(kernel, live=False)
+    assert found.status == "yes" and "a ring's setup was not tried" in found.details[-1]
+    monkeypatch.setattr(modes.importlib.util, "find_spec", lambda name: None)
+    missing = modes.io_uring_media(kernel, live=False)
+    assert missing.status == "no" and "pip install 'nvmf[uring]'" in missing.summary
+    unknown = KernelInfo(release=None, cmdline=None, config_source=None, config_error=None)
+    assert modes.io_uring_media(unknown, live=False).status == "no"
+
+
+def test_io_uring_verdict_of_this_machine_is_what_the_target_will_do() -> None:
+    """Live: the same check the media queues make, so the doctor and the target agree."""
+    (verdict,) = [m for m in diagnose(DoctorOptions()).modes if m.mode == IO_URING_MODE]
+    assert verdict.status == ("yes" if uring_support.problem() is None else "no")

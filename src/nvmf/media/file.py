@@ -42,7 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
-from nvmf.media import uring
+from nvmf.media import uring, uring_support
 from nvmf.media.base import IO_ENGINES, MediaError, MediaHandle, medium_result
 from nvmf.media.null import ZERO_CHUNK, ZEROES, check_geometry, check_range, zero_fill
 from nvmf.media.queue import MediaQueue, ThreadQueue
@@ -128,7 +128,7 @@ def check_io_engine(io_engine: str, path: str) -> None:
         raise ValueError(
             f"{path}: io_engine must be one of {', '.join(IO_ENGINES)}, got {io_engine!r}"
         )
-    if io_engine == "io_uring" and (why := uring.problem()) is not None:
+    if io_engine == "io_uring" and (why := uring_support.problem()) is not None:
         raise MediaError(errno.ENOTSUP, f"io_engine io_uring: {why}", path)
 
 
@@ -194,7 +194,7 @@ class DescriptorMedia:
         self.path = path
         self.direct = direct
         #: How this process's queues reach the medium: ``io_uring``, ``threads``, or ``auto``
-        #: (io_uring where :func:`nvmf.media.uring.problem` finds nothing against it).
+        #: (io_uring where :func:`nvmf.media.uring_support.problem` finds nothing against it).
         self.io_engine = io_engine
         self._rings: list[UringQueue] = []
         self._fd = fd
@@ -281,7 +281,7 @@ class DescriptorMedia:
         kernel allows it).  The log says which, and why not io_uring."""
         loop = asyncio.get_running_loop()
         if self.io_engine != "threads":
-            why = uring.problem()
+            why = uring_support.problem()
             if why is None:
                 queue = UringQueue(self, loop)
                 self._rings.append(queue)

@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import logging
 import os
-import re
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from nvmf.media import uring_support
 from nvmf.media.null import zero_fill
 from nvmf.media.queue import FLUSH, READ, READ_ERROR, WRITE_FAULT, Done
+from nvmf.media.uring_support import problem
 from nvmf.memory.staging import StagingPool
 from nvmf.wire.status import SUCCESS, Status
 
@@ -45,50 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The oldest kernel the ``liburing`` binding supports (its own statement).
-MIN_KERNEL = (6, 14)
 #: Submission queue entries per ring; completions beyond the CQ's size wait in the kernel.
 RING_ENTRIES = 256
-
-_binding: ModuleType | None = None
-_problem: str | None = None
-_checked = False
-
-
-def kernel_release(release: str | None = None) -> tuple[int, int]:
-    """``(major, minor)`` of a kernel release string (default: the running kernel's)."""
-    text = release if release is not None else os.uname().release
-    found = re.match(r"(\d+)\.(\d+)", text)
-    return (int(found[1]), int(found[2])) if found else (0, 0)
-
-
-def problem() -> str | None:
-    """Why io_uring cannot serve media in this process, or None when it can (checked once)."""
-    global _binding, _problem, _checked
-    if _checked:
-        return _problem
-    _checked = True
-    major, minor = kernel_release()
-    if (major, minor) < MIN_KERNEL:
-        _problem = (
-            f"Linux {major}.{minor}: the liburing binding needs "
-            f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or later"
-        )
-        return _problem
-    try:
-        binding = importlib.import_module("liburing")
-    except ImportError:
-        _problem = "the liburing package is not installed (pip install 'nvmf[uring]')"
-        return _problem
-    ring = binding.Ring()
-    try:
-        binding.io_uring_queue_init(2, ring)
-    except OSError as exc:
-        _problem = f"io_uring_setup refused: {exc.strerror or exc} (kernel.io_uring_disabled?)"
-        return _problem
-    binding.io_uring_queue_exit(ring)
-    _binding = binding
-    return None
 
 
 class _Io:
@@ -121,8 +78,9 @@ class UringQueue:
         why = problem()
         if why is not None:
             raise OSError(errno.ENOTSUP, f"io_uring: {why}")
-        assert _binding is not None
-        self._L = _binding
+        binding = uring_support.binding()
+        assert binding is not None
+        self._L = binding
         self.media = media
         self.loop = loop
         self._fd = media.fileno()

@@ -97,6 +97,7 @@ def diagnose(options: DoctorOptions | None = None) -> Report:
         modes.software_offload(kernel, cpus, iommu, nvme),
         modes.staging_in_cmb(kernel, iommu, nvme, pairs),
         modes.sqs_in_cmb(kernel, iommu, nvme),
+        modes.io_uring_media(kernel, fs.live),
     ]
     notes = []
     if fs.live and os.geteuid() != 0:

@@ -1,15 +1,18 @@
 """One verdict per way of running a target on this machine, each with its reasons.
 
 The modes are the questions users ask before they start: can it be an NVMe/TCP target, an
-NVMe/RDMA target, run this project's software offload, keep staging buffers in an SSD's CMB, and
-put the SSD's submission queues in its CMB.  Each verdict is "yes", "partly" (works, but not in
-the way that needs the hardware) or "no", and says which facts decided it.
+NVMe/RDMA target, run this project's software offload, keep staging buffers in an SSD's CMB, put
+the SSD's submission queues in its CMB, and serve file and block namespaces through io_uring
+rather than a thread pool (what ``io_engine auto`` will pick).  Each verdict is "yes", "partly"
+(works, but not in the way that needs the hardware) or "no", and says which facts decided it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
+from nvmf.media import uring_support
 from nvmf.platform.cpus import CpuInfo
 from nvmf.platform.iommu import IommuInfo
 from nvmf.platform.kconfig import KernelInfo
@@ -255,5 +258,38 @@ def sqs_in_cmb(kernel: KernelInfo, iommu: IommuInfo, nvme: list[NvmeController])
         "SQs in CMB",
         "no",
         "no: the kernel nvme driver will not, and vfio-pci with an IOMMU is not available",
+        details,
+    )
+
+
+IO_URING_MODE = "io_uring media queues"
+
+
+def io_uring_media(kernel: KernelInfo, live: bool) -> ModeVerdict:
+    """File and block namespaces through an io_uring ring per process (``io_engine auto``
+    takes it where it can run; :mod:`nvmf.media.uring_support`).  The kernel's release decides
+    first (the ``liburing`` binding needs 6.14); on the live system the binding is loaded and a
+    ring set up, as the target will; for a recorded tree only the binding's presence here."""
+    fallback = "file and block namespaces use the thread pool (io_engine auto)"
+    release = kernel.release
+    if not release:
+        return ModeVerdict(
+            IO_URING_MODE, "no", f"no: the kernel release is unknown; {fallback}", []
+        )
+    details = [f"kernel {release}; the liburing binding needs "
+               f"{uring_support.MIN_KERNEL[0]}.{uring_support.MIN_KERNEL[1]} or later"]  # fmt: skip
+    why = uring_support.kernel_problem(uring_support.kernel_release(release))
+    if why is None and live:
+        why = uring_support.problem()
+    elif why is None and importlib.util.find_spec("liburing") is None:
+        why = "the liburing package is not installed (pip install 'nvmf[uring]')"
+    elif why is None:
+        details.append("recorded tree: a ring's setup was not tried")
+    if why is not None:
+        return ModeVerdict(IO_URING_MODE, "no", f"no: {why}; {fallback}", details)
+    return ModeVerdict(
+        IO_URING_MODE,
+        "yes",
+        "yes: file and block namespaces (io_engine auto) use an io_uring ring per process",
         details,
     )
