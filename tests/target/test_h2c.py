@@ -90,14 +90,7 @@ def test_capsule_digest_error_with_a_cid_of_a_pending_write(target: RunningTarge
     )
     write_data = os.urandom(4096)
     q.send(q.conn.h2c_data(r2t.cccid, r2t.ttag, 0, memoryview(write_data), last=True))
-    statuses = []
-    while len(statuses) < 3:
-        events = q.events()
-        assert events, "the target closed the connection"
-        for ev in events:
-            assert isinstance(ev, p.ResponseReceived), ev
-            cqe = Cqe.decode(ev.cqe)
-            statuses.append((cqe.cid, status_of(cqe).code))
+    statuses = _responses(q, 3)
     assert sorted(statuses) == sorted(
         [(r2t.cccid, SC.TRANSIENT_TR_ERR), (good.cid, SC.SUCCESS), (r2t.cccid, SC.SUCCESS)]
     )
@@ -129,14 +122,20 @@ def test_data_digest_error_part_way_through_an_r2t_fails_only_that_write(
     data = os.urandom(512)
     # One sendall: the target parses them from one read.
     q.send(bytes(bad) + pdu(failing, 512, bytes(512), True) + pdu(other, 0, data, True))
-    statuses = {}
-    while len(statuses) < 2:
+    statuses = dict(_responses(q, 2))
+    assert statuses == {failing.cccid: SC.TRANSIENT_TR_ERR, other.cccid: SC.SUCCESS}
+    _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 1, 512))
+    assert back == data
+
+
+def _responses(q: RawHost, count: int) -> list[tuple[int, SC]]:
+    """The next ``count`` completions on ``q``, as (cid, status code); nothing else may come."""
+    statuses: list[tuple[int, SC]] = []
+    while len(statuses) < count:
         events = q.events()
         assert events, "the target closed the connection"
         for ev in events:
             assert isinstance(ev, p.ResponseReceived), ev
             cqe = Cqe.decode(ev.cqe)
-            statuses[cqe.cid] = status_of(cqe).code
-    assert statuses == {failing.cccid: SC.TRANSIENT_TR_ERR, other.cccid: SC.SUCCESS}
-    _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 16, 1, 512))
-    assert back == data
+            statuses.append((cqe.cid, status_of(cqe).code))
+    return statuses
