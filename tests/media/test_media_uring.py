@@ -213,3 +213,60 @@ def test_the_engine_goes_with_the_namespace_to_the_workers(tmp_path: Path) -> No
     assert isinstance(asyncio.run(run()), ThreadQueue)
     adopted.close()
     media.close()
+
+
+class _BusyKernel:
+    """The binding, except that ``io_uring_submit`` says EBUSY the first ``busy`` times (a
+    kernel whose completion queue overflowed); everything else goes to the real binding."""
+
+    def __init__(self, real: Any, busy: int) -> None:
+        self._real = real
+        self.busy = busy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def io_uring_submit(self, ring: Any) -> int:
+        if self.busy:
+            self.busy -= 1
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return int(self._real.io_uring_submit(ring) or 0)
+
+
+@needs_ring
+def test_a_full_ring_and_a_busy_kernel_delay_commands_but_lose_none(
+    tmp_path: Path, buffer: Buffer
+) -> None:
+    """A ring of 4 entries, 40 writes in one loop turn, and the kernel refusing the first
+    submissions as busy: the rest wait in order and every write completes once, with its data."""
+    media = FileMedia(tmp_path / "busy.img", size=SIZE, io_engine="io_uring")
+    blobs = [os.urandom(4096) for _ in range(40)]
+
+    async def run() -> None:
+        queue = uring.UringQueue(media, asyncio.get_running_loop(), entries=4)
+        busy = _BusyKernel(queue._L, busy=3)
+        queue._L = busy
+        loop = asyncio.get_running_loop()
+        calls: list[Any] = []
+        futs = []
+        for i, blob in enumerate(blobs):
+            wbuf = buffer(4096)
+            wbuf[:] = blob
+            fut: asyncio.Future[Status] = loop.create_future()
+            futs.append(fut)
+
+            def done(tag: Any, st: Status, fut: asyncio.Future[Status] = fut) -> None:
+                calls.append(tag)
+                fut.set_result(st)
+
+            queue.submit(WRITE, i * 4096, wbuf, False, done, i)
+        assert all(st is SUCCESS for st in await asyncio.wait_for(asyncio.gather(*futs), 10))
+        assert sorted(calls) == list(range(40)) and busy.busy == 0
+        for i, blob in enumerate(blobs):
+            rbuf = buffer(4096)
+            assert await _run(queue, READ, i * 4096, rbuf) is SUCCESS
+            assert rbuf == blob
+        queue.close()
+
+    asyncio.run(run())
+    media.close()

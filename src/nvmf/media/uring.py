@@ -30,6 +30,7 @@ import asyncio
 import errno
 import logging
 import os
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from nvmf.media import uring_support
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Submission queue entries per ring; completions beyond the CQ's size wait in the kernel.
 RING_ENTRIES = 256
+#: How soon a submission the kernel refused as busy is tried again, in seconds.
+RETRY_S = 0.0005
 
 
 class _Io:
@@ -92,6 +95,10 @@ class UringQueue:
         self._inflight: dict[int, _Io] = {}
         self._next_id = 0
         self._unsubmitted = False
+        #: Commands the ring had no room for yet, in arrival order.
+        self._backlog: deque[_Io] = deque()
+        #: The timer of a submission the kernel refused as busy.
+        self._retry: asyncio.TimerHandle | None = None
         self._closed = False
         loop.add_reader(self._efd, self._reap)
 
@@ -109,12 +116,22 @@ class UringQueue:
     # -- ring plumbing -----------------------------------------------------------------------
 
     def _queue(self, io: _Io) -> None:
-        """Put ``io`` (what is left of it) on the ring; submitted at the end of this loop turn."""
+        """Put ``io`` (what is left of it) on the ring; submitted at the end of this loop turn.
+        When the ring takes no more now (its submission queue full and the kernel busy), ``io``
+        waits in the backlog, in order, for a later submission."""
+        if self._backlog or not self._place(io):
+            self._backlog.append(io)
+        self._schedule_submit()
+
+    def _place(self, io: _Io) -> bool:
+        """Fill a submission queue entry for ``io``; False when the ring has none free."""
         L = self._L
         sqe = L.io_uring_get_sqe(self._ring)
         if sqe is None:  # the submission queue is full: hand it to the kernel, then retry
-            L.io_uring_submit(self._ring)
+            self._try_submit()
             sqe = L.io_uring_get_sqe(self._ring)
+            if sqe is None:
+                return False
         ident = self._next_id
         self._next_id = ident + 1
         if io.op == FLUSH:
@@ -129,14 +146,43 @@ class UringQueue:
                 L.io_uring_prep_writev(sqe, self._fd, io.iov, io.offset + io.moved, flags)
         L.io_uring_sqe_set_data64(sqe, ident)
         self._inflight[ident] = io
+        return True
+
+    def _schedule_submit(self) -> None:
         if not self._unsubmitted:
             self._unsubmitted = True
             self.loop.call_soon(self._submit)
 
     def _submit(self) -> None:
+        """Move what waits in the backlog onto the ring, then hand the new entries to the
+        kernel; what still finds no room goes on when completions are reaped."""
         self._unsubmitted = False
-        if not self._closed:
+        if self._closed:
+            return
+        backlog = self._backlog
+        while backlog and self._place(backlog[0]):
+            backlog.popleft()
+        self._try_submit()
+
+    def _try_submit(self) -> None:
+        """``io_uring_submit``; a kernel that is busy (EBUSY, EAGAIN: completions it has not
+        been able to post yet) is asked again a moment later, not an error of any command."""
+        try:
             self._L.io_uring_submit(self._ring)
+        except (BlockingIOError, InterruptedError):
+            self._retry_soon()
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        if self._retry is None and not self._closed:
+            self._retry = self.loop.call_later(RETRY_S, self._retry_submit)
+
+    def _retry_submit(self) -> None:
+        self._retry = None
+        self._submit()
 
     def _reap(self) -> None:
         """Take every completion the ring holds (the eventfd said there are some)."""
@@ -149,6 +195,8 @@ class UringQueue:
             try:
                 L.io_uring_peek_cqe(ring, cqe)
             except BlockingIOError:
+                if self._backlog:  # room on the ring again
+                    self._schedule_submit()
                 return
             entry = cqe[0]
             ident = entry.user_data
@@ -200,10 +248,16 @@ class UringQueue:
         if self._closed:
             return
         self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._backlog.clear()  # never handed to the kernel: nothing to wait for
         L = self._L
-        if self._inflight:
-            L.io_uring_submit(self._ring)
         while self._inflight:
+            try:  # what is still in the submission queue, so that its completion comes
+                L.io_uring_submit(self._ring)
+            except OSError:  # busy: the completion waited for next makes room
+                pass
             L.io_uring_wait_cqe(self._ring, self._cqe)
             self._inflight.pop(self._cqe[0].user_data, None)
             L.io_uring_cq_advance(self._ring, 1)
