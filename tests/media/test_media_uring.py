@@ -270,3 +270,40 @@ def test_a_full_ring_and_a_busy_kernel_delay_commands_but_lose_none(
 
     asyncio.run(run())
     media.close()
+
+
+@pytest.fixture
+def fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached answer forgotten (and restored by the monkeypatch's undo)."""
+    monkeypatch.setattr(uring_support, "_checked", False)
+    monkeypatch.setattr(uring_support, "_problem", None)
+    monkeypatch.setattr(uring_support, "_binding", None)
+
+
+@pytest.mark.skipif(not ALLOWED, reason=f"Linux {HERE}: the kernel check answers first")
+def test_a_binding_that_kills_its_process_is_found_in_a_child_and_threads_serve(
+    tmp_path: Path, fresh_check: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The binding's native code needs x86-64-v3; on a CPU without it, loading it is a SIGILL
+    (seen in the guests' emulated CPU).  The probe dies instead of the target."""
+    monkeypatch.setattr(
+        uring_support, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"
+    )
+    why = uring_support.problem()
+    assert why is not None and "does not run on this CPU (SIGILL" in why
+    media = FileMedia(tmp_path / "ill.img", size=SIZE)
+
+    async def run() -> MediaQueue:
+        return media.open_queue()
+
+    assert isinstance(asyncio.run(run()), ThreadQueue)
+    media.close()
+    with pytest.raises(MediaError, match="SIGILL"):
+        FileMedia(tmp_path / "ill2.img", size=SIZE, io_engine="io_uring")
+
+
+def test_a_probe_that_fails_says_its_last_words(
+    fresh_check: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uring_support, "_PROBE", "raise SystemExit('ring setup: EPERM')")
+    assert uring_support.probe_problem() == "the liburing probe failed: ring setup: EPERM"

@@ -10,8 +10,12 @@ refuse rings altogether (``kernel.io_uring_disabled``, a seccomp filter).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
+import signal
+import subprocess
+import sys
 from types import ModuleType
 
 #: The oldest kernel the ``liburing`` binding supports (its own statement).
@@ -43,7 +47,8 @@ def kernel_problem(release: tuple[int, int]) -> str | None:
 
 def problem() -> str | None:
     """Why io_uring cannot serve media in this process, or None when it can: the running
-    kernel, then the package, then a ring of two entries set up and torn down (checked once)."""
+    kernel, the package, the binding and a ring tried in a child (:func:`probe_problem`),
+    then a ring of two entries set up and torn down here (checked once per process)."""
     global _binding, _problem, _checked
     if _checked:
         return _problem
@@ -51,11 +56,13 @@ def problem() -> str | None:
     _problem = kernel_problem(kernel_release())
     if _problem is not None:
         return _problem
-    try:
-        module = importlib.import_module("liburing")
-    except ImportError:
-        _problem = "the liburing package is not installed (pip install 'nvmf[uring]')"
+    if importlib.util.find_spec("liburing") is None:
+        _problem = "the liburing package is not installed (pip install 'nvmf[uring]'; x86_64 only)"
         return _problem
+    _problem = probe_problem()
+    if _problem is not None:
+        return _problem
+    module = importlib.import_module("liburing")
     ring = module.Ring()
     try:
         module.io_uring_queue_init(2, ring)
@@ -65,6 +72,39 @@ def problem() -> str | None:
     module.io_uring_queue_exit(ring)
     _binding = module
     return None
+
+
+def probe_problem() -> str | None:
+    """Load the binding and set up a ring in a child process first: its native code is built
+    for x86-64-v3 (AVX2, BMI2, MOVBE), and on a CPU without those (an older server, QEMU's
+    default emulated CPU) loading it kills the process with SIGILL, which nothing in this
+    process could catch.  None when the child succeeded."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the liburing probe could not run: {exc}"
+    if proc.returncode == 0:
+        return None
+    if proc.returncode == -signal.SIGILL:
+        return (
+            "the liburing binding does not run on this CPU (SIGILL: it is built for "
+            "x86-64-v3, with AVX2, BMI2 and MOVBE)"
+        )
+    if proc.returncode < 0:
+        return f"the liburing probe died of signal {-proc.returncode}"
+    last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+    return f"the liburing probe failed: {last}"
+
+
+#: What the child of :func:`probe_problem` runs: load the binding, set up and tear down a ring.
+_PROBE = (
+    "import liburing\n"
+    "ring = liburing.Ring()\n"
+    "liburing.io_uring_queue_init(2, ring)\n"
+    "liburing.io_uring_queue_exit(ring)\n"
+)
 
 
 def binding() -> ModuleType | None:
