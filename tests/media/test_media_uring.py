@@ -146,28 +146,8 @@ def test_many_commands_in_flight_each_complete_once_with_their_own_data(
 
     async def run() -> None:
         queue = media.open_queue()
-        loop = asyncio.get_running_loop()
-        calls: dict[Any, list[Status]] = {}
-        futs = []
-        for i, blob in enumerate(blobs):
-            wbuf = buffer(4096)
-            wbuf[:] = blob
-            fut: asyncio.Future[None] = loop.create_future()
-            futs.append(fut)
-
-            def done(tag: Any, st: Status, fut: asyncio.Future[None] = fut) -> None:
-                calls.setdefault(tag, []).append(st)
-                fut.set_result(None)
-
-            assert queue.submit(WRITE, i * 4096, wbuf, False, done, i) is None
-        await asyncio.wait_for(asyncio.gather(*futs), 10)
-        assert sorted(calls) == list(range(count))
-        assert all(sts == [SUCCESS] for sts in calls.values())
+        await _write_all_then_read_back(queue, buffer, blobs)
         assert await _run(queue, FLUSH, 0, None) is SUCCESS
-        for i, blob in enumerate(blobs):
-            rbuf = buffer(4096)
-            assert await _run(queue, READ, i * 4096, rbuf) is SUCCESS
-            assert rbuf == blob
 
     asyncio.run(run())
     media.close()
@@ -246,26 +226,8 @@ def test_a_full_ring_and_a_busy_kernel_delay_commands_but_lose_none(
         queue = uring.UringQueue(media, asyncio.get_running_loop(), entries=4)
         busy = _BusyKernel(queue._L, busy=3)
         queue._L = busy
-        loop = asyncio.get_running_loop()
-        calls: list[Any] = []
-        futs = []
-        for i, blob in enumerate(blobs):
-            wbuf = buffer(4096)
-            wbuf[:] = blob
-            fut: asyncio.Future[Status] = loop.create_future()
-            futs.append(fut)
-
-            def done(tag: Any, st: Status, fut: asyncio.Future[Status] = fut) -> None:
-                calls.append(tag)
-                fut.set_result(st)
-
-            queue.submit(WRITE, i * 4096, wbuf, False, done, i)
-        assert all(st is SUCCESS for st in await asyncio.wait_for(asyncio.gather(*futs), 10))
-        assert sorted(calls) == list(range(40)) and busy.busy == 0
-        for i, blob in enumerate(blobs):
-            rbuf = buffer(4096)
-            assert await _run(queue, READ, i * 4096, rbuf) is SUCCESS
-            assert rbuf == blob
+        await _write_all_then_read_back(queue, buffer, blobs)
+        assert busy.busy == 0
         queue.close()
 
     asyncio.run(run())
@@ -307,3 +269,29 @@ def test_a_probe_that_fails_says_its_last_words(
 ) -> None:
     monkeypatch.setattr(uring_support, "_PROBE", "raise SystemExit('ring setup: EPERM')")
     assert uring_support.probe_problem() == "the liburing probe failed: ring setup: EPERM"
+
+
+async def _write_all_then_read_back(queue: MediaQueue, buffer: Buffer, blobs: list[bytes]) -> None:
+    """Submit a write of each blob (4 KiB each, in turn) in one loop turn; each must complete
+    exactly once with success; then each block reads back as written."""
+    loop = asyncio.get_running_loop()
+    calls: dict[Any, list[Status]] = {}
+    futs = []
+    for i, blob in enumerate(blobs):
+        wbuf = buffer(4096)
+        wbuf[:] = blob
+        fut: asyncio.Future[None] = loop.create_future()
+        futs.append(fut)
+
+        def done(tag: Any, st: Status, fut: asyncio.Future[None] = fut) -> None:
+            calls.setdefault(tag, []).append(st)
+            fut.set_result(None)
+
+        assert queue.submit(WRITE, i * 4096, wbuf, False, done, i) is None
+    await asyncio.wait_for(asyncio.gather(*futs), 10)
+    assert sorted(calls) == list(range(len(blobs)))
+    assert all(sts == [SUCCESS] for sts in calls.values())
+    for i, blob in enumerate(blobs):
+        rbuf = buffer(4096)
+        assert await _run(queue, READ, i * 4096, rbuf) is SUCCESS
+        assert rbuf == blob
