@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from local import Clients, CpuRun, Workload, combine, measure, nvmf_target
 
-from nvmf.media import uring
+from nvmf.media import uring_support
 
 
 @dataclass
@@ -31,7 +31,7 @@ def compare(
     workloads: list[Workload], runtime: float, jobs: int, workers: int | None
 ) -> EngineComparison:
     """Both targets up side by side, one client process each, A B B A per workload."""
-    why = uring.problem()
+    why = uring_support.problem()
     if why is not None:
         return EngineComparison(workloads, [], [], skipped=why)
     out = EngineComparison(workloads, [], [])

@@ -7,20 +7,24 @@ import engines
 import pytest
 from local import Workload
 
-from nvmf.media import uring
+from nvmf.media import uring_support
 
 SHORT = [Workload("4k randwrite QD8", "randwrite", 4096, 8)]
 
 
 def test_where_io_uring_cannot_run_the_report_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uring, "problem", lambda: "Linux 6.1: the liburing binding needs 6.14")
+    monkeypatch.setattr(
+        uring_support, "problem", lambda: "Linux 6.1: the liburing binding needs 6.14"
+    )
     cmp = engines.compare(SHORT, 0.2, 1, None)
     assert cmp.skipped and not cmp.threads and not cmp.io_uring
     text = engines.report(cmp, "nvmf serve")
     assert "skipped: Linux 6.1: the liburing binding needs 6.14" in text
 
 
-@pytest.mark.skipif(uring.problem() is not None, reason=f"io_uring: {uring.problem()}")
+@pytest.mark.skipif(
+    uring_support.problem() is not None, reason=f"io_uring: {uring_support.problem()}"
+)
 def test_both_engines_complete_ios_and_the_table_has_their_ratio() -> None:
     cmp = engines.compare(SHORT, 0.6, 1, 1)
     assert cmp.skipped is None

@@ -56,7 +56,7 @@ def test_kernel_release_reads_major_and_minor() -> None:
 
 def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) -> None:
     """This machine's kernel decides: at 6.14 or later (the binding's floor) the ring, else the
-    thread pool with the reason in :func:`uring.problem`."""
+    thread pool with the reason in :func:`uring_support.problem`."""
     media = FileMedia(tmp_path / "ns.img", size=SIZE)
 
     async def run() -> MediaQueue:
@@ -64,10 +64,10 @@ def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) 
 
     queue = asyncio.run(run())
     if ALLOWED:
-        assert uring.problem() is None
+        assert uring_support.problem() is None
         assert isinstance(queue, uring.UringQueue)
     else:
-        assert "needs 6.14" in (uring.problem() or "")
+        assert "needs 6.14" in (uring_support.problem() or "")
         assert isinstance(queue, ThreadQueue)
     media.close()
 
@@ -75,7 +75,7 @@ def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) 
 def test_an_older_kernel_gets_threads_and_io_uring_asked_for_is_refused_at_open(
     tmp_path: Path, old_kernel: None
 ) -> None:
-    assert uring.problem() == "Linux 6.1: the liburing binding needs 6.14 or later"
+    assert uring_support.problem() == "Linux 6.1: the liburing binding needs 6.14 or later"
     with pytest.raises(MediaError, match=r"io_engine io_uring: Linux 6\.1") as err:
         FileMedia(tmp_path / "a.img", size=SIZE, io_engine="io_uring")
     assert err.value.errno == errno.ENOTSUP

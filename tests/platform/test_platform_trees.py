@@ -193,7 +193,7 @@ def test_io_uring_verdict_of_a_newer_recorded_kernel_depends_on_the_binding_here
     kernel = KernelInfo(release="6.18.1-amd64", cmdline=None, config_source=None, config_error=None)
     found = modes.io_uring_media(kernel, live=False)
     assert found.status == "yes" and "a ring's setup was not tried" in found.details[-1]
-    monkeypatch.setattr(modes.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(uring_support.importlib.util, "find_spec", lambda name: None)
     missing = modes.io_uring_media(kernel, live=False)
     assert missing.status == "no" and "pip install 'nvmf[uring]'" in missing.summary
     unknown = KernelInfo(release=None, cmdline=None, config_source=None, config_error=None)

@@ -5,16 +5,17 @@ The other :class:`~nvmf.media.queue.MediaQueue` of ``file`` and ``block`` media.
 ``preadv``/``pwritev`` and wakes the event loop with ``call_soon_threadsafe``, this queue puts a
 ``READV``/``WRITEV``/``FSYNC`` entry on the process's ring, submits once per event-loop turn
 however many commands came in it, and reaps completions when the ring's eventfd says there are
-some: no thread switch, no future, a few calls per command.  Measured on this project's
-machines (``bench/uring.py``), 4 KiB reads from the page cache at queue depth 32 cost a small
-fraction of the thread hand-off's CPU per I/O; that measurement is why ``auto`` picks io_uring
-wherever the kernel and the binding allow it.
+some: no thread switch, no future, a few calls per command.  Measured side by side through
+the whole target (``bench/run.py`` section (e), ``bench/engines.py``), a file namespace in the
+page cache cost 0.69 to 0.98 of the thread pool's target CPU per I/O; that measurement is why
+``auto`` picks io_uring wherever the kernel, the CPU and the binding allow it.
 
 The binding is the package index's ``liburing`` (an optional extra: ``pip install
 'nvmf[uring]'``), which says it needs Linux 6.14 or later; on older kernels (Debian 12's 6.1
 and its backports' 6.12), without the package, or where ``io_uring_setup`` is refused
-(``kernel.io_uring_disabled``, a seccomp filter), :func:`problem` says why and ``auto`` uses
-threads.  The payload stays zero-copy: each entry's iovec points at the staging buffer itself.
+(``kernel.io_uring_disabled``, a seccomp filter), :func:`~nvmf.media.uring_support.problem`
+says why and ``auto`` uses threads.  The payload stays zero-copy: each entry's iovec points at
+the staging buffer itself.
 (The binding's fixed-buffer calls take only ``bytearray``s, not the staging pool's ``mmap``
 memory, so buffers are not registered with the ring.)
 
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from nvmf.media import uring_support
 from nvmf.media.null import zero_fill
 from nvmf.media.queue import FLUSH, READ, READ_ERROR, WRITE_FAULT, Done
-from nvmf.media.uring_support import problem
 from nvmf.memory.staging import StagingPool
 from nvmf.wire.status import SUCCESS, Status
 
@@ -78,11 +78,9 @@ class UringQueue:
     def __init__(
         self, media: DescriptorMedia, loop: asyncio.AbstractEventLoop, entries: int = RING_ENTRIES
     ) -> None:
-        why = problem()
-        if why is not None:
-            raise OSError(errno.ENOTSUP, f"io_uring: {why}")
         binding = uring_support.binding()
-        assert binding is not None
+        if binding is None:
+            raise OSError(errno.ENOTSUP, f"io_uring: {uring_support.problem()}")
         self._L = binding
         self.media = media
         self.loop = loop

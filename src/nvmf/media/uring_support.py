@@ -47,30 +47,22 @@ def kernel_problem(release: tuple[int, int]) -> str | None:
 
 def problem() -> str | None:
     """Why io_uring cannot serve media in this process, or None when it can: the running
-    kernel, the package, the binding and a ring tried in a child (:func:`probe_problem`),
-    then a ring of two entries set up and torn down here (checked once per process)."""
+    kernel, the package, then the binding loaded and a ring set up in a child
+    (:func:`probe_problem`) before the binding is loaded here (checked once per process)."""
     global _binding, _problem, _checked
     if _checked:
         return _problem
     _checked = True
-    _problem = kernel_problem(kernel_release())
-    if _problem is not None:
-        return _problem
+    _problem = kernel_problem(kernel_release()) or package_problem() or probe_problem()
+    if _problem is None:
+        _binding = importlib.import_module("liburing")
+    return _problem
+
+
+def package_problem() -> str | None:
+    """Why the binding cannot be imported here (not installed), or None."""
     if importlib.util.find_spec("liburing") is None:
-        _problem = "the liburing package is not installed (pip install 'nvmf[uring]'; x86_64 only)"
-        return _problem
-    _problem = probe_problem()
-    if _problem is not None:
-        return _problem
-    module = importlib.import_module("liburing")
-    ring = module.Ring()
-    try:
-        module.io_uring_queue_init(2, ring)
-    except OSError as exc:
-        _problem = f"io_uring_setup refused: {exc.strerror or exc} (kernel.io_uring_disabled?)"
-        return _problem
-    module.io_uring_queue_exit(ring)
-    _binding = module
+        return "the liburing package is not installed (pip install 'nvmf[uring]'; x86_64 only)"
     return None
 
 
@@ -98,11 +90,15 @@ def probe_problem() -> str | None:
     return f"the liburing probe failed: {last}"
 
 
-#: What the child of :func:`probe_problem` runs: load the binding, set up and tear down a ring.
+#: What the child of :func:`probe_problem` runs: load the binding, set up and tear down a ring
+#: (a refused setup is named: ``kernel.io_uring_disabled``, a seccomp filter).
 _PROBE = (
-    "import liburing\n"
+    "import sys, liburing\n"
     "ring = liburing.Ring()\n"
-    "liburing.io_uring_queue_init(2, ring)\n"
+    "try:\n"
+    "    liburing.io_uring_queue_init(2, ring)\n"
+    "except OSError as exc:\n"
+    "    sys.exit(f'io_uring_setup refused: {exc.strerror or exc} (kernel.io_uring_disabled?)')\n"
     "liburing.io_uring_queue_exit(ring)\n"
 )
 

@@ -9,7 +9,6 @@ rather than a thread pool (what ``io_engine auto`` will pick).  Each verdict is 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 
 from nvmf.media import uring_support
@@ -281,10 +280,10 @@ def io_uring_media(kernel: KernelInfo, live: bool) -> ModeVerdict:
     why = uring_support.kernel_problem(uring_support.kernel_release(release))
     if why is None and live:
         why = uring_support.problem()
-    elif why is None and importlib.util.find_spec("liburing") is None:
-        why = "the liburing package is not installed (pip install 'nvmf[uring]')"
     elif why is None:
-        details.append("recorded tree: a ring's setup was not tried")
+        why = uring_support.package_problem()
+        if why is None:
+            details.append("recorded tree: a ring's setup was not tried")
     if why is not None:
         return ModeVerdict(IO_URING_MODE, "no", f"no: {why}; {fallback}", details)
     return ModeVerdict(
