@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from local import Clients, CpuRun, Workload, combine, measure, nvmf_target
+from local import Clients, CpuRun, Workload, interleaved, nvmf_target
 
 from nvmf.media import uring_support
 
@@ -41,13 +41,10 @@ def compare(
         Clients(threads, queues=jobs) as threads_client,
         Clients(ring, queues=jobs) as ring_client,
     ):
-        half = runtime / 2
         for w in workloads:
-            first = measure(threads_client, w, half, jobs)
-            rings = [measure(ring_client, w, half, jobs) for _ in range(2)]
-            last = measure(threads_client, w, half, jobs)
-            out.threads.append(combine([first, last]))
-            out.io_uring.append(combine(rings))
+            threads_run, ring_run = interleaved(threads_client, ring_client, w, runtime, jobs)
+            out.threads.append(threads_run)
+            out.io_uring.append(ring_run)
     return out
 
 

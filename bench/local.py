@@ -331,6 +331,19 @@ def measure(clients: Clients, w: Workload, runtime: float, jobs: int = 1) -> Cpu
     )
 
 
+def interleaved(
+    a: Clients, b: Clients, w: Workload, runtime: float, jobs: int = 1
+) -> tuple[CpuRun, CpuRun]:
+    r"""``w`` on both targets for ``runtime`` seconds each, in halves in the order A B B A, so
+    that a linear drift of this shared machine's speed hits both alike; each target's halves
+    :func:`combine`\ d."""
+    half = runtime / 2
+    first = measure(a, w, half, jobs)
+    middle = [measure(b, w, half, jobs) for _ in range(2)]
+    last = measure(a, w, half, jobs)
+    return combine([first, last]), combine(middle)
+
+
 def combine(runs: list[CpuRun]) -> CpuRun:
     """Several runs of one workload on one target as one: I/Os, seconds and CPU summed, IOPS and
     bandwidth weighted by each run's length, latency percentiles averaged (an approximation)."""

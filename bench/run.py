@@ -60,8 +60,8 @@ from local import (  # noqa: E402
     Clients,
     CpuRun,
     Workload,
-    combine,
     fio_side,
+    interleaved,
     measure,
     nvmf_target,
     raw_target,
@@ -140,13 +140,10 @@ def compare_cpu(
         Clients(raw, queues=jobs) as raw_client,
         Clients(nvmf, queues=jobs) as nvmf_client,
     ):
-        half = runtime / 2
-        for w in WORKLOADS:  # A B B A: a linear drift of the machine's speed cancels out
-            raw_first = measure(raw_client, w, half, jobs)
-            nvmf_runs = [measure(nvmf_client, w, half, jobs) for _ in range(2)]
-            raw_last = measure(raw_client, w, half, jobs)
-            out.raw.append(combine([raw_first, raw_last]))
-            out.nvmf.append(combine(nvmf_runs))
+        for w in WORKLOADS:
+            raw_run, nvmf_run = interleaved(raw_client, nvmf_client, w, runtime, jobs)
+            out.raw.append(raw_run)
+            out.nvmf.append(nvmf_run)
         if sweep_runtime:
             for qd in SWEEP_DEPTHS:
                 w = Workload(f"4k randread QD{qd}", "randread", 4096, qd)
