@@ -78,9 +78,10 @@ def _maps_objects(python: Path) -> list[Path]:
     return found
 
 
-def entries(python: Path | None = None) -> list[Entry]:
-    """What the image carries for ``python`` (default: this interpreter, the venv's)."""
-    python = python or Path(sys.executable)
+def entries() -> list[Entry]:
+    """What the image carries for this interpreter (the venv's, which the guest scripts run):
+    its paths from ``sysconfig``, its shared objects from a child of the same interpreter."""
+    python = Path(sys.executable)
     paths = sysconfig.get_paths()
     stdlib = Path(paths["stdlib"]).resolve()
     site = Path(paths["purelib"]).resolve()
