@@ -27,12 +27,16 @@ ALLOWED = HERE >= uring_support.MIN_KERNEL
 
 
 @pytest.fixture
-def old_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend Debian 12's 6.1 kernel (the guests'), with the cached answer forgotten; the
-    real answer comes back with the monkeypatch's undo."""
+def fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached answer forgotten (and restored by the monkeypatch's undo)."""
     monkeypatch.setattr(uring_support, "_checked", False)
     monkeypatch.setattr(uring_support, "_problem", None)
     monkeypatch.setattr(uring_support, "_binding", None)
+
+
+@pytest.fixture
+def old_kernel(fresh_check: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend Debian 12's 6.1 kernel (the guests'), with the cached answer forgotten."""
     monkeypatch.setattr(uring_support, "kernel_release", lambda release=None: (6, 1))
 
 
@@ -232,14 +236,6 @@ def test_a_full_ring_and_a_busy_kernel_delay_commands_but_lose_none(
 
     asyncio.run(run())
     media.close()
-
-
-@pytest.fixture
-def fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cached answer forgotten (and restored by the monkeypatch's undo)."""
-    monkeypatch.setattr(uring_support, "_checked", False)
-    monkeypatch.setattr(uring_support, "_problem", None)
-    monkeypatch.setattr(uring_support, "_binding", None)
 
 
 @pytest.mark.skipif(not ALLOWED, reason=f"Linux {HERE}: the kernel check answers first")
