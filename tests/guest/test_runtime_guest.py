@@ -1,5 +1,7 @@
 """The guest reads the project's Python runtime from its image (tests/vm/runtime_image.py), at
-the paths it has here, in the shared 6.1 boot: every entry bound, and Python working from it."""
+the paths it has here, in the shared 6.1 boot: every entry bound, and Python working from it; and
+the guest runs on the CPU the harness asks for (tests/vm/guest.py's ``CPU_MODEL``: QEMU's max
+model without ERMS)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ t() {
 }
 t "$PY" -c pass
 t "$PY" -c "import nvmf.cli.main"
+grep -m1 '^flags' /proc/cpuinfo > $OUT/cpuflags.txt
 "$PY" -c "import nvmf, uvloop, cryptography, pytest; print(nvmf.__file__)" > $OUT/import.txt 2>&1
 """
 
@@ -46,3 +49,12 @@ def test_python_runs_the_project_from_the_image(guest: GuestResult) -> None:
     assert guest.read("import.txt").strip() == str(runtime_image.REPO / "src/nvmf/__init__.py")
     # the start-up times are for the notes (tests/guest/out/runtime/times.txt), not asserted
     assert len(guest.lines("times.txt")) == 2
+
+
+@pytest.mark.guest
+def test_the_guest_cpu_has_no_erms_so_copies_are_not_emulated_a_byte_at_a_time(
+    guest: GuestResult,
+) -> None:
+    flags = guest.read("cpuflags.txt").split(":", 1)[1].split()
+    assert "erms" not in flags and "fsrm" not in flags
+    assert "avx2" in flags  # still QEMU's max model, not a bare one

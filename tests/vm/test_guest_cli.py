@@ -20,7 +20,7 @@ KERNEL = Path("/boot/vmlinuz-6.1.0-57-amd64")
 def test_defaults_boot_6_1_with_no_extra_devices(tmp_path: Path) -> None:
     spec = guest.parse_args(["--", "uname", "-r"], cwd=tmp_path)
     assert spec.kernel == "6.1" and spec.cmb_mb == 0 and spec.command == ("uname", "-r")
-    assert guest.qemu_options(spec, None) == ["-machine", "q35"]
+    assert guest.qemu_options(spec, None) == ["-machine", "q35", "-cpu", guest.CPU_MODEL]
     assert guest.kernel_append(spec) == []
     argv = guest.vng_command(spec, VNG, KERNEL)
     assert argv[:3] == [str(VNG), "--run", str(KERNEL)]
