@@ -7,6 +7,7 @@ suite (responder and client in processes of their own) completes I/Os and counts
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 async def _against_responder() -> None:
     server = await rawnvme.serve(0, size=64 << 20)
     port = server.sockets[0].getsockname()[1]
-    expected = rawnvme.pattern()
     try:
         ctrl = await connect("127.0.0.1", rawnvme.SUBNQN, trsvcid=port, nr_io_queues=2)
         async with ctrl:
@@ -38,12 +38,23 @@ async def _against_responder() -> None:
             assert ctrl.io_incapsule_size == rawnvme.INLINE_DATA
             geo = await ctrl.namespace(1)
             assert (geo.block_size, geo.size_bytes) == (512, 64 << 20)
-            for nlb, slba, queue in ((8, 0, 0), (256, 1000, 1), (2048, 77, 0)):
+            # The data lands where the target's would: written blocks read back, others are 0.
+            small = bytes(range(256)) * 16
+            large = os.urandom(131072)
+            await ctrl.write(1, 0, 8, small)  # in the capsule
+            await ctrl.write(1, 1000, 256, large)  # R2T, H2CData received in place
+            middle = large[:16384]
+            await ctrl.write(1, 5000, 32, middle)  # R2T, H2CData parsed from the buffer
+            for nlb, slba, queue, expected in (
+                (8, 0, 0, small),
+                (256, 1000, 1, large),
+                (4, 1002, 0, large[1024:3072]),
+                (32, 5000, 1, middle),
+                (8, 77, 1, bytes(4096)),
+            ):
                 buf = bytearray(b"\xee" * nlb * 512)
                 await ctrl.read(1, slba, nlb, buf, queue=queue)
-                assert buf == expected[: nlb * 512], f"read of {nlb} blocks at {slba}"
-            await ctrl.write(1, 0, 8, bytes(4096))  # in the capsule
-            await ctrl.write(1, 8, 256, bytes(131072))  # R2T, H2CData
+                assert buf == expected, f"read of {nlb} blocks at {slba}"
             for rw, bs in (("randread", 4096), ("write", 131072)):
                 spec = BenchSpec(rw=rw, bs=bs, iodepth=8, numjobs=2, runtime=0.2, size=16 << 20)
                 result = await run_bench(ctrl, spec)
