@@ -165,6 +165,12 @@ def measure_scaling(most: int, runtime: float) -> list[tuple[int, CpuRun]]:
 # -- guest: kernel target vs nvmf target, two clients --------------------------------------------
 
 GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421}
+#: Each target's subsystem NQN in the guest: two, so that the kernel host, connected to both at
+#: once, sees two subsystems and not two paths to one (native NVMe multipath would merge them).
+GUEST_NQN = {"kernel": SUBNQN + "-kernel", "nvmf": SUBNQN}
+#: The order in which each workload runs against the targets, in halves of ``--runtime``: A B B A,
+#: as in (1), so that a drift of the emulated machine's speed during a run hits both alike.
+GUEST_ORDER = ("kernel", "nvmf", "nvmf", "kernel")
 #: Where each fabric's targets listen in the guest: NVMe/TCP on loopback, NVMe/RDMA on
 #: Soft-RoCE on a dummy netdev (pyverbs cannot bind a loopback address, docs/rdma.md).
 GUEST_ADDR = {"tcp": "127.0.0.1", "rdma": "10.99.0.1"}
@@ -176,62 +182,74 @@ SOFT_ROCE = [
 
 
 def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
-    """One boot: both targets up on ``trtype``, then every workload with both clients against
-    both (the same fio job on the kernel host, the same ``nvmf bench``)."""
+    """One boot: both targets up on ``trtype``; the kernel host connected to both at once; then
+    every workload with both clients (the same ``nvmf bench``, the same fio job) against the
+    two targets in the order :data:`GUEST_ORDER`, each run half of ``runtime``."""
     addr = GUEST_ADDR[trtype]
-    cfg = json.dumps(target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30, trtype, addr))
+    cfg = target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30, trtype, addr)
+    half = runtime / 2
     lines = [
         'exec 2>"$OUT/stderr.txt"',
         "set -x",
-        f"NQN={SUBNQN}",
         *(SOFT_ROCE if trtype == "rdma" else []),
         f"modprobe nvmet; modprobe nvmet-{trtype}; modprobe nvme-{trtype}",
         "modprobe null_blk nr_devices=1 gb=1 irqmode=0",
         "mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config",
-        "S=/sys/kernel/config/nvmet/subsystems/$NQN",
+        f"S=/sys/kernel/config/nvmet/subsystems/{GUEST_NQN['kernel']}",
         'mkdir "$S"; echo 1 > "$S/attr_allow_any_host"',
         'mkdir "$S/namespaces/1"; echo /dev/nullb0 > "$S/namespaces/1/device_path"',
         'echo 1 > "$S/namespaces/1/enable"',
         "P=/sys/kernel/config/nvmet/ports/1",
         f'mkdir "$P"; echo {trtype} > "$P/addr_trtype"; echo ipv4 > "$P/addr_adrfam"',
         f'echo {addr} > "$P/addr_traddr"; echo {GUEST_TARGETS["kernel"]} > "$P/addr_trsvcid"',
-        'ln -s "$S" "$P/subsystems/$NQN"',
-        f"cat > /tmp/nvmf.json <<'EOF'\n{cfg}\nEOF",
+        'ln -s "$S" "$P/subsystems/"',
+        f"cat > /tmp/nvmf.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
         '"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
         "SERVE=$!",
         'for _ in $(seq 240); do grep -q listening "$OUT/serve.log" && break; sleep 0.5; done',
         'nproc > "$OUT/nproc.txt"',
-        # the namespace's block device: nvmeXn1 whose controller or subsystem has our NQN
+        'grep -m1 "^flags" /proc/cpuinfo > "$OUT/cpuflags.txt"',
+        # the namespace's block device: nvmeXn1 whose controller or subsystem has NQN $1
         # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
         "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
-        '[[ $n =~ ^nvme[0-9]+n1$ ]] && [ "$(cat $b/device/subsysnqn 2>/dev/null)" = "$NQN" ] '
+        '[[ $n =~ ^nvme[0-9]+n1$ ]] && [ "$(cat $b/device/subsysnqn 2>/dev/null)" = "$1" ] '
         "&& echo $n; done | head -1; }",
     ]
-    for target, port in GUEST_TARGETS.items():
-        for i, w in enumerate(WORKLOADS):
-            tag = f"{target}_host_{i}"
+    for i, w in enumerate(WORKLOADS):
+        for k, target in enumerate(GUEST_ORDER):
+            tag = f"{target}_host_{i}_{k}"
             lines.append(
-                f'"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} -s {port} -n $NQN '
+                f'"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} '
+                f"-s {GUEST_TARGETS[target]} -n {GUEST_NQN[target]} "
                 f"-i {jobs} --numjobs {jobs} --rw {w.rw} --bs {w.bs} --iodepth {w.iodepth} "
-                f'--runtime {runtime:g} --size 256m --json > "$OUT/{tag}.json" '
+                f'--runtime {half:g} --size 256m --json > "$OUT/{tag}.json" '
                 f'2> "$OUT/{tag}.err"'
             )
+    for target, port in GUEST_TARGETS.items():
         lines += [
-            f"nvme connect -t {trtype} -a {addr} -s {port} -n $NQN -i {jobs} "
+            f"nvme connect -t {trtype} -a {addr} -s {port} -n {GUEST_NQN[target]} -i {jobs} "
             f'> "$OUT/{target}_connect.txt" 2>&1',
-            "sleep 2",
-            f'DEV=$(find_dev); echo "$DEV" > "$OUT/{target}_dev.txt"',
-            f'(nvme list; ls -l /sys/block/) > "$OUT/{target}_list.txt" 2>&1',
         ]
-        for i, w in enumerate(WORKLOADS):
-            tag = f"{target}_fio_{i}"
+    lines += ["sleep 2", '(nvme list; ls -l /sys/block/) > "$OUT/list.txt" 2>&1']
+    for target in GUEST_TARGETS:
+        var = target.upper()
+        lines.append(
+            f'{var}=$(find_dev {GUEST_NQN[target]}); echo "${var}" > "$OUT/{target}_dev.txt"'
+        )
+    for i, w in enumerate(WORKLOADS):
+        for k, target in enumerate(GUEST_ORDER):
+            tag = f"{target}_fio_{i}_{k}"
+            dev = "$" + target.upper()
             lines.append(
-                f'[ -n "$DEV" ] && fio --name={tag} --filename=/dev/$DEV --ioengine=libaio '
+                f'[ -n "{dev}" ] && fio --name={tag} --filename=/dev/{dev} --ioengine=libaio '
                 f"--direct=1 --rw={w.rw} --bs={w.bs} --iodepth={w.iodepth} --numjobs={jobs} "
-                f"--group_reporting --size=256m --runtime={runtime:g} --time_based "
+                f"--group_reporting --size=256m --runtime={half:g} --time_based "
                 f'--output-format=json > "$OUT/{tag}.json" 2> "$OUT/{tag}.err"'
             )
-        lines.append(f'nvme disconnect -n $NQN > "$OUT/{target}_disconnect.txt" 2>&1')
+    for target in GUEST_TARGETS:
+        lines.append(
+            f'nvme disconnect -n {GUEST_NQN[target]} > "$OUT/{target}_disconnect.txt" 2>&1'
+        )
     lines += ["kill $SERVE; wait $SERVE", 'echo done > "$OUT/done.txt"']
     return "\n".join(lines)
 
@@ -263,6 +281,36 @@ def _from_fio_json(path: Path, w: Workload) -> Measurement | None:
     )
 
 
+def combine_halves(halves: list[Measurement | None]) -> Measurement | None:
+    """A target's runs of one workload (equal lengths) as one: IOPS and bandwidth averaged,
+    latency percentiles averaged (an approximation); None if any run failed, so that a ratio
+    is never taken over half a measurement."""
+    if not halves or any(m is None for m in halves):
+        return None
+    ok = [m for m in halves if m is not None]
+    n = len(ok)
+    return Measurement(
+        sum(m.iops for m in ok) / n,
+        sum(m.mb_s for m in ok) / n,
+        sum(m.p50_us for m in ok) / n,
+        sum(m.p99_us for m in ok) / n,
+    )
+
+
+def read_guest(out: Path) -> dict[str, list[Measurement | None]]:
+    """The guest run's result files in ``out``, per target and client, each workload's halves
+    (:data:`GUEST_ORDER`) combined."""
+    table: dict[str, list[Measurement | None]] = {}
+    for target in GUEST_TARGETS:
+        runs = [k for k, t in enumerate(GUEST_ORDER) if t == target]
+        for client, parse in (("host", _from_nvmf_json), ("fio", _from_fio_json)):
+            table[f"{target}/{client}"] = [
+                combine_halves([parse(out / f"{target}_{client}_{i}_{k}.json", w) for k in runs])
+                for i, w in enumerate(WORKLOADS)
+            ]
+    return table
+
+
 def measure_guest(
     runtime: float, jobs: int, trtype: str = "tcp"
 ) -> dict[str, list[Measurement | None]]:
@@ -276,15 +324,7 @@ def measure_guest(
             f"guest bench did not finish (rc {result.returncode}): "
             f"{result.read('stderr.txt')[-2000:]}"
         )
-    table: dict[str, list[Measurement | None]] = {}
-    for target in GUEST_TARGETS:
-        table[f"{target}/host"] = [
-            _from_nvmf_json(out / f"{target}_host_{i}.json", w) for i, w in enumerate(WORKLOADS)
-        ]
-        table[f"{target}/fio"] = [
-            _from_fio_json(out / f"{target}_fio_{i}.json", w) for i, w in enumerate(WORKLOADS)
-        ]
-    return table
+    return read_guest(out)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -402,7 +442,8 @@ def print_guest(guest: dict[str, dict[str, list[Measurement | None]]]) -> None:
         for client in ("host", "fio"):
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
             print_table(
-                f"(c) guest, Linux 6.1 under TCG, NVMe/{fabric.upper()}, client: {who}; kernel "
+                f"(c) guest, Linux 6.1 under TCG (QEMU max CPU without ERMS), NVMe/"
+                f"{fabric.upper()}, client: {who}, runs in the order A B B A; kernel "
                 f"{kernel} (null_blk) vs nvmf serve (null)",
                 "kernel target",
                 "nvmf target",
