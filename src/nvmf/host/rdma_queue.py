@@ -88,6 +88,7 @@ from nvmf.transport.verbs_events import (
     open_channel,
     take_cq_events,
 )
+from nvmf.transport.verbs_wr import recv_wr
 from nvmf.wire.rdma import decode_accept
 from nvmf.wire.sqe import CQE, CQE_SIZE, OFF_CID, SQE_SIZE
 
@@ -225,6 +226,8 @@ class RdmaHostQueue:
         self.cq: Any = None
         self.qp: Any = None
         self.mr: Any = None
+        self._recv_wrs: list[RecvWR] = []
+        self._send_sge: SGE | None = None
         self.windows: list[Any] = []
         self._mem: mmap.mmap | None = None
         self._view: memoryview | None = None
@@ -356,9 +359,12 @@ class RdmaHostQueue:
         self.mr = MR(self.pd, size, access, address=self.base)
         lkey = self.mr.lkey
         self._recv_wrs = [
-            RecvWR(_RECV << 24 | i, 1, [SGE(self.base + i * CQE_SIZE, CQE_SIZE, lkey)])
+            recv_wr(_RECV << 24 | i, self.base + i * CQE_SIZE, CQE_SIZE, lkey)
             for i in range(self.nrecv)
         ]
+        # The SGE of every command's SEND: the values are copied into the work request as it
+        # is built (ibv_wr_set_sge), so one serves them all (see nvmf.transport.verbs_wr).
+        self._send_sge = SGE(0, 0, lkey)
         self._send_ops = ve.IBV_QP_EX_WITH_SEND
         if windows:
             self._send_ops |= ve.IBV_QP_EX_WITH_BIND_MW | ve.IBV_QP_EX_WITH_LOCAL_INV
@@ -424,6 +430,12 @@ class RdmaHostQueue:
                 log.debug("%s: closing %s: %s", self.name, type(obj).__name__, err)
         self.qp = self.mr = self.cq = self.comp = self.pd = self.ctx = None
         self.windows = []
+        for wr in self._recv_wrs:  # pyverbs frees their C memory only when told
+            wr.close()
+        self._recv_wrs = []
+        if self._send_sge is not None:
+            self._send_sge.close()
+            self._send_sge = None
         for obj in (self.cmid, self.channel):
             if obj is not None:
                 try:
@@ -657,5 +669,8 @@ class RdmaHostQueue:
         qp.wr_id = _SEND << 24 | cid
         qp.wr_flags = ve.IBV_SEND_SIGNALED
         qp.wr_send()
-        qp.wr_set_sge(SGE(self.base + cmd_start, send_len, self.mr.lkey))
+        sge = self._send_sge
+        assert sge is not None  # made with the queue pair, freed with it
+        sge.addr, sge.length = self.base + cmd_start, send_len
+        qp.wr_set_sge(sge)
         qp.wr_complete()

@@ -57,7 +57,7 @@ from pyverbs.mr import MR
 from pyverbs.pd import PD
 from pyverbs.pyverbs_error import PyverbsError, PyverbsRDMAError
 from pyverbs.qp import QP, QPCap, QPInitAttr
-from pyverbs.wr import SGE, RecvWR, SendWR
+from pyverbs.wr import SGE
 
 from nvmf.protocol.request import Request
 from nvmf.transport.base import (
@@ -76,6 +76,7 @@ from nvmf.transport.verbs_events import (
     take_cq_events,
 )
 from nvmf.transport.verbs_qp import QpTransition
+from nvmf.transport.verbs_wr import SlotWrs, recv_wr
 from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
 from nvmf.wire.sqe import (
     CQE_SIZE,
@@ -104,7 +105,8 @@ _KEY = struct.Struct("<I")
 _OFF_SGL_KEY = OFF_DPTR + 11
 #: Work request kinds, in bits 31:24 of a work request id (the queue's number above them, the
 #: slot below).
-_RECV, _READ, _SEND = 1, 2, 3
+#: Work request kinds (bits 24-31 of a work request id); an RDMA WRITE is 0.
+_WRITE, _RECV, _READ, _SEND = 0, 1, 2, 3
 _SLOT_MASK = (1 << 24) - 1
 #: Completion queue entries per device and process: room for every queue's work requests.
 CQ_ENTRIES = 8192
@@ -300,17 +302,13 @@ class RdmaQueue:
         self.number = device.add(self)
         tag = self.number << 32
         self._recv_wrs = [
-            RecvWR(
-                tag | _RECV << 24 | i,
-                1,
-                [SGE(base + i * self.slot_size, self.slot_size, lkey)],
-            )
+            recv_wr(tag | _RECV << 24 | i, base + i * self.slot_size, self.slot_size, lkey)
             for i in range(self.depth)
         ]
         self._resp_sges = [
             SGE(base + recv_bytes + i * CQE_SIZE, CQE_SIZE, lkey) for i in range(nreqs)
         ]
-        self._tag = tag
+        self._wrs = SlotWrs(self._resp_sges, tag, _SEND, _READ, _WRITE)
         #: Requests by slot; the free ones; per slot the receive buffer a command's in-capsule
         #: data holds (-1: none), its SGL's remote key and whether the host asked for it to be
         #: invalidated, and the callback of a running RDMA READ.
@@ -380,18 +378,18 @@ class RdmaQueue:
             return SUCCESS
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
-    def _sge(self, staging: StagingBuffer, length: int) -> SGE:
-        """The scatter/gather entry of ``length`` bytes of ``staging``: in this queue's pool
-        (registered when the queue was made), or in a medium's own pool (``MediaQueue.pool``,
-        an SSD's DMA-mapped DRAM), registered with the device the first time it is seen."""
+    def _local(self, staging: StagingBuffer) -> tuple[int, int]:
+        """Address and local key of ``staging``: in this queue's pool (registered when the
+        queue was made), or in a medium's own pool (``MediaQueue.pool``, an SSD's DMA-mapped
+        DRAM), registered with the device the first time it is seen."""
         region = staging.region
         if region is None or region is self._staging_region:
-            return SGE(self._staging_base + staging.offset, length, self._staging_lkey)
+            return self._staging_base + staging.offset, self._staging_lkey
         mr = self.device.register(region)
         base = region.registrations.get("address")
         if base is None:
             base = region.registrations["address"] = _address(region.view)
-        return SGE(base + staging.offset, length, mr.lkey)
+        return base + staging.offset, mr.lkey
 
     def fetch_data(self, req: Request, done: DataDone) -> None:
         """One RDMA READ of the host's buffer into the request's staging buffer."""
@@ -400,14 +398,8 @@ class RdmaQueue:
             self.loop.call_soon(done, req, Status(SC.TRANSIENT_TR_ERR))
             return
         slot = req.ttag
-        wr = SendWR(
-            self._tag | _READ << 24 | slot,
-            ve.IBV_WR_RDMA_READ,
-            1,
-            sg=[self._sge(staging, len(req.data))],
-            send_flags=ve.IBV_SEND_SIGNALED,
-        )
-        wr.set_wr_rdma(self._rkey[slot], req.dptr_address)
+        addr, lkey = self._local(staging)
+        wr = self._wrs.read(slot, addr, len(req.data), lkey, self._rkey[slot], req.dptr_address)
         self._fetching[slot] = done
         try:
             self.qp.post_send(wr)
@@ -423,29 +415,16 @@ class RdmaQueue:
             return
         status = req.status
         n = req.c2h_length
-        send = SendWR(
-            self._tag | _SEND << 24 | slot,
-            ve.IBV_WR_SEND,
-            1,
-            sg=[self._resp_sges[slot]],
-            send_flags=ve.IBV_SEND_SIGNALED,
-        )
-        if self._invalidate[slot]:
-            send.opcode = ve.IBV_WR_SEND_WITH_INV
-            send.imm_data = self._rkey[slot]  # the union's invalidate_rkey
+        invalidate = self._rkey[slot] if self._invalidate[slot] else None
         self._resp_views[slot][:] = cqe
-        first = send
         staging = req.staging
         if n and staging is not None and (status is SUCCESS or status.ok):
-            first = SendWR(
-                self._tag | slot,
-                ve.IBV_WR_RDMA_WRITE,
-                1,
-                sg=[self._sge(staging, n)],
-                send_flags=0,  # the SEND after it is signalled, and completes after it
-                next_wr=send,
+            addr, lkey = self._local(staging)
+            first = self._wrs.write_then_response(
+                slot, addr, n, lkey, self._rkey[slot], req.dptr_address, invalidate
             )
-            first.set_wr_rdma(self._rkey[slot], req.dptr_address)
+        else:
+            first = self._wrs.response(slot, invalidate)
         held = self._held_recv[slot]
         try:
             if held >= 0:  # the in-capsule data is used: the buffer takes the next command
@@ -490,6 +469,11 @@ class RdmaQueue:
             if slot not in fetching and req.staging is not None and slot not in self._free:
                 req.release()
         self.owner.queue_closed(self.session)
+        self._wrs.close()
+        for wr in self._recv_wrs:
+            wr.close()
+        for sge in self._resp_sges:
+            sge.close()
         self._mr.close()
         if self.cmid is not None:
             self.cmid.close()
