@@ -196,7 +196,8 @@ class TcpQueue:
         """The oldest queued completion is in the kernel: its command has left the queue, and
         its request and buffer are free."""
         req = self._unsent.popleft()
-        self._close_transfer(req)  # reserved until now: a repeated H2CData is out of range
+        if req.ttag >= 0:  # reserved until now: a repeated H2CData is out of range
+            self._close_transfer(req)
         staging = req.staging
         if staging is not None:
             req.staging = None
@@ -204,7 +205,9 @@ class TcpQueue:
         req.data = None
         self._free.append(req)
         self._inflight -= 1
-        self.conn.capsule_credit = self._depth() - self._inflight
+        sqsize = self.session.sqsize  # as _depth(), inline: this runs for every command
+        depth = sqsize + 1 if sqsize else DEPTH_BEFORE_CONNECT
+        self.conn.capsule_credit = depth - self._inflight
         if not self._reading and not self._resume_scheduled and not self.closed:
             self._resume_scheduled = True  # not from inside the send queue's flush
             self.loop.call_soon(self._resume)
