@@ -58,8 +58,12 @@ INLINE_DATA = 8192
 QUEUE_DEPTH = 128
 MAXH2CDATA = 1 << 20
 BLOCK_SIZE = 512
-#: Bytes of header parsed per receive; a PDU longer than this has its data received directly.
+#: The receive buffer, and how much of it one receive may fill: a page at first, all of it once
+#: capsules carry data, as the target's codec reads (``RECV_BUFFER_SIZE``, grown to
+#: ``RECV_BUFFER_LARGE`` for capsules).  H2CData payload beyond what one read brought in with
+#: its header is received in place, as the target does.
 RX_BUFFER = 64 * 1024
+RX_WINDOW = 4096
 
 #: Common header: type, flags, hlen, pdo, plen.
 CH = struct.Struct("<BBBBI")
@@ -153,6 +157,7 @@ class Responder(asyncio.BufferedProtocol):
         self.success = False
         self.cc = 0
         self.held: list[int] = []  # AERs never completed
+        self.window = RX_WINDOW
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -164,7 +169,7 @@ class Responder(asyncio.BufferedProtocol):
             live = self.end - self.start
             self.buf[:live] = self.buf[self.start : self.end]
             self.start, self.end = 0, live
-        return self.view[self.end :]
+        return self.view[self.end : self.end + self.window]
 
     def buffer_updated(self, nbytes: int) -> None:
         transport = self.transport
@@ -184,12 +189,14 @@ class Responder(asyncio.BufferedProtocol):
             kind, _, hlen, _, plen = unpack_ch(buf, start)
             avail = self.end - start
             if avail < plen:
-                if plen <= RX_BUFFER or avail < hlen:
+                if avail < hlen or (kind != PDU_H2C_DATA and plen <= RX_BUFFER):
+                    if kind == PDU_CMD and plen * 4 > self.window:
+                        self.window = RX_BUFFER  # capsules with data: read many at once
                     if start + plen > RX_BUFFER:  # make room before the buffer ends
                         self.buf[:avail] = self.buf[start : self.end]
                         self.start, self.end = 0, avail
                     return
-                # Too long for the buffer: answer from the header, receive the rest in place.
+                # Data still to come: answer from the header, receive the rest in place.
                 if kind == PDU_H2C_DATA:
                     self.dest = self._place(start, avail)
                 else:  # nothing else is this long; drop it
