@@ -4,7 +4,8 @@
                                   [--guest [tcp|rdma|cmb|all]] [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
-    (:mod:`rawnvme`: the same PDUs, no NVMe semantics) each driven by this project's host in a
+    (:mod:`rawnvme`: the same PDUs and the same data moved to and from a namespace in memory,
+    no NVMe semantics) each driven by this project's host in a
     client process of its own (:mod:`client`), the same workloads interleaved; the target's
     CPU time (utime + stime of the process and all its descendants, from ``/proc``) over the
     I/O phase divided by the I/Os completed, for both, and their ratio (issue 7's goal: nvmf at
@@ -20,8 +21,10 @@
 (c) with ``--guest``: inside one Linux 6.1 guest boot per fabric, the kernel target
     (nvmet-tcp, or with ``--guest rdma`` nvmet-rdma on Soft-RoCE, on null_blk) and ``nvmf
     serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
-    on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT).  The guest runs under
-    TCG emulation: only its ratios mean anything; ``--guest-only`` skips (1)-(3) and (a);
+    on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT), connected to both
+    targets at once, each workload run on them in halves in the order A B B A.  The guest runs
+    under TCG emulation (QEMU's max CPU without ERMS, ``tests/vm/guest.py``): only its ratios
+    mean anything; ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
     the reason);
