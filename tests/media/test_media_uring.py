@@ -23,7 +23,24 @@ from nvmf.wire.status import SUCCESS, Status
 from tests.media.mediatest import SIZE, Buffer
 
 HERE = uring_support.kernel_release()
-ALLOWED = HERE >= uring_support.MIN_KERNEL
+KERNEL_ALLOWS = HERE >= uring_support.MIN_KERNEL
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+#: The package index's binding uses x86-64-v3 and AVX-512 (``objdump -d``: ``shlx``, ``movbe``,
+#: ``zmm`` registers): without these, setting up a ring is a SIGILL.
+CPU_RUNS_BINDING = {"avx2", "bmi2", "movbe", "avx512f"} <= _cpu_flags()
+ALLOWED = KERNEL_ALLOWS and CPU_RUNS_BINDING
 
 
 @pytest.fixture
@@ -58,9 +75,10 @@ def test_kernel_release_reads_major_and_minor() -> None:
     assert uring_support.kernel_problem((6, 14)) is None
 
 
-def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) -> None:
-    """This machine's kernel decides: at 6.14 or later (the binding's floor) the ring, else the
-    thread pool with the reason in :func:`uring_support.problem`."""
+def test_auto_takes_io_uring_exactly_where_the_kernel_and_the_cpu_allow_it(tmp_path: Path) -> None:
+    """This machine decides: with Linux 6.14 or later (the binding's floor) and a CPU with
+    AVX-512 and x86-64-v3's AVX2, BMI2 and MOVBE (what the binding's code uses) the ring, else
+    the thread pool with the reason in :func:`uring_support.problem`."""
     media = FileMedia(tmp_path / "ns.img", size=SIZE)
 
     async def run() -> MediaQueue:
@@ -71,7 +89,8 @@ def test_auto_takes_io_uring_exactly_where_the_kernel_allows_it(tmp_path: Path) 
         assert uring_support.problem() is None
         assert isinstance(queue, uring.UringQueue)
     else:
-        assert "needs 6.14" in (uring_support.problem() or "")
+        why = "needs 6.14" if not KERNEL_ALLOWS else "does not run on this CPU (SIGILL"
+        assert why in (uring_support.problem() or "")
         assert isinstance(queue, ThreadQueue)
     media.close()
 
@@ -97,7 +116,12 @@ def test_an_unknown_engine_is_refused_by_name(tmp_path: Path) -> None:
         FileMedia(tmp_path / "c.img", size=SIZE, io_engine="aio")
 
 
-needs_ring = pytest.mark.skipif(not ALLOWED, reason=f"Linux {HERE}: io_uring needs 6.14")
+needs_ring = pytest.mark.skipif(
+    not ALLOWED,
+    reason=f"Linux {HERE}: io_uring needs 6.14"
+    if not KERNEL_ALLOWS
+    else "this CPU lacks AVX-512 or x86-64-v3, which the liburing binding's code uses",
+)
 
 
 @needs_ring
@@ -238,11 +262,11 @@ def test_a_full_ring_and_a_busy_kernel_delay_commands_but_lose_none(
     media.close()
 
 
-@pytest.mark.skipif(not ALLOWED, reason=f"Linux {HERE}: the kernel check answers first")
+@pytest.mark.skipif(not KERNEL_ALLOWS, reason=f"Linux {HERE}: the kernel check answers first")
 def test_a_binding_that_kills_its_process_is_found_in_a_child_and_threads_serve(
     tmp_path: Path, fresh_check: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The binding's native code needs x86-64-v3; on a CPU without it, loading it is a SIGILL
+    """The binding's native code needs AVX-512 and x86-64-v3; on a CPU without them it is a SIGILL
     (seen in the guests' emulated CPU).  The probe dies instead of the target."""
     monkeypatch.setattr(
         uring_support, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"

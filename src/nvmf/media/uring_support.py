@@ -67,9 +67,10 @@ def package_problem() -> str | None:
 
 
 def probe_problem() -> str | None:
-    """Load the binding and set up a ring in a child process first: its native code is built
-    for x86-64-v3 (AVX2, BMI2, MOVBE), and on a CPU without those (an older server, QEMU's
-    default emulated CPU) loading it kills the process with SIGILL, which nothing in this
+    """Load the binding and set up a ring in a child process first: its native code uses
+    x86-64-v3 (AVX2, BMI2, MOVBE) and AVX-512 (``zmm`` registers, in ``Ring``'s constructor
+    among others), and on a CPU without those (an older server, an AMD EPYC without AVX-512,
+    QEMU's default emulated CPU) it kills the process with SIGILL, which nothing in this
     process could catch.  None when the child succeeded."""
     try:
         proc = subprocess.run(
@@ -81,8 +82,8 @@ def probe_problem() -> str | None:
         return None
     if proc.returncode == -signal.SIGILL:
         return (
-            "the liburing binding does not run on this CPU (SIGILL: it is built for "
-            "x86-64-v3, with AVX2, BMI2 and MOVBE)"
+            "the liburing binding does not run on this CPU (SIGILL: its native code uses "
+            "AVX-512 and x86-64-v3's AVX2, BMI2 and MOVBE)"
         )
     if proc.returncode < 0:
         return f"the liburing probe died of signal {-proc.returncode}"
