@@ -104,8 +104,7 @@ _BLANK_SQE = bytes(SQE_SIZE)
 _KEY = struct.Struct("<I")
 _OFF_SGL_KEY = OFF_DPTR + 11
 #: Work request kinds, in bits 31:24 of a work request id (the queue's number above them, the
-#: slot below).
-#: Work request kinds (bits 24-31 of a work request id); an RDMA WRITE is 0.
+#: slot below); an RDMA WRITE is 0.
 _WRITE, _RECV, _READ, _SEND = 0, 1, 2, 3
 _SLOT_MASK = (1 << 24) - 1
 #: Completion queue entries per device and process: room for every queue's work requests.

@@ -34,26 +34,30 @@ class SlotWrs:
     caller's)."""
 
     def __init__(
-        self, responses: Sequence[SGE], tag: int, send: int, read: int, write: int
+        self,
+        responses: Sequence[SGE],
+        tag: int,
+        send_kind: int,
+        read_kind: int,
+        write_kind: int,
     ) -> None:
-        kinds = (send, read, write)
         self.data_sges = [SGE(0, 0, 0) for _ in responses]
         self.sends = [
-            SendWR(tag | kinds[0] << 24 | slot, ve.IBV_WR_SEND, 1, sg=[sge])
+            SendWR(tag | send_kind << 24 | slot, ve.IBV_WR_SEND, 1, sg=[sge])
             for slot, sge in enumerate(responses)
         ]
         self.writes: list[SendWR] = []
         self.reads: list[SendWR] = []
         for slot, sge in enumerate(self.data_sges):
             rdma_write = SendWR(
-                tag | kinds[2] << 24 | slot,
+                tag | write_kind << 24 | slot,
                 ve.IBV_WR_RDMA_WRITE,
                 1,
                 sg=[sge],
                 send_flags=0,  # the SEND after it is signalled, and completes after it
                 next_wr=self.sends[slot],
             )
-            rdma_read = SendWR(tag | kinds[1] << 24 | slot, ve.IBV_WR_RDMA_READ, 1, sg=[sge])
+            rdma_read = SendWR(tag | read_kind << 24 | slot, ve.IBV_WR_RDMA_READ, 1, sg=[sge])
             for wr in (rdma_write, rdma_read):
                 wr.close()  # its own copy of the SGE: freed now ...
                 wr.sg_list = sge  # ... and the slot's SGE used in its place
