@@ -211,7 +211,6 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
         "SERVE=$!",
         'for _ in $(seq 240); do grep -q listening "$OUT/serve.log" && break; sleep 0.5; done',
         'nproc > "$OUT/nproc.txt"',
-        'grep -m1 "^flags" /proc/cpuinfo > "$OUT/cpuflags.txt"',
         # the namespace's block device: nvmeXn1 whose controller or subsystem has NQN $1
         # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
         "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
