@@ -19,15 +19,15 @@ path:
   SLBA + DATAO, then the CapsuleResp after the LAST_PDU H2CData;
 * any other I/O command -> a successful CapsuleResp.
 
-The namespace is memory as the target's ``ram`` medium holds it (a memfd, every page allocated
-and mapped up front), and the data goes where the target's goes: a Read is sent from the
-namespace's bytes, a Write's payload is received straight into them.  A yardstick that dropped
-written data into one small, cache-hot buffer instead would count the cost of writing to a
-namespace's memory (at 128 KiB sequential writes, about half the target's CPU on a cold cache) as
-NVMe machinery.  Nothing is checked (no LBA range, no SGL, no data transfer length against the
-blocks).  Like the target it runs on uvloop when installed, with header bytes parsed from one
-receive buffer and large payloads received straight into place (no copies through Python
-objects).
+The namespace is the target's own ``ram`` medium (:class:`nvmf.media.ram.RamMedia`: a memfd,
+every page allocated and mapped up front), and the data goes where the target's goes: a Read is
+sent from the namespace's bytes, a Write's payload is received straight into them.  A yardstick
+that dropped written data into one small, cache-hot buffer instead would count the cost of
+writing to a namespace's memory (at 128 KiB sequential writes, about half the target's CPU on a
+cold cache) as NVMe machinery.  Nothing is checked (no LBA range, no SGL, no data transfer
+length against the blocks).  Like the target it runs on uvloop when installed, with header bytes
+parsed from one receive buffer and large payloads received straight into place (no copies
+through Python objects).
 
 Run it with ``python bench/rawnvme.py PORT [SIZE]`` (prints ``listening PORT`` once bound).
 """
@@ -35,12 +35,11 @@ Run it with ``python bench/rawnvme.py PORT [SIZE]`` (prints ``listening PORT`` o
 from __future__ import annotations
 
 import asyncio
-import mmap
-import os
 import struct
 import sys
 from typing import cast
 
+from nvmf.media.ram import RamMedia
 from nvmf.wire.fabrics import CATTR_DISABLE_SQFLOW, CC, CSTS, Cap, Prop, vs
 from nvmf.wire.identify import (
     IDENTIFY_DATA_SIZE,
@@ -88,18 +87,6 @@ OP_FABRICS = 0x7F
 ADMIN_IDENTIFY, ADMIN_SET_FEATURES, ADMIN_AER = 0x06, 0x09, 0x0C
 FCTYPE_PROPERTY_SET, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET = 0x00, 0x01, 0x04
 FID_NUM_QUEUES = 0x07
-
-
-def namespace_memory(size: int) -> mmap.mmap:
-    """The namespace's ``size`` bytes as the ``ram`` medium holds them: a memfd, allocated in
-    full, mapped shared with its page tables filled."""
-    fd = os.memfd_create("rawnvme", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, size)
-        os.posix_fallocate(fd, 0, size)
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
-    finally:
-        os.close(fd)
 
 
 def identify_controller() -> bytes:
@@ -341,7 +328,9 @@ class Responder(asyncio.BufferedProtocol):
 async def serve(port: int, size: int = 256 << 20, host: str = "127.0.0.1") -> asyncio.Server:
     """Listen on ``host:port`` (0: any free port); the one namespace has ``size`` bytes."""
     loop = asyncio.get_running_loop()
-    ns = memoryview(namespace_memory(size))
+    # The target's own RAM medium: the same memfd, allocation and mapping as a namespace's.
+    ns = RamMedia(size).open_queue().memory
+    assert ns is not None
     id_ctrl = identify_controller()
     id_ns = identify_namespace(size)
     return await loop.create_server(lambda: Responder(ns, id_ctrl, id_ns), host, port)
