@@ -46,3 +46,29 @@ def test_zero_fill_of_a_slice() -> None:
     buf = bytearray(b"\x01" * 10)
     zero_fill(memoryview(buf)[2:7])
     assert buf == b"\x01\x01" + bytes(5) + b"\x01\x01\x01"
+
+
+def test_queue_memory_is_read_only_zeroes_that_writes_never_change(buffer: Buffer) -> None:
+    """Reads are served in place from the queue's memory: it must read as the medium does
+    (zeroes), cover the whole namespace, and refuse to be written, so that no Write can ever
+    make a later Read return data."""
+    media = NullMedia(SIZE)
+    memory = media.open_queue().memory
+    assert memory is not None and memory.readonly and len(memory) == SIZE
+    data = buffer(8192)
+    data[:] = b"\xab" * len(data)
+    asyncio.run(media.write(SIZE - 8192, data))
+    assert memory[SIZE - 8192 :] == bytes(8192) and memory[:4096] == bytes(4096)
+    with pytest.raises(TypeError):
+        memory[0:1] = b"\x01"
+    assert media.open_queue().memory is memory  # one mapping for every queue of the medium
+
+
+def test_without_address_space_for_the_zeroes_reads_are_staged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr("nvmf.media.null.mmap.mmap", refuse)
+    assert NullMedia(SIZE).open_queue().memory is None

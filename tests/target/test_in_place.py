@@ -1,6 +1,7 @@
 """RAM namespaces move payload in place (``MediaQueue.memory``): a Read's data is sent straight
 from the medium and an R2T Write's data is received straight into it, so the staging pool is
-never touched, yet every byte lands where the LBA says and nothing beside it moves."""
+never touched, yet every byte lands where the LBA says and nothing beside it moves.  A null
+namespace's memory is read-only zeroes: Reads only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nvmf.control.model import NamespaceMedia, TargetConfig
 from nvmf.wire.opcodes import IoOpcode
 from tests.target.conftest import RunningTarget, running_target
 from tests.target.rawhost import status_of
@@ -67,3 +69,26 @@ def test_a_queue_with_data_digests_stages_its_payload(one_process: RunningTarget
             break
         time.sleep(0.01)
     assert pool.in_use == 0
+
+
+def _null_namespace(cfg: TargetConfig) -> None:
+    cfg.subsystems[0].namespaces[0].media = NamespaceMedia(kind="null", size=64 << 20)
+
+
+def test_null_reads_are_sent_from_zeroes_and_writes_are_staged() -> None:
+    """A null namespace's memory is read-only zeroes: a Read takes no staging buffer and reads
+    zeroes even where a Write just went; the Write itself is received into a staging buffer
+    (never into the zeroes) and vanishes."""
+    with running_target(0, edit=_null_namespace) as running:
+        adm = admin(running)
+        q = io_queue(running, adm)
+        pool = running.service.pool
+        taken = pool.taken
+        payload = os.urandom(128 * 1024)
+        nlb = len(payload) // BLOCK
+        write = rw(q.next_cid(), IoOpcode.WRITE, 1, 64, nlb, len(payload))
+        assert status_of(q.command(write, payload, incapsule=False)).ok
+        assert pool.taken == taken + 1
+        cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 64, nlb, len(payload)))
+        assert status_of(cqe).ok and back == bytes(len(payload))
+        assert pool.taken == taken + 1

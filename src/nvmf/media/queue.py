@@ -48,7 +48,9 @@ class MediaQueue(Protocol):
     #: The medium's own bytes, when the medium *is* memory this process maps (RAM): the fabric
     #: then moves a Read's or a Write's payload straight out of and into it, with no staging
     #: buffer and no copy (DESIGN.md, "zero copy on the hot path"; the software counterpart of
-    #: staging in an SSD's CMB).  None for media behind a file or a device.
+    #: staging in an SSD's CMB).  Read-only memory serves Reads only: a Write goes through a
+    #: staging buffer and :meth:`submit` (null media: the zero page, where writes vanish).
+    #: None for media behind a file or a device.
     memory: memoryview | None
     #: The staging pool a command on this medium must take its buffer from, when the medium
     #: can only move payload from particular memory (an SSD's DMA: a VFIO-mapped DRAM region

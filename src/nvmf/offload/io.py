@@ -76,11 +76,13 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
         queue = ns.queue
         offset = slba * bs
         memory = queue.memory
-        if memory is not None:
+        if memory is not None and (op == _READ or not memory.readonly):
             memory = memory[offset : offset + length]
         elif (queue.pool or pool).placement == "cmb":
+            memory = None
             counters.staged_cmb_bytes += length
         else:
+            memory = None  # a Write to read-only memory (null) is staged
             counters.staged_dram_bytes += length
         if op == _READ:
             counters.read_cmds += 1
