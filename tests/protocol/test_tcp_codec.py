@@ -1047,6 +1047,31 @@ def test_sink_connection_places_h2c_data_however_the_bytes_arrive(chunk: int) ->
     assert bytes(p.cstore.h2c[7][: len(payload)]) == payload
 
 
+@pytest.mark.parametrize("ddgst", [False, True])
+def test_h2c_sink_hears_each_window_once_in_arrival_order(ddgst: bool) -> None:
+    """With ``on_filled``, no H2CData PDU is an event: the one that fills its window calls
+    the sink (data placed), one whose data digest fails calls it with False at once, before
+    any later PDU of the same read, so a window the host goes on filling after the failure
+    is never reported as a success first (the target completes the command on the first
+    call it hears)."""
+    p = new_pair(hdgst=ddgst, ddgst=ddgst)
+    heard: list[tuple[int, bool]] = []
+    p.ctrl.on_filled = lambda ttag, intact: heard.append((ttag, intact))
+    failing = open_h2c(p.ctrl, p.cstore, 1, 1024)
+    other = open_h2c(p.ctrl, p.cstore, 2, 512)
+    first = bytearray(h2c_pdu(p, 1, failing, 0, bytes(512), last=False))
+    if ddgst:
+        first[-1] ^= 0xFF  # the data digest of the window's first half
+    data = os.urandom(512)
+    stream = bytes(first) + h2c_pdu(p, 1, failing, 512, bytes(512), last=True)
+    assert p.ctrl.receive(stream + h2c_pdu(p, 2, other, 0, data, last=True)) == []
+    if ddgst:
+        assert heard == [(failing, False), (failing, True), (other, True)]
+    else:
+        assert heard == [(failing, True), (other, True)]
+    assert bytes(p.cstore.h2c[2]) == data
+
+
 def test_sink_connection_reports_a_bad_h2c_window_with_its_header() -> None:
     p, _ = sink_pair()
     ttag = open_h2c(p.ctrl, p.cstore, 7, 1 << 16)

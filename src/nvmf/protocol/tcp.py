@@ -226,6 +226,7 @@ class TcpConnection:
         max_incapsule: int = 8192,
         maxh2cdata: int = 1 << 20,
         on_command: CommandSink | None = None,
+        on_filled: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.role = role
         self.placement = placement
@@ -234,6 +235,11 @@ class TcpConnection:
         #: capsule without digests is taken straight from the receive buffer (the target's hot
         #: path: no event object, one call).
         self.on_command = on_command
+        #: With it, a controller's H2CData PDUs are not events either, and are told in the
+        #: order they arrive: the one that fills its R2T's window calls ``on_filled(ttag,
+        #: True)`` once its data (and digest) is in, one whose data digest does not match
+        #: ``on_filled(ttag, False)`` (the transfer failed), the others nothing.
+        self.on_filled = on_filled
         self._plain = False  # an established connection without digests, and a sink
         self._grow = False  # the receive buffer is to grow (see RECV_BUFFER_LARGE)
         #: Negotiated by ICReq/ICResp.
@@ -409,7 +415,10 @@ class TcpConnection:
                     elif isinstance(pending, C2HDataReceived):
                         events.append(DataDigestError(pending.cccid, success=pending.success))
                     elif isinstance(pending, H2CDataReceived):
-                        events.append(DataDigestError(pending.cccid, ttag=pending.ttag))
+                        if self.on_filled is not None:
+                            self.on_filled(pending.ttag, False)
+                        else:
+                            events.append(DataDigestError(pending.cccid, ttag=pending.ttag))
                     else:
                         events.append(DataDigestError(getattr(pending, "cccid", 0)))
                     self._pending = None
@@ -466,6 +475,9 @@ class TcpConnection:
         if pending is not None:
             if self.on_command is not None and type(pending) is CommandReceived:
                 self.on_command(pending.sqe, pending.data)
+            elif self.on_filled is not None and type(pending) is H2CDataReceived:
+                if pending.filled:
+                    self.on_filled(pending.ttag, True)
             else:
                 events.append(pending)
 

@@ -51,9 +51,8 @@ class SendQueue:
         """Queue one PDU's buffers; ``done`` runs once the kernel has all of them.  Returns the
         bytes now queued and not yet sent (:attr:`pending`)."""
         out = self._out
-        for b in bufs:
-            out.append(b)
-            self._queued += len(b)
+        out.extend(bufs)
+        self._queued += sum(map(len, bufs))
         if done is not None:
             self._done.append((self._queued, done))
         if self._writing:
@@ -97,6 +96,9 @@ class SendQueue:
         """Drop ``n`` sent bytes from the queue; run the callbacks of fully sent PDUs."""
         self._sent += n
         out = self._out
+        if self._sent == self._queued:  # all of it: the usual case, no buffer to walk
+            out.clear()
+            n = 0
         while n and out:
             head = out[0]
             if len(head) <= n:

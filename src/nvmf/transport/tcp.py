@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A command whose host data failed its digest completes with this (retryable).
+_TRANSIENT = Status(SC.TRANSIENT_TR_ERR)
 #: What an unused request holds until a capsule loads it.
 _BLANK_SQE = bytes(64)
 
@@ -94,6 +96,7 @@ class TcpQueue:
             max_incapsule=port.inline_data_size,
             maxh2cdata=MAXH2CDATA,
             on_command=self._command,
+            on_filled=self._filled,
         )
         if imported is not None:
             self.conn.import_state(imported)
@@ -168,7 +171,7 @@ class TcpQueue:
         ttag, r2t = self.conn.open_transfer(req.cid, req.data)
         req.ttag = ttag
         self._fetching[ttag] = (req, done)
-        self._send([r2t])
+        self._sendq.send([r2t])
 
     def complete(self, req: Request, cqe: bytes) -> None:
         if self.closed or self.terminating:
@@ -421,16 +424,18 @@ class TcpQueue:
             req.staging = self._incapsule.popleft()
         self.owner.submit(self.session, req)
 
+    def _filled(self, ttag: int, intact: bool) -> None:
+        """The codec's H2C sink: the H2CData PDUs answering R2T ``ttag`` are checked against
+        its window and all its data is placed (``intact``), or one of them failed its data
+        digest: that command completes with Transient Transport Error.  The tag stays reserved
+        until the command's completion is sent (:meth:`_close_transfer`)."""
+        running = self._fetching.pop(ttag, None)
+        if running is not None:  # None: the transfer failed already (a digest error)
+            req, done = running
+            done(req, SUCCESS if intact else _TRANSIENT)
+
     def _handle(self, ev: p.Event) -> None:
-        if isinstance(ev, p.H2CDataReceived):
-            # The codec checked the PDU against its R2T's window and placed the data.  The tag
-            # stays reserved until the command's completion is sent (_close_transfer).
-            if ev.filled:
-                running = self._fetching.pop(ev.ttag, None)
-                if running is not None:  # None: the transfer failed already (a digest error)
-                    req, done = running
-                    done(req, SUCCESS)
-        elif isinstance(ev, p.ICReqReceived):
+        if isinstance(ev, p.ICReqReceived):
             self._send([self.conn.accept_icreq(ev, hdgst=True, ddgst=True)])
             self.session.in_place = not self.conn.ddgst
             log.info(
@@ -448,13 +453,8 @@ class TcpQueue:
             raise self._fatal(Fes.PDU_SEQ_ERR, 0, f"unexpected {type(ev).__name__}")
 
     def _data_digest_error(self, ev: p.DataDigestError) -> None:
-        """A data digest mismatch fails that command with Transient Transport Error."""
-        if not ev.capsule:  # H2CData: the transfer with that tag fails (if still running)
-            running = None if ev.ttag is None else self._fetching.pop(ev.ttag, None)
-            if running is not None:
-                req, done = running
-                done(req, Status(SC.TRANSIENT_TR_ERR))
-            return
+        """A capsule's data digest mismatch fails that command with Transient Transport Error
+        (an H2CData PDU's goes to :meth:`_filled`)."""
         # Earlier capsules' events took theirs: the oldest buffer is this capsule's.
         self._incapsule.popleft().release()
         req = Request(Sqe(opcode=0, cid=ev.cccid), self.qid)
