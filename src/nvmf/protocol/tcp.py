@@ -311,7 +311,10 @@ class TcpConnection:
             if self._dest_filled < len(self._dest):
                 return events
             self._direct = False
-            self._data_done(events)
+            if self._data_dgst:  # as _data_done, inline: this ends every large data PDU
+                self._phase = _Phase.DDGST
+            else:
+                self._finish_pdu(events)
         else:
             self._end += nbytes
         self._parse(events)
@@ -806,9 +809,16 @@ class TcpConnection:
             raise RuntimeError("only a controller sends R2T")
         if not dest:
             raise ValueError("an R2T asks for at least one byte")
-        ttag = self._alloc_ttag()
-        self._transfers[ttag] = _Transfer(cccid, dest, r2to)
-        return ttag, self._r2t(cccid, ttag, r2to, len(dest))
+        transfers = self._transfers
+        ttag = self._next_ttag
+        if ttag == 0xFFFF or ttag in transfers:
+            ttag = self._alloc_ttag()
+        else:  # the usual case, in line: the next tag round robin is free
+            self._next_ttag = ttag + 1
+        transfers[ttag] = _Transfer(cccid, dest, r2to)
+        if self.hdgst:
+            return ttag, self._r2t(cccid, ttag, r2to, len(dest))
+        return ttag, _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, len(dest))
 
     def close_transfer(self, ttag: int) -> None:
         """Controller: the command of transfer ``ttag`` is over (its completion has been sent,

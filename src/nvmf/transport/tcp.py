@@ -200,7 +200,8 @@ class TcpQueue:
         its request and buffer are free."""
         req = self._unsent.popleft()
         if req.ttag >= 0:  # reserved until now: a repeated H2CData is out of range
-            self._close_transfer(req)
+            self.conn.close_transfer(req.ttag)  # as _close_transfer, inline
+            req.ttag = -1
         staging = req.staging
         if staging is not None:
             req.staging = None
