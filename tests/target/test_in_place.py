@@ -14,7 +14,7 @@ import pytest
 from nvmf.control.model import NamespaceMedia, TargetConfig
 from nvmf.wire.opcodes import IoOpcode
 from tests.target.conftest import RunningTarget, running_target
-from tests.target.rawhost import status_of
+from tests.target.rawhost import RawHost, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
 
 BLOCK = 512
@@ -57,18 +57,26 @@ def test_a_queue_with_data_digests_stages_its_payload(one_process: RunningTarget
     q = io_queue(one_process, adm, ddgst=True)
     pool = one_process.service.pool
     taken = pool.taken
-    payload = os.urandom(128 * 1024)
-    nlb = len(payload) // BLOCK
-    write = rw(q.next_cid(), IoOpcode.WRITE, 1, 4000, nlb, len(payload))
-    assert status_of(q.command(write, payload, incapsule=False)).ok
-    cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 4000, nlb, len(payload)))
-    assert status_of(cqe).ok and back == payload
+    payload, back = _write_and_read_back(q, 4000)
+    assert back == payload
     assert pool.taken == taken + 2
     for _ in range(500):  # the Read's buffer comes back once the target's send has finished,
         if not pool.in_use:  # which may be after this host has read the data
             break
         time.sleep(0.01)
     assert pool.in_use == 0
+
+
+def _write_and_read_back(q: RawHost, slba: int) -> tuple[bytes, bytes]:
+    """Write 128 KiB of random data at ``slba`` (sent after an R2T: more than the in-capsule
+    size), then read the range back; both succeed.  The data written and the data read."""
+    payload = os.urandom(128 * 1024)
+    nlb = len(payload) // BLOCK
+    write = rw(q.next_cid(), IoOpcode.WRITE, 1, slba, nlb, len(payload))
+    assert status_of(q.command(write, payload, incapsule=False)).ok
+    cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba, nlb, len(payload)))
+    assert status_of(cqe).ok
+    return payload, back
 
 
 def _null_namespace(cfg: TargetConfig) -> None:
@@ -84,11 +92,6 @@ def test_null_reads_are_sent_from_zeroes_and_writes_are_staged() -> None:
         q = io_queue(running, adm)
         pool = running.service.pool
         taken = pool.taken
-        payload = os.urandom(128 * 1024)
-        nlb = len(payload) // BLOCK
-        write = rw(q.next_cid(), IoOpcode.WRITE, 1, 64, nlb, len(payload))
-        assert status_of(q.command(write, payload, incapsule=False)).ok
-        assert pool.taken == taken + 1
-        cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 64, nlb, len(payload)))
-        assert status_of(cqe).ok and back == bytes(len(payload))
-        assert pool.taken == taken + 1
+        payload, back = _write_and_read_back(q, 64)
+        assert back == bytes(len(payload))
+        assert pool.taken == taken + 1  # the Write's buffer; the Read took none
