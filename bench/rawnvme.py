@@ -29,7 +29,9 @@ length against the blocks).  Like the target it runs on uvloop when installed, w
 parsed from one receive buffer and large payloads received straight into place (no copies
 through Python objects).
 
-Run it with ``python bench/rawnvme.py PORT [SIZE]`` (prints ``listening PORT`` once bound).
+Run it with ``python bench/rawnvme.py PORT [SIZE [SUBNQN]]`` (prints ``listening PORT`` once
+bound); SUBNQN is what Identify Controller reports (default :data:`SUBNQN`), so that a kernel
+host connected to it and to ``nvmf serve`` at once sees two subsystems.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ FCTYPE_PROPERTY_SET, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET = 0x00, 0x01, 0x04
 FID_NUM_QUEUES = 0x07
 
 
-def identify_controller() -> bytes:
+def identify_controller(subnqn: str = SUBNQN) -> bytes:
     """Identify Controller as the nvmf target answers it, in the fields a host acts on."""
     return IdentifyController(
         sn="rawnvme",
@@ -105,7 +107,7 @@ def identify_controller() -> bytes:
         maxcmd=QUEUE_DEPTH,
         nn=1,
         sgls=(1 << 0) | (1 << 20),
-        subnqn=SUBNQN,
+        subnqn=subnqn,
         ioccsz=(64 + INLINE_DATA) // 16,
         iorcsz=1,
         msdbd=1,
@@ -325,19 +327,21 @@ class Responder(asyncio.BufferedProtocol):
         return 0
 
 
-async def serve(port: int, size: int = 256 << 20, host: str = "127.0.0.1") -> asyncio.Server:
+async def serve(
+    port: int, size: int = 256 << 20, host: str = "127.0.0.1", subnqn: str = SUBNQN
+) -> asyncio.Server:
     """Listen on ``host:port`` (0: any free port); the one namespace has ``size`` bytes."""
     loop = asyncio.get_running_loop()
     # The target's own RAM medium: the same memfd, allocation and mapping as a namespace's.
     ns = RamMedia(size).open_queue().memory
     assert ns is not None
-    id_ctrl = identify_controller()
+    id_ctrl = identify_controller(subnqn)
     id_ns = identify_namespace(size)
     return await loop.create_server(lambda: Responder(ns, id_ctrl, id_ns), host, port)
 
 
-async def _main(port: int, size: int) -> None:
-    server = await serve(port, size)
+async def _main(port: int, size: int, subnqn: str) -> None:
+    server = await serve(port, size, subnqn=subnqn)
     bound = server.sockets[0].getsockname()[1]
     print(f"listening {bound}", flush=True)
     await server.serve_forever()
@@ -346,12 +350,13 @@ async def _main(port: int, size: int) -> None:
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 256 << 20
+    subnqn = sys.argv[3] if len(sys.argv) > 3 else SUBNQN
     try:
         import uvloop
 
-        uvloop.run(_main(port, size))
+        uvloop.run(_main(port, size, subnqn))
     except ImportError:
-        asyncio.run(_main(port, size))
+        asyncio.run(_main(port, size, subnqn))
     except KeyboardInterrupt:
         pass
 

@@ -22,9 +22,12 @@
     (nvmet-tcp, or with ``--guest rdma`` nvmet-rdma on Soft-RoCE, on null_blk) and ``nvmf
     serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
     on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT), connected to both
-    targets at once, each workload run on them in halves in the order A B B A.  The guest runs
-    under TCG emulation (QEMU's max CPU without ERMS, ``tests/vm/guest.py``): only its ratios
-    mean anything; ``--guest-only`` skips (1)-(3) and (a);
+    targets at once, each workload run on them in halves in the order A B B A.  Over NVMe/TCP
+    the raw responder of (1) (:mod:`rawnvme`, a RAM namespace) is a third target (A B C C B
+    A): what the least Python answering the same PDUs reaches on the same emulated machine,
+    against which the kernel's lead can be read.  The guest runs under TCG emulation (QEMU's
+    max CPU without ERMS, ``tests/vm/guest.py``): only its ratios mean anything;
+    ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
     the reason);
@@ -167,13 +170,29 @@ def measure_scaling(most: int, runtime: float) -> list[tuple[int, CpuRun]]:
 
 # -- guest: kernel target vs nvmf target, two clients --------------------------------------------
 
-GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421}
-#: Each target's subsystem NQN in the guest: two, so that the kernel host, connected to both at
-#: once, sees two subsystems and not two paths to one (native NVMe multipath would merge them).
-GUEST_NQN = {"kernel": SUBNQN + "-kernel", "nvmf": SUBNQN}
-#: The order in which each workload runs against the targets, in halves of ``--runtime``: A B B A,
-#: as in (1), so that a drift of the emulated machine's speed during a run hits both alike.
-GUEST_ORDER = ("kernel", "nvmf", "nvmf", "kernel")
+GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421, "raw": 4422}
+#: Each target's subsystem NQN in the guest: one each, so that the kernel host, connected to all
+#: at once, sees distinct subsystems and not paths to one (native NVMe multipath merges those).
+GUEST_NQN = {"kernel": SUBNQN + "-kernel", "nvmf": SUBNQN, "raw": SUBNQN + "-raw"}
+#: The raw responder's namespace in the guest (RAM: it has no null medium); fio's jobs use 256m.
+GUEST_RAW_SIZE = 256 << 20
+
+
+def guest_targets(trtype: str) -> tuple[str, ...]:
+    """The targets measured in the guest on ``trtype``: the kernel's, ours and, on NVMe/TCP,
+    the raw responder (:mod:`rawnvme`, TCP only): the least Python answering the same
+    exchange, i.e. what any Python target can reach on this emulated machine."""
+    return ("kernel", "nvmf", "raw") if trtype == "tcp" else ("kernel", "nvmf")
+
+
+def guest_order(trtype: str) -> tuple[str, ...]:
+    """The order in which each workload runs against the targets, in halves of ``--runtime``:
+    A B C C B A (A B B A without the raw responder), as in (1), so that a steady drift of the
+    emulated machine's speed during a run hits every target alike."""
+    targets = guest_targets(trtype)
+    return targets + targets[::-1]
+
+
 #: Where each fabric's targets listen in the guest: NVMe/TCP on loopback, NVMe/RDMA on
 #: Soft-RoCE on a dummy netdev (pyverbs cannot bind a loopback address, docs/rdma.md).
 GUEST_ADDR = {"tcp": "127.0.0.1", "rdma": "10.99.0.1"}
@@ -184,11 +203,19 @@ SOFT_ROCE = [
 ]
 
 
+def _until_listening(log: str) -> str:
+    """The guest shell line that waits (up to 2 minutes) until ``$OUT/log`` says listening."""
+    return f'for _ in $(seq 240); do grep -q listening "$OUT/{log}" && break; sleep 0.5; done'
+
+
 def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
-    """One boot: both targets up on ``trtype``; the kernel host connected to both at once; then
-    every workload with both clients (the same ``nvmf bench``, the same fio job) against the
-    two targets in the order :data:`GUEST_ORDER`, each run half of ``runtime``."""
+    """One boot: the targets of :func:`guest_targets` up on ``trtype``; the kernel host
+    connected to all of them at once; then every workload with both clients (the same ``nvmf
+    bench``, the same fio job) against them in the order :func:`guest_order`, each run half of
+    ``runtime``."""
     addr = GUEST_ADDR[trtype]
+    targets = guest_targets(trtype)
+    order = guest_order(trtype)
     cfg = target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30, trtype, addr)
     half = runtime / 2
     lines = [
@@ -209,7 +236,17 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
         f"cat > /tmp/nvmf.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
         '"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
         "SERVE=$!",
-        'for _ in $(seq 240); do grep -q listening "$OUT/serve.log" && break; sleep 0.5; done',
+        _until_listening("serve.log"),
+        *(
+            [
+                f'"$PY" "$REPO/bench/rawnvme.py" {GUEST_TARGETS["raw"]} {GUEST_RAW_SIZE} '
+                f'{GUEST_NQN["raw"]} > "$OUT/raw.log" 2>&1 &',
+                "RAWPID=$!",
+                _until_listening("raw.log"),
+            ]
+            if "raw" in targets
+            else []
+        ),
         'nproc > "$OUT/nproc.txt"',
         # the namespace's block device: nvmeXn1 whose controller or subsystem has NQN $1
         # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
@@ -218,7 +255,7 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
         "&& echo $n; done | head -1; }",
     ]
     for i, w in enumerate(WORKLOADS):
-        for k, target in enumerate(GUEST_ORDER):
+        for k, target in enumerate(order):
             tag = f"{target}_host_{i}_{k}"
             lines.append(
                 f'"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} '
@@ -227,19 +264,20 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
                 f'--runtime {half:g} --size 256m --json > "$OUT/{tag}.json" '
                 f'2> "$OUT/{tag}.err"'
             )
-    for target, port in GUEST_TARGETS.items():
+    for target in targets:
         lines += [
-            f"nvme connect -t {trtype} -a {addr} -s {port} -n {GUEST_NQN[target]} -i {jobs} "
+            f"nvme connect -t {trtype} -a {addr} -s {GUEST_TARGETS[target]} "
+            f"-n {GUEST_NQN[target]} -i {jobs} "
             f'> "$OUT/{target}_connect.txt" 2>&1',
         ]
     lines += ["sleep 2", '(nvme list; ls -l /sys/block/) > "$OUT/list.txt" 2>&1']
-    for target in GUEST_TARGETS:
+    for target in targets:
         var = target.upper()
         lines.append(
             f'{var}=$(find_dev {GUEST_NQN[target]}); echo "${var}" > "$OUT/{target}_dev.txt"'
         )
     for i, w in enumerate(WORKLOADS):
-        for k, target in enumerate(GUEST_ORDER):
+        for k, target in enumerate(order):
             tag = f"{target}_fio_{i}_{k}"
             dev = "$" + target.upper()
             lines.append(
@@ -248,10 +286,12 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
                 f"--group_reporting --size=256m --runtime={half:g} --time_based "
                 f'--output-format=json > "$OUT/{tag}.json" 2> "$OUT/{tag}.err"'
             )
-    for target in GUEST_TARGETS:
+    for target in targets:
         lines.append(
             f'nvme disconnect -n {GUEST_NQN[target]} > "$OUT/{target}_disconnect.txt" 2>&1'
         )
+    if "raw" in targets:
+        lines.append("kill $RAWPID")
     lines += ["kill $SERVE; wait $SERVE", 'echo done > "$OUT/done.txt"']
     return "\n".join(lines)
 
@@ -299,12 +339,13 @@ def combine_halves(halves: list[Measurement | None]) -> Measurement | None:
     )
 
 
-def read_guest(out: Path) -> dict[str, list[Measurement | None]]:
+def read_guest(out: Path, trtype: str = "tcp") -> dict[str, list[Measurement | None]]:
     """The guest run's result files in ``out``, per target and client, each workload's halves
-    (:data:`GUEST_ORDER`) combined."""
+    (:func:`guest_order`) combined."""
     table: dict[str, list[Measurement | None]] = {}
-    for target in GUEST_TARGETS:
-        runs = [k for k, t in enumerate(GUEST_ORDER) if t == target]
+    order = guest_order(trtype)
+    for target in guest_targets(trtype):
+        runs = [k for k, t in enumerate(order) if t == target]
         for client, parse in (("host", _from_nvmf_json), ("fio", _from_fio_json)):
             table[f"{target}/{client}"] = [
                 combine_halves([parse(out / f"{target}_{client}_{i}_{k}.json", w) for k in runs])
@@ -326,7 +367,7 @@ def measure_guest(
             f"guest bench did not finish (rc {result.returncode}): "
             f"{result.read('stderr.txt')[-2000:]}"
         )
-    return read_guest(out)
+    return read_guest(out, trtype)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -438,23 +479,34 @@ def print_scaling(scaling: list[tuple[int, CpuRun]] | None, most: int) -> None:
 
 
 def print_guest(guest: dict[str, dict[str, list[Measurement | None]]]) -> None:
-    """(c): per fabric and client, the kernel target against ours, side by side."""
+    """(c): per fabric and client, the kernel target against ours, side by side; on NVMe/TCP
+    also against the raw responder, what the least Python reaches in the same boot."""
     for fabric, table in guest.items():
         kernel = f"nvmet-{fabric}"
+        order = " ".join("ABC"[guest_targets(fabric).index(t)] for t in guest_order(fabric))
         for client in ("host", "fio"):
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
-            print_table(
+            where = (
                 f"(c) guest, Linux 6.1 under TCG (QEMU max CPU without ERMS), NVMe/"
-                f"{fabric.upper()}, client: {who}, runs in the order A B B A; kernel "
-                f"{kernel} (null_blk) vs nvmf serve (null)",
+                f"{fabric.upper()}, client: {who}, runs in the order {order}"
+            )
+            rows = zip(WORKLOADS, table[f"kernel/{client}"], table[f"nvmf/{client}"], strict=True)
+            print_table(
+                f"{where}; kernel {kernel} (null_blk) vs nvmf serve (null)",
                 "kernel target",
                 "nvmf target",
-                [
-                    (w.name, a, b)
-                    for w, a, b in zip(
-                        WORKLOADS, table[f"kernel/{client}"], table[f"nvmf/{client}"], strict=True
-                    )
-                ],
+                [(w.name, a, b) for w, a, b in rows],
+            )
+            if f"raw/{client}" not in table:
+                continue
+            rows = zip(WORKLOADS, table[f"raw/{client}"], table[f"nvmf/{client}"], strict=True)
+            print_table(
+                f"{where}; the raw responder (bench/rawnvme.py, RAM) vs nvmf serve (null): "
+                "ratio above 1, ours does better than the least Python answering the same "
+                "PDUs",
+                "raw responder",
+                "nvmf target",
+                [(w.name, a, b) for w, a, b in rows],
             )
 
 
