@@ -181,7 +181,7 @@ GUEST_RAW_SIZE = 256 << 20
 def guest_targets(trtype: str) -> tuple[str, ...]:
     """The targets measured in the guest on ``trtype``: the kernel's, ours and, on NVMe/TCP,
     the raw responder (:mod:`rawnvme`, TCP only): the least Python answering the same
-    exchange, i.e. what any Python target can reach on this emulated machine."""
+    exchange, a yardstick for what Python reaches on this emulated machine."""
     return ("kernel", "nvmf", "raw") if trtype == "tcp" else ("kernel", "nvmf")
 
 
