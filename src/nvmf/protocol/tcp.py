@@ -816,9 +816,11 @@ class TcpConnection:
         else:  # the usual case, in line: the next tag round robin is free
             self._next_ttag = ttag + 1
         transfers[ttag] = _Transfer(cccid, dest, r2to)
-        if self.hdgst:
-            return ttag, self._r2t(cccid, ttag, r2to, len(dest))
-        return ttag, _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, len(dest))
+        r2tl = len(dest)
+        if not self.hdgst:
+            return ttag, _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, r2tl)
+        header = _R2T_PACK(_R2T, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN, cccid, ttag, r2to, r2tl)
+        return ttag, header + w.digest(header)
 
     def close_transfer(self, ttag: int) -> None:
         """Controller: the command of transfer ``ttag`` is over (its completion has been sent,
@@ -847,13 +849,6 @@ class TcpConnection:
             if ttag != 0xFFFF and ttag not in transfers:
                 return ttag
         raise RuntimeError("no free transfer tag")
-
-    def _r2t(self, cccid: int, ttag: int, r2to: int, r2tl: int) -> bytes:
-        """The R2T PDU asking for ``r2tl`` bytes at offset ``r2to``."""
-        if not self.hdgst:
-            return _R2T_PACK(_R2T, 0, 24, 0, 24, cccid, ttag, r2to, r2tl)
-        header = _R2T_PACK(_R2T, _HDGSTF, 24, 0, 24 + w.DIGEST_LEN, cccid, ttag, r2to, r2tl)
-        return header + w.digest(header)
 
     def _data_pdu(
         self,
