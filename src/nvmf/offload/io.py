@@ -78,12 +78,12 @@ def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
         memory = queue.memory
         if memory is not None and (op == _READ or not memory.readonly):
             memory = memory[offset : offset + length]
-        elif (queue.pool or pool).placement == "cmb":
+        else:  # staged: no memory, or a Write to read-only memory (null)
             memory = None
-            counters.staged_cmb_bytes += length
-        else:
-            memory = None  # a Write to read-only memory (null) is staged
-            counters.staged_dram_bytes += length
+            if (queue.pool or pool).placement == "cmb":
+                counters.staged_cmb_bytes += length
+            else:
+                counters.staged_dram_bytes += length
         if op == _READ:
             counters.read_cmds += 1
             counters.read_blocks += nlb
