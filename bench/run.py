@@ -26,7 +26,10 @@
     the raw responder of (1) (:mod:`rawnvme`, a RAM namespace) is a third target (A B C C B
     A): what the least Python answering the same PDUs reaches on the same emulated machine,
     against which the kernel's lead can be read.  The guest runs under TCG emulation (QEMU's
-    max CPU without ERMS, ``tests/vm/guest.py``): only its ratios mean anything;
+    max CPU without ERMS, ``tests/vm/guest.py``): only its ratios mean anything.  Under fio it
+    also prints each target's CPU per I/O (every guest CPU's busy time from ``/proc/stat``, and
+    the target's own processes' from ``/proc/PID/stat``) and the guest's clocksource: when the
+    TSC fails the boot-time check, every clock read is an emulated HPET access;
     ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
@@ -208,6 +211,21 @@ def _until_listening(log: str) -> str:
     return f'for _ in $(seq 240); do grep -q listening "$OUT/{log}" && break; sleep 0.5; done'
 
 
+#: The guest shell function that snapshots CPU time into ``$OUT/$1``: the ``cpu`` line of
+#: ``/proc/stat`` (every guest CPU), then ``/proc/PID/stat`` of each PID in ``$2``.
+GUEST_SNAP = (
+    'snap() { { head -1 /proc/stat; for p in $2; do cat "/proc/$p/stat" 2>/dev/null; done; } '
+    '> "$OUT/$1"; }'
+)
+#: Each target's processes as the guest shell names them when a run starts: ``nvmf serve`` and
+#: its workers, the raw responder; none for the kernel target, whose CPU is the kernel's own.
+GUEST_PIDS = {"kernel": "", "nvmf": "$SERVE $(pgrep -P $SERVE)", "raw": "$RAWPID"}
+#: Where the guest's clock comes from: under TCG the TSC often fails the kernel's boot-time
+#: synchronisation check, and every clock read is then an emulated HPET access, which costs the
+#: kernel's network stack more than it costs a target in Python.
+GUEST_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+
+
 def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
     """One boot: the targets of :func:`guest_targets` up on ``trtype``; the kernel host
     connected to all of them at once; then every workload with both clients (the same ``nvmf
@@ -248,6 +266,8 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
             else []
         ),
         'nproc > "$OUT/nproc.txt"',
+        f'cat {GUEST_CLOCKSOURCE} > "$OUT/clocksource.txt"',
+        GUEST_SNAP,
         # the namespace's block device: nvmeXn1 whose controller or subsystem has NQN $1
         # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
         "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
@@ -280,12 +300,15 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
         for k, target in enumerate(order):
             tag = f"{target}_fio_{i}_{k}"
             dev = "$" + target.upper()
-            lines.append(
+            pids = GUEST_PIDS[target]
+            lines += [
+                f'snap {tag}.cpu0 "{pids}"',
                 f'[ -n "{dev}" ] && fio --name={tag} --filename=/dev/{dev} --ioengine=libaio '
                 f"--direct=1 --rw={w.rw} --bs={w.bs} --iodepth={w.iodepth} --numjobs={jobs} "
                 f"--group_reporting --size=256m --runtime={half:g} --time_based "
-                f'--output-format=json > "$OUT/{tag}.json" 2> "$OUT/{tag}.err"'
-            )
+                f'--output-format=json > "$OUT/{tag}.json" 2> "$OUT/{tag}.err"',
+                f'snap {tag}.cpu1 "{pids}"',
+            ]
     for target in targets:
         lines.append(
             f'nvme disconnect -n {GUEST_NQN[target]} > "$OUT/{target}_disconnect.txt" 2>&1'
@@ -354,9 +377,79 @@ def read_guest(out: Path, trtype: str = "tcp") -> dict[str, list[Measurement | N
     return table
 
 
-def measure_guest(
-    runtime: float, jobs: int, trtype: str = "tcp"
-) -> dict[str, list[Measurement | None]]:
+@dataclass(frozen=True)
+class GuestCpu:
+    """CPU time per I/O of a target's fio runs in the guest, in microseconds: the busy time of
+    every guest CPU (fio, the kernel host, the target, softirqs), and of the target's own
+    processes (None for the kernel target, which has none)."""
+
+    guest_us: float
+    target_us: float | None
+
+
+def _snapshot(path: Path) -> tuple[int, dict[int, int]]:
+    """A ``snap`` file: busy ticks of every guest CPU (all but idle and iowait), and utime +
+    stime ticks by PID."""
+    first, *procs = path.read_text().splitlines()
+    ticks = [int(x) for x in first.split()[1:]]
+    by_pid = {}
+    for line in procs:
+        fields = line.rpartition(")")[2].split()  # after comm; fields[0] is field 3, state
+        by_pid[int(line.split(maxsplit=1)[0])] = int(fields[11]) + int(fields[12])
+    return sum(ticks) - ticks[3] - ticks[4], by_pid
+
+
+def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu | None:
+    """The runs ``tags`` of one target and workload as one :class:`GuestCpu` (None if a run
+    left no snapshot or no I/O count)."""
+    busy = target = ios = 0
+    try:
+        for tag in tags:
+            side = fio_side((out / f"{tag}.json").read_text(), w.write)
+            if side is None:
+                return None
+            (b0, p0), (b1, p1) = _snapshot(out / f"{tag}.cpu0"), _snapshot(out / f"{tag}.cpu1")
+            busy += b1 - b0
+            target += sum(p1[pid] - p0[pid] for pid in p0.keys() & p1.keys())
+            ios += side["total_ios"]
+    except (OSError, ValueError, IndexError, KeyError):
+        return None
+    if not ios:
+        return None
+    per_io = 1e6 / ios / os.sysconf("SC_CLK_TCK")  # USER_HZ: the guest's is the host's
+    return GuestCpu(busy * per_io, target * per_io if own else None)
+
+
+def read_guest_cpu(out: Path, trtype: str = "tcp") -> dict[str, list[GuestCpu | None]]:
+    """CPU per I/O of each target's fio runs (:func:`guest_order`'s halves together)."""
+    order = guest_order(trtype)
+    return {
+        target: [
+            _guest_cpu(
+                out,
+                [f"{target}_fio_{i}_{k}" for k, t in enumerate(order) if t == target],
+                w,
+                own=bool(GUEST_PIDS[target]),
+            )
+            for i, w in enumerate(WORKLOADS)
+        ]
+        for target in guest_targets(trtype)
+    }
+
+
+@dataclass
+class GuestRun:
+    """What one guest boot of (c) measured on one fabric."""
+
+    #: ``target/client`` -> each workload's :class:`Measurement` (:func:`read_guest`).
+    table: dict[str, list[Measurement | None]]
+    #: target -> each workload's CPU per I/O under fio (:func:`read_guest_cpu`).
+    cpu: dict[str, list[GuestCpu | None]]
+    #: The guest kernel's clocksource (``tsc``, ``hpet``, ...): see :data:`GUEST_CLOCKSOURCE`.
+    clocksource: str
+
+
+def measure_guest(runtime: float, jobs: int, trtype: str = "tcp") -> GuestRun:
     from tests.guest.harness import run_in_guest
 
     script = guest_script(runtime, jobs, trtype)
@@ -367,7 +460,11 @@ def measure_guest(
             f"guest bench did not finish (rc {result.returncode}): "
             f"{result.read('stderr.txt')[-2000:]}"
         )
-    return read_guest(out, trtype)
+    return GuestRun(
+        read_guest(out, trtype),
+        read_guest_cpu(out, trtype),
+        result.read("clocksource.txt").strip() or "unknown",
+    )
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -478,10 +575,12 @@ def print_scaling(scaling: list[tuple[int, CpuRun]] | None, most: int) -> None:
         print(f"{n:7} | {r.iops:8.0f} {r.iops / base:8.2f} | {r.cpu_load:5.2f} {_us(r.us_per_io)}")
 
 
-def print_guest(guest: dict[str, dict[str, list[Measurement | None]]]) -> None:
+def print_guest(guest: dict[str, GuestRun]) -> None:
     """(c): per fabric and client, the kernel target against ours, side by side; on NVMe/TCP
-    also against the raw responder, what the least Python reaches in the same boot."""
-    for fabric, table in guest.items():
+    also against the raw responder, what the least Python reaches in the same boot; then the
+    CPU each target's fio runs cost the guest per I/O."""
+    for fabric, run in guest.items():
+        table = run.table
         kernel = f"nvmet-{fabric}"
         order = " ".join("ABC"[guest_targets(fabric).index(t)] for t in guest_order(fabric))
         for client in ("host", "fio"):
@@ -508,6 +607,30 @@ def print_guest(guest: dict[str, dict[str, list[Measurement | None]]]) -> None:
                 "nvmf target",
                 [(w.name, a, b) for w, a, b in rows],
             )
+        print_guest_cpu(fabric, run)
+
+
+def print_guest_cpu(fabric: str, run: GuestRun) -> None:
+    """The guest CPU per I/O of each target under fio, with the target's own share."""
+    targets = list(run.cpu)
+    print(
+        f"\n(c) guest CPU per I/O under fio, NVMe/{fabric.upper()}, clocksource "
+        f"{run.clocksource}: every guest CPU's busy time (fio, kernel host, target), in "
+        "parentheses the target's own processes; microseconds"
+    )
+    print(f"{'workload':20} | " + " | ".join(f"{t:^15}" for t in targets))
+    print("-" * (22 + 18 * len(targets)))
+    for i, w in enumerate(WORKLOADS):
+        cells = []
+        for t in targets:
+            c = run.cpu[t][i]
+            if c is None:
+                cells.append(f"{'-':^15}")
+            elif c.target_us is None:
+                cells.append(f"{c.guest_us:7.0f}{'':8}")
+            else:
+                cells.append(f"{c.guest_us:7.0f} ({c.target_us:5.0f})")
+        print(f"{w.name:20} | " + " | ".join(cells))
 
 
 def _run_json(r: CpuRun) -> dict[str, Any]:
@@ -517,10 +640,14 @@ def _run_json(r: CpuRun) -> dict[str, Any]:
     return out
 
 
-def _guest_json(guest: dict[str, dict[str, list[Measurement | None]]]) -> dict[str, Any]:
+def _guest_json(guest: dict[str, GuestRun]) -> dict[str, Any]:
     return {
-        fabric: {k: [m and asdict(m) for m in v] for k, v in table.items()}
-        for fabric, table in guest.items()
+        fabric: {
+            **{k: [m and asdict(m) for m in v] for k, v in run.table.items()},
+            "cpu": {t: [c and asdict(c) for c in v] for t, v in run.cpu.items()},
+            "clocksource": run.clocksource,
+        }
+        for fabric, run in guest.items()
     }
 
 

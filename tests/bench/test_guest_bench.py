@@ -83,3 +83,71 @@ def test_each_target_s_halves_are_averaged_and_a_missing_half_fails_the_figure(
     assert [m.iops if m else None for m in table["raw/fio"]] == [17.5] * len(run.WORKLOADS)
     assert all(m is None for m in table["nvmf/host"])  # no nvmf bench output at all
     assert "raw/fio" not in run.read_guest(tmp_path, "rdma")  # NVMe/TCP only
+
+
+def test_each_fio_run_is_bracketed_by_cpu_snapshots_of_its_target_s_processes() -> None:
+    lines = run.guest_script(5, 1, "tcp").splitlines()
+    assert run.GUEST_SNAP in lines
+    assert any(run.GUEST_CLOCKSOURCE in line for line in lines)
+    for i, line in enumerate(lines):
+        if "fio --name=" not in line:
+            continue
+        tag = re.search(r"--name=(\S+)", line).group(1)  # type: ignore[union-attr]
+        pids = run.GUEST_PIDS[tag.split("_")[0]]
+        assert lines[i - 1] == f'snap {tag}.cpu0 "{pids}"'
+        assert lines[i + 1] == f'snap {tag}.cpu1 "{pids}"'
+    assert run.GUEST_PIDS["kernel"] == ""  # the kernel target's CPU is no process's
+
+
+def test_the_snapshot_shell_function_records_what_the_parser_reads(tmp_path: Path) -> None:
+    """The guest's ``snap`` run by bash here: the CPU line and this shell's own stat line."""
+    script = f'OUT={tmp_path}\n{run.GUEST_SNAP}\nsnap s "$$ 999999999"\necho $$'
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    busy, by_pid = run._snapshot(tmp_path / "s")
+    assert busy > 0
+    assert list(by_pid) == [int(proc.stdout)]  # a PID that is gone is left out
+
+
+def _snap(path: Path, busy: int, idle: int, procs: dict[int, int]) -> None:
+    """A ``snap`` file: ``busy`` ticks as user time, ``idle`` split over idle and iowait, and
+    each PID's ticks split over utime and stime (comm with a space and a parenthesis)."""
+    lines = [f"cpu  {busy} 0 0 {idle} {idle} 0 0 0 0 0"]
+    lines += [
+        f"{pid} (py (x) y) S 1 {' '.join(['0'] * 9)} {t - t // 2} {t // 2} 0 0 20 0"
+        for pid, t in procs.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_guest_cpu_per_io_adds_a_target_s_halves_and_counts_only_its_lasting_processes(
+    tmp_path: Path,
+) -> None:
+    hz = run.os.sysconf("SC_CLK_TCK")
+    for i, w in enumerate(run.WORKLOADS):
+        for k, target in enumerate(run.guest_order("tcp")):
+            tag = f"{target}_fio_{i}_{k}"
+            side = {"iops": 1.0, "total_ios": 1000 * (k + 1)}
+            empty = {"iops": 0, "total_ios": 0}
+            job = {"write": side, "read": empty} if w.write else {"read": side, "write": empty}
+            (tmp_path / f"{tag}.json").write_text(json.dumps({"jobs": [job]}))
+            if (target, i) == ("raw", 2):
+                continue  # no snapshots: that figure is unknown
+            own = {"kernel": {}, "nvmf": {10: 100, 11: 50}, "raw": {20: 7}}[target]
+            _snap(tmp_path / f"{tag}.cpu0", 1000, 5000, own)
+            # a worker (12) that started during the run has no baseline and is not counted
+            later = {pid: t + 10 * (k + 1) for pid, t in own.items()} | (
+                {12: 500} if target == "nvmf" else {}
+            )
+            _snap(tmp_path / f"{tag}.cpu1", 1000 + 20 * (k + 1), 9000, later)
+    cpu = run.read_guest_cpu(tmp_path, "tcp")
+    per_io = 1e6 / hz  # one tick per I/O, in microseconds
+    # each half: 20 (k + 1) busy ticks over 1000 (k + 1) I/Os
+    kernel = cpu["kernel"][0]
+    assert kernel is not None and kernel.target_us is None
+    assert kernel.guest_us == pytest.approx(per_io * (20 + 120) / (1000 + 6000))
+    nvmf = cpu["nvmf"][3]
+    assert nvmf is not None
+    assert nvmf.target_us == pytest.approx(per_io * 2 * (20 + 50) / (2000 + 5000))
+    raw = cpu["raw"]
+    assert raw[2] is None and raw[0] is not None
+    assert raw[0].target_us == pytest.approx(per_io * (30 + 40) / (3000 + 4000))
