@@ -41,6 +41,11 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
         raw = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
+    return parse_stat(raw)
+
+
+def parse_stat(raw: str) -> tuple[str, int, float]:
+    """(comm, ppid, CPU seconds including reaped children) of a ``/proc/PID/stat`` line."""
     close = raw.rindex(")")  # comm may contain spaces and parentheses
     comm = raw[raw.index("(") + 1 : close]
     fields = raw[close + 2 :].split()

@@ -63,6 +63,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 import engines  # noqa: E402
 import placement  # noqa: E402
+import procstat  # noqa: E402
 import rawtcp  # noqa: E402
 from local import (  # noqa: E402
     SUBNQN,
@@ -362,13 +363,17 @@ def combine_halves(halves: list[Measurement | None]) -> Measurement | None:
     )
 
 
+def _halves(target: str, trtype: str) -> list[int]:
+    """The positions in :func:`guest_order` at which ``target`` runs each workload."""
+    return [k for k, t in enumerate(guest_order(trtype)) if t == target]
+
+
 def read_guest(out: Path, trtype: str = "tcp") -> dict[str, list[Measurement | None]]:
     """The guest run's result files in ``out``, per target and client, each workload's halves
     (:func:`guest_order`) combined."""
     table: dict[str, list[Measurement | None]] = {}
-    order = guest_order(trtype)
     for target in guest_targets(trtype):
-        runs = [k for k, t in enumerate(order) if t == target]
+        runs = _halves(target, trtype)
         for client, parse in (("host", _from_nvmf_json), ("fio", _from_fio_json)):
             table[f"{target}/{client}"] = [
                 combine_halves([parse(out / f"{target}_{client}_{i}_{k}.json", w) for k in runs])
@@ -387,22 +392,20 @@ class GuestCpu:
     target_us: float | None
 
 
-def _snapshot(path: Path) -> tuple[int, dict[int, int]]:
-    """A ``snap`` file: busy ticks of every guest CPU (all but idle and iowait), and utime +
-    stime ticks by PID."""
+def _snapshot(path: Path) -> tuple[float, dict[int, float]]:
+    """A ``snap`` file: busy seconds of every guest CPU (all but idle and iowait), and CPU
+    seconds by PID (:func:`procstat.parse_stat`).  USER_HZ is the guest's as the host's."""
     first, *procs = path.read_text().splitlines()
     ticks = [int(x) for x in first.split()[1:]]
-    by_pid = {}
-    for line in procs:
-        fields = line.rpartition(")")[2].split()  # after comm; fields[0] is field 3, state
-        by_pid[int(line.split(maxsplit=1)[0])] = int(fields[11]) + int(fields[12])
-    return sum(ticks) - ticks[3] - ticks[4], by_pid
+    by_pid = {int(line.split(maxsplit=1)[0]): procstat.parse_stat(line)[2] for line in procs}
+    return (sum(ticks) - ticks[3] - ticks[4]) * procstat.TICK, by_pid
 
 
 def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu | None:
     """The runs ``tags`` of one target and workload as one :class:`GuestCpu` (None if a run
     left no snapshot or no I/O count)."""
-    busy = target = ios = 0
+    busy = target = 0.0
+    ios = 0
     try:
         for tag in tags:
             side = fio_side((out / f"{tag}.json").read_text(), w.write)
@@ -416,18 +419,17 @@ def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu |
         return None
     if not ios:
         return None
-    per_io = 1e6 / ios / os.sysconf("SC_CLK_TCK")  # USER_HZ: the guest's is the host's
+    per_io = 1e6 / ios
     return GuestCpu(busy * per_io, target * per_io if own else None)
 
 
 def read_guest_cpu(out: Path, trtype: str = "tcp") -> dict[str, list[GuestCpu | None]]:
     """CPU per I/O of each target's fio runs (:func:`guest_order`'s halves together)."""
-    order = guest_order(trtype)
     return {
         target: [
             _guest_cpu(
                 out,
-                [f"{target}_fio_{i}_{k}" for k, t in enumerate(order) if t == target],
+                [f"{target}_fio_{i}_{k}" for k in _halves(target, trtype)],
                 w,
                 own=bool(GUEST_PIDS[target]),
             )

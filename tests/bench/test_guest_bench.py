@@ -122,7 +122,6 @@ def _snap(path: Path, busy: int, idle: int, procs: dict[int, int]) -> None:
 def test_guest_cpu_per_io_adds_a_target_s_halves_and_counts_only_its_lasting_processes(
     tmp_path: Path,
 ) -> None:
-    hz = run.os.sysconf("SC_CLK_TCK")
     for i, w in enumerate(run.WORKLOADS):
         for k, target in enumerate(run.guest_order("tcp")):
             tag = f"{target}_fio_{i}_{k}"
@@ -140,7 +139,7 @@ def test_guest_cpu_per_io_adds_a_target_s_halves_and_counts_only_its_lasting_pro
             )
             _snap(tmp_path / f"{tag}.cpu1", 1000 + 20 * (k + 1), 9000, later)
     cpu = run.read_guest_cpu(tmp_path, "tcp")
-    per_io = 1e6 / hz  # one tick per I/O, in microseconds
+    per_io = 1e6 * run.procstat.TICK  # one tick per I/O, in microseconds
     # each half: 20 (k + 1) busy ticks over 1000 (k + 1) I/Os
     kernel = cpu["kernel"][0]
     assert kernel is not None and kernel.target_us is None
