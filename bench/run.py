@@ -1,7 +1,8 @@
 """The nvmf benchmark suite: one run, measurements side by side, ratios.
 
     .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
-                                  [--guest [tcp|rdma|cmb|all]] [--guest-only] [--json]
+                                  [--guest [tcp|rdma|cmb|all]] [--guest-media null|ram]
+                                  [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
     (:mod:`rawnvme`: the same PDUs and the same data moved to and from a namespace in memory,
@@ -20,7 +21,9 @@
     (2) and (3) say so and are skipped while ``nvmf serve`` has no ``--workers`` option;
 (c) with ``--guest``: inside one Linux 6.1 guest boot per fabric, the kernel target
     (nvmet-tcp, or with ``--guest rdma`` nvmet-rdma on Soft-RoCE, on null_blk) and ``nvmf
-    serve`` (null media), each driven by the same two clients: ``nvmf bench`` (our host) and fio
+    serve`` (null media; with ``--guest-media ram``, brd against a ``ram`` namespace, media
+    that store the data: :data:`GUEST_MEDIA`), each driven by the same two clients: ``nvmf
+    bench`` (our host) and fio
     on the kernel host (``nvme connect -t tcp|rdma``, libaio, O_DIRECT), connected to both
     targets at once, each workload run on them in halves in the order A B B A.  Over NVMe/TCP
     the raw responder of (1) (:mod:`rawnvme`, a RAM namespace) is a third target (A B C C B
@@ -182,6 +185,41 @@ GUEST_NQN = {"kernel": SUBNQN + "-kernel", "nvmf": SUBNQN, "raw": SUBNQN + "-raw
 GUEST_RAW_SIZE = 256 << 20
 
 
+@dataclass(frozen=True)
+class GuestMedia:
+    """What the kernel target and ours serve in the guest (``--guest-media``): media that do
+    the same with the data, so that the comparison is of the targets."""
+
+    #: The shell line that makes the kernel target's block device.
+    kernel_setup: str
+    #: That device, and what it is called in the tables.
+    kernel_device: str
+    kernel_label: str
+    #: Our namespace's medium and size.
+    nvmf_kind: str
+    nvmf_size: int
+
+
+#: ``null``: neither stores anything; the kernel target sends its own pages by reference, a
+#: process must copy them into the socket once (``sendfile`` from a memfd measured slower).
+#: ``ram``: both store the data and move it with one copy each (brd to nvmet's pages; the
+#: memfd to the socket).  brd is written in full first: a page it never stored reads as a
+#: ``memset``, not a copy, and our ``ram`` namespace is allocated in full at start.
+GUEST_MEDIA = {
+    "null": GuestMedia(
+        "modprobe null_blk nr_devices=1 gb=1 irqmode=0", "/dev/nullb0", "null_blk", "null", 1 << 30
+    ),
+    "ram": GuestMedia(
+        "modprobe brd rd_nr=1 rd_size=524288 && "
+        "dd if=/dev/zero of=/dev/ram0 bs=1M count=512 oflag=direct status=none",
+        "/dev/ram0",
+        "brd",
+        "ram",
+        512 << 20,
+    ),
+}
+
+
 def guest_targets(trtype: str) -> tuple[str, ...]:
     """The targets measured in the guest on ``trtype``: the kernel's, ours and, on NVMe/TCP,
     the raw responder (:mod:`rawnvme`, TCP only): the least Python answering the same
@@ -227,26 +265,27 @@ GUEST_PIDS = {"kernel": "", "nvmf": "$SERVE $(pgrep -P $SERVE)", "raw": "$RAWPID
 GUEST_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
 
-def guest_script(runtime: float, jobs: int, trtype: str = "tcp") -> str:
-    """One boot: the targets of :func:`guest_targets` up on ``trtype``; the kernel host
-    connected to all of them at once; then every workload with both clients (the same ``nvmf
-    bench``, the same fio job) against them in the order :func:`guest_order`, each run half of
-    ``runtime``."""
+def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "null") -> str:
+    """One boot: the targets of :func:`guest_targets` up on ``trtype`` and on ``media``
+    (:data:`GUEST_MEDIA`); the kernel host connected to all of them at once; then every
+    workload with both clients (the same ``nvmf bench``, the same fio job) against them in the
+    order :func:`guest_order`, each run half of ``runtime``."""
     addr = GUEST_ADDR[trtype]
     targets = guest_targets(trtype)
     order = guest_order(trtype)
-    cfg = target_config(GUEST_TARGETS["nvmf"], "null", 1 << 30, trtype, addr)
+    medium = GUEST_MEDIA[media]
+    cfg = target_config(GUEST_TARGETS["nvmf"], medium.nvmf_kind, medium.nvmf_size, trtype, addr)
     half = runtime / 2
     lines = [
         'exec 2>"$OUT/stderr.txt"',
         "set -x",
         *(SOFT_ROCE if trtype == "rdma" else []),
         f"modprobe nvmet; modprobe nvmet-{trtype}; modprobe nvme-{trtype}",
-        "modprobe null_blk nr_devices=1 gb=1 irqmode=0",
+        medium.kernel_setup,
         "mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config",
         f"S=/sys/kernel/config/nvmet/subsystems/{GUEST_NQN['kernel']}",
         'mkdir "$S"; echo 1 > "$S/attr_allow_any_host"',
-        'mkdir "$S/namespaces/1"; echo /dev/nullb0 > "$S/namespaces/1/device_path"',
+        f'mkdir "$S/namespaces/1"; echo {medium.kernel_device} > "$S/namespaces/1/device_path"',
         'echo 1 > "$S/namespaces/1/enable"',
         "P=/sys/kernel/config/nvmet/ports/1",
         f'mkdir "$P"; echo {trtype} > "$P/addr_trtype"; echo ipv4 > "$P/addr_adrfam"',
@@ -449,13 +488,15 @@ class GuestRun:
     cpu: dict[str, list[GuestCpu | None]]
     #: The guest kernel's clocksource (``tsc``, ``hpet``, ...): see :data:`GUEST_CLOCKSOURCE`.
     clocksource: str
+    #: What the targets served: a key of :data:`GUEST_MEDIA`.
+    media: str = "null"
 
 
-def measure_guest(runtime: float, jobs: int, trtype: str = "tcp") -> GuestRun:
+def measure_guest(runtime: float, jobs: int, trtype: str = "tcp", media: str = "null") -> GuestRun:
     from tests.guest.harness import run_in_guest
 
-    script = guest_script(runtime, jobs, trtype)
-    result = run_in_guest(f"bench-guest-{trtype}", script, timeout=3000)
+    script = guest_script(runtime, jobs, trtype, media)
+    result = run_in_guest(f"bench-guest-{trtype}-{media}", script, timeout=3000)
     out = result.out
     if not (out / "done.txt").exists():
         raise RuntimeError(
@@ -466,6 +507,7 @@ def measure_guest(runtime: float, jobs: int, trtype: str = "tcp") -> GuestRun:
         read_guest(out, trtype),
         read_guest_cpu(out, trtype),
         result.read("clocksource.txt").strip() or "unknown",
+        media,
     )
 
 
@@ -584,6 +626,7 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
     for fabric, run in guest.items():
         table = run.table
         kernel = f"nvmet-{fabric}"
+        medium = GUEST_MEDIA[run.media]
         order = " ".join("ABC"[guest_targets(fabric).index(t)] for t in guest_order(fabric))
         for client in ("host", "fio"):
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
@@ -593,7 +636,8 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
             )
             rows = zip(WORKLOADS, table[f"kernel/{client}"], table[f"nvmf/{client}"], strict=True)
             print_table(
-                f"{where}; kernel {kernel} (null_blk) vs nvmf serve (null)",
+                f"{where}; kernel {kernel} ({medium.kernel_label}) vs nvmf serve "
+                f"({medium.nvmf_kind})",
                 "kernel target",
                 "nvmf target",
                 [(w.name, a, b) for w, a, b in rows],
@@ -602,7 +646,8 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
                 continue
             rows = zip(WORKLOADS, table[f"raw/{client}"], table[f"nvmf/{client}"], strict=True)
             print_table(
-                f"{where}; the raw responder (bench/rawnvme.py, RAM) vs nvmf serve (null): "
+                f"{where}; the raw responder (bench/rawnvme.py, RAM) vs nvmf serve "
+                f"({medium.nvmf_kind}): "
                 "ratio above 1, ours does better than the least Python answering the same "
                 "PDUs",
                 "raw responder",
@@ -648,6 +693,7 @@ def _guest_json(guest: dict[str, GuestRun]) -> dict[str, Any]:
             **{k: [m and asdict(m) for m in v] for k, v in run.table.items()},
             "cpu": {t: [c and asdict(c) for c in v] for t, v in run.cpu.items()},
             "clocksource": run.clocksource,
+            "media": run.media,
         }
         for fabric, run in guest.items()
     }
@@ -692,6 +738,12 @@ def main() -> int:
         "Soft-RoCE, the CMB placements of an nvme_pci namespace (cmb), or all three",
     )
     parser.add_argument(
+        "--guest-media",
+        choices=sorted(GUEST_MEDIA),
+        help="what the guest's targets serve: null_blk vs null (the default), or brd vs ram, "
+        "media that store the data (with --guest)",
+    )
+    parser.add_argument(
         "--guest-only", action="store_true", help="only the guest comparison (with --guest)"
     )
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
@@ -707,11 +759,14 @@ def main() -> int:
     most = args.workers or os.cpu_count() or 1
     if args.guest_only and not args.guest:
         parser.error("--guest-only needs --guest")
+    if args.guest_media and not args.guest:
+        parser.error("--guest-media needs --guest")
     chosen = (
         [] if not args.guest else ["tcp", "rdma", "cmb"] if args.guest == "all" else [args.guest]
     )
     fabrics = [f for f in chosen if f != "cmb"]
-    guest = {f: measure_guest(args.runtime, args.numjobs, f) for f in fabrics}
+    media = args.guest_media or "null"
+    guest = {f: measure_guest(args.runtime, args.numjobs, f, media) for f in fabrics}
     placements = placement.measure(args.runtime) if "cmb" in chosen else None
     if args.guest_only:
         if args.json:

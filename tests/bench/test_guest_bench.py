@@ -14,11 +14,34 @@ import pytest
 import run
 
 
+@pytest.mark.parametrize("media", sorted(run.GUEST_MEDIA))
 @pytest.mark.parametrize("trtype", ["tcp", "rdma"])
-def test_the_guest_script_is_valid_bash(trtype: str) -> None:
-    script = run.guest_script(5, 1, trtype)
+def test_the_guest_script_is_valid_bash(trtype: str, media: str) -> None:
+    script = run.guest_script(5, 1, trtype, media)
     proc = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("media", "device", "kind"), [("null", "/dev/nullb0", "null"), ("ram", "/dev/ram0", "ram")]
+)
+def test_both_targets_serve_the_chosen_media_alike(media: str, device: str, kind: str) -> None:
+    """The kernel target's namespace is the device the media's setup line made, set up before
+    the namespace is enabled; ours is the matching medium; a storing device is as large as our
+    namespace and written in full first, so that every read copies stored bytes."""
+    lines = run.guest_script(5, 1, "tcp", media).splitlines()
+    setup = lines.index(run.GUEST_MEDIA[media].kernel_setup)
+    path = next(i for i, line in enumerate(lines) if "device_path" in line)
+    enable = next(i for i, line in enumerate(lines) if "namespaces/1/enable" in line)
+    assert setup < path < enable and f"echo {device} >" in lines[path]
+    heredoc = next(i for i, line in enumerate(lines) if line.startswith("cat > /tmp/nvmf.json"))
+    cfg = json.loads(lines[heredoc + 1])
+    (medium,) = [ns["nvmf"] for sub in cfg["subsystems"] for ns in sub["namespaces"]]
+    assert medium["kind"] == kind
+    if media == "ram":
+        size = run.GUEST_MEDIA[media].nvmf_size
+        assert f"rd_size={size >> 10} " in lines[setup]
+        assert f"count={size >> 20} " in lines[setup] and f"of={device} " in lines[setup]
 
 
 @pytest.mark.parametrize(
