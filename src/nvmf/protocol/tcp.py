@@ -209,9 +209,9 @@ class _Phase(enum.Enum):
     DDGST = 3
 
 
-# The phases and the H2CData type as module names: on Python 3.11 an Enum class attribute goes
-# through the metaclass's __getattr__ hook (about 60 ns against 10 for a global), and the parser
-# reads them several times per PDU.
+# The phases, the H2CData type and the controller role as module names: on Python 3.11 an Enum
+# class attribute goes through the metaclass's __getattr__ hook (about 60 ns against 10 for a
+# global), and the parser reads them several times per PDU.
 _IN_CH, _IN_HEADER, _IN_DATA, _IN_DDGST = _Phase.CH, _Phase.HEADER, _Phase.DATA, _Phase.DDGST
 _H2C_DATA_TYPE = PduType.H2C_DATA
 _CONTROLLER = Role.CONTROLLER
