@@ -192,7 +192,7 @@ class GuestMedia:
 
     #: The shell line that makes the kernel target's block device.
     kernel_setup: str
-    #: That device, and what it is called in the tables.
+    #: That device, and its driver: what the tables call it, the module unloaded at the end.
     kernel_device: str
     kernel_label: str
     #: Our namespace's medium and size.
@@ -355,7 +355,13 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "n
         )
     if "raw" in targets:
         lines.append("kill $RAWPID")
-    lines += ["kill $SERVE; wait $SERVE", 'echo done > "$OUT/done.txt"']
+    lines += [
+        "kill $SERVE; wait $SERVE",
+        # the kernel target and its device go too: a boot may run other scripts after this one
+        f'rm -f "$P/subsystems/{GUEST_NQN["kernel"]}"; rmdir "$P" "$S/namespaces/1" "$S"',
+        f"rmmod {medium.kernel_label}",
+        'echo done > "$OUT/done.txt"',
+    ]
     return "\n".join(lines)
 
 
