@@ -28,12 +28,7 @@ bench_ram = shared_boot("bench-guest-ram", run.guest_script(2, 1, "tcp", "ram") 
 
 @pytest.fixture(scope="module")
 def out() -> Path:
-    result = bench_ram()
-    assert (result.out / "done.txt").exists(), (
-        f"bench script did not finish (rc {result.returncode}): "
-        f"{result.read('stderr.txt')[-3000:] or result.console[-3000:]}"
-    )
-    return result.out
+    return bench_ram().finished().out
 
 
 @pytest.mark.guest

@@ -49,6 +49,15 @@ class GuestResult:
     console: str
     seconds: float
 
+    def finished(self) -> GuestResult:
+        """This result, once its script got to the end (wrote ``done.txt``); else fail with its
+        exit status, the console's end and its stderr's: what a test reads first."""
+        assert (self.out / "done.txt").exists(), (
+            f"guest script did not finish (rc {self.returncode}):\n{self.console[-3000:]}\n"
+            f"stderr: {self.read('stderr.txt')[-3000:]}"
+        )
+        return self
+
     def read(self, name: str) -> str:
         """The text of a result file the script wrote (empty if it did not write it)."""
         path = self.out / name

@@ -76,10 +76,7 @@ echo done > $OUT/done.txt
 @pytest.fixture(scope="module")
 def guest() -> GuestResult:
     result = run_in_guest("nvme-pci", SCRIPT, cmb_mb=16, trace=TRACE)
-    assert (result.out / "done.txt").exists(), (
-        f"guest script did not finish (rc {result.returncode}):\n{result.console[-3000:]}\n"
-        f"stderr: {result.read('stderr.txt')[-3000:]}"
-    )
+    result.finished()
     (result.out / "seconds.txt").write_text(f"{result.seconds:.0f}\n")
     return result
 

@@ -107,3 +107,14 @@ def test_a_part_batches_nvmf_commands_from_arguments_or_standard_input(launcher:
     assert result.returncode == 0
     assert result.read("r.txt") == "a rc=0\nb rc=2\nc rc=0\n"
     assert result.read("a.txt").startswith("DHHC-1:00:") and result.read("c.txt")
+
+
+def test_a_result_is_finished_only_once_its_script_wrote_done(tmp_path: Path) -> None:
+    """What a guest test reads first: a script that stopped early fails with its status and the
+    end of its stderr, not with a missing file further on."""
+    (tmp_path / "stderr.txt").write_text("modprobe: FATAL: Module brd not found\n")
+    result = harness.GuestResult(3, tmp_path, "console tail", 1.0)
+    with pytest.raises(AssertionError, match=r"(?s)rc 3\).*console tail.*Module brd not found"):
+        result.finished()
+    (tmp_path / "done.txt").write_text("done\n")
+    assert result.finished() is result

@@ -99,10 +99,7 @@ host_kernel_target = shared_boot("host-kernel-target", SCRIPT)
 @pytest.fixture(scope="module")
 def guest() -> GuestResult:
     result = host_kernel_target()
-    assert (result.out / "done.txt").exists(), (
-        f"guest script did not finish (rc {result.returncode}):\n{result.console[-3000:]}\n"
-        f"stderr: {result.read('stderr.txt')[-3000:]}"
-    )
+    result.finished()
     assert result.read("modprobe.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     assert result.read("configfs.rc").strip() == "0", result.read("stderr.txt")[-2000:]
     assert result.read("loop.txt").startswith("/dev/loop"), result.read("stderr.txt")[-2000:]
