@@ -31,8 +31,11 @@
     against which the kernel's lead can be read.  The guest runs under TCG emulation (QEMU's
     max CPU without ERMS, ``tests/vm/guest.py``): only its ratios mean anything.  Under fio it
     also prints each target's CPU per I/O (every guest CPU's busy time from ``/proc/stat``, and
-    the target's own processes' from ``/proc/PID/stat``) and the guest's clocksource: when the
-    TSC fails the boot-time check, every clock read is an emulated HPET access;
+    the target's own processes' from ``/proc/PID/stat``), the busiest guest CPU's load (one
+    I/O queue's work piles up on its CPU), our target's own CPU per I/O against the raw
+    responder's with the goal of (1) -- the same goal, measured by a client we did not write --
+    and the guest's clocksource: when the TSC fails the boot-time check, every clock read is
+    an emulated HPET access;
     ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
@@ -253,8 +256,8 @@ def _until_listening(log: str) -> str:
 #: The guest shell function that snapshots CPU time into ``$OUT/$1``: the ``cpu`` line of
 #: ``/proc/stat`` (every guest CPU), then ``/proc/PID/stat`` of each PID in ``$2``.
 GUEST_SNAP = (
-    'snap() { { head -1 /proc/stat; for p in $2; do cat "/proc/$p/stat" 2>/dev/null; done; } '
-    '> "$OUT/$1"; }'
+    "snap() { { grep '^cpu' /proc/stat; "
+    'for p in $2; do cat "/proc/$p/stat" 2>/dev/null; done; } > "$OUT/$1"; }'
 )
 #: Each target's processes as the guest shell names them when a run starts: ``nvmf serve`` and
 #: its workers, the raw responder; none for the kernel target, whose CPU is the kernel's own.
@@ -431,19 +434,45 @@ def read_guest(out: Path, trtype: str = "tcp") -> dict[str, list[Measurement | N
 class GuestCpu:
     """CPU time per I/O of a target's fio runs in the guest, in microseconds: the busy time of
     every guest CPU (fio, the kernel host, the target, softirqs), and of the target's own
-    processes (None for the kernel target, which has none)."""
+    processes (None for the kernel target, which has none); and how busy the busiest guest CPU
+    was, in percent of the runs' time: with one I/O queue the kernel host's ``io_work``, its
+    softirqs and a target all run on the queue's CPU, which saturates while the other idles."""
 
     guest_us: float
     target_us: float | None
+    busiest_pct: float = float("nan")
 
 
-def _snapshot(path: Path) -> tuple[float, dict[int, float]]:
-    """A ``snap`` file: busy seconds of every guest CPU (all but idle and iowait), and CPU
-    seconds by PID (:func:`procstat.parse_stat`).  USER_HZ is the guest's as the host's."""
-    first, *procs = path.read_text().splitlines()
-    ticks = [int(x) for x in first.split()[1:]]
-    by_pid = {int(line.split(maxsplit=1)[0]): procstat.parse_stat(line)[2] for line in procs}
-    return (sum(ticks) - ticks[3] - ticks[4]) * procstat.TICK, by_pid
+@dataclass(frozen=True)
+class Snapshot:
+    """A ``snap`` file: busy and total seconds of each guest CPU (busy: all but idle and
+    iowait), and CPU seconds by PID (:func:`procstat.parse_stat`).  USER_HZ is the guest's as
+    the host's."""
+
+    #: ``cpu0``, ``cpu1``, ... -> (busy, total) seconds since boot.
+    cpus: dict[str, tuple[float, float]]
+    by_pid: dict[int, float]
+
+    @property
+    def busy(self) -> float:
+        """Busy seconds of every guest CPU together."""
+        return sum(busy for busy, _ in self.cpus.values())
+
+
+def _snapshot(path: Path) -> Snapshot:
+    cpus: dict[str, tuple[float, float]] = {}
+    by_pid: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("cpu"):
+            name, *fields = line.split()
+            if name == "cpu":
+                continue  # the sum of the cpuN lines
+            ticks = [int(x) for x in fields]
+            total = sum(ticks)
+            cpus[name] = ((total - ticks[3] - ticks[4]) * procstat.TICK, total * procstat.TICK)
+        else:
+            by_pid[int(line.split(maxsplit=1)[0])] = procstat.parse_stat(line)[2]
+    return Snapshot(cpus, by_pid)
 
 
 def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu | None:
@@ -451,21 +480,32 @@ def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu |
     left no snapshot or no I/O count)."""
     busy = target = 0.0
     ios = 0
+    #: each guest CPU's busy and total seconds over the runs
+    cpus: dict[str, list[float]] = {}
     try:
         for tag in tags:
             side = fio_side((out / f"{tag}.json").read_text(), w.write)
             if side is None:
                 return None
-            (b0, p0), (b1, p1) = _snapshot(out / f"{tag}.cpu0"), _snapshot(out / f"{tag}.cpu1")
-            busy += b1 - b0
-            target += sum(p1[pid] - p0[pid] for pid in p0.keys() & p1.keys())
+            s0, s1 = _snapshot(out / f"{tag}.cpu0"), _snapshot(out / f"{tag}.cpu1")
+            busy += s1.busy - s0.busy
+            target += sum(
+                s1.by_pid[pid] - s0.by_pid[pid] for pid in s0.by_pid.keys() & s1.by_pid.keys()
+            )
+            for name in s0.cpus.keys() & s1.cpus.keys():
+                acc = cpus.setdefault(name, [0.0, 0.0])
+                acc[0] += s1.cpus[name][0] - s0.cpus[name][0]
+                acc[1] += s1.cpus[name][1] - s0.cpus[name][1]
             ios += side["total_ios"]
     except (OSError, ValueError, IndexError, KeyError):
         return None
     if not ios:
         return None
     per_io = 1e6 / ios
-    return GuestCpu(busy * per_io, target * per_io if own else None)
+    shares = [100 * b / t for b, t in cpus.values() if t > 0]
+    return GuestCpu(
+        busy * per_io, target * per_io if own else None, max(shares, default=float("nan"))
+    )
 
 
 def read_guest_cpu(out: Path, trtype: str = "tcp") -> dict[str, list[GuestCpu | None]]:
@@ -664,26 +704,48 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
 
 
 def print_guest_cpu(fabric: str, run: GuestRun) -> None:
-    """The guest CPU per I/O of each target under fio, with the target's own share."""
+    """The guest CPU per I/O of each target under fio, with the target's own share and the
+    busiest CPU's load; then, with the raw responder in the boot, issue 7's CPU goal (1) as an
+    independent client measures it: our target's own CPU per I/O against the raw responder's."""
     targets = list(run.cpu)
+    raw = "raw" in run.cpu and "nvmf" in run.cpu
     print(
         f"\n(c) guest CPU per I/O under fio, NVMe/{fabric.upper()}, clocksource "
         f"{run.clocksource}: every guest CPU's busy time (fio, kernel host, target), in "
-        "parentheses the target's own processes; microseconds"
+        "parentheses the target's own processes, microseconds; then the busiest guest CPU's "
+        "load" + ("; ratio: nvmf's own us/IO / the raw responder's" if raw else "")
     )
-    print(f"{'workload':20} | " + " | ".join(f"{t:^15}" for t in targets))
-    print("-" * (22 + 18 * len(targets)))
+    width = 21
+    print(
+        f"{'workload':20} | "
+        + " | ".join(f"{t:^{width}}" for t in targets)
+        + (f" | {'ratio':>6} {'goal':>5}" if raw else "")
+    )
+    print("-" * (22 + (width + 3) * len(targets) + (18 if raw else 0)))
     for i, w in enumerate(WORKLOADS):
         cells = []
         for t in targets:
             c = run.cpu[t][i]
             if c is None:
-                cells.append(f"{'-':^15}")
-            elif c.target_us is None:
-                cells.append(f"{c.guest_us:7.0f}{'':8}")
-            else:
-                cells.append(f"{c.guest_us:7.0f} ({c.target_us:5.0f})")
-        print(f"{w.name:20} | " + " | ".join(cells))
+                cells.append(f"{'-':^{width}}")
+                continue
+            own = f"({c.target_us:5.0f})" if c.target_us is not None else " " * 7
+            cells.append(f"{c.guest_us:7.0f} {own} {c.busiest_pct:4.0f}%")
+        line = f"{w.name:20} | " + " | ".join(cells)
+        if raw:
+            line += f" | {_own_ratio(run.cpu['nvmf'][i], run.cpu['raw'][i], w)}"
+        print(line)
+
+
+def _own_ratio(nvmf: GuestCpu | None, raw: GuestCpu | None, w: Workload) -> str:
+    """nvmf's own CPU per I/O over the raw responder's, and the verdict against CPU_GOAL."""
+    if nvmf is None or raw is None or not nvmf.target_us or not raw.target_us:
+        return f"{'-':>6}"
+    ratio = nvmf.target_us / raw.target_us
+    goal = CPU_GOAL.get(w.bs)
+    if goal is None:
+        return f"{ratio:6.2f}"
+    return f"{ratio:6.2f} <={goal:g} " + ("met" if ratio <= goal else "NOT met")
 
 
 def _run_json(r: CpuRun) -> dict[str, Any]:

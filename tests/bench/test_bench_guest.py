@@ -4,8 +4,8 @@ The unit tests (``test_guest_bench.py``) read the script; this runs it, briefly 
 run), in the boot the other 6.1 guest tests share: brd made and written, the kernel target,
 ours and the raw responder up, the kernel host connected to all three, every workload with both
 clients against each.  Every target must come out with a figure for every workload and client,
-and its guest CPU per I/O; and the script must leave the boot as it found it (no kernel target,
-no brd), for the parts that run after it.
+its guest CPU per I/O and its busiest CPU's load; and the script must leave the boot as it
+found it (no kernel target, no brd), for the parts that run after it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def test_every_target_has_its_guest_cpu_per_io(out: Path) -> None:
     for target, figures in cpu.items():
         for w, c in zip(run.WORKLOADS, figures, strict=True):
             assert c is not None and c.guest_us > 0, (target, w.name, c)
+            assert 0 < c.busiest_pct <= 100, (target, w.name, c)
             if target == "kernel":  # its CPU is the kernel's: no process of its own
                 assert c.target_us is None
             else:

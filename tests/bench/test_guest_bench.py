@@ -123,18 +123,24 @@ def test_each_fio_run_is_bracketed_by_cpu_snapshots_of_its_target_s_processes() 
 
 
 def test_the_snapshot_shell_function_records_what_the_parser_reads(tmp_path: Path) -> None:
-    """The guest's ``snap`` run by bash here: the CPU line and this shell's own stat line."""
+    """The guest's ``snap`` run by bash here: every CPU's line and this shell's own stat line."""
     script = f'OUT={tmp_path}\n{run.GUEST_SNAP}\nsnap s "$$ 999999999"\necho $$'
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    busy, by_pid = run._snapshot(tmp_path / "s")
-    assert busy > 0
-    assert list(by_pid) == [int(proc.stdout)]  # a PID that is gone is left out
+    snap = run._snapshot(tmp_path / "s")
+    online = Path("/proc/stat").read_text().count("\ncpu")  # the cpuN lines, not the sum
+    assert sorted(snap.cpus) == sorted(f"cpu{i}" for i in range(online))
+    assert all(0 < busy < total for busy, total in snap.cpus.values())
+    assert snap.busy == pytest.approx(sum(busy for busy, _ in snap.cpus.values()))
+    assert list(snap.by_pid) == [int(proc.stdout)]  # a PID that is gone is left out
 
 
-def _snap(path: Path, busy: int, idle: int, procs: dict[int, int]) -> None:
-    """A ``snap`` file: ``busy`` ticks as user time, ``idle`` split over idle and iowait, and
-    each PID's ticks split over utime and stime (comm with a space and a parenthesis)."""
-    lines = [f"cpu  {busy} 0 0 {idle} {idle} 0 0 0 0 0"]
+def _snap(path: Path, busy: int, idle: int, procs: dict[int, int], *, cpu1: int = 0) -> None:
+    """A ``snap`` file of a two-CPU guest: ``busy`` ticks as user time, ``cpu1`` of them on
+    cpu1 and the rest on cpu0, ``idle`` split over idle and iowait of each CPU, and each PID's
+    ticks split over utime and stime (comm with a space and a parenthesis)."""
+    lines = [f"cpu  {busy} 0 0 {2 * idle} {2 * idle} 0 0 0 0 0"]
+    lines += [f"cpu0 {busy - cpu1} 0 0 {idle} {idle} 0 0 0 0 0"]
+    lines += [f"cpu1 0 {cpu1} 0 {idle} {idle} 0 0 0 0 0"]
     lines += [
         f"{pid} (py (x) y) S 1 {' '.join(['0'] * 9)} {t - t // 2} {t // 2} 0 0 20 0"
         for pid, t in procs.items()
@@ -155,21 +161,57 @@ def test_guest_cpu_per_io_adds_a_target_s_halves_and_counts_only_its_lasting_pro
             if (target, i) == ("raw", 2):
                 continue  # no snapshots: that figure is unknown
             own = {"kernel": {}, "nvmf": {10: 100, 11: 50}, "raw": {20: 7}}[target]
-            _snap(tmp_path / f"{tag}.cpu0", 1000, 5000, own)
+            _snap(tmp_path / f"{tag}.cpu0", 1000, 5000, own, cpu1=400)
             # a worker (12) that started during the run has no baseline and is not counted
             later = {pid: t + 10 * (k + 1) for pid, t in own.items()} | (
                 {12: 500} if target == "nvmf" else {}
             )
-            _snap(tmp_path / f"{tag}.cpu1", 1000 + 20 * (k + 1), 9000, later)
+            # the run: 20 (k + 1) busy ticks, 5 (k + 1) of them on cpu1; 4000 idle per CPU
+            _snap(
+                tmp_path / f"{tag}.cpu1",
+                1000 + 20 * (k + 1),
+                7000,
+                later,
+                cpu1=400 + 5 * (k + 1),
+            )
     cpu = run.read_guest_cpu(tmp_path, "tcp")
     per_io = 1e6 * run.procstat.TICK  # one tick per I/O, in microseconds
     # each half: 20 (k + 1) busy ticks over 1000 (k + 1) I/Os
     kernel = cpu["kernel"][0]
     assert kernel is not None and kernel.target_us is None
     assert kernel.guest_us == pytest.approx(per_io * (20 + 120) / (1000 + 6000))
+    # the busiest CPU over both halves: cpu0, with 15 (k + 1) of each half's busy ticks
+    assert kernel.busiest_pct == pytest.approx(100 * (15 + 90) / (15 + 90 + 2 * 4000))
     nvmf = cpu["nvmf"][3]
     assert nvmf is not None
     assert nvmf.target_us == pytest.approx(per_io * 2 * (20 + 50) / (2000 + 5000))
     raw = cpu["raw"]
     assert raw[2] is None and raw[0] is not None
     assert raw[0].target_us == pytest.approx(per_io * (30 + 40) / (3000 + 4000))
+
+
+def test_the_cpu_table_judges_our_own_cpu_against_the_raw_responder_s(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 7's CPU goal as an independent client (fio) measures it: nvmf's own CPU per I/O
+    over the raw responder's, against the goal of the workload's block size."""
+    own = {"nvmf": [150.0, 400.0, 300.0, 800.0], "raw": [100.0, 100.0, 300.0, None]}
+    cpu = {
+        "kernel": [run.GuestCpu(100.0, None, 91.0)] * len(run.WORKLOADS),
+        **{t: [run.GuestCpu(900.0, us, 50.0) if us else None for us in v] for t, v in own.items()},
+    }
+    run.print_guest_cpu("tcp", run.GuestRun({}, cpu, "tsc", "ram"))
+    rows = {
+        line.split("|")[0].strip(): [cell.split() for cell in line.split("|")[1:]]
+        for line in capsys.readouterr().out.splitlines()
+        if "|" in line
+    }
+    assert [rows[w.name][-1] for w in run.WORKLOADS] == [
+        ["1.50", "<=2", "met"],
+        ["4.00", "<=2", "NOT", "met"],
+        ["1.00", "<=1.5", "met"],
+        ["-"],  # no figure for the raw responder
+    ]
+    first = rows[run.WORKLOADS[0].name]
+    assert first[0] == ["100", "91%"]  # the kernel target: no processes of its own
+    assert first[1] == ["900", "(", "150)", "50%"]
