@@ -253,8 +253,9 @@ def _until_listening(log: str) -> str:
     return f'for _ in $(seq 240); do grep -q listening "$OUT/{log}" && break; sleep 0.5; done'
 
 
-#: The guest shell function that snapshots CPU time into ``$OUT/$1``: the ``cpu`` line of
-#: ``/proc/stat`` (every guest CPU), then ``/proc/PID/stat`` of each PID in ``$2``.
+#: The guest shell function that snapshots CPU time into ``$OUT/$1``: the ``cpu`` lines of
+#: ``/proc/stat`` (all guest CPUs together, then each), then ``/proc/PID/stat`` of each PID in
+#: ``$2``.
 GUEST_SNAP = (
     "snap() { { grep '^cpu' /proc/stat; "
     'for p in $2; do cat "/proc/$p/stat" 2>/dev/null; done; } > "$OUT/$1"; }'
@@ -612,10 +613,7 @@ def print_cpu(cmp: CpuComparison, nvmf_name: str) -> None:
                     f"{r.iops:8.0f} {r.cpu_load:5.2f} {_us(r.us_per_io)} {r.client_load:5.2f}"
                 )
         ratio = b.us_per_io / a.us_per_io if a.ios and b.ios else float("nan")
-        goal = CPU_GOAL.get(w.bs)
-        verdict = ""
-        if goal is not None and math.isfinite(ratio):
-            verdict = f"<={goal:g} " + ("met" if ratio <= goal else "NOT met")
+        verdict = _verdict(ratio, w) if math.isfinite(ratio) else ""
         print(f"{w.name:20} | {cells[0]} | {cells[1]} | {ratio:6.2f} {verdict}")
     for w, a, b in zip(WORKLOADS, cmp.raw, cmp.nvmf, strict=True):
         for name, r in (("raw responder", a), (nvmf_name, b)):
@@ -742,10 +740,16 @@ def _own_ratio(nvmf: GuestCpu | None, raw: GuestCpu | None, w: Workload) -> str:
     if nvmf is None or raw is None or not nvmf.target_us or not raw.target_us:
         return f"{'-':>6}"
     ratio = nvmf.target_us / raw.target_us
+    return f"{ratio:6.2f} {_verdict(ratio, w)}".rstrip()
+
+
+def _verdict(ratio: float, w: Workload) -> str:
+    """``ratio`` (nvmf's CPU per I/O over the raw responder's) against :data:`CPU_GOAL` for
+    ``w``'s block size: ``<=GOAL met`` or ``<=GOAL NOT met``, empty without a goal."""
     goal = CPU_GOAL.get(w.bs)
     if goal is None:
-        return f"{ratio:6.2f}"
-    return f"{ratio:6.2f} <={goal:g} " + ("met" if ratio <= goal else "NOT met")
+        return ""
+    return f"<={goal:g} " + ("met" if ratio <= goal else "NOT met")
 
 
 def _run_json(r: CpuRun) -> dict[str, Any]:
