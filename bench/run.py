@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
                                   [--guest [tcp|rdma|cmb|all]] [--guest-media null|ram]
-                                  [--guest-only] [--json]
+                                  [--guest-cpus shared|split] [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
     (:mod:`rawnvme`: the same PDUs and the same data moved to and from a namespace in memory,
@@ -35,7 +35,8 @@
     I/O queue's work piles up on its CPU), our target's own CPU per I/O against the raw
     responder's with the goal of (1) -- the same goal, measured by a client we did not write --
     and the guest's clocksource: when the TSC fails the boot-time check, every clock read is
-    an emulated HPET access;
+    an emulated HPET access; with ``--guest-cpus split`` our target and the raw responder each
+    run on a CPU of their own and their clients on the other (:data:`GUEST_CPUS`);
     ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
@@ -248,6 +249,33 @@ SOFT_ROCE = [
 ]
 
 
+#: ``--guest-cpus``: where (c) runs the Python targets and their clients on the guest's two CPUs.
+#: ``shared``: where the scheduler puts them, the same fio job for every target.  ``split``:
+#: our target (one worker) and the raw responder on :data:`SPLIT_TARGET_CPU`, fio and ``nvmf
+#: bench`` against them on :data:`SPLIT_CLIENT_CPU`, beside the kernel host's ``io_work`` for
+#: I/O queue 1 (which the 6.1 host puts on CPU 0): the two machines of a deployment, as far as
+#: loopback allows.  The kernel target runs as in ``shared`` either way: its work runs where the
+#: host's packets arrive, so it cannot have a CPU of its own on loopback, and pinning fio beside
+#: the host's ``io_work`` costs it 45-76 % of its IOPS (measured on 2026-12-03, issue 7's
+#: note), so each target is measured at its own best placement.
+GUEST_CPUS = ("shared", "split")
+SPLIT_TARGETS = ("nvmf", "raw")
+SPLIT_TARGET_CPU = 1
+SPLIT_CLIENT_CPU = 0
+
+
+def _split(target: str, cpus: str) -> bool:
+    """Whether ``target`` and its clients run on CPUs of their own under ``--guest-cpus cpus``."""
+    if cpus not in GUEST_CPUS:
+        raise ValueError(f"--guest-cpus: {cpus!r} is not one of {', '.join(GUEST_CPUS)}")
+    return cpus == "split" and target in SPLIT_TARGETS
+
+
+def _on_target_cpu(target: str, cpus: str) -> str:
+    """The prefix of the guest shell line that starts ``target``'s own process."""
+    return f"taskset -c {SPLIT_TARGET_CPU} " if _split(target, cpus) else ""
+
+
 def _until_listening(log: str) -> str:
     """The guest shell line that waits (up to 2 minutes) until ``$OUT/log`` says listening."""
     return f'for _ in $(seq 240); do grep -q listening "$OUT/{log}" && break; sleep 0.5; done'
@@ -263,17 +291,26 @@ GUEST_SNAP = (
 #: Each target's processes as the guest shell names them when a run starts: ``nvmf serve`` and
 #: its workers, the raw responder; none for the kernel target, whose CPU is the kernel's own.
 GUEST_PIDS = {"kernel": "", "nvmf": "$SERVE $(pgrep -P $SERVE)", "raw": "$RAWPID"}
+#: The guest shell line that records the CPUs each Python target's process may run on
+#: (``PID LIST`` per line), for the guest test of ``--guest-cpus split``.
+GUEST_AFFINITY = (
+    'for p in $SERVE $(pgrep -P $SERVE) ${RAWPID:-}; do echo "$p $(awk '
+    '\'/^Cpus_allowed_list/ {print $2}\' /proc/$p/status)"; done > "$OUT/affinity.txt"'
+)
 #: Where the guest's clock comes from: under TCG the TSC often fails the kernel's boot-time
 #: synchronisation check, and every clock read is then an emulated HPET access, which costs the
 #: kernel's network stack more than it costs a target in Python.
 GUEST_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
 
-def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "null") -> str:
+def guest_script(
+    runtime: float, jobs: int, trtype: str = "tcp", media: str = "null", cpus: str = "shared"
+) -> str:
     """One boot: the targets of :func:`guest_targets` up on ``trtype`` and on ``media``
     (:data:`GUEST_MEDIA`); the kernel host connected to all of them at once; then every
     workload with both clients (the same ``nvmf bench``, the same fio job) against them in the
-    order :func:`guest_order`, each run half of ``runtime``."""
+    order :func:`guest_order`, each run half of ``runtime``, on the CPUs ``cpus`` gives them
+    (:data:`GUEST_CPUS`)."""
     addr = GUEST_ADDR[trtype]
     targets = guest_targets(trtype)
     order = guest_order(trtype)
@@ -296,12 +333,14 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "n
         f'echo {addr} > "$P/addr_traddr"; echo {GUEST_TARGETS["kernel"]} > "$P/addr_trsvcid"',
         'ln -s "$S" "$P/subsystems/"',
         f"cat > /tmp/nvmf.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
-        '"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
+        f'{_on_target_cpu("nvmf", cpus)}"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json '
+        '> "$OUT/serve.log" 2>&1 &',
         "SERVE=$!",
         _until_listening("serve.log"),
         *(
             [
-                f'"$PY" "$REPO/bench/rawnvme.py" {GUEST_TARGETS["raw"]} {GUEST_RAW_SIZE} '
+                f'{_on_target_cpu("raw", cpus)}"$PY" "$REPO/bench/rawnvme.py" '
+                f"{GUEST_TARGETS['raw']} {GUEST_RAW_SIZE} "
                 f'{GUEST_NQN["raw"]} > "$OUT/raw.log" 2>&1 &',
                 "RAWPID=$!",
                 _until_listening("raw.log"),
@@ -309,6 +348,7 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "n
             if "raw" in targets
             else []
         ),
+        GUEST_AFFINITY,
         'nproc > "$OUT/nproc.txt"',
         f'cat {GUEST_CLOCKSOURCE} > "$OUT/clocksource.txt"',
         GUEST_SNAP,
@@ -321,8 +361,9 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "n
     for i, w in enumerate(WORKLOADS):
         for k, target in enumerate(order):
             tag = f"{target}_host_{i}_{k}"
+            client = f"taskset -c {SPLIT_CLIENT_CPU} " if _split(target, cpus) else ""
             lines.append(
-                f'"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} '
+                f'{client}"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} '
                 f"-s {GUEST_TARGETS[target]} -n {GUEST_NQN[target]} "
                 f"-i {jobs} --numjobs {jobs} --rw {w.rw} --bs {w.bs} --iodepth {w.iodepth} "
                 f'--runtime {half:g} --size 256m --json > "$OUT/{tag}.json" '
@@ -345,11 +386,12 @@ def guest_script(runtime: float, jobs: int, trtype: str = "tcp", media: str = "n
             tag = f"{target}_fio_{i}_{k}"
             dev = "$" + target.upper()
             pids = GUEST_PIDS[target]
+            pin = f" --cpus_allowed={SPLIT_CLIENT_CPU}" if _split(target, cpus) else ""
             lines += [
                 f'snap {tag}.cpu0 "{pids}"',
                 f'[ -n "{dev}" ] && fio --name={tag} --filename=/dev/{dev} --ioengine=libaio '
                 f"--direct=1 --rw={w.rw} --bs={w.bs} --iodepth={w.iodepth} --numjobs={jobs} "
-                f"--group_reporting --size=256m --runtime={half:g} --time_based "
+                f"--group_reporting --size=256m --runtime={half:g} --time_based{pin} "
                 f'--output-format=json > "$OUT/{tag}.json" 2> "$OUT/{tag}.err"',
                 f'snap {tag}.cpu1 "{pids}"',
             ]
@@ -537,13 +579,17 @@ class GuestRun:
     clocksource: str
     #: What the targets served: a key of :data:`GUEST_MEDIA`.
     media: str = "null"
+    #: Where the Python targets and their clients ran: one of :data:`GUEST_CPUS`.
+    cpus: str = "shared"
 
 
-def measure_guest(runtime: float, jobs: int, trtype: str = "tcp", media: str = "null") -> GuestRun:
+def measure_guest(
+    runtime: float, jobs: int, trtype: str = "tcp", media: str = "null", cpus: str = "shared"
+) -> GuestRun:
     from tests.guest.harness import run_in_guest
 
-    script = guest_script(runtime, jobs, trtype, media)
-    result = run_in_guest(f"bench-guest-{trtype}-{media}", script, timeout=3000)
+    script = guest_script(runtime, jobs, trtype, media, cpus)
+    result = run_in_guest(f"bench-guest-{trtype}-{media}-{cpus}", script, timeout=3000)
     out = result.out
     if not (out / "done.txt").exists():
         raise RuntimeError(
@@ -555,6 +601,7 @@ def measure_guest(runtime: float, jobs: int, trtype: str = "tcp", media: str = "
         read_guest_cpu(out, trtype),
         result.read("clocksource.txt").strip() or "unknown",
         media,
+        cpus,
     )
 
 
@@ -676,7 +723,8 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
             where = (
                 f"(c) guest, Linux 6.1 under TCG (QEMU max CPU without ERMS), NVMe/"
-                f"{fabric.upper()}, client: {who}, runs in the order {order}"
+                f"{fabric.upper()}, client: {who}, runs in the order {order}, "
+                f"{_cpus_label(run.cpus)}"
             )
             rows = zip(WORKLOADS, table[f"kernel/{client}"], table[f"nvmf/{client}"], strict=True)
             print_table(
@@ -701,6 +749,16 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
         print_guest_cpu(fabric, run)
 
 
+def _cpus_label(cpus: str) -> str:
+    """What ``--guest-cpus cpus`` did, for the tables' titles."""
+    if cpus == "split":
+        return (
+            f"our target and the raw responder on CPU {SPLIT_TARGET_CPU}, their clients on CPU "
+            f"{SPLIT_CLIENT_CPU}, the kernel's where the scheduler puts them"
+        )
+    return "every target and client where the scheduler puts them"
+
+
 def print_guest_cpu(fabric: str, run: GuestRun) -> None:
     """The guest CPU per I/O of each target under fio, with the target's own share and the
     busiest CPU's load; then, with the raw responder in the boot, issue 7's CPU goal (1) as an
@@ -709,9 +767,10 @@ def print_guest_cpu(fabric: str, run: GuestRun) -> None:
     raw = "raw" in run.cpu and "nvmf" in run.cpu
     print(
         f"\n(c) guest CPU per I/O under fio, NVMe/{fabric.upper()}, clocksource "
-        f"{run.clocksource}: every guest CPU's busy time (fio, kernel host, target), in "
-        "parentheses the target's own processes, microseconds; then the busiest guest CPU's "
-        "load" + ("; ratio: nvmf's own us/IO / the raw responder's" if raw else "")
+        f"{run.clocksource}, {_cpus_label(run.cpus)}: every guest CPU's busy time (fio, "
+        "kernel host, target), in parentheses the target's own processes, microseconds; "
+        "then the busiest guest CPU's load"
+        + ("; ratio: nvmf's own us/IO / the raw responder's" if raw else "")
     )
     width = 21
     print(
@@ -766,6 +825,7 @@ def _guest_json(guest: dict[str, GuestRun]) -> dict[str, Any]:
             "cpu": {t: [c and asdict(c) for c in v] for t, v in run.cpu.items()},
             "clocksource": run.clocksource,
             "media": run.media,
+            "cpus": run.cpus,
         }
         for fabric, run in guest.items()
     }
@@ -818,6 +878,14 @@ def main() -> int:
     parser.add_argument(
         "--guest-only", action="store_true", help="only the guest comparison (with --guest)"
     )
+    parser.add_argument(
+        "--guest-cpus",
+        choices=GUEST_CPUS,
+        help="where the guest runs our target and the raw responder: where the scheduler puts "
+        f"them (shared, the default), or on CPU {SPLIT_TARGET_CPU} with their clients on CPU "
+        f"{SPLIT_CLIENT_CPU} (split); the kernel target runs as the scheduler places it either "
+        "way (with --guest tcp or rdma)",
+    )
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
     args = parser.parse_args()
     if args.workers is not None and args.workers < 1:
@@ -833,12 +901,15 @@ def main() -> int:
         parser.error("--guest-only needs --guest")
     if args.guest_media and not args.guest:
         parser.error("--guest-media needs --guest")
+    if args.guest_cpus and not args.guest:
+        parser.error("--guest-cpus needs --guest")
     chosen = (
         [] if not args.guest else ["tcp", "rdma", "cmb"] if args.guest == "all" else [args.guest]
     )
     fabrics = [f for f in chosen if f != "cmb"]
     media = args.guest_media or "null"
-    guest = {f: measure_guest(args.runtime, args.numjobs, f, media) for f in fabrics}
+    cpus = args.guest_cpus or "shared"
+    guest = {f: measure_guest(args.runtime, args.numjobs, f, media, cpus) for f in fabrics}
     placements = placement.measure(args.runtime) if "cmb" in chosen else None
     if args.guest_only:
         if args.json:

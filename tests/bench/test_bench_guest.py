@@ -23,12 +23,24 @@ ls /sys/kernel/config/nvmet/subsystems /sys/kernel/config/nvmet/ports > "$OUT/le
 lsmod | awk '$1 == "brd"' > "$OUT/brd.txt"
 """
 
-bench_ram = shared_boot("bench-guest-ram", run.guest_script(2, 1, "tcp", "ram") + LEFT)
+#: One part of the boot for each ``--guest-cpus``.
+BENCH_RAM = {
+    cpus: shared_boot(
+        "bench-guest-ram" + ("" if cpus == "shared" else f"-{cpus}"),
+        run.guest_script(2, 1, "tcp", "ram", cpus) + LEFT,
+    )
+    for cpus in run.GUEST_CPUS
+}
+
+
+@pytest.fixture(scope="module", params=run.GUEST_CPUS)
+def cpus(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def out() -> Path:
-    return bench_ram().finished().out
+def out(cpus: str) -> Path:
+    return BENCH_RAM[cpus]().finished().out
 
 
 @pytest.mark.guest
@@ -62,3 +74,16 @@ def test_the_script_takes_down_the_kernel_target_and_brd(out: Path) -> None:
         "/sys/kernel/config/nvmet/subsystems:",
     ], left
     assert (out / "brd.txt").read_text() == ""
+
+
+@pytest.mark.guest
+def test_split_cpus_keep_each_python_target_on_its_own_cpu(out: Path, cpus: str) -> None:
+    """Under ``split`` every process of ``nvmf serve`` (the control plane and its one worker)
+    and the raw responder may run on the target CPU only; under ``shared`` the control plane
+    may run on every CPU and each worker on one of its own."""
+    rows = [line.split() for line in (out / "affinity.txt").read_text().splitlines()]
+    allowed = [cpu for _, cpu in rows]  # nvmf serve, its workers, the raw responder
+    if cpus == "split":
+        assert allowed == [str(run.SPLIT_TARGET_CPU)] * 3
+    else:  # the guest's two CPUs: a worker on each
+        assert allowed == ["0-1", "0", "1", "0-1"]

@@ -83,6 +83,62 @@ def test_every_target_is_connected_before_any_fio_and_each_workload_runs_mirrore
         assert raw == []
 
 
+def _client_lines(lines: list[str], target: str) -> list[str]:
+    """The lines of ``lines`` that run a client (``nvmf bench`` or fio) against ``target``."""
+    port = f"-s {run.GUEST_TARGETS[target]} "
+    return [
+        line
+        for line in lines
+        if ("nvmf.cli.main bench" in line and port in line) or f"fio --name={target}_" in line
+    ]
+
+
+@pytest.mark.parametrize("trtype", ["tcp", "rdma"])
+def test_split_cpus_pin_the_python_targets_and_their_clients_and_leave_the_kernel_s_alone(
+    trtype: str,
+) -> None:
+    """``--guest-cpus split``: ``nvmf serve`` and the raw responder start on the target CPU,
+    every ``nvmf bench`` and fio run against them on the other; the kernel target's clients
+    run exactly as under ``shared``, and ``shared`` pins nothing."""
+    shared = run.guest_script(5, 1, trtype, "ram", "shared").splitlines()
+    split = run.guest_script(5, 1, trtype, "ram", "split").splitlines()
+    assert not any("taskset" in line or "--cpus_allowed" in line for line in shared)
+    target_cpu = f"taskset -c {run.SPLIT_TARGET_CPU} "
+    (serve,) = [line for line in split if "nvmf.cli.main serve" in line]
+    assert serve.startswith(target_cpu)
+    raw = [line for line in split if "bench/rawnvme.py" in line]
+    assert all(line.startswith(target_cpu) for line in raw) and len(raw) == (trtype == "tcp")
+    assert _client_lines(split, "kernel") == _client_lines(shared, "kernel") != []
+    for target in run.guest_targets(trtype)[1:]:
+        clients = _client_lines(split, target)
+        bench = [line for line in clients if "nvmf.cli.main bench" in line]
+        fio = [line for line in clients if "fio --name=" in line]
+        assert len(bench) == len(fio) == 2 * len(run.WORKLOADS)
+        assert all(line.startswith(f"taskset -c {run.SPLIT_CLIENT_CPU} ") for line in bench)
+        assert all(f" --cpus_allowed={run.SPLIT_CLIENT_CPU} " in line for line in fio)
+    with pytest.raises(ValueError, match="--guest-cpus: 'spread'"):
+        run.guest_script(5, 1, trtype, "ram", "spread")
+
+
+def test_the_affinity_line_records_each_target_process_s_cpus(tmp_path: Path) -> None:
+    """The guest's affinity line run by bash here, with a ``SERVE`` whose child is pinned and
+    no ``RAWPID`` (NVMe/RDMA's boot has none): one ``PID CPUS`` line per process."""
+    script = (
+        f"set -u\nOUT={tmp_path}\ntaskset -c 0 sleep 30 &\nSERVE=$$\n"
+        # taskset has pinned itself once it is sleep
+        'until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done\n'
+        f"{run.GUEST_AFFINITY}\n"
+        "kill %1\necho $$ $!"
+    )
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    shell, child = proc.stdout.split()
+    mine = Path("/proc/self/status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+    assert (tmp_path / "affinity.txt").read_text().splitlines() == [
+        f"{shell} {mine}",
+        f"{child} 0",
+    ]
+
+
 def _fio(path: Path, iops: float, write: bool = False) -> None:
     side = {"iops": iops, "bw_bytes": iops * 4096, "clat_ns": {"percentile": {}}}
     empty = {"iops": 0, "bw_bytes": 0, "clat_ns": {}}
