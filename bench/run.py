@@ -34,9 +34,10 @@
     the target's own processes' from ``/proc/PID/stat``), the busiest guest CPU's load (one
     I/O queue's work piles up on its CPU), our target's own CPU per I/O against the raw
     responder's with the goal of (1) -- the same goal, measured by a client we did not write --
-    and the guest's clocksource: when the TSC fails the boot-time check, every clock read is
-    an emulated HPET access; with ``--guest-cpus split`` our target and the raw responder each
-    run on a CPU of their own and their clients on the other (:data:`GUEST_CPUS`);
+    and the guest's clocksource (the TSC: on the emulated HPET every clock read is an MMIO
+    access, :data:`GUEST_CLOCKSOURCE`); with ``--guest-cpus split`` our target and the raw
+    responder each run on a CPU of their own and their clients on the other
+    (:data:`GUEST_CPUS`);
     ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
@@ -297,9 +298,10 @@ GUEST_AFFINITY = (
     'for p in $SERVE $(pgrep -P $SERVE) ${RAWPID:-}; do echo "$p $(awk '
     '\'/^Cpus_allowed_list/ {print $2}\' /proc/$p/status)"; done > "$OUT/affinity.txt"'
 )
-#: Where the guest's clock comes from: under TCG the TSC often fails the kernel's boot-time
-#: synchronisation check, and every clock read is then an emulated HPET access, which costs the
-#: kernel's network stack more than it costs a target in Python.
+#: Where the guest's clock comes from: the TSC, as the guest boots with ``tsc=reliable``
+#: (``tests/vm/guest.py``, ``BOOT_APPEND``).  Without it the 6.1 kernel marked the TSC unstable
+#: under TCG and every clock read was an emulated HPET access, dearer for fio and the kernel's
+#: network stack than for a target in Python.
 GUEST_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
 

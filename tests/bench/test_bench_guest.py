@@ -67,6 +67,12 @@ def test_every_target_has_its_guest_cpu_per_io(out: Path) -> None:
 
 
 @pytest.mark.guest
+def test_the_guest_reads_time_from_the_tsc(out: Path) -> None:
+    """The boot's ``tsc=reliable`` took: no emulated HPET access for each clock read."""
+    assert (out / "clocksource.txt").read_text().strip() == "tsc"
+
+
+@pytest.mark.guest
 def test_the_script_takes_down_the_kernel_target_and_brd(out: Path) -> None:
     left = (out / "left.txt").read_text()
     assert left.split() == [

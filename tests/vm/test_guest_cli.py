@@ -21,11 +21,11 @@ def test_defaults_boot_6_1_with_no_extra_devices(tmp_path: Path) -> None:
     spec = guest.parse_args(["--", "uname", "-r"], cwd=tmp_path)
     assert spec.kernel == "6.1" and spec.cmb_mb == 0 and spec.command == ("uname", "-r")
     assert guest.qemu_options(spec, None) == ["-machine", "q35", "-cpu", guest.CPU_MODEL]
-    assert guest.kernel_append(spec) == []
+    assert guest.kernel_append(spec) == ["tsc=reliable"]  # not the emulated HPET (BOOT_APPEND)
     argv = guest.vng_command(spec, VNG, KERNEL)
     assert argv[:3] == [str(VNG), "--run", str(KERNEL)]
     assert "--disable-kvm" in argv  # nested KVM hangs the guest kernel: always TCG
-    assert "--append" not in argv
+    assert argv[argv.index("--append") + 1] == "tsc=reliable"
     assert argv[argv.index("--user") + 1] == "root"
 
 
@@ -36,10 +36,10 @@ def test_cmb_nvme_adds_the_controller_behind_an_iommu(tmp_path: Path) -> None:
     # The IOMMU must come before the device it translates for.
     assert opts.index("intel-iommu") < opts.index("nvme,serial=cmb0001,drive=nvm,cmb_size_mb=16")
     assert f"file={media},if=none,id=nvm,format=raw" in opts
-    assert guest.kernel_append(spec) == ["intel_iommu=on", "iommu=pt"]
+    assert guest.kernel_append(spec) == ["tsc=reliable", "intel_iommu=on", "iommu=pt"]
 
     argv = guest.vng_command(spec, VNG, KERNEL, media)
-    assert argv[argv.index("--append") + 1] == "intel_iommu=on iommu=pt"
+    assert argv[argv.index("--append") + 1] == "tsc=reliable intel_iommu=on iommu=pt"
     (qemu,) = [a for a in argv if a.startswith("--qemu-opts=")]
     assert qemu.removeprefix("--qemu-opts=").split() == opts
 
