@@ -272,9 +272,10 @@ def _split(target: str, cpus: str) -> bool:
     return cpus == "split" and target in SPLIT_TARGETS
 
 
-def _on_target_cpu(target: str, cpus: str) -> str:
-    """The prefix of the guest shell line that starts ``target``'s own process."""
-    return f"taskset -c {SPLIT_TARGET_CPU} " if _split(target, cpus) else ""
+def _taskset(target: str, cpus: str, cpu: int) -> str:
+    """The prefix of a guest shell line that starts ``target``'s own process (``cpu``
+    :data:`SPLIT_TARGET_CPU`) or one of its clients (:data:`SPLIT_CLIENT_CPU`)."""
+    return f"taskset -c {cpu} " if _split(target, cpus) else ""
 
 
 def _until_listening(log: str) -> str:
@@ -335,13 +336,13 @@ def guest_script(
         f'echo {addr} > "$P/addr_traddr"; echo {GUEST_TARGETS["kernel"]} > "$P/addr_trsvcid"',
         'ln -s "$S" "$P/subsystems/"',
         f"cat > /tmp/nvmf.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
-        f'{_on_target_cpu("nvmf", cpus)}"$PY" -m nvmf.cli.main serve --config /tmp/nvmf.json '
-        '> "$OUT/serve.log" 2>&1 &',
+        f'{_taskset("nvmf", cpus, SPLIT_TARGET_CPU)}"$PY" -m nvmf.cli.main serve '
+        '--config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
         "SERVE=$!",
         _until_listening("serve.log"),
         *(
             [
-                f'{_on_target_cpu("raw", cpus)}"$PY" "$REPO/bench/rawnvme.py" '
+                f'{_taskset("raw", cpus, SPLIT_TARGET_CPU)}"$PY" "$REPO/bench/rawnvme.py" '
                 f"{GUEST_TARGETS['raw']} {GUEST_RAW_SIZE} "
                 f'{GUEST_NQN["raw"]} > "$OUT/raw.log" 2>&1 &',
                 "RAWPID=$!",
@@ -363,9 +364,9 @@ def guest_script(
     for i, w in enumerate(WORKLOADS):
         for k, target in enumerate(order):
             tag = f"{target}_host_{i}_{k}"
-            client = f"taskset -c {SPLIT_CLIENT_CPU} " if _split(target, cpus) else ""
             lines.append(
-                f'{client}"$PY" -m nvmf.cli.main bench -t {trtype} -a {addr} '
+                f'{_taskset(target, cpus, SPLIT_CLIENT_CPU)}"$PY" -m nvmf.cli.main bench '
+                f"-t {trtype} -a {addr} "
                 f"-s {GUEST_TARGETS[target]} -n {GUEST_NQN[target]} "
                 f"-i {jobs} --numjobs {jobs} --rw {w.rw} --bs {w.bs} --iodepth {w.iodepth} "
                 f'--runtime {half:g} --size 256m --json > "$OUT/{tag}.json" '

@@ -26,7 +26,7 @@ lsmod | awk '$1 == "brd"' > "$OUT/brd.txt"
 #: One part of the boot for each ``--guest-cpus``.
 BENCH_RAM = {
     cpus: shared_boot(
-        "bench-guest-ram" + ("" if cpus == "shared" else f"-{cpus}"),
+        f"bench-guest-ram-{cpus}",
         run.guest_script(2, 1, "tcp", "ram", cpus) + LEFT,
     )
     for cpus in run.GUEST_CPUS
