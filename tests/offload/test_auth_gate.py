@@ -13,8 +13,6 @@ Soft-RoCE) is in tests/guest/test_auth_guest.py.
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -27,14 +25,14 @@ from nvmf.control.session import ControlSession
 from nvmf.host.auth import RECEIVE_LENGTH, DhchapKeys, Transaction
 from nvmf.offload.context import IoContextSpec
 from nvmf.offload.plan import Plan
-from nvmf.offload.worker import Handover, Worker, WorkerSession
+from nvmf.offload.worker import Worker, WorkerSession
 from nvmf.protocol.dhchap import DhchapSecret, DhGroup, HashId, generate_secret
 from nvmf.protocol.request import Direction, Request
-from nvmf.transport.base import PortInfo
 from nvmf.wire import auth as w
-from nvmf.wire.opcodes import FabricsType, IoOpcode
+from nvmf.wire.opcodes import FabricsType
 from nvmf.wire.sqe import Sqe
 from nvmf.wire.status import SC, Status
+from tests.offload.inproc import placed_queue, read_sqe, with_worker
 
 SUBNQN = "nqn.2024-01.io.nvmf:gate"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000a072"
@@ -48,64 +46,12 @@ def _auth_sqe(fctype: int, length: int) -> Sqe:
     return Sqe.decode(w.AuthCommand(cid=3, fctype=fctype, length=length).encode())
 
 
-def _read_sqe() -> bytes:
-    return Sqe(opcode=IoOpcode.READ, cid=9, nsid=1).encode()
-
-
 # -- the worker --------------------------------------------------------------------------------
 
 
-class _Fabric:
-    """Just enough of a FabricQueue for a placed queue's answer."""
-
-    def __init__(self) -> None:
-        self.cqes: list[bytes] = []
-
-    def complete(self, req: Request, cqe: bytes) -> None:
-        self.cqes.append(cqe)
-
-    def close(self, reason: str) -> None:
-        pass
-
-
-def _with_worker(check: Callable[[Worker, list[tuple[Any, ...]]], None]) -> None:
-    """Run ``check`` with a worker (in a running loop) and what it sends the control plane."""
-
-    async def main() -> None:
-        a, b = socket.socketpair()
-        try:
-            wk = Worker(a, 0, 1 << 20)
-            sent: list[tuple[Any, ...]] = []
-            wk.channel.send = sent.append  # type: ignore[method-assign]
-            check(wk, sent)
-        finally:
-            a.close()
-            b.close()
-
-    asyncio.run(main())
-
-
 def _placed(wk: Worker, *, authenticating: bool) -> WorkerSession:
-    """A queue placed in ``wk`` whose Connect just got the control plane's answer."""
-    session = WorkerSession(fabric=cast(Any, _Fabric()), port=cast(Any, None), placed_key=5)
-    wk.pending[5] = session
-    handover = Handover(
-        ctrl_key=CTRL_KEY_,
-        qid=1,
-        sqsize=31,
-        sqhd=0,
-        sqhd_disabled=False,
-        port=cast(PortInfo, None),
-        state={},
-        connect_cqe=b"\0" * 16,
-        context=SPEC,
-        authenticating=authenticating,
-    )
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[tuple[bytes, Handover | None]] = loop.create_future()
-    fut.set_result((b"\0" * 16, handover))
-    wk._placed_answer(session, Request(_read_sqe()), fut)
-    return session
+    """A queue of this controller placed in ``wk``, its Connect just answered."""
+    return placed_queue(wk, CTRL_KEY_, SPEC, authenticating=authenticating)
 
 
 def test_a_queue_authenticating_in_its_worker_forwards_every_command() -> None:
@@ -114,7 +60,7 @@ def test_a_queue_authenticating_in_its_worker_forwards_every_command() -> None:
         assert session.authenticating and wk.sessions[(CTRL_KEY_, 1)] is session
         assert session.fabric.cqes  # type: ignore[attr-defined]  # the Connect's completion went out
         # A Read does not reach the data path: its status comes from the control plane, no data.
-        plan = wk.parse(session, Request(_read_sqe()))
+        plan = wk.parse(session, Request(read_sqe()))
         assert isinstance(plan, Plan) and plan.forward and plan.length == 0
         assert sent[-1][0] == "forward" and sent[-1][2:4] == (CTRL_KEY_, 1)
         # Authentication Send/Receive move their data in the worker, the control plane decides.
@@ -123,7 +69,7 @@ def test_a_queue_authenticating_in_its_worker_forwards_every_command() -> None:
         recv = wk.parse(session, Request(_auth_sqe(FabricsType.AUTH_RECEIVE, 4096).encode()))
         assert isinstance(recv, Plan) and recv.direction is Direction.C2H and recv.length == 4096
 
-    _with_worker(check)
+    with_worker(check)
 
 
 def test_authenticated_opens_the_data_path() -> None:
@@ -135,21 +81,21 @@ def test_authenticated_opens_the_data_path() -> None:
         assert not session.authenticating
         before = len(sent)
         # The fast path parses it here now (this namespace-less context: Invalid Namespace).
-        status = wk.parse(session, Request(_read_sqe()))
+        status = wk.parse(session, Request(read_sqe()))
         assert isinstance(status, Status) and status.code == SC.INVALID_NS
         assert len(sent) == before
 
-    _with_worker(check)
+    with_worker(check)
 
 
 def test_a_queue_without_authentication_is_served_at_once() -> None:
     def check(wk: Worker, sent: list[tuple[Any, ...]]) -> None:
         session = _placed(wk, authenticating=False)
-        status = wk.parse(session, Request(_read_sqe()))
+        status = wk.parse(session, Request(read_sqe()))
         assert isinstance(status, Status) and status.code == SC.INVALID_NS
         assert not sent
 
-    _with_worker(check)
+    with_worker(check)
 
 
 # -- the control plane -------------------------------------------------------------------------
@@ -214,7 +160,7 @@ async def _run(service: TargetService, workers: _Workers, host_secret: str, ctrl
         return data
 
     # Before (and during) the transaction, everything else gets Authentication Required.
-    status = await service.forwarded(CTRL_KEY_, 1, Sqe.decode(_read_sqe()))
+    status = await service.forwarded(CTRL_KEY_, 1, Sqe.decode(read_sqe()))
     assert status.code == SC.AUTH_REQUIRED and status.dnr
     assert (await send(tx.negotiate())).ok
     try:
@@ -253,7 +199,7 @@ def test_a_failed_transaction_never_opens_the_queue_and_ends_the_controller() ->
         _told, error = await _run(service, workers, generate_secret(0, 32), "")
         assert error is not None  # the host read AUTH_Failure1
         assert workers.authenticated == [] and session.worker_gated
-        status = await service.forwarded(CTRL_KEY_, 1, Sqe.decode(_read_sqe()))
+        status = await service.forwarded(CTRL_KEY_, 1, Sqe.decode(read_sqe()))
         assert status.code == SC.AUTH_REQUIRED
         await asyncio.sleep(0.3)  # AUTH_FAILURE_GRACE_S
         assert ctrl.deleted_reason == "authentication failed"

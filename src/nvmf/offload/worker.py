@@ -181,7 +181,6 @@ class Worker:
         self.media: dict[MediaKey, tuple[Media, MediaQueue]] = {}
         self.transports: dict[str, Transport] = {}
         self.sessions: dict[tuple[CtrlKey, int], WorkerSession] = {}
-        self.contexts: dict[CtrlKey, IoContextSpec] = {}
         self._attaching: Handover | None = None
         #: The key of the queue being placed (while its transport creates it), and the placed
         #: queues whose Connect has not attached them yet.
@@ -266,7 +265,6 @@ class Worker:
 
     def _attach(self, handover: Handover, fd: int) -> None:
         transport = self._transport(handover.port.trtype)
-        self.contexts[handover.ctrl_key] = handover.context
         self._attaching = handover
         try:
             fabric = transport.import_queue(QueueExport(fd, handover.state), handover.port, self)
@@ -360,7 +358,6 @@ class Worker:
             session.sqhd = handover.sqhd
             session.sqhd_disabled = handover.sqhd_disabled
             session.authenticating = handover.authenticating
-            self.contexts[handover.ctrl_key] = handover.context
             session.ioctx = handover.context.resolve(self.media, self.counters.namespaces)
             self.sessions[(handover.ctrl_key, handover.qid)] = session
             self.counters.queues_attached += 1
@@ -368,7 +365,6 @@ class Worker:
         session.fabric.complete(req, cqe)
 
     def _set_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
-        self.contexts[ctrl_key] = spec
         ioctx = spec.resolve(self.media, self.counters.namespaces)
         for (key, _qid), session in self.sessions.items():
             if key == ctrl_key:
