@@ -18,6 +18,7 @@ from nvmf.wire.opcodes import AdminOpcode, FabricsType, IoOpcode
 from nvmf.wire.sqe import SglDescriptor, Sqe
 from nvmf.wire.tcp import PduType
 from tests.target.conftest import SUBNQN, RunningTarget, running_target
+from tests.target.rawhost import RawHost, status_of
 from tests.target.test_malformed import bystander_still_served
 from tests.target.test_tcp_target import admin, io_queue, rw
 
@@ -149,3 +150,153 @@ def test_mutated_pdu_streams(
     bystander_still_served(target, q)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
+
+
+# -- I/O queues ---------------------------------------------------------------------------------
+
+#: The Flush that ends every mutated I/O-queue stream: its completion says the queue still runs.
+SENTINEL_CID = 0x99
+
+
+def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], list[bytes]]:
+    """An I/O queue's ICReq and Connect (for controller ``cntlid``), and a valid conversation
+    on it: every command a worker runs itself, one it forwards to the control plane, and R2T
+    Writes of one and of two H2CData PDUs (the R2Ts' tags are the ones the target gives)."""
+    conn = p.TcpConnection(p.Role.HOST, None)  # type: ignore[arg-type]
+    icreq = conn.start_icreq(hdgst=hdgst, ddgst=ddgst)
+    conn.hdgst, conn.ddgst = hdgst, ddgst
+
+    def flat(bufs: list[bytes | memoryview]) -> bytes:
+        return b"".join(bytes(b) for b in bufs)
+
+    def cmd(sqe: Sqe, data: bytes = b"") -> bytes:
+        if data:
+            sqe.sgl = SglDescriptor.incapsule(len(data))
+        elif sqe.sgl is None or sqe.sgl.length == 0:
+            sqe.sgl = SglDescriptor.tcp_transport(0)
+        return flat(conn.capsule_cmd(sqe.encode(), memoryview(data) if data else None))
+
+    data = ConnectData(b"\x02" * 16, cntlid, SUBNQN, FUZZ_HOSTNQN).encode()
+    connect = Sqe.decode(ConnectCommand(cid=1, qid=1, sqsize=31, kato=0).encode())
+    dsm_range = (0).to_bytes(4, "little") + (8).to_bytes(4, "little") + (40).to_bytes(8, "little")
+    big = bytes(range(256)) * 64
+    conversation = [
+        cmd(rw(4, IoOpcode.WRITE, 1, 0, 8, 4096)),
+        flat(conn.h2c_data(4, 0, 0, memoryview(big[:4096]), last=True)),
+        cmd(rw(5, IoOpcode.WRITE, 1, 16, 1, 512), big[:512]),
+        cmd(rw(6, IoOpcode.READ, 1, 0, 8, 4096)),
+        cmd(Sqe(opcode=IoOpcode.FLUSH, cid=7, nsid=1)),
+        cmd(rw(8, IoOpcode.COMPARE, 1, 16, 1, 512), big[:512]),
+        cmd(rw(9, IoOpcode.WRITE_ZEROES, 1, 32, 4, 0)),
+        cmd(Sqe(opcode=IoOpcode.DSM, cid=10, nsid=1, cdw10=0, cdw11=4), dsm_range),
+        cmd(rw(11, IoOpcode.VERIFY, 1, 0, 8, 0)),
+        cmd(rw(12, IoOpcode.READ, 2, 0, 1, 4096)),
+        cmd(rw(13, IoOpcode.WRITE, 1, 64, 32, 16384)),
+        flat(conn.h2c_data(13, 1, 0, memoryview(big[:8192]), last=False)),
+        flat(conn.h2c_data(13, 1, 8192, memoryview(big[8192:]), last=True)),
+        cmd(Sqe(opcode=IoOpcode.FLUSH, cid=SENTINEL_CID, nsid=1)),
+    ]
+    return [icreq, cmd(connect, data)], conversation
+
+
+def _pdus(stream: bytes) -> list[tuple[int, bytes]] | None:
+    """The stream's PDUs as their common headers frame them, or None if it ends mid-PDU."""
+    pdus, pos = [], 0
+    while pos < len(stream):
+        if pos + 8 > len(stream):
+            return None
+        ptype, _, _, _, plen = w.CH.unpack_from(stream, pos)
+        if plen < 8 or pos + plen > len(stream):
+            return None
+        pdus.append((ptype, stream[pos : pos + plen]))
+        pos += plen
+    return pdus
+
+
+def _answered(got: bytes, cid: int) -> bool:
+    """Has a CapsuleResp for ``cid`` arrived (digests or not: CQE.CID is at byte 12)?"""
+    return any(
+        ptype == PduType.RSP and int.from_bytes(pdu[8 + 12 : 8 + 14], "little") == cid
+        for ptype, pdu in _pdus(got[: _framed_end(got)]) or []
+    )
+
+
+def _framed_end(got: bytes) -> int:
+    """How many leading bytes of ``got`` are whole PDUs."""
+    pos = 0
+    while pos + 8 <= len(got):
+        plen = w.CH.unpack_from(got, pos)[4]
+        if plen < 8 or pos + plen > len(got):
+            break
+        pos += plen
+    return pos
+
+
+def _converse_io(addr: tuple[str, int], head: list[bytes], pdus: list[bytes]) -> tuple[bytes, bool]:
+    """Open the I/O queue (ICReq, then Connect, each answered), send ``pdus``, and read until
+    the sentinel Flush is answered, the target closes, or it stays silent for a while: (what
+    came after the Connect's answer, closed by the target)."""
+    with socket.create_connection(addr, timeout=5) as s:
+        for pdu in head:
+            s.sendall(pdu)
+            got = b""
+            while not _framed_end(got):
+                chunk = s.recv(4096)
+                assert chunk, "the target closed a valid ICReq/Connect"
+                got += chunk
+            assert _framed_end(got) == len(got) and got[0] != PduType.C2H_TERM, got.hex()
+        s.sendall(b"".join(pdus))
+        s.settimeout(0.4)
+        got = b""
+        try:
+            while not _answered(got, SENTINEL_CID):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return got, True
+                got += chunk
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return got, True
+    return got, False
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-workers"])
+def test_mutated_io_queue_streams(
+    workers: int, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on an I/O queue, where a worker runs the data path: whatever the host sends
+    after Connect, a connection the target keeps still answers a later command (when the
+    stream is whole PDUs), and nothing fails inside the target or its workers."""
+    caplog.set_level(logging.INFO)
+    with running_target(workers) as target:
+        adm = admin(target)
+        q = io_queue(target, adm)  # the bystander
+        rnd = random.Random(workers)
+        kept = 0
+        for trial in range(40):
+            fuzz_admin = RawHost(target.addr)
+            fuzz_admin.initialize()
+            cqe = fuzz_admin.connect(SUBNQN, hostnqn=FUZZ_HOSTNQN, hostid=b"\x02" * 16)
+            assert status_of(cqe).ok
+            fuzz_admin.enable()
+            head, conversation = _io_queue_pdus(
+                rnd.random() < 0.5, rnd.random() < 0.5, fuzz_admin.cntlid
+            )
+            mutated = _mutate(rnd, conversation) if trial else conversation
+            stream = b"".join(mutated)
+            got, closed = _converse_io(target.addr, head, mutated)
+            fuzz_admin.close()
+            if closed:
+                assert _has_term_req(got) or PduType.H2C_TERM in stream, (trial, stream.hex())
+            elif _pdus(stream) is not None:
+                kept += 1
+                assert _answered(got, SENTINEL_CID), (trial, stream.hex(), got.hex())
+            if trial % 10 == 9:
+                bystander_still_served(target, q)
+        bystander_still_served(target, q)
+        assert kept >= 5  # the check above ran on enough streams to mean something
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
+    workers_said = capfd.readouterr().err  # the workers log to the target's standard error
+    assert "Traceback" not in workers_said and " ERROR " not in workers_said, workers_said
