@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nvmf.protocol import tcp as p
@@ -48,6 +49,9 @@ class FakeConfig:
     r2t_chunk: int = 0
     #: Send read data in C2HData PDUs of at most this many bytes (0: one PDU).
     c2h_chunk: int = 0
+    #: Send those PDUs wrong: "gap" (without the first), "reverse" (last first), "repeat"
+    #: (the first twice), "short" (only the first half, the last of them LAST) or "none".
+    c2h_mangle: str = ""
     #: Complete these opcodes (I/O queues) with this status instead of executing them.
     fail_io: dict[int, Status] = field(default_factory=dict)
     #: Send a C2HTermReq instead of completing a command with this I/O opcode.
@@ -65,6 +69,18 @@ class FakeConfig:
     subnqn: str = "nqn.2024-01.io.nvmf:fake"
     #: Discovery: bump GENCTR after the first header read this many times.
     genctr_bumps: int = 0
+
+
+_Pdus = list[tuple[int, memoryview]]
+#: :attr:`FakeConfig.c2h_mangle`: what becomes of a read's C2HData PDUs (offset, data).
+_MANGLE: dict[str, Callable[[_Pdus], _Pdus]] = {
+    "": lambda pdus: pdus,
+    "gap": lambda pdus: pdus[1:],
+    "reverse": lambda pdus: pdus[::-1],
+    "repeat": lambda pdus: pdus[:1] + pdus,
+    "short": lambda pdus: pdus[: len(pdus) // 2],
+    "none": lambda pdus: [],
+}
 
 
 @dataclass
@@ -279,16 +295,17 @@ class FakeQueue:
         cid = sqe.cid
         if cfg.bogus_cccid_on_read:
             cid = 0xFFF0
-        for off in range(0, len(view), chunk):
-            part = view[off : off + chunk]
-            last = off + chunk >= len(view)
+        pdus = [(off, view[off : off + chunk]) for off in range(0, len(view), chunk)]
+        pdus = _MANGLE[cfg.c2h_mangle](pdus)
+        for i, (off, part) in enumerate(pdus):
+            last = i == len(pdus) - 1
             success = last and cfg.success_flag
             bufs = self.conn.c2h_data(cid, off, part, last=last, success=success)
             if cfg.corrupt_next_read_digest and self.conn.ddgst and last:
                 cfg.corrupt_next_read_digest = False
                 bufs[-1] = b"\xde\xad\xbe\xef"
             self.send(bufs)
-        if not cfg.success_flag:
+        if not cfg.success_flag or not pdus:
             self.complete(sqe, SUCCESS)
 
     def execute(self, sqe: Sqe, data: bytearray | None) -> None:

@@ -212,6 +212,51 @@ def test_data_digest_error_on_success_c2h_fails_that_command_at_once(c2h_chunk: 
     with_fake(config, ddgst=True, depth=2, io_timeout=15.0)(body)
 
 
+# -- read data that does not add up --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mangle", ["gap", "reverse", "repeat"])
+def test_c2h_data_out_of_order_is_a_protocol_error(mangle: str) -> None:
+    """Read data must come in order, each byte once (SPDK's host checks DATAO the same way,
+    and this project's target checks H2CData so).  Before, any PDU inside the buffer was
+    taken: with the first PDU missing, or sent twice over other data, the read succeeded
+    with stale or wrong bytes."""
+
+    async def body(fake: FakeController, q: HostQueue) -> None:
+        fake.data[:4096] = os.urandom(4096)
+        with pytest.raises(TransportError, match="expected offset"):
+            await _read(q, 0, 4096)
+        await asyncio.sleep(0.05)
+        (term,) = fake.term_from_host
+        assert term.fes == 0x04  # Data Transfer Out of Range
+        assert term.fei == 12  # the DATAO field of the C2HData PDU
+
+    with_fake(FakeConfig(c2h_chunk=1024, c2h_mangle=mangle))(body)
+
+
+@pytest.mark.parametrize("success_flag", [False, True], ids=["capsule-resp", "success-flag"])
+@pytest.mark.parametrize("mangle", ["none", "short"])
+def test_a_read_completed_without_all_its_data_fails_that_read(
+    mangle: str, success_flag: bool
+) -> None:
+    """A Read brings exactly its blocks: a success that comes with fewer (or none) would hand
+    the caller a buffer of stale bytes as good data, which is what happened before.  It fails
+    with Data Transfer Error, as a data digest mismatch does; the queue goes on."""
+
+    async def body(fake: FakeController, q: HostQueue) -> None:
+        data = os.urandom(4096)
+        fake.data[:4096] = data
+        with pytest.raises(NvmeError) as info:
+            await asyncio.wait_for(_read(q, 0, 4096), 5)
+        assert info.value.code == SC.DATA_XFER_ERROR
+        assert q.is_open and q.outstanding == 0
+        fake.config.c2h_mangle = ""
+        assert await _read(q, 0, 4096) == data
+
+    config = FakeConfig(c2h_chunk=1024, c2h_mangle=mangle, success_flag=success_flag)
+    with_fake(config)(body)
+
+
 # -- completions ---------------------------------------------------------------------------------
 
 

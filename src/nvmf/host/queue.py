@@ -18,13 +18,17 @@ queue) over one TCP connection, the unit the Linux host calls ``struct nvme_tcp_
     the controller asks for it: each R2T (R2TO, R2TL) is answered by H2CData PDUs of at most
     MAXH2CDATA bytes, the last of the R2T carrying the LAST_PDU flag;
   - controller to host data arrives in C2HData PDUs that the connection receives *directly into
-    the caller's buffer* (``DataPlacement.c2h_data`` hands out a slice of it: no copy);
+    the caller's buffer* (``DataPlacement.c2h_data`` hands out a slice of it: no copy), in
+    order and each byte once, as SPDK's host requires (a gap, an overlap or a repeat is a
+    protocol error: Data Transfer Out of Range at DATAO);
 
 * completions: CapsuleResp PDUs, or a C2HData PDU with LAST_PDU and SUCCESS (the controller then
   sends no CapsuleResp, and the command completes successfully);
 * failure: a data digest mismatch fails only its command (Data Transfer Error, as the Linux host
   does), when the CapsuleResp arrives or, if the corrupted C2HData carried SUCCESS (no
-  CapsuleResp follows), at once; a TermReq from the controller, a protocol violation by the
+  CapsuleResp follows), at once; so does a Read that completes without all its blocks' data
+  (other commands may bring less than their buffer: an Authentication Receive's message is
+  shorter than its allocation length); a TermReq from the controller, a protocol violation by the
   controller (answered by an H2CTermReq) or a lost connection fails the queue and every command
   outstanding on it with :class:`~nvmf.host.errors.TransportError`.
 
@@ -54,6 +58,7 @@ from nvmf.host.slots import (
 )
 from nvmf.protocol import tcp as p
 from nvmf.transport.sendqueue import SendQueue
+from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import (
     CQE,
     OFF_CID,
@@ -115,7 +120,17 @@ class Completion(NamedTuple):
 class _Command:
     """One outstanding command: its CID, the future its submitter awaits, its buffers."""
 
-    __slots__ = ("cid", "data_in", "data_out", "future", "h2c_sent", "start", "xfer_status")
+    __slots__ = (
+        "c2h_expected",
+        "c2h_received",
+        "cid",
+        "data_in",
+        "data_out",
+        "future",
+        "h2c_sent",
+        "start",
+        "xfer_status",
+    )
 
     def __init__(
         self,
@@ -123,15 +138,35 @@ class _Command:
         future: asyncio.Future[Completion],
         data_out: memoryview | None,
         data_in: memoryview | None,
+        c2h_expected: int = 0,
     ) -> None:
         self.cid = cid
         self.future = future
         self.data_out = data_out
         self.data_in = data_in
         self.h2c_sent = 0
+        #: Controller to host bytes placed so far: the next C2HData must start here.
+        self.c2h_received = 0
+        #: Bytes a successful completion must have brought (a Read's NLB blocks; 0: any).
+        self.c2h_expected = c2h_expected
         self.start = time.monotonic()
         #: A transfer failure (data digest mismatch) that overrides the controller's status.
         self.xfer_status = 0
+
+    def transfer_status(self, name: str) -> int:
+        """The status that overrides a successful completion: the transfer's failure, or Data
+        Transfer Error for a Read whose data did not all arrive (its buffer would hold stale
+        bytes under a success), 0 if none."""
+        if self.xfer_status or self.c2h_received >= self.c2h_expected:
+            return self.xfer_status
+        log.warning(
+            "%s: cid %d completed with %d of its %d bytes of data",
+            name,
+            self.cid,
+            self.c2h_received,
+            self.c2h_expected,
+        )
+        return int(SC.DATA_XFER_ERROR)
 
 
 class HostQueue:
@@ -293,7 +328,10 @@ class HostQueue:
         inp = byte_view(data_in, True) if data_in is not None else None
         cid = await self.cids.take()
         future: asyncio.Future[Completion] = self.loop.create_future()
-        cmd = _Command(cid, future, out, inp)
+        # An I/O queue's Read brings exactly its NLB blocks; other commands may bring less
+        # than their buffer (an Authentication Receive's message, say).
+        exact = len(inp) if inp is not None and self.qid and sqe[0] == IoOpcode.READ else 0
+        cmd = _Command(cid, future, out, inp, exact)
         self.cids.hold(cmd)
         _CID.pack_into(sqe, OFF_CID, cid)
         sqe[OFF_FLAGS] = (sqe[OFF_FLAGS] & ~PSDT_MASK) | PSDT_SGL_MPTR_CONTIG
@@ -333,14 +371,19 @@ class HostQueue:
                 Fes.INVALID_PDU_HDR, OFF_DATA_CCCID, b"", f"C2HData for unknown cccid {cccid}"
             )
         buf = cmd.data_in
-        if buf is None or datao + datal > len(buf):
+        if buf is None or datao != cmd.c2h_received or datao + datal > len(buf):
+            # In order, each byte once (as SPDK's host checks, and as this project's target
+            # checks H2CData): a gap, an overlap or a repeat would leave stale or twice-written
+            # bytes in a buffer the completion then calls good.
             have = 0 if buf is None else len(buf)
             raise p.TcpFatalError(
                 Fes.DATA_OUT_OF_RANGE,
                 OFF_DATA_DATAO,
                 b"",
-                f"C2HData {datao}+{datal} outside cccid {cccid}'s {have}-byte buffer",
+                f"C2HData {datao}+{datal} for cccid {cccid}: expected offset "
+                f"{cmd.c2h_received} of its {have}-byte buffer",
             )
+        cmd.c2h_received = datao + datal
         return buf[datao : datao + datal]
 
     # -- receive ---------------------------------------------------------------------------------
@@ -382,8 +425,8 @@ class HostQueue:
                     Fes.PDU_SEQ_ERR, 0, b"", f"CapsuleResp for cid {cid}, not outstanding"
                 )
             field = status >> 1
-            if cmd.xfer_status and not field & STATUS_CODE_MASK:
-                field = cmd.xfer_status
+            if not field & STATUS_CODE_MASK:
+                field = cmd.transfer_status(self.name) or field
             self._complete(cmd, Completion(dw0, dw1, sqhd, sqid, cid, field))
         elif kind is p.C2HDataReceived:
             assert isinstance(ev, p.C2HDataReceived)
@@ -394,7 +437,8 @@ class HostQueue:
                     )
                 cmd = self.cids.entries[ev.cccid]
                 assert cmd is not None  # c2h_data() checked it when the header arrived
-                self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, cmd.xfer_status))
+                status = cmd.transfer_status(self.name)
+                self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, status))
         elif kind is p.R2TReceived:
             assert isinstance(ev, p.R2TReceived)
             self._r2t(ev)
