@@ -69,6 +69,8 @@ def _mutate(rnd: random.Random, pdus: list[bytes]) -> list[bytes]:
         kind = rnd.randrange(5)
         i = rnd.randrange(len(pdus))
         pdu = bytearray(pdus[i])
+        if not pdu:  # a PDU an earlier cut left empty: nothing to mutate
+            continue
         if kind == 0:  # a bit flip
             bit = rnd.randrange(len(pdu) * 8)
             pdu[bit // 8] ^= 1 << (bit % 8)
