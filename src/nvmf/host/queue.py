@@ -154,10 +154,10 @@ class _Command:
         self.xfer_status = 0
 
     def transfer_status(self, name: str) -> int:
-        """The status that overrides a successful completion: the transfer's failure, or Data
-        Transfer Error for a Read whose data did not all arrive (its buffer would hold stale
-        bytes under a success), 0 if none."""
-        if self.xfer_status or self.c2h_received >= self.c2h_expected:
+        """The status that overrides a successful completion when the transfer failed: its
+        own (a data digest mismatch), or Data Transfer Error for a Read whose data did not
+        all arrive (its buffer would hold stale bytes under a success)."""
+        if self.xfer_status:
             return self.xfer_status
         log.warning(
             "%s: cid %d completed with %d of its %d bytes of data",
@@ -425,8 +425,10 @@ class HostQueue:
                     Fes.PDU_SEQ_ERR, 0, b"", f"CapsuleResp for cid {cid}, not outstanding"
                 )
             field = status >> 1
-            if not field & STATUS_CODE_MASK:
-                field = cmd.transfer_status(self.name) or field
+            if not field & STATUS_CODE_MASK and (
+                cmd.xfer_status or cmd.c2h_received < cmd.c2h_expected  # no call per command
+            ):
+                field = cmd.transfer_status(self.name)
             self._complete(cmd, Completion(dw0, dw1, sqhd, sqid, cid, field))
         elif kind is p.C2HDataReceived:
             assert isinstance(ev, p.C2HDataReceived)
@@ -437,7 +439,8 @@ class HostQueue:
                     )
                 cmd = self.cids.entries[ev.cccid]
                 assert cmd is not None  # c2h_data() checked it when the header arrived
-                status = cmd.transfer_status(self.name)
+                failed = cmd.xfer_status or cmd.c2h_received < cmd.c2h_expected
+                status = cmd.transfer_status(self.name) if failed else 0
                 self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, status))
         elif kind is p.R2TReceived:
             assert isinstance(ev, p.R2TReceived)
