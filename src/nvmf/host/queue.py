@@ -355,7 +355,13 @@ class HostQueue:
         return completion
 
     def _complete(self, cmd: _Command, completion: Completion) -> None:
+        """Every completion leaves here.  A success whose transfer failed (a data digest
+        mismatch, a Read short of its data) completes with the transfer's status instead."""
         self.cids.release(cmd.cid)
+        if not completion.status_field & STATUS_CODE_MASK and (
+            cmd.xfer_status or cmd.c2h_received < cmd.c2h_expected  # tested here: no call
+        ):
+            completion = completion._replace(status_field=cmd.transfer_status(self.name))
         if not cmd.future.done():
             cmd.future.set_result(completion)
 
@@ -424,12 +430,7 @@ class HostQueue:
                 raise p.TcpFatalError(
                     Fes.PDU_SEQ_ERR, 0, b"", f"CapsuleResp for cid {cid}, not outstanding"
                 )
-            field = status >> 1
-            if not field & STATUS_CODE_MASK and (
-                cmd.xfer_status or cmd.c2h_received < cmd.c2h_expected  # no call per command
-            ):
-                field = cmd.transfer_status(self.name)
-            self._complete(cmd, Completion(dw0, dw1, sqhd, sqid, cid, field))
+            self._complete(cmd, Completion(dw0, dw1, sqhd, sqid, cid, status >> 1))
         elif kind is p.C2HDataReceived:
             assert isinstance(ev, p.C2HDataReceived)
             if ev.success:
@@ -439,9 +440,7 @@ class HostQueue:
                     )
                 cmd = self.cids.entries[ev.cccid]
                 assert cmd is not None  # c2h_data() checked it when the header arrived
-                failed = cmd.xfer_status or cmd.c2h_received < cmd.c2h_expected
-                status = cmd.transfer_status(self.name) if failed else 0
-                self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, status))
+                self._complete(cmd, Completion(0, 0, 0, self.qid, ev.cccid, 0))
         elif kind is p.R2TReceived:
             assert isinstance(ev, p.R2TReceived)
             self._r2t(ev)
