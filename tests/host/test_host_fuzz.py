@@ -22,7 +22,7 @@ from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import encode_cqe
 from nvmf.wire.status import SC, SUCCESS, error
-from tests.target.test_fuzz import _mutate
+from tests.target.test_fuzz import _flat, _mutate
 
 READ_DATA = bytes(range(256)) * 16
 
@@ -45,10 +45,6 @@ async def _recv_pdus(sock: socket.socket, count: int) -> list[bytes]:
     except TimeoutError:
         pass
     return pdus
-
-
-def _flat(bufs: list[bytes | memoryview]) -> bytes:
-    return b"".join(bytes(b) for b in bufs)
 
 
 def _reorder(rnd: random.Random, pdus: list[bytes]) -> list[bytes]:
@@ -97,6 +93,7 @@ async def _trial(rnd: random.Random, mutate: bool) -> list[str]:
             ctrl.capsule_resp(encode_cqe(SUCCESS, cid=wr, sqid=1, sqhd=0)),
         ]
         mutated = _reorder(rnd, _mutate(rnd, stream)) if mutate else stream
+        sent = b"".join(mutated)
         try:
             await loop.sock_sendall(ctrl_sock, b"".join(mutated[:-1]))
             await _recv_pdus(ctrl_sock, 1)  # the Write's H2CData, if the host sends it
@@ -106,12 +103,12 @@ async def _trial(rnd: random.Random, mutate: bool) -> list[str]:
         done, _ = await asyncio.wait(subs, timeout=3)
         ended = []
         for sub in subs:
-            assert sub in done, ("a command never ended", b"".join(mutated).hex())
+            assert sub in done, ("a command never ended", sent.hex())
             exc = sub.exception()
-            assert exc is None or isinstance(exc, HostError), (exc, b"".join(mutated).hex())
+            assert exc is None or isinstance(exc, HostError), (exc, sent.hex())
             ended.append(type(exc).__name__ if exc else "ok")
         if ended[0] == "ok" and read_buf != READ_DATA:
-            assert not ddgst and READ_DATA not in b"".join(mutated), b"".join(mutated).hex()
+            assert not ddgst and READ_DATA not in sent, sent.hex()
             ended[0] = "payload changed"
         return ended
     finally:

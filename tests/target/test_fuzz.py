@@ -33,14 +33,16 @@ def one_process() -> Iterator[RunningTarget]:
         yield running
 
 
+def _flat(bufs: list[bytes | memoryview]) -> bytes:
+    """A codec's buffers as one PDU's bytes."""
+    return b"".join(bytes(b) for b in bufs)
+
+
 def _valid_pdus(hdgst: bool, ddgst: bool) -> list[bytes]:
     """A valid admin-queue conversation, PDU by PDU (the H2CData answers the first R2T)."""
     conn = p.TcpConnection(p.Role.HOST, None)  # type: ignore[arg-type]
     icreq = conn.start_icreq(hdgst=hdgst, ddgst=ddgst)
     conn.hdgst, conn.ddgst = hdgst, ddgst  # the target allows what the host asks
-
-    def flat(bufs: list[bytes | memoryview]) -> bytes:
-        return b"".join(bytes(b) for b in bufs)
 
     data = ConnectData(b"\x02" * 16, 0xFFFF, SUBNQN, FUZZ_HOSTNQN).encode()
     connect = Sqe.decode(ConnectCommand(cid=1, qid=0, sqsize=31, kato=0).encode())
@@ -53,13 +55,13 @@ def _valid_pdus(hdgst: bool, ddgst: bool) -> list[bytes]:
     inline.sgl = SglDescriptor.incapsule(512)
     return [
         icreq,
-        flat(conn.capsule_cmd(connect.encode(), memoryview(data))),
-        flat(conn.capsule_cmd(prop.encode())),
-        flat(conn.capsule_cmd(ident.encode())),
-        flat(conn.capsule_cmd(write.encode())),
-        flat(conn.h2c_data(4, 0, 0, memoryview(bytes(512)), last=True)),
-        flat(conn.capsule_cmd(inline.encode(), memoryview(bytes(512)))),
-        flat(conn.capsule_cmd(inline.encode(), memoryview(bytes(512)))),
+        _flat(conn.capsule_cmd(connect.encode(), memoryview(data))),
+        _flat(conn.capsule_cmd(prop.encode())),
+        _flat(conn.capsule_cmd(ident.encode())),
+        _flat(conn.capsule_cmd(write.encode())),
+        _flat(conn.h2c_data(4, 0, 0, memoryview(bytes(512)), last=True)),
+        _flat(conn.capsule_cmd(inline.encode(), memoryview(bytes(512)))),
+        _flat(conn.capsule_cmd(inline.encode(), memoryview(bytes(512)))),
     ]
 
 
@@ -119,15 +121,23 @@ def _converse(addr: tuple[str, int], pdus: list[bytes]) -> tuple[bytes, bool]:
     return got, closed
 
 
+def _whole_pdus(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole PDUs at the start of ``buf`` as their common headers frame them, (type,
+    bytes) each, and where they end (``len(buf)`` when nothing is left over)."""
+    pdus, pos = [], 0
+    while pos + 8 <= len(buf):
+        ptype, _, _, _, plen = w.CH.unpack_from(buf, pos)
+        if plen < 8 or pos + plen > len(buf):
+            break
+        pdus.append((ptype, buf[pos : pos + plen]))
+        pos += plen
+    return pdus, pos
+
+
 def _has_term_req(got: bytes) -> bool:
     """Walk the PDUs the target sent: is the last complete one a C2HTermReq?"""
-    pos, last = 0, None
-    while pos + 8 <= len(got):
-        ptype, _, _, _, plen = w.CH.unpack_from(got, pos)
-        if plen < 8 or pos + plen > len(got):
-            break
-        last, pos = ptype, pos + plen
-    return last == PduType.C2H_TERM
+    pdus, _ = _whole_pdus(got)
+    return bool(pdus) and pdus[-1][0] == PduType.C2H_TERM
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -168,15 +178,12 @@ def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], 
     icreq = conn.start_icreq(hdgst=hdgst, ddgst=ddgst)
     conn.hdgst, conn.ddgst = hdgst, ddgst
 
-    def flat(bufs: list[bytes | memoryview]) -> bytes:
-        return b"".join(bytes(b) for b in bufs)
-
     def cmd(sqe: Sqe, data: bytes = b"") -> bytes:
         if data:
             sqe.sgl = SglDescriptor.incapsule(len(data))
         elif sqe.sgl is None or sqe.sgl.length == 0:
             sqe.sgl = SglDescriptor.tcp_transport(0)
-        return flat(conn.capsule_cmd(sqe.encode(), memoryview(data) if data else None))
+        return _flat(conn.capsule_cmd(sqe.encode(), memoryview(data) if data else None))
 
     data = ConnectData(b"\x02" * 16, cntlid, SUBNQN, FUZZ_HOSTNQN).encode()
     connect = Sqe.decode(ConnectCommand(cid=1, qid=1, sqsize=31, kato=0).encode())
@@ -184,7 +191,7 @@ def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], 
     big = bytes(range(256)) * 64
     conversation = [
         cmd(rw(4, IoOpcode.WRITE, 1, 0, 8, 4096)),
-        flat(conn.h2c_data(4, 0, 0, memoryview(big[:4096]), last=True)),
+        _flat(conn.h2c_data(4, 0, 0, memoryview(big[:4096]), last=True)),
         cmd(rw(5, IoOpcode.WRITE, 1, 16, 1, 512), big[:512]),
         cmd(rw(6, IoOpcode.READ, 1, 0, 8, 4096)),
         cmd(Sqe(opcode=IoOpcode.FLUSH, cid=7, nsid=1)),
@@ -194,44 +201,19 @@ def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], 
         cmd(rw(11, IoOpcode.VERIFY, 1, 0, 8, 0)),
         cmd(rw(12, IoOpcode.READ, 2, 0, 1, 4096)),
         cmd(rw(13, IoOpcode.WRITE, 1, 64, 32, 16384)),
-        flat(conn.h2c_data(13, 1, 0, memoryview(big[:8192]), last=False)),
-        flat(conn.h2c_data(13, 1, 8192, memoryview(big[8192:]), last=True)),
+        _flat(conn.h2c_data(13, 1, 0, memoryview(big[:8192]), last=False)),
+        _flat(conn.h2c_data(13, 1, 8192, memoryview(big[8192:]), last=True)),
         cmd(Sqe(opcode=IoOpcode.FLUSH, cid=SENTINEL_CID, nsid=1)),
     ]
     return [icreq, cmd(connect, data)], conversation
-
-
-def _pdus(stream: bytes) -> list[tuple[int, bytes]] | None:
-    """The stream's PDUs as their common headers frame them, or None if it ends mid-PDU."""
-    pdus, pos = [], 0
-    while pos < len(stream):
-        if pos + 8 > len(stream):
-            return None
-        ptype, _, _, _, plen = w.CH.unpack_from(stream, pos)
-        if plen < 8 or pos + plen > len(stream):
-            return None
-        pdus.append((ptype, stream[pos : pos + plen]))
-        pos += plen
-    return pdus
 
 
 def _answered(got: bytes, cid: int) -> bool:
     """Has a CapsuleResp for ``cid`` arrived (digests or not: CQE.CID is at byte 12)?"""
     return any(
         ptype == PduType.RSP and int.from_bytes(pdu[8 + 12 : 8 + 14], "little") == cid
-        for ptype, pdu in _pdus(got[: _framed_end(got)]) or []
+        for ptype, pdu in _whole_pdus(got)[0]
     )
-
-
-def _framed_end(got: bytes) -> int:
-    """How many leading bytes of ``got`` are whole PDUs."""
-    pos = 0
-    while pos + 8 <= len(got):
-        plen = w.CH.unpack_from(got, pos)[4]
-        if plen < 8 or pos + plen > len(got):
-            break
-        pos += plen
-    return pos
 
 
 def _converse_io(addr: tuple[str, int], head: list[bytes], pdus: list[bytes]) -> tuple[bytes, bool]:
@@ -242,11 +224,11 @@ def _converse_io(addr: tuple[str, int], head: list[bytes], pdus: list[bytes]) ->
         for pdu in head:
             s.sendall(pdu)
             got = b""
-            while not _framed_end(got):
+            while not _whole_pdus(got)[1]:
                 chunk = s.recv(4096)
                 assert chunk, "the target closed a valid ICReq/Connect"
                 got += chunk
-            assert _framed_end(got) == len(got) and got[0] != PduType.C2H_TERM, got.hex()
+            assert _whole_pdus(got)[1] == len(got) and got[0] != PduType.C2H_TERM, got.hex()
         s.sendall(b"".join(pdus))
         s.settimeout(0.4)
         got = b""
@@ -291,7 +273,7 @@ def test_mutated_io_queue_streams(
             fuzz_admin.close()
             if closed:
                 assert _has_term_req(got) or PduType.H2C_TERM in stream, (trial, stream.hex())
-            elif _pdus(stream) is not None:
+            elif _whole_pdus(stream)[1] == len(stream):
                 kept += 1
                 assert _answered(got, SENTINEL_CID), (trial, stream.hex(), got.hex())
             if trial % 10 == 9:
