@@ -40,6 +40,9 @@ HOSTID = b"\xc0" * 16
 INLINE = 8192
 #: How long a target may take to start (Python processes start in seconds under emulation).
 START_TIMEOUT_S = 180.0
+#: Seconds a TCP host queue waits for the target before a test fails (the loop and RDMA
+#: adapters have theirs).
+COMMAND_TIMEOUT_S = 30.0
 CC_ENABLE = CC.EN | (6 << CC.IOSQES_SHIFT) | (4 << CC.IOCQES_SHIFT)
 
 
@@ -186,6 +189,7 @@ class TcpHostQueue:
         addr = target.service.transports["tcp"].bound_address(target.port)
         self.raw = RawHost(addr)
         self.raw.initialize()
+        self.raw.sock.settimeout(COMMAND_TIMEOUT_S)  # a command left hanging fails the test
 
     def command(
         self,

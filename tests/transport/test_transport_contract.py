@@ -10,6 +10,7 @@ end, controllers that go away.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nvmf.control.session import ControlSession
+from nvmf.offload.plan import Parsed
+from nvmf.offload.session import QueueSession
+from nvmf.protocol.request import Request
 from nvmf.transport.base import REGISTRY, FabricQueue, QueueExport
 from nvmf.wire.fabrics import CSTS, Prop
 from nvmf.wire.identify import IdentifyController
@@ -227,6 +231,51 @@ def test_bad_command_fails_with_dnr_and_the_queue_goes_on(
         assert status_of(ok_cqe).ok
     finally:
         q.close()
+        adm.close()
+
+
+#: An admin opcode whose parse the test below makes raise (vendor specific: nothing else sends
+#: it).
+FAULTY_OPCODE = 0xC1
+
+
+def test_a_bug_handling_a_command_ends_only_its_queue(
+    target: RunningTarget,
+    host: Host,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception while the target handles what a host sent (a bug: injected here into the
+    control plane's parse) ends that queue at once, so its host sees it go and reconnects
+    instead of waiting for its I/O timeout; the traceback is logged, and another controller's
+    queues go on."""
+    caplog.set_level(logging.ERROR, logger="nvmf")
+    adm, cntlid = host.admin()
+    other, other_id = host.admin()
+    other_io = host.io_queue(other_id)
+    parse = target.service.parse
+
+    def faulty(queue: QueueSession, req: Request) -> Parsed:
+        if req.opcode == FAULTY_OPCODE:
+            raise RuntimeError("injected fault in a parse")
+        return parse(queue, req)
+
+    monkeypatch.setattr(target.service, "parse", faulty)
+    try:
+        with pytest.raises(ConnectionError):
+            adm.command(Sqe(opcode=FAULTY_OPCODE, cid=host.next_cid()))
+        assert adm.wait_closed(5.0)
+        assert wait_for(lambda: not controller_exists(target, cntlid))
+        cqe, _ = other_io.command(rw(host.next_cid(), IoOpcode.READ, 1, 0, 1), data_in=512)
+        assert status_of(cqe).ok, status_of(cqe)
+        assert status_of(host.prop_get(other, Prop.CSTS)).ok
+        bugs = [r for r in caplog.records if "internal error" in r.getMessage()]
+        assert bugs, [r.getMessage() for r in caplog.records]
+        assert bugs[0].exc_info is not None
+        assert "injected fault" in str(bugs[0].exc_info[1])
+    finally:
+        other_io.close()
+        other.close()
         adm.close()
 
 

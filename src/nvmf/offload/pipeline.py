@@ -21,6 +21,7 @@ from nvmf.memory.staging import StagingBuffer, StagingPool
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, ReqState, Request
+from nvmf.transport.base import end_queue_on_bug
 from nvmf.wire.sqe import CQE, encode_cqe
 from nvmf.wire.status import SC, SUCCESS, Status
 
@@ -179,10 +180,16 @@ class Pipeline:
             self.complete(req.session, req, now)
 
     def _start_done(self, req: Request, status: Status) -> None:
-        """A fast-path command's media I/O finished (on the event loop's thread)."""
+        """A fast-path command's media I/O finished (on the event loop's thread).
+
+        A fault boundary (:func:`~nvmf.transport.base.end_queue_on_bug`): the medium calls this
+        from a loop over completions of every queue of the process."""
         self._untasked -= 1
         req.state = EXECUTED
-        self.complete(req.session, req, status)
+        try:
+            self.complete(req.session, req, status)
+        except Exception:
+            end_queue_on_bug(req.session.fabric, "completing a command")
 
     async def drain(self) -> None:
         """Until every submitted command has completed."""
@@ -205,7 +212,10 @@ class Pipeline:
         except Exception:
             log.exception("internal error on qid %s cid %d", session.qid, req.cid)
             status = Status(SC.INTERNAL, dnr=False)
-        self.complete(session, req, status)
+        try:
+            self.complete(session, req, status)
+        except Exception:
+            end_queue_on_bug(session.fabric, "completing a command")
 
     async def _execute(self, session: QueueSession, req: Request, plan: Parsed) -> Status:
         if isinstance(plan, Status):

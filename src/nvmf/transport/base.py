@@ -22,6 +22,7 @@ to an offload worker after its Connect: :meth:`FabricQueue.export_state` on one 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,8 @@ from nvmf.wire.status import Status
 if TYPE_CHECKING:
     from nvmf.memory.staging import StagingPool
     from nvmf.protocol.request import Request
+
+_log = logging.getLogger(__name__)
 
 #: Told when a command's host data is in (:meth:`FabricQueue.fetch_data`): the request and
 #: SUCCESS, or the error status the command completes with.
@@ -210,6 +213,24 @@ class FabricQueue(Protocol):
         duplicate of the descriptor (this side closes its own) and the codec's state.  Only at
         a command boundary: nothing in flight, nothing left to send."""
         ...
+
+
+def end_queue_on_bug(queue: FabricQueue, where: str) -> None:
+    """The fault boundary: call from ``except Exception`` where the event loop enters one
+    queue's code (a transport's receive, a medium's completion).
+
+    An exception there is a bug in the target, never the host's fault (a host's bad input is a
+    status or a fatal transport error), and the queue's state is unknown after it: its commands
+    may be half parsed or never complete.  So the traceback is logged and the queue ends at once,
+    as the Linux target ends a queue on an internal error: its host sees the connection go and
+    reconnects, instead of waiting for its I/O timeout, and the exception cannot stop the loop
+    that was dispatching for other queues (one CQ polled for every queue of an RDMA device,
+    one io_uring reaped for every queue of a worker)."""
+    _log.exception("queue %s: internal error %s; ending the queue", queue.qid, where)
+    try:
+        queue.close(f"internal error {where}")
+    except Exception:  # the close is itself at the boundary: keep the loop going
+        _log.exception("queue %s: closing after an internal error failed too", queue.qid)
 
 
 class Transport(Protocol):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol.request import Request
-from nvmf.transport.base import DataDone, QueueExport, TransportCaps
+from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.wire.sqe import (
     CQE,
     OFF_DPTR,
@@ -251,7 +251,10 @@ class LoopQueue:
             req.data = staging.view
             memory = None  # the data went with the capsule: nothing is left in host memory
         self._pending[req.cid] = _HostCommand(memory, future)
-        self.owner.submit(self.session, req)
+        try:
+            self.owner.submit(self.session, req)
+        except Exception:  # the host end's caller is not to blame: its command fails closed
+            end_queue_on_bug(self, "handling a command")
         return future
 
 

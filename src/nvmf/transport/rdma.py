@@ -68,6 +68,7 @@ from nvmf.transport.base import (
     QueueExport,
     QueuePlacer,
     TransportCaps,
+    end_queue_on_bug,
 )
 from nvmf.transport.verbs_events import (
     CM_CHANNEL,
@@ -215,7 +216,10 @@ class _Device:
             for wc in wcs:
                 queue = queues.get(wc.wr_id >> 32)
                 if queue is not None:  # else: a closed queue's flushed work request
-                    queue.completion(wc)
+                    try:
+                        queue.completion(wc)
+                    except Exception:  # the rest of the batch is other queues' completions
+                        end_queue_on_bug(queue, "handling a work completion")
             if n < POLL_BATCH:
                 return
 

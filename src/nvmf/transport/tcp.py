@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol import tcp as p
 from nvmf.protocol.request import Request
-from nvmf.transport.base import DataDone, QueueExport, TransportCaps
+from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
     OFF_DPTR,
@@ -315,6 +315,9 @@ class TcpQueue:
             except p.TcpFatalError as err:
                 self._terminate(err)
                 return
+            except Exception:
+                end_queue_on_bug(self, "handling what the host sent")
+                return
             if conn.capsule_credit <= 0:
                 self._stop_reading()  # sqsize + 1 commands in flight: backpressure
                 return
@@ -359,6 +362,9 @@ class TcpQueue:
                 self._handle(ev)
         except p.TcpFatalError as err:
             self._terminate(err)
+            return
+        except Exception:
+            end_queue_on_bug(self, "handling commands held back")
             return
         if self.conn.capsule_credit <= 0:
             self._stop_reading()
