@@ -170,10 +170,11 @@ def test_mutated_pdu_streams(
 SENTINEL_CID = 0x99
 
 
-def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], list[bytes]]:
-    """An I/O queue's ICReq and Connect (for controller ``cntlid``), and a valid conversation
-    on it: every command a worker runs itself, one it forwards to the control plane, and R2T
-    Writes of one and of two H2CData PDUs (the R2Ts' tags are the ones the target gives)."""
+def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], list[bytes], bytes]:
+    """An I/O queue's ICReq and Connect (for controller ``cntlid``); a valid conversation on
+    it: every command a worker runs itself, one it forwards to the control plane, and R2T
+    Writes of one and of two H2CData PDUs (the R2Ts' tags are the ones the target gives); and
+    the sentinel Flush, kept apart so that no mutation reaches it."""
     conn = p.TcpConnection(p.Role.HOST, None)  # type: ignore[arg-type]
     icreq = conn.start_icreq(hdgst=hdgst, ddgst=ddgst)
     conn.hdgst, conn.ddgst = hdgst, ddgst
@@ -203,9 +204,9 @@ def _io_queue_pdus(hdgst: bool, ddgst: bool, cntlid: int) -> tuple[list[bytes], 
         cmd(rw(13, IoOpcode.WRITE, 1, 64, 32, 16384)),
         _flat(conn.h2c_data(13, 1, 0, memoryview(big[:8192]), last=False)),
         _flat(conn.h2c_data(13, 1, 8192, memoryview(big[8192:]), last=True)),
-        cmd(Sqe(opcode=IoOpcode.FLUSH, cid=SENTINEL_CID, nsid=1)),
     ]
-    return [icreq, cmd(connect, data)], conversation
+    sentinel = cmd(Sqe(opcode=IoOpcode.FLUSH, cid=SENTINEL_CID, nsid=1))
+    return [icreq, cmd(connect, data)], conversation, sentinel
 
 
 def _answered(got: bytes, cid: int) -> bool:
@@ -264,12 +265,12 @@ def test_mutated_io_queue_streams(
             cqe = fuzz_admin.connect(SUBNQN, hostnqn=FUZZ_HOSTNQN, hostid=b"\x02" * 16)
             assert status_of(cqe).ok
             fuzz_admin.enable()
-            head, conversation = _io_queue_pdus(
+            head, conversation, sentinel = _io_queue_pdus(
                 rnd.random() < 0.5, rnd.random() < 0.5, fuzz_admin.cntlid
             )
             mutated = _mutate(rnd, conversation) if trial else conversation
             stream = b"".join(mutated)
-            got, closed = _converse_io(target.addr, head, mutated)
+            got, closed = _converse_io(target.addr, head, [*mutated, sentinel])
             fuzz_admin.close()
             if closed:
                 assert _has_term_req(got) or PduType.H2C_TERM in stream, (trial, stream.hex())
