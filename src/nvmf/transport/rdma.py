@@ -483,11 +483,19 @@ class RdmaQueue:
         self._on_close(self)
 
     def release_memory(self) -> None:
-        """Unmap the receive and response buffers (after :meth:`close`)."""
+        """Unmap the receive and response buffers (after :meth:`close`, so the NIC no longer
+        reaches them: their memory region is gone).
+
+        A command still running as its queue ends may hold a view of its capsule's data in a
+        receive buffer (an in-capsule Write in the medium's queue): the mapping then goes when
+        the last such view does, not now (unmapping memory a view still exports is refused)."""
         self._recv_views.clear()
         self._resp_views.clear()
         self._view.release()
-        self._mem.close()
+        try:
+            self._mem.close()
+        except BufferError:
+            pass
 
     # -- completions ---------------------------------------------------------------------------
     def connected(self) -> bool:
