@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from nvmf.protocol.request import Request
-from nvmf.protocol.tcp import ResponseReceived
+from nvmf.protocol.tcp import R2TReceived, ResponseReceived
 from nvmf.transport.tcp import TcpQueue
 from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import Cqe
-from tests.target.conftest import RunningTarget, running_target
+from tests.target.conftest import SUBNQN, RunningTarget, running_target
 from tests.target.rawhost import RawHost, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
 
@@ -126,3 +126,47 @@ def test_a_host_that_does_not_read_completions_is_held_to_its_queue_depth(
                 done += 1
     sender.join(10)
     assert completed[0] == count
+
+
+def test_a_queue_full_of_writes_waiting_for_their_r2ts_takes_their_data(
+    target: RunningTarget,
+) -> None:
+    """The target takes SQSIZE + 1 commands on a queue (one more than a full queue holds by
+    the NVMe rule; the Linux host and ours keep that entry free).  When every one is a Write
+    waiting for its R2T's data, the target must still read that data (the commands hold every
+    capsule credit, but H2CData needs none), or no command it took ever completes."""
+    adm = admin(target)
+    depth = 8
+    q = RawHost(target.addr)
+    q.initialize()
+    assert status_of(q.connect(SUBNQN, qid=1, cntlid=adm.cntlid, sqsize=depth - 1)).ok
+    q.sock.settimeout(10)  # a stalled queue fails here
+    length = 8192
+    data = {100 + i: bytes([i + 1]) * length for i in range(depth)}
+    for cid in data:
+        slba = (cid - 100) * (length // 512)
+        q.send(q.conn.capsule_cmd(rw(cid, IoOpcode.WRITE, 1, slba, length // 512, length).encode()))
+    r2ts: list[R2TReceived] = []
+    while len(r2ts) < depth:
+        events = q.events()
+        assert events, "the target closed the connection"
+        r2ts += [ev for ev in events if isinstance(ev, R2TReceived)]
+    for r2t in r2ts:
+        payload = memoryview(data[r2t.cccid])[r2t.r2to : r2t.r2to + r2t.r2tl]
+        q.send(q.conn.h2c_data(r2t.cccid, r2t.ttag, r2t.r2to, payload, last=True))
+    done: set[int] = set()
+    while len(done) < depth:
+        events = q.events()
+        assert events, "the target closed the connection"
+        for ev in events:
+            if isinstance(ev, ResponseReceived):
+                cqe = Cqe.decode(ev.cqe)
+                assert status_of(cqe).ok, status_of(cqe)
+                done.add(cqe.cid)
+    assert done == set(data)
+    for cid, written in data.items():
+        slba = (cid - 100) * (length // 512)
+        cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba, length // 512, length))
+        assert status_of(cqe).ok and back == written, cid
+    q.close()
+    adm.close()

@@ -287,6 +287,22 @@ class TcpConnection:
         self._next_ttag = 0
 
     # -- receive -------------------------------------------------------------------------------
+    @property
+    def capsule_held(self) -> bool:
+        """Parsing stopped in front of a CapsuleCmd for lack of :attr:`capsule_credit`: the
+        owner stops reading until it raises the credit.
+
+        Credit at zero alone is no reason to stop reading: when the commands holding it are
+        Writes waiting for their R2Ts' data, the host sends that H2CData next, and only that
+        data lets them complete and return credit."""
+        return (
+            self.capsule_credit <= 0
+            and self._phase is _IN_CH
+            and not self._direct
+            and self._end > self._start
+            and self._buf[self._start] == _CMD
+        )
+
     def get_buffer(self) -> memoryview:
         """The buffer the next received bytes must be written into (never empty, unless
         parsing is held for lack of :attr:`capsule_credit` and the buffer is full: the owner

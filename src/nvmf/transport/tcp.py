@@ -221,7 +221,7 @@ class TcpQueue:
         self._resume_scheduled = False
         if self._reading or self.closed or self.terminating or self._hold:
             return
-        if self.conn.capsule_credit <= 0 or self._sendq.pending > SEND_PAUSE_BYTES // 2:
+        if self.conn.capsule_held or self._sendq.pending > SEND_PAUSE_BYTES // 2:
             return  # a later completion tries again
         self._reading = True
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
@@ -318,8 +318,8 @@ class TcpQueue:
             except Exception:
                 end_queue_on_bug(self, "handling what the host sent")
                 return
-            if conn.capsule_credit <= 0:
-                self._stop_reading()  # sqsize + 1 commands in flight: backpressure
+            if conn.capsule_held:
+                self._stop_reading()  # a capsule beyond sqsize + 1 in flight: backpressure
                 return
             if n < want:
                 return
@@ -366,7 +366,7 @@ class TcpQueue:
         except Exception:
             end_queue_on_bug(self, "handling commands held back")
             return
-        if self.conn.capsule_credit <= 0:
+        if self.conn.capsule_held:
             self._stop_reading()
 
     def _stop_reading(self) -> None:
