@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from nvmf.memory.staging import (
     MAX_CLASS,
     MIN_CLASS,
+    QUEUE_SHARE,
     StagingBuffer,
     StagingPool,
+    StagingShare,
     largest_class,
     size_class,
 )
@@ -312,3 +314,56 @@ def test_pool_invariants(budget: int, ops: list[tuple[str, int]]) -> None:
     for buf in held:
         buf.release()
     assert pool.get(pool.max_buffer) is not None
+
+
+# -- a queue's share ----------------------------------------------------------------------------
+
+
+def test_a_share_holds_a_queue_to_its_part_and_leaves_the_rest_to_others() -> None:
+    """A queue that never gives its buffers back (its host does not read, or sends no data)
+    holds at most its share; another queue's share still gets buffers from the same pool."""
+    pool = StagingPool(budget=32 * MiB)
+    stuck, other = StagingShare(pool), StagingShare(pool)
+    assert stuck.limit == 32 * MiB // QUEUE_SHARE
+    held = []
+    while (buf := stuck.get(MiB)) is not None:
+        held.append(buf)
+    assert len(held) * MiB == stuck.held == stuck.limit
+    assert pool.in_use == stuck.limit and pool.free > 0
+    assert stuck.get(4096) is None  # even the smallest buffer: the share is spent
+    mine = other.get(MiB)
+    assert mine is not None and other.held == MiB
+    # A released buffer returns to its share and to the pool.
+    held.pop().release()
+    assert stuck.held == stuck.limit - MiB and pool.in_use == stuck.limit
+    mine.release()
+    assert other.held == 0 and pool.in_use == stuck.limit - MiB
+
+
+def test_an_empty_share_always_fits_the_largest_buffer() -> None:
+    """However small the pool, a queue holding nothing may take one buffer of any size the pool
+    hands out (MDTS is never more than that), so every valid command can run."""
+    pool = StagingPool(budget=MiB)
+    share = StagingShare(pool)
+    assert share.limit == pool.max_buffer == MiB
+    buf = share.get(MiB)
+    assert buf is not None and share.get(4096) is None
+    buf.release()
+    assert share.get(MiB) is not None
+
+
+def test_a_share_at_its_limit_waits_for_its_own_release() -> None:
+    async def main() -> None:
+        pool = StagingPool(budget=8 * MiB)
+        share = StagingShare(pool)
+        held = [share.get(MiB), share.get(MiB)]  # 2 MiB: the share of an 8 MiB pool
+        task = asyncio.create_task(share.acquire(MiB))
+        await settle()
+        assert not task.done() and pool.free == 6 * MiB  # the pool has room, the share has not
+        buf = held[0]
+        assert buf is not None
+        buf.release()
+        got = await asyncio.wait_for(task, 1)
+        assert len(got.view) == MiB and share.held == 2 * MiB
+
+    run(main())

@@ -8,9 +8,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from nvmf.control.model import Namespace, NamespaceMedia, TargetConfig
 from nvmf.protocol.request import Request
 from nvmf.protocol.tcp import R2TReceived, ResponseReceived
 from nvmf.transport.tcp import TcpQueue
@@ -170,3 +172,45 @@ def test_a_queue_full_of_writes_waiting_for_their_r2ts_takes_their_data(
         assert status_of(cqe).ok and back == written, cid
     q.close()
     adm.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-workers"])
+@pytest.mark.parametrize("stuck", ["does-not-read", "sends-no-data"])
+def test_a_stuck_host_holds_only_its_share_of_the_staging_pool(
+    tmp_path: Path, workers: int, stuck: str
+) -> None:
+    """A host that stops reading its completions keeps the buffers of the Reads it does not
+    take; one that never sends the data its R2Ts ask for keeps its Writes' buffers.  Either
+    holds at most its queues' shares of their process's pool: another host's queue on the
+    same file namespace, in any process, is still served."""
+
+    def add_file_namespace(cfg: TargetConfig) -> None:
+        media = NamespaceMedia(kind="file", size=64 << 20)
+        ns = Namespace(nsid=3, path=str(tmp_path / "ns3.img"), media=media)
+        cfg.subsystems[0].namespaces.append(ns)
+
+    with running_target(workers, edit=add_file_namespace) as target:
+        bad_adm = admin(target)
+        bad = [io_queue(target, bad_adm, qid) for qid in range(1, max(workers, 1) + 1)]
+        op = IoOpcode.READ if stuck == "does-not-read" else IoOpcode.WRITE
+        length = 1 << 20
+        for q in bad:  # more than the whole pool: 64 MiB a queue, in 1 MiB commands
+            _deaf(q)
+            q.sock.sendall(
+                b"".join(
+                    bytes(b)
+                    for cid in range(64)
+                    for b in q.conn.capsule_cmd(rw(cid, op, 3, 0, length // 512, length).encode())
+                )
+            )
+        time.sleep(1)  # they take what they can
+        adm = admin(target)
+        q = io_queue(target, adm)
+        q.sock.settimeout(10)  # a queue left waiting for a buffer fails here
+        for slba in range(0, 2048, 512):
+            cqe, data = q.command_data(rw(q.next_cid(), IoOpcode.READ, 3, slba, 512, 256 << 10))
+            assert status_of(cqe).ok and len(data) == 256 << 10
+            cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 3, slba, 8, 4096), data[:4096])
+            assert status_of(cqe).ok
+        for host in (q, adm, *bad, bad_adm):
+            host.close()

@@ -34,7 +34,7 @@ from nvmf.control.status import device_reports, target_status
 from nvmf.control.subsystem import SubsystemRuntime
 from nvmf.media.base import ServingCheck
 from nvmf.media.queue import MediaQueue
-from nvmf.memory.staging import StagingPool, largest_class
+from nvmf.memory.staging import StagingPool, StagingShare, largest_class
 from nvmf.offload import io
 from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
 from nvmf.offload.pipeline import Pipeline
@@ -308,7 +308,7 @@ class TargetService:
     # -- QueueOwner ----------------------------------------------------------------------------
     def open_queue(self, fabric: FabricQueue, port: ListenPort) -> QueueState:
         assert isinstance(port, Port)
-        return ControlSession(fabric=fabric, port=port, pool=self.pool)
+        return ControlSession(fabric=fabric, port=port, pool=StagingShare(self.pool))
 
     def submit(self, state: QueueState, req: Request) -> None:
         session: ControlSession = state  # type: ignore[assignment]  # what open_queue made
@@ -349,7 +349,7 @@ class TargetService:
             return admin.parse(Context(self, session, req))
         if session.ioctx is None:
             return error(SC.CMD_SEQ_ERROR, 0)
-        return io.parse(session.ioctx, req, session.pool)
+        return io.parse(session.ioctx, req, self.pool)  # the process's: see _compare
 
     def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
         assert isinstance(session, ControlSession)
@@ -520,7 +520,7 @@ class TargetService:
             status = Status(SC.CMD_SEQ_ERROR, dnr=True)
             return encode_cqe(status, cid=Request(raw).cid, sqid=0, sqhd=0), None
         fabric = PlacedQueue(self.workers, worker, key, (port.traddr, port.trsvcid))
-        session = ControlSession(fabric=fabric, port=model_port, pool=self.pool)
+        session = ControlSession(fabric=fabric, port=model_port, pool=StagingShare(self.pool))
         req = Request(raw)
         req.data = memoryview(bytearray(data)) if data else None
         self.submit(session, req)

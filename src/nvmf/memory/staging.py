@@ -16,18 +16,29 @@ free list as it is, so a steady stream of same-sized I/O never splits or merges)
 fits, :meth:`StagingPool.get` returns ``None`` and the request waits (state ``NEED_BUFFER``)
 until a buffer comes back: a request never fails for lack of staging, and MDTS is never more
 than :attr:`StagingPool.max_buffer`, so every valid command fits once others complete.
+
+Each queue takes its buffers through a :class:`StagingShare` of its process's pool, which holds
+it to a part of the pool.  A queue's buffers come back only as its host moves: the completions
+of Reads leave when the host reads them, the data of Writes arrives when the host sends it.  A
+host that stops doing either keeps what its queue holds, and without shares a single such queue
+could hold the whole pool and leave every other queue of the process waiting for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Protocol
 
 from nvmf.memory.source import DramSource, MemorySource, Region
 
 MIN_CLASS = 4096
 #: The largest size class a pool cuts its region into: 1 MiB, the target's MDTS.
 MAX_CLASS = 1 << 20
+#: A queue's share of its pool: at most 1/QUEUE_SHARE of the budget (never less than the largest
+#: buffer), so that no queue, nor any three, can leave the others waiting.  At the default 32 MiB,
+#: 8 MiB: 64 commands of 128 KiB or 8 of 1 MiB in flight on one queue.
+QUEUE_SHARE = 4
 
 
 def size_class(length: int) -> int:
@@ -52,7 +63,11 @@ class StagingBuffer:
     __slots__ = ("_pool", "block", "offset", "view")
 
     def __init__(
-        self, pool: StagingPool | None, block: memoryview, length: int, offset: int = 0
+        self,
+        pool: StagingPool | StagingShare | None,
+        block: memoryview,
+        length: int,
+        offset: int = 0,
     ) -> None:
         self._pool = pool
         self.block = block
@@ -210,3 +225,82 @@ class StagingPool:
         """Unmap the region; no buffer of the pool may be in use."""
         self._free.clear()
         self.region.close()
+
+
+class Staging(Protocol):
+    """Where a queue takes its staging buffers from: a :class:`StagingPool`, or a queue's
+    :class:`StagingShare` of one."""
+
+    @property
+    def region(self) -> Region:
+        """The memory the buffers are pieces of (what a transport or medium registers)."""
+        ...
+
+    @property
+    def max_buffer(self) -> int:
+        """The largest buffer :meth:`get` hands out."""
+        ...
+
+    @property
+    def placement(self) -> str:
+        """Where the memory is: ``"dram"`` or ``"cmb"``."""
+        ...
+
+    def get(self, length: int) -> StagingBuffer | None:
+        """A buffer of ``length`` bytes, or ``None`` until one can be had."""
+        ...
+
+    async def acquire(self, length: int) -> StagingBuffer:
+        """A buffer, waiting while none can be had."""
+        ...
+
+
+class StagingShare:
+    """One queue's share of a :class:`StagingPool`: buffers of the pool, while the queue holds
+    at most ``limit`` bytes of it (see the module docstring).  A buffer taken here comes back
+    here when released, and then goes on to the pool."""
+
+    __slots__ = ("held", "limit", "pool")
+
+    def __init__(self, pool: StagingPool) -> None:
+        self.pool = pool
+        self.limit = max(pool.max_buffer, pool.budget // QUEUE_SHARE)
+        #: Bytes of the pool's blocks this queue holds now.
+        self.held = 0
+
+    @property
+    def region(self) -> Region:
+        return self.pool.region
+
+    @property
+    def max_buffer(self) -> int:
+        return self.pool.max_buffer
+
+    @property
+    def placement(self) -> str:
+        return self.pool.region.placement
+
+    def get(self, length: int) -> StagingBuffer | None:
+        """A buffer of the pool, or ``None`` while the pool has none or this queue holds its
+        share (a queue holding nothing always fits one buffer of any size)."""
+        cls = MIN_CLASS if length <= MIN_CLASS else 1 << (length - 1).bit_length()  # size_class
+        if self.held + cls > self.limit:
+            return None
+        buf = self.pool.get(length)
+        if buf is not None:
+            self.held += cls
+            buf._pool = self
+        return buf
+
+    def _put(self, buf: StagingBuffer) -> None:
+        self.held -= len(buf.block)
+        self.pool._put(buf)
+
+    async def acquire(self, length: int) -> StagingBuffer:
+        """A buffer, waiting (NEED_BUFFER) until the pool has one and this queue's share
+        allows it: every buffer released, this queue's included, goes through the pool."""
+        while True:
+            buf = self.get(length)
+            if buf is not None:
+                return buf
+            await self.pool.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nvmf.media.base import MediaError
 from nvmf.media.queue import FLUSH, READ, WRITE
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import Staging
 from nvmf.offload.context import IoContext, NamespaceIo
 from nvmf.offload.plan import (
     INVALID_NS,
@@ -52,7 +52,7 @@ def _media_error(exc: MediaError, write: bool) -> Status:
     return Status(SC.WRITE_FAULT if write else SC.READ_ERROR, dnr=False)
 
 
-def parse(ioctx: IoContext, req: Request, pool: StagingPool) -> Parsed:
+def parse(ioctx: IoContext, req: Request, pool: Staging) -> Parsed:
     """Validate an I/O command against ``ioctx`` and plan it (or return its error status).
 
     Read and Write, the commands that carry the load, are parsed right here, in the one call the
@@ -192,7 +192,7 @@ def _dsm(req: Request, ns: NamespaceIo) -> Parsed:
     return h2c(nr * DSM_RANGE.size, execute)
 
 
-def _compare(ioctx: IoContext, req: Request, ns: NamespaceIo, pool: StagingPool) -> Parsed:
+def _compare(ioctx: IoContext, req: Request, ns: NamespaceIo, pool: Staging) -> Parsed:
     rng = _transfer(ioctx, req, ns)
     if isinstance(rng, Status):
         return rng
@@ -202,6 +202,8 @@ def _compare(ioctx: IoContext, req: Request, ns: NamespaceIo, pool: StagingPool)
 
     async def execute(req: Request) -> Status:
         assert req.data is not None
+        # From the process's pool, not the queue's share: the command already holds one
+        # buffer of its share, which may have no room for a second.
         other = await pool.acquire(length)
         try:
             await media.read(offset, other.view)

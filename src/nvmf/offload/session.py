@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import Staging, StagingPool
 
 if TYPE_CHECKING:
     from nvmf.offload.context import IoContext
@@ -18,7 +18,9 @@ class QueueSession:
 
     fabric: FabricQueue
     port: ListenPort
-    pool: StagingPool = field(default_factory=StagingPool)
+    #: The queue's staging buffers: its :class:`~nvmf.memory.staging.StagingShare` of its
+    #: process's pool (a pool of its own by default, for tests).
+    pool: Staging = field(default_factory=StagingPool)
     qid: int | None = None
     #: Connect SQSIZE (0's based).
     sqsize: int = 0

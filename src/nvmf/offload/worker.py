@@ -68,7 +68,7 @@ from typing import Any
 from nvmf.media.base import Media, MediaHandle
 from nvmf.media.factory import adopt_shared
 from nvmf.media.queue import MediaQueue
-from nvmf.memory.staging import StagingPool
+from nvmf.memory.staging import StagingPool, StagingShare
 from nvmf.offload import io
 from nvmf.offload.channel import Channel
 from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters
@@ -380,7 +380,7 @@ class Worker:
         handover = self._attaching
         if handover is None and self._placing is not None:
             placed = WorkerSession(
-                fabric=fabric, port=port, pool=self.pool, placed_key=self._placing
+                fabric=fabric, port=port, pool=StagingShare(self.pool), placed_key=self._placing
             )
             self.pending[self._placing] = placed
             return placed
@@ -390,7 +390,7 @@ class Worker:
         session = WorkerSession(
             fabric=fabric,
             port=port,
-            pool=self.pool,
+            pool=StagingShare(self.pool),
             qid=handover.qid,
             sqsize=handover.sqsize,
             sqhd=handover.sqhd,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nvmf.wire.status import Status
 
 if TYPE_CHECKING:
-    from nvmf.memory.staging import StagingPool
+    from nvmf.memory.staging import Staging
     from nvmf.protocol.request import Request
 
 _log = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ class QueueState(Protocol):
     sqsize: int
     #: SQ flow control disabled: a read's data PDU may carry the completion (NVMe/TCP SUCCESS).
     sqhd_disabled: bool
-    #: Where in-capsule data lands.
-    pool: StagingPool
+    #: Where this queue's staging buffers come from (its share of its process's pool):
+    #: in-capsule data lands there.
+    pool: Staging
     #: Payload may move in place between the fabric and a medium that is memory
     #: (``MediaQueue.memory``).  A transport clears it when a data digest covers the payload:
     #: the digest must be computed over bytes nobody changes before they leave (a Write to the
