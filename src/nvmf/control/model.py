@@ -170,8 +170,9 @@ class NvmfSettings:
     ``cmb``: not honoured (refused when true): an ``nvme_pci`` namespace says where its queues
     and staging buffers go (``sq_placement``, ``staging_placement``).  ``kato_min_ms``: the
     least Keep Alive Timeout granted.
-    ``idle_timeout_ms``: how long a connection may wait for its ICReq, for its Connect, or for
-    the rest of a PDU it started before it is closed.
+    ``idle_timeout_ms``: how long a connection may wait for its ICReq, for its Connect, for
+    the rest of a PDU it started or for the data of its R2Ts, or leave unread what the target
+    sends it, before it is closed.
     """
 
     max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)

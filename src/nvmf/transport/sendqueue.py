@@ -43,6 +43,11 @@ class SendQueue:
         self._writing = False
 
     @property
+    def sent(self) -> int:
+        """Bytes the kernel has taken, ever (grows as the peer reads)."""
+        return self._sent
+
+    @property
     def pending(self) -> int:
         """Bytes queued and not yet taken by the kernel."""
         return self._queued - self._sent

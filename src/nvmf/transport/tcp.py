@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import socket
+import termios
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -115,6 +117,11 @@ class TcpQueue:
         #: Bytes arrived since the last housekeeping pass; since when the queue waits for some.
         self._received = False
         self._waiting_since = self.loop.time()
+        #: The send queue's bytes taken by the kernel and the kernel's bytes not yet
+        #: acknowledged, at the last sweep, and since when neither moved while data waits to
+        #: be sent (the host does not read).
+        self._progress_at_sweep = (0, 0)
+        self._sending_since = self._waiting_since
         self.peer = _peer(sock)
         self.closed = False
         #: A fatal error was found: the TermReq is queued, nothing else is read or sent.
@@ -332,14 +339,18 @@ class TcpQueue:
         the reader, so a queue reset while its reader waits would otherwise never notice and
         leak its socket and buffers.
 
-        A queue still waiting for its ICReq or its Connect, or for the rest of a PDU it
-        started, is closed once nothing arrived for ``idle_timeout`` seconds."""
+        A queue still waiting for its ICReq or its Connect, for the rest of a PDU it started, or
+        for the data of an R2T it sent, is closed once nothing arrived for ``idle_timeout``
+        seconds; so is one whose host took none of what it has to send for that long (it does
+        not read its completions).  Such a queue holds staging buffers that only its host can
+        free (docs/data-plane.md, "What a worker owns")."""
         if recheck and self._reading:
             self._on_readable()
         if self.closed:
             return
-        waiting = self._reading and (
-            not self.conn.established or self.session.qid is None or self.conn.mid_pdu
+        waiting = bool(self._fetching) or (
+            self._reading
+            and (not self.conn.established or self.session.qid is None or self.conn.mid_pdu)
         )
         if not waiting or self._received:
             self._received = False
@@ -349,9 +360,20 @@ class TcpQueue:
                 what = "an ICReq"
             elif self.conn.mid_pdu:
                 what = "the rest of a PDU"
-            else:
+            elif self.session.qid is None:
                 what = "a Connect"
+            else:
+                what = "the data of its R2Ts"
             self.close(f"waited {idle_timeout:g} s for {what}")
+            return
+        # The host reads when the kernel takes more of what is queued, or when the kernel's own
+        # queue shrinks (it takes more only once a good part of its buffer is free again).
+        progress = (self._sendq.sent, _unacked(self.sock))
+        if not self._sendq.pending or progress != self._progress_at_sweep:
+            self._progress_at_sweep = progress
+            self._sending_since = now
+        elif now - self._sending_since >= idle_timeout:
+            self.close(f"the host took nothing it was sent for {idle_timeout:g} s")
 
     def _take_pending(self) -> None:
         """Commands that arrived before this process took the connection over."""
@@ -481,6 +503,16 @@ class TcpQueue:
 
     def _send_failed(self, exc: OSError) -> None:
         self.close(f"send failed: {exc}")
+
+
+def _unacked(sock: socket.socket) -> int:
+    """Bytes in the kernel's send queue of ``sock`` that the peer has not acknowledged
+    (``SIOCOUTQ``); 0 once the socket is closed."""
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int.from_bytes(out, "little")
 
 
 def _peer(sock: socket.socket) -> str:
