@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from nvmf.protocol import tcp as p
@@ -56,6 +57,11 @@ class RawHost:
             self.sock.sendall(bufs)
         else:
             self.sock.sendall(b"".join(bytes(b) for b in bufs))
+
+    def capsules(self, sqes: Iterable[Sqe]) -> bytes:
+        """The CapsuleCmd PDUs of ``sqes`` (no data), back to back: what a host that sends
+        commands without waiting for anything writes."""
+        return b"".join(bytes(b) for sqe in sqes for b in self.conn.capsule_cmd(sqe.encode()))
 
     def events(self) -> list[p.Event]:
         """Block for the next batch of events; [] when the target closed the connection."""

@@ -99,10 +99,8 @@ def test_a_host_that_does_not_read_completions_is_held_to_its_queue_depth(
     completed[0] = 0  # its Connect
     length = 64 << 10
     count = 3000
-    capsules = b"".join(
-        bytes(b)
-        for cid in range(count)
-        for b in q.conn.capsule_cmd(rw(cid, IoOpcode.READ, 1, 0, length // 512, length).encode())
+    capsules = q.capsules(
+        rw(cid, IoOpcode.READ, 1, 0, length // 512, length) for cid in range(count)
     )
     sender = threading.Thread(target=q.sock.sendall, args=(capsules,), daemon=True)
     rss0 = _rss()
@@ -196,13 +194,7 @@ def test_a_stuck_host_holds_only_its_share_of_the_staging_pool(
         length = 1 << 20
         for q in bad:  # more than the whole pool: 64 MiB a queue, in 1 MiB commands
             _deaf(q)
-            q.sock.sendall(
-                b"".join(
-                    bytes(b)
-                    for cid in range(64)
-                    for b in q.conn.capsule_cmd(rw(cid, op, 3, 0, length // 512, length).encode())
-                )
-            )
+            q.send(q.capsules(rw(cid, op, 3, 0, length // 512, length) for cid in range(64)))
         time.sleep(1)  # they take what they can
         adm = admin(target)
         q = io_queue(target, adm)

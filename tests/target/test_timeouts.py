@@ -128,15 +128,7 @@ def test_a_host_that_takes_nothing_it_is_sent(short_timeout: RunningTarget) -> N
     q = io_queue(short_timeout, adm)
     q.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     length = 1 << 20
-    q.sock.sendall(
-        b"".join(
-            bytes(b)
-            for cid in range(32)
-            for b in q.conn.capsule_cmd(
-                rw(cid, IoOpcode.READ, 1, 0, length // 512, length).encode()
-            )
-        )
-    )
+    q.send(q.capsules(rw(cid, IoOpcode.READ, 1, 0, length // 512, length) for cid in range(32)))
     assert _queue_gone(short_timeout, adm, 1, 6)
     assert not _closed_within(adm.sock, 0.2)
 
@@ -148,15 +140,7 @@ def test_a_host_that_reads_slowly_stays(short_timeout: RunningTarget) -> None:
     q = io_queue(short_timeout, adm)
     length = 1 << 20
     count = 32  # more than the sockets' buffers hold: the target has data waiting throughout
-    q.sock.sendall(
-        b"".join(
-            bytes(b)
-            for cid in range(count)
-            for b in q.conn.capsule_cmd(
-                rw(cid, IoOpcode.READ, 1, 0, length // 512, length).encode()
-            )
-        )
-    )
+    q.send(q.capsules(rw(cid, IoOpcode.READ, 1, 0, length // 512, length) for cid in range(count)))
     deadline = time.monotonic() + 4 * TIMEOUT + 2  # several sweeps, each seeing some progress
     done = 0
     while time.monotonic() < deadline:
