@@ -18,6 +18,7 @@ from nvmf.memory.staging import (
     MAX_CLASS,
     MIN_CLASS,
     QUEUE_SHARE,
+    Staging,
     StagingBuffer,
     StagingPool,
     StagingShare,
@@ -365,5 +366,46 @@ def test_a_share_at_its_limit_waits_for_its_own_release() -> None:
         buf.release()
         got = await asyncio.wait_for(task, 1)
         assert len(got.view) == MiB and share.held == 2 * MiB
+
+    run(main())
+
+
+# -- the Staging contract, on both kinds -----------------------------------------------------------
+
+
+@pytest.fixture(params=["pool", "share"])
+def staging(request: pytest.FixtureRequest) -> Staging:
+    """A :class:`~nvmf.memory.staging.Staging` of 4 MiB of buffers: a pool, or a queue's
+    share of a pool four times as large (the share allows the same 4 MiB)."""
+    if request.param == "pool":
+        return StagingPool(budget=4 * MiB)
+    return StagingShare(StagingPool(budget=4 * MiB * QUEUE_SHARE))
+
+
+def test_staging_gives_buffers_of_the_length_asked_inside_its_region(staging: Staging) -> None:
+    region = staging.region.view
+    base = address(region)
+    for length in (1, 4096, 5000, staging.max_buffer):
+        buf = staging.get(length)
+        assert buf is not None and len(buf.view) == length
+        assert base <= address(buf.view) < base + len(region)
+        assert buf.region is staging.region
+        buf.release()
+    assert staging.placement == staging.region.placement == "dram"
+
+
+def test_staging_says_none_when_spent_and_acquire_waits_for_a_release(staging: Staging) -> None:
+    async def main() -> None:
+        held = [staging.get(MiB) for _ in range(4)]
+        assert all(b is not None for b in held)
+        assert staging.get(4096) is None
+        task = asyncio.create_task(staging.acquire(MiB))
+        await settle()
+        assert not task.done()
+        first = held[0]
+        assert first is not None
+        first.release()
+        buf = await asyncio.wait_for(task, 1)
+        assert len(buf.view) == MiB
 
     run(main())
