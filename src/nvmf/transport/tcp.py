@@ -366,10 +366,13 @@ class TcpQueue:
                 what = "the data of its R2Ts"
             self.close(f"waited {idle_timeout:g} s for {what}")
             return
+        if not self._sendq.pending:  # nothing waits: no ioctl for an idle queue
+            self._sending_since = now
+            return
         # The host reads when the kernel takes more of what is queued, or when the kernel's own
         # queue shrinks (it takes more only once a good part of its buffer is free again).
         progress = (self._sendq.sent, _unacked(self.sock))
-        if not self._sendq.pending or progress != self._progress_at_sweep:
+        if progress != self._progress_at_sweep:
             self._progress_at_sweep = progress
             self._sending_since = now
         elif now - self._sending_since >= idle_timeout:
