@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +52,28 @@ def make_config(max_io_queues: int = 4, inline: int = 8192, workers: int = 0) ->
     cfg.nvmf.max_io_queues = max_io_queues
     cfg.nvmf.offload_workers = workers
     return cfg
+
+
+#: The namespace :func:`with_file_namespace` adds.
+FILE_NSID = 3
+
+
+def with_file_namespace(path: Path, size: int) -> Callable[[TargetConfig], None]:
+    """A ``running_target(edit=...)`` that adds namespace :data:`FILE_NSID` of :data:`SUBNQN`,
+    a ``file`` medium of ``size`` bytes at ``path``: staged I/O whose completions come later,
+    from the medium's queue."""
+
+    def edit(cfg: TargetConfig) -> None:
+        media = NamespaceMedia(kind="file", size=size)
+        cfg.subsystems[0].namespaces.append(Namespace(nsid=FILE_NSID, path=str(path), media=media))
+
+    return edit
+
+
+def controller(target: RunningTarget, cntlid: int) -> Any:
+    """The control plane's controller ``cntlid`` of :data:`SUBNQN` (read from the test's
+    thread: its queues and attributes only)."""
+    return target.service.subsystems[SUBNQN].controllers[cntlid]
 
 
 @contextmanager

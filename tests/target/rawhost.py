@@ -58,6 +58,11 @@ class RawHost:
         else:
             self.sock.sendall(b"".join(bytes(b) for b in bufs))
 
+    def deafen(self) -> None:
+        """Make this host's receive window as small as the kernel allows: a host that is not
+        going to read what the target sends."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
     def capsules(self, sqes: Iterable[Sqe]) -> bytes:
         """The CapsuleCmd PDUs of ``sqes`` (no data), back to back: what a host that sends
         commands without waiting for anything writes."""

@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from nvmf.control.model import Namespace, NamespaceMedia, TargetConfig
 from nvmf.protocol.request import Request
 from nvmf.wire.opcodes import IoOpcode
-from tests.target.conftest import SUBNQN, RunningTarget, running_target
-from tests.target.rawhost import RawHost, status_of
+from tests.target.conftest import FILE_NSID, controller, running_target, with_file_namespace
+from tests.target.rawhost import status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
-
-#: The namespace behind a media queue (its I/O completes later, from the medium's loop).
-FILE_NSID = 3
-
-
-def _io_fabric(target: RunningTarget, adm: RawHost) -> object:
-    """The target's fabric queue of I/O queue 1 of ``adm``'s controller."""
-    ctrl = target.service.subsystems[SUBNQN].controllers[adm.cntlid]
-    return ctrl.queues[1].fabric
 
 
 def test_a_bug_completing_a_media_io_ends_only_its_queue(
@@ -39,22 +29,16 @@ def test_a_bug_completing_a_media_io_ends_only_its_queue(
     transport) closes that queue at once and logs the traceback; another controller's Reads
     of the same namespace go on completing."""
     caplog.set_level(logging.ERROR, logger="nvmf")
-
-    def add_file_namespace(cfg: TargetConfig) -> None:
-        media = NamespaceMedia(kind="file", size=4 << 20)
-        ns = Namespace(nsid=FILE_NSID, path=str(tmp_path / "ns3.img"), media=media)
-        cfg.subsystems[0].namespaces.append(ns)
-
-    with running_target(0, edit=add_file_namespace) as target:
+    with running_target(0, edit=with_file_namespace(tmp_path / "ns3.img", 4 << 20)) as target:
         adm_a, adm_b = admin(target), admin(target)
         q_a, q_b = io_queue(target, adm_a), io_queue(target, adm_b)
         try:
-            fabric = _io_fabric(target, adm_a)
+            fabric = controller(target, adm_a.cntlid).queues[1].fabric
 
             def complete(req: Request, cqe: bytes) -> None:
                 raise RuntimeError("injected fault in a completion")
 
-            fabric.complete = complete  # type: ignore[attr-defined]
+            fabric.complete = complete
             q_a.sock.settimeout(30)  # a queue left hanging fails here, not at the host's timeout
             with pytest.raises(ConnectionError):
                 q_a.command_data(rw(q_a.next_cid(), IoOpcode.READ, FILE_NSID, 0, 8, 4096))

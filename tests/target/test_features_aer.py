@@ -21,7 +21,7 @@ from nvmf.wire.logpage import (
 from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
-from tests.target.conftest import SUBNQN, RunningTarget
+from tests.target.conftest import RunningTarget, controller
 from tests.target.rawhost import RawHost, is_status, status_of
 from tests.target.test_tcp_target import admin, io_queue
 
@@ -188,7 +188,7 @@ def test_aer_completes_with_a_posted_event(target: RunningTarget) -> None:
     assert nothing_pending(host)
     # Namespace Attribute Notices enabled, as a host that wants them does (AEC bit 8).
     assert status_of(set_features(host, FeatureId.ASYNC_EVENT, 1 << 8)).ok
-    ctrl = target.service.subsystems[SUBNQN].controllers[host.cntlid]
+    ctrl = controller(target, host.cntlid)
     dw0 = 0x02 | (LogPageId.CHANGED_NS << 16)  # notice, NS attribute changed, log 04h
 
     def post() -> None:

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from nvmf.control.model import Namespace, NamespaceMedia, TargetConfig
 from nvmf.protocol.request import Request
 from nvmf.protocol.tcp import R2TReceived, ResponseReceived
 from nvmf.transport.tcp import TcpQueue
 from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import Cqe
-from tests.target.conftest import SUBNQN, RunningTarget, running_target
+from tests.target.conftest import (
+    FILE_NSID,
+    SUBNQN,
+    RunningTarget,
+    running_target,
+    with_file_namespace,
+)
 from tests.target.rawhost import RawHost, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
 
@@ -29,11 +34,6 @@ def one_process() -> Iterator[RunningTarget]:
     """Every queue on one event loop: what one stalled connection would stall."""
     with running_target(0) as running:
         yield running
-
-
-def _deaf(q: RawHost) -> None:
-    """Make ``q``'s receive window as small as the kernel allows (it is not going to read)."""
-    q.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
 
 def _read_latency(q: RawHost, seconds: float) -> float:
@@ -56,7 +56,7 @@ def test_term_req_to_a_host_that_does_not_read_blocks_nothing(one_process: Runni
     bystander = io_queue(target, adm)
     victims = [io_queue(target, adm, qid=qid) for qid in (2, 3)]
     for victim in victims:
-        _deaf(victim)
+        victim.deafen()
         for _ in range(6):  # 6 MiB of read data: more than the socket buffers hold
             sqe = rw(victim.next_cid(), IoOpcode.READ, 1, 0, 2048, 1 << 20)
             victim.send(victim.conn.capsule_cmd(sqe.encode()))
@@ -181,28 +181,27 @@ def test_a_stuck_host_holds_only_its_share_of_the_staging_pool(
     take; one that never sends the data its R2Ts ask for keeps its Writes' buffers.  Either
     holds at most its queues' shares of their process's pool: another host's queue on the
     same file namespace, in any process, is still served."""
-
-    def add_file_namespace(cfg: TargetConfig) -> None:
-        media = NamespaceMedia(kind="file", size=64 << 20)
-        ns = Namespace(nsid=3, path=str(tmp_path / "ns3.img"), media=media)
-        cfg.subsystems[0].namespaces.append(ns)
-
-    with running_target(workers, edit=add_file_namespace) as target:
+    edit = with_file_namespace(tmp_path / "ns3.img", 64 << 20)
+    with running_target(workers, edit=edit) as target:
         bad_adm = admin(target)
         bad = [io_queue(target, bad_adm, qid) for qid in range(1, max(workers, 1) + 1)]
         op = IoOpcode.READ if stuck == "does-not-read" else IoOpcode.WRITE
         length = 1 << 20
         for q in bad:  # more than the whole pool: 64 MiB a queue, in 1 MiB commands
-            _deaf(q)
-            q.send(q.capsules(rw(cid, op, 3, 0, length // 512, length) for cid in range(64)))
+            q.deafen()
+            q.send(
+                q.capsules(rw(cid, op, FILE_NSID, 0, length // 512, length) for cid in range(64))
+            )
         time.sleep(1)  # they take what they can
         adm = admin(target)
         q = io_queue(target, adm)
         q.sock.settimeout(10)  # a queue left waiting for a buffer fails here
         for slba in range(0, 2048, 512):
-            cqe, data = q.command_data(rw(q.next_cid(), IoOpcode.READ, 3, slba, 512, 256 << 10))
+            cqe, data = q.command_data(
+                rw(q.next_cid(), IoOpcode.READ, FILE_NSID, slba, 512, 256 << 10)
+            )
             assert status_of(cqe).ok and len(data) == 256 << 10
-            cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 3, slba, 8, 4096), data[:4096])
+            cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, FILE_NSID, slba, 8, 4096), data[:4096])
             assert status_of(cqe).ok
         for host in (q, adm, *bad, bad_adm):
             host.close()

@@ -18,7 +18,7 @@ from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import Cqe
 from nvmf.wire.tcp import PduType
-from tests.target.conftest import SUBNQN, RunningTarget, running_target
+from tests.target.conftest import RunningTarget, controller, running_target
 from tests.target.rawhost import RawHost
 from tests.target.test_tcp_target import admin, io_queue, rw
 
@@ -101,7 +101,7 @@ def test_the_setting_is_loaded_and_checked() -> None:
 def _queue_gone(target: RunningTarget, adm: RawHost, qid: int, seconds: float) -> bool:
     """Whether the target drops I/O queue ``qid`` of ``adm``'s controller within ``seconds``
     (the control plane hears of it from a worker too)."""
-    ctrl = target.service.subsystems[SUBNQN].controllers[adm.cntlid]
+    ctrl = controller(target, adm.cntlid)
     deadline = time.monotonic() + seconds
     while qid in ctrl.queues and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -126,7 +126,7 @@ def test_a_host_that_takes_nothing_it_is_sent(short_timeout: RunningTarget) -> N
     the queue's end shows on the target)."""
     adm = admin(short_timeout)
     q = io_queue(short_timeout, adm)
-    q.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    q.deafen()
     length = 1 << 20
     q.send(q.capsules(rw(cid, IoOpcode.READ, 1, 0, length // 512, length) for cid in range(32)))
     assert _queue_gone(short_timeout, adm, 1, 6)
