@@ -22,7 +22,7 @@ from nvmf.wire import tcp as w
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.sqe import encode_cqe
 from nvmf.wire.status import SC, SUCCESS, error
-from tests.target.test_fuzz import _flat, _mutate
+from tests.target.test_fuzz import _flat, _mutate, _whole_pdus
 
 READ_DATA = bytes(range(256)) * 16
 
@@ -30,21 +30,16 @@ READ_DATA = bytes(range(256)) * 16
 async def _recv_pdus(sock: socket.socket, count: int) -> list[bytes]:
     """Up to ``count`` whole PDUs from the host (fewer if it stops sending for a second)."""
     loop = asyncio.get_running_loop()
-    pdus: list[bytes] = []
     buf = b""
     try:
-        while len(pdus) < count:
-            if len(buf) >= 8 and len(buf) >= (plen := w.CH.unpack_from(buf)[4]):
-                pdus.append(buf[:plen])
-                buf = buf[plen:]
-                continue
+        while len(_whole_pdus(buf)[0]) < count:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 1)
             if not chunk:
                 break
             buf += chunk
     except TimeoutError:
         pass
-    return pdus
+    return [pdu for _, pdu in _whole_pdus(buf)[0][:count]]
 
 
 def _reorder(rnd: random.Random, pdus: list[bytes]) -> list[bytes]:
