@@ -143,3 +143,29 @@ def test_a_medium_refusing_workers_stops_the_start() -> None:
     with pytest.raises(ValueError, match=f"{SUBNQN} namespace 1: pooled media run with"):
         asyncio.run(service.start())
     assert not service.ports and not service.subsystems
+
+
+@pytest.mark.parametrize("stuck", ["does-not-read", "sends-no-data"])
+def test_a_stuck_host_holds_only_its_share_of_the_mediums_pool(
+    pooled: RunningTarget, stuck: str
+) -> None:
+    """A medium's own pool (an SSD's DMA memory) is shared out per queue like the process's:
+    a host that keeps its Reads' buffers by not reading, or its Writes' by sending no data,
+    leaves another host's queue on the same namespace served."""
+    bad_adm = admin(pooled)
+    bad = io_queue(pooled, bad_adm)
+    bad.deafen()
+    op = IoOpcode.READ if stuck == "does-not-read" else IoOpcode.WRITE
+    length = 1 << 20  # 16 commands of 1 MiB: four times the medium's 4 MiB pool
+    bad.send(bad.capsules(rw(cid, op, 1, 0, length // BLOCK, length) for cid in range(16)))
+    time.sleep(0.5)  # it takes what it can
+    adm = admin(pooled)
+    q = io_queue(pooled, adm)
+    q.sock.settimeout(10)  # a queue left waiting for a buffer fails here
+    for slba in range(0, 4096, 1024):
+        cqe, data = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, slba, 512, 256 << 10))
+        assert status_of(cqe).ok and len(data) == 256 << 10
+        cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 1, slba, 8, 4096), data[:4096])
+        assert status_of(cqe).ok
+    for host in (q, adm, bad, bad_adm):
+        host.close()

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from nvmf.memory.staging import StagingBuffer, StagingPool
+from nvmf.memory.staging import Staging, StagingBuffer
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH, Parsed
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, ReqState, Request
@@ -110,7 +110,7 @@ class Pipeline:
                 data = req.data
                 fua = plan.fua
                 if go and queue.pool is not None:  # the medium moves data from its own pool
-                    data = _restage(queue.pool, req)
+                    data = _restage(session.share_of(queue.pool), req)
                     go = data is not None  # pool spent: the general path waits for a buffer
             elif memory is not None:  # in place: the medium's own bytes are the buffer
                 req.data = memory
@@ -126,14 +126,20 @@ class Pipeline:
                 session.fabric.fetch_data(req, self._fetched)
                 return
             elif direction is C2H:
-                staging = (queue.pool or session.pool).get(plan.length)
+                pool = queue.pool
+                staging = (session.pool if pool is None else session.share_of(pool)).get(
+                    plan.length
+                )
                 go = staging is not None  # NEW -> NEED_BUFFER -> READY -> EXECUTING
                 if staging is not None:
                     req.staging = staging
                     data = req.data = staging.view
                     req.c2h_length = plan.length
             elif direction is H2C:
-                staging = (queue.pool or session.pool).get(plan.length)
+                pool = queue.pool
+                staging = (session.pool if pool is None else session.share_of(pool)).get(
+                    plan.length
+                )
                 if staging is not None:  # NEW -> NEED_BUFFER -> TRANSFERRING_H2C
                     req.staging = staging
                     req.data = staging.view
@@ -228,13 +234,14 @@ class Pipeline:
         req.direction = plan.direction
         if req.incapsule and plan.direction is not Direction.H2C:
             return SGL_LENGTH_MISMATCH
-        media_pool = plan.queue.pool if plan.queue is not None else None
+        own = plan.queue.pool if plan.queue is not None else None
+        media_pool = session.share_of(own) if own is not None else None
         if req.incapsule and media_pool is not None:
             req.advance(ReqState.NEED_BUFFER)
             _move_into(await media_pool.acquire(plan.length), req)
         if plan.length and not req.incapsule:
             req.advance(ReqState.NEED_BUFFER)
-            pool = media_pool or session.pool
+            pool = session.pool if media_pool is None else media_pool
             staging = pool.get(plan.length)
             if staging is None:
                 staging = await pool.acquire(plan.length)
@@ -274,7 +281,7 @@ class Pipeline:
         session.fabric.complete(req, cqe)
 
 
-def _restage(pool: StagingPool, req: Request) -> memoryview | None:
+def _restage(pool: Staging, req: Request) -> memoryview | None:
     """Copy an in-capsule Write's data into a buffer of ``pool`` (the medium's DMA-visible
     staging memory) and make it the request's buffer; None when ``pool`` has none free.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nvmf.memory.staging import Staging, StagingPool
+from nvmf.memory.staging import Staging, StagingPool, StagingShare
 
 if TYPE_CHECKING:
     from nvmf.offload.context import IoContext
@@ -34,6 +34,19 @@ class QueueSession:
     commands: int = 0
     #: Payload may move in place to and from a memory medium (see ``QueueState.in_place``).
     in_place: bool = True
+    #: This queue's shares of media's own pools (an SSD's DMA memory), by pool: see
+    #: :meth:`share_of`.
+    media_shares: dict[StagingPool, StagingShare] = field(default_factory=dict)
+
+    def share_of(self, pool: StagingPool) -> StagingShare:
+        """This queue's share of a medium's own pool (``MediaQueue.pool``), made the first time
+        the queue stages a command there.  A medium's pool serves every queue of its process
+        on that namespace, so it is shared out as the process's pool is: a host that stops
+        reading, or sends no data, holds at most its share of it."""
+        share = self.media_shares.get(pool)
+        if share is None:
+            share = self.media_shares[pool] = StagingShare(pool)
+        return share
 
     def consume_sqe(self) -> None:
         """Advance the SQ head for one fetched command (wraps at SQSIZE + 1 entries)."""
