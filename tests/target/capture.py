@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from xml.etree import ElementTree
 
 #: Debian packages that provide ``tshark`` (and its capture helper ``dumpcap``).
 TSHARK_PACKAGES = ("tshark",)
@@ -231,3 +232,18 @@ def tshark_fields(
         cells += [""] * (len(fields) - len(cells))
         rows.append({f: c.split(";") if c else [] for f, c in zip(fields, cells, strict=True)})
     return rows
+
+
+def tshark_shownames(tshark: str, pcap: Path, decode_as: Sequence[str], field: str) -> list[str]:
+    """Decode ``pcap`` and return how the dissector shows every occurrence of ``field``, in
+    order: its ``showname`` (``"Status Code: 0x16 (SGL Offset Invalid)"``), which names a value
+    where ``-T fields`` gives only the number."""
+    cmd = [tshark, "-n", "-r", str(pcap)]
+    for d in decode_as:
+        cmd += ["-d", d]
+    cmd += ["-T", "pdml", "-Y", field]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
+    root = ElementTree.fromstring(out.stdout)
+    return [str(f.get("showname", "")) for f in root.iter("field") if f.get("name") == field]

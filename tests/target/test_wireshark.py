@@ -19,6 +19,7 @@ truncated capsule as malformed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -36,7 +37,7 @@ from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.sqe import SglDescriptor, Sqe
 from nvmf.wire.status import SC, SCT
 from nvmf.wire.tcp import Fes, PduFlags, PduType
-from tests.target.capture import LiveCapture, ensure_tshark, tshark_fields
+from tests.target.capture import LiveCapture, ensure_tshark, tshark_fields, tshark_shownames
 from tests.target.conftest import SUBNQN, RunningTarget
 from tests.target.rawhost import RawHost, is_status, status_of
 from tests.target.test_tcp_target import DISC, admin, identify, io_queue, rw
@@ -446,3 +447,66 @@ def test_the_judge_can_say_no(target: RunningTarget, tshark: str, tmp_path: Path
     assert [fes for fes, _ in bad_digest.c2h_terms] == [Fes.HDR_DIGEST_ERR]
     assert len(decoded.broken) == 1 and "Malformed" in decoded.broken[0], decoded.broken
     assert short.c2h_terms == [(Fes.INVALID_PDU_HDR, w.OFF_HLEN)]
+
+
+#: What our target answers each command of :func:`error_status_traffic` with, and the name the
+#: dissector gives that status: NVMe Base 2.0's (Figures 102 and 104), but for Wireshark's own
+#: "Invalid opcode field".  The dissector decodes each code from its own table and must name it
+#: so: a code we send with the wrong value reads as another status.
+SPEC_NAMES = {
+    SC.SGL_INVALID_OFFSET: "SGL Offset Invalid",
+    SC.SGL_INVALID_TYPE: "SGL Descriptor Type Invalid",
+    SC.SGL_INVALID_DATA: "Data SGL Length Invalid",
+    SC.INVALID_NS: "Invalid Namespace or Format",
+    SC.INVALID_OPCODE: "Invalid opcode field",
+    SC.INVALID_FIELD: "Invalid Field in Command",
+    SC.LBA_RANGE: "LBA Out of Range",
+}
+
+
+def error_status_traffic(target: RunningTarget) -> None:
+    """One command for each status of :data:`SPEC_NAMES`, in that order."""
+    adm = admin(target)
+    q = io_queue(target, adm)
+    offset = rw(q.next_cid(), IoOpcode.WRITE, 1, 0, 1, 0)
+    offset.sgl = SglDescriptor.incapsule(512, 16)  # in-capsule data starts at offset 0
+    keyed = rw(q.next_cid(), IoOpcode.READ, 1, 0, 1, 0)
+    keyed.sgl = SglDescriptor.keyed(0, 512, 1)  # NVMe/RDMA's descriptor on NVMe/TCP
+    short = rw(q.next_cid(), IoOpcode.WRITE, 1, 0, 2, 0)
+    short.sgl = SglDescriptor.incapsule(512)  # two blocks, one block of data
+    reserved = Sqe(opcode=0x7E, cid=q.next_cid(), nsid=1)
+    no_feature = Sqe(opcode=AdminOpcode.GET_FEATURES, cid=adm.next_cid(), cdw10=0x7D)
+    for sqe in (reserved, no_feature):
+        sqe.sgl = SglDescriptor.tcp_transport(0)
+    sent = [
+        (q, offset, bytes(512)),
+        (q, keyed, b""),
+        (q, short, bytes(512)),
+        (q, rw(q.next_cid(), IoOpcode.READ, 9, 0, 1, 512), b""),
+        (q, reserved, b""),
+        (adm, no_feature, b""),
+        (q, rw(q.next_cid(), IoOpcode.READ, 1, 1 << 40, 1, 512), b""),
+    ]
+    for (host, sqe, data), code in zip(sent, SPEC_NAMES, strict=True):
+        host.send(host.conn.capsule_cmd(sqe.encode(), memoryview(data) if data else None))
+        cqe, _ = host.wait_response()
+        assert is_status(cqe, code), (code.name, status_of(cqe))
+    q.close()
+    adm.close()
+
+
+def test_the_dissector_names_our_error_statuses_as_the_spec_does(
+    target: RunningTarget, tshark: str, tmp_path: Path
+) -> None:
+    """Wireshark names every error status our target sent as NVMe Base names it."""
+    pcap = tmp_path / "statuses.pcapng"
+    with LiveCapture(tshark, pcap, target.addr[1]):
+        error_status_traffic(target)
+    decode_as = [f"tcp.port=={target.addr[1]},nvme-tcp"]
+    shown = tshark_shownames(tshark, pcap, decode_as, "nvme.cqe.status.sc")
+    decoded = [
+        m.groups() for m in map(re.compile(r"Status Code: (0x\w+) \((.*)\)").search, shown) if m
+    ]
+    errors = [(int(code, 16), name) for code, name in decoded if int(code, 16)]
+    want = [(code & 0xFF, name) for code, name in SPEC_NAMES.items()]
+    assert errors == want, "\n".join(shown)
