@@ -25,7 +25,7 @@ from nvmf.transport.base import REGISTRY, FabricQueue, QueueExport
 from nvmf.wire.fabrics import CSTS, Prop
 from nvmf.wire.identify import IdentifyController
 from nvmf.wire.opcodes import AdminOpcode, IoOpcode
-from nvmf.wire.sqe import SglDescriptor, Sqe
+from nvmf.wire.sqe import FUSE_FIRST, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.transport.fabrics import (
     ADAPTERS,
@@ -192,6 +192,7 @@ def test_many_writes_then_reads_on_one_queue(target: RunningTarget, host: Host) 
         ("invalid-opcode", SC.INVALID_OPCODE),
         ("foreign-sgl", SC.SGL_INVALID_TYPE),
         ("in-capsule-read", SC.SGL_INVALID_DATA),
+        ("fused", SC.INVALID_FIELD),
     ],
 )
 def test_bad_command_fails_with_dnr_and_the_queue_goes_on(
@@ -217,6 +218,10 @@ def test_bad_command_fails_with_dnr_and_the_queue_goes_on(
             else:
                 sqe.sgl = SglDescriptor.keyed(0x1000, 512, 0x1234)
             keep_sgl = True
+        elif case == "fused":  # the first half of a fused operation: FUSES is 0
+            sqe = rw(host.next_cid(), IoOpcode.READ, 1, 0, 1)
+            sqe.flags |= FUSE_FIRST
+            data_in = 512
         else:  # a Read whose SGL says its data is in the capsule: it has none to send
             sqe = rw(host.next_cid(), IoOpcode.READ, 1, 0, 1)
             sqe.sgl = SglDescriptor.incapsule(512)

@@ -40,6 +40,7 @@ from nvmf.protocol.request import Request
 from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.wire.sqe import (
     CQE,
+    FLAGS_CHECKED,
     OFF_DPTR,
     OFF_FLAGS,
     PSDT_MASK,
@@ -133,7 +134,7 @@ class LoopQueue:
     def map_sgl(self, req: Request) -> Status:
         """An in-capsule data block for data that came with the command, else a transport data
         block no longer than the host memory the command was given."""
-        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+        if req.flags & FLAGS_CHECKED != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
         length = req.dptr_length
         if req.dptr_type == SGL_INCAPSULE:

@@ -81,9 +81,9 @@ from nvmf.transport.verbs_wr import SlotWrs, recv_wr
 from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
 from nvmf.wire.sqe import (
     CQE_SIZE,
+    FLAGS_CHECKED,
     OFF_DPTR,
     OFF_FLAGS,
-    PSDT_MASK,
     PSDT_SGL_MPTR_CONTIG,
     SGL_INCAPSULE,
     SGL_RDMA_KEYED,
@@ -358,7 +358,7 @@ class RdmaQueue:
         return self.port.traddr, self.port.trsvcid
 
     def map_sgl(self, req: Request) -> Status:
-        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+        if req.flags & FLAGS_CHECKED != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
         sgl_type = req.dptr_type
         slot = req.ttag

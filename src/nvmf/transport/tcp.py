@@ -28,9 +28,9 @@ from nvmf.protocol.request import Request
 from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
+    FLAGS_CHECKED,
     OFF_DPTR,
     OFF_FLAGS,
-    PSDT_MASK,
     PSDT_SGL_MPTR_CONTIG,
     SGL_INCAPSULE,
     SGL_TCP_TRANSPORT,
@@ -150,7 +150,7 @@ class TcpQueue:
         return str(host), str(port)
 
     def map_sgl(self, req: Request) -> Status:
-        if req.flags & PSDT_MASK != PSDT_SGL_MPTR_CONTIG:
+        if req.flags & FLAGS_CHECKED != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
         sgl_type = req.dptr_type
         if sgl_type == SGL_TCP_TRANSPORT:

@@ -66,7 +66,14 @@ PSDT_MASK = 0xC0
 PSDT_PRP = 0x00
 PSDT_SGL_MPTR_CONTIG = 0x40
 PSDT_SGL_MPTR_SGL = 0x80
+#: FUSE (flags bits 1:0): 01b first, 10b second command of a fused operation.
 FUSE_MASK = 0x03
+FUSE_FIRST = 0x01
+#: The flags bits a target checks on every command: SGL data with MPTR an address (PSDT 01b,
+#: NVMe-oF 1.1 §2.1: fabrics use SGLs only) and no fused operation (Identify Controller FUSES
+#: is 0: a fused Compare and Write run as two plain commands would lose its atomicity).  Any
+#: other value is Invalid Field in Command, at the flags byte, as the Linux target answers.
+FLAGS_CHECKED = PSDT_MASK | FUSE_MASK
 
 
 class SglType(enum.IntEnum):
