@@ -5,8 +5,10 @@ The script loads nvmet and nvmet-tcp, builds the target by hand in configfs (sub
 /tmp on the block backend, port 1 NVMe/TCP 127.0.0.1:4420), then drives it with ``nvmf``
 commands, all in one Python process (``tests/guest/cli_batch.py``): discover, identify (text and
 JSON), write a known file and read it back without and with both digests, and a few seconds of
-bench (randread, a verified randrw and a 128 KiB sequential read).  Every result lands in
-``$OUT``; the tests below read the files.
+bench (randread, a verified randrw and a 128 KiB sequential read).  Last it sends the kernel
+target the malformed commands of ``tests/guest/status_probe.py``, whose answers
+``tests/guest/test_status_parity.py`` compares with ours.  Every result lands in ``$OUT``; the
+tests below read the files.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ cmp -n {DATA_BYTES} /tmp/in.bin /tmp/out.bin > "$OUT/cmp.txt" 2>&1; echo $? > "$
 # the padding past the input's end reads back as zeroes
 tail -c +{DATA_BYTES + 1} /tmp/out.bin | tr -d '\0' | wc -c > "$OUT/padding.txt"
 cmp /tmp/in2.bin /tmp/out2.bin > "$OUT/cmp_dgst.txt" 2>&1; echo $? > "$OUT/cmp_dgst.rc"
+
+# the kernel target's answers to malformed commands (tests/guest/test_status_parity.py)
+$PY -m tests.guest.status_probe 127.0.0.1 4420 $NQN > "$OUT/status-kernel.json" \
+    2> "$OUT/status-probe.err"
+echo $? > "$OUT/status-probe.rc"
 
 dmesg | grep -i nvme | tail -40 > "$OUT/dmesg.txt"
 losetup -d "$LOOP"

@@ -181,6 +181,8 @@ def test_compare_flush_write_zeroes_and_deallocate(target: RunningTarget) -> Non
     flush = Sqe(opcode=IoOpcode.FLUSH, cid=q.next_cid(), nsid=1)
     flush.sgl = SglDescriptor.tcp_transport(0)
     assert status_of(q.command(flush)).ok
+    flush.nsid, flush.cid = 0xFFFFFFFF, q.next_cid()  # every namespace
+    assert status_of(q.command(flush)).ok
     wz = rw(q.next_cid(), IoOpcode.WRITE_ZEROES, 1, 40, 4, 0)
     assert status_of(q.command(wz)).ok
     cqe, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 40, 8, 4096))

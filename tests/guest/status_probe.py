@@ -1,0 +1,299 @@
+"""The status an NVMe/TCP target gives each of a set of commands that are wrong in one field
+(and a few right ones beside them), for comparing our target with the Linux kernel's.
+
+``python -m tests.guest.status_probe ADDR PORT SUBNQN > out.json`` runs every case against
+the target at ADDR:PORT (namespace 1 of SUBNQN must exist; the host NQN is
+:data:`tests.target.rawhost.HOSTNQN`) and prints ``{case: answer}``, where an answer is the
+status as ``"SC 0x00b DNR"`` (code with its type, as :class:`~nvmf.wire.status.SC` spells it),
+``"closed"`` when the target ended the connection instead, or ``"timeout"``.  Each case runs
+on fresh queues, so what one case leaves behind never decides the next.
+
+Cases are relative to what the target says of itself (the namespace's size and LBA size), so
+the same cases fit a kernel target on a loop device and ours on a RAM namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+
+from nvmf.protocol import tcp as p
+from nvmf.wire.fabrics import Prop, PropertyCommand
+from nvmf.wire.identify import IdentifyNamespace
+from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
+from nvmf.wire.sqe import (
+    FUSE_FIRST,
+    PSDT_PRP,
+    PSDT_SGL_MPTR_CONTIG,
+    SGL_RDMA_KEYED,
+    SGL_TCP_TRANSPORT,
+    Cqe,
+    SglDescriptor,
+    Sqe,
+)
+from nvmf.wire.status import Status
+from tests.target.rawhost import RawHost
+
+FABRICS_OPCODE = 0x7F
+#: How long one command may take before its answer is "timeout".
+COMMAND_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the cases are built from: namespace 1's size and LBA size."""
+
+    nsze: int
+    block: int
+
+
+@dataclass(frozen=True)
+class Case:
+    """One command: on the admin or the I/O queue, with data to send in the capsule (or by
+    R2T, with ``r2t``) or none."""
+
+    queue: str
+    sqe: Sqe
+    data: bytes = b""
+    r2t: bool = False
+
+
+def _sqe(opcode: int, nsid: int = 0, **fields: int) -> Sqe:
+    sqe = Sqe(opcode=opcode, nsid=nsid, **fields)
+    sqe.sgl = SglDescriptor.tcp_transport(0)
+    return sqe
+
+
+def _read(nsid: int, slba: int, nlb: int, length: int | None = None, **fields: int) -> Sqe:
+    sqe = Sqe(
+        opcode=IoOpcode.READ,
+        nsid=nsid,
+        cdw10=slba & 0xFFFFFFFF,
+        cdw11=slba >> 32,
+        cdw12=nlb - 1,
+        **fields,
+    )
+    sqe.sgl = SglDescriptor.tcp_transport(length if length is not None else 0)
+    return sqe
+
+
+def _write(nsid: int, slba: int, nlb: int, data_len: int) -> Case:
+    sqe = Sqe(opcode=IoOpcode.WRITE, nsid=nsid, cdw10=slba & 0xFFFFFFFF, cdw11=slba >> 32)
+    sqe.cdw12 = nlb - 1
+    sqe.sgl = SglDescriptor.incapsule(data_len)
+    return Case("io", sqe, bytes(data_len))
+
+
+def _with(sqe: Sqe, **fields: object) -> Sqe:
+    for name, value in fields.items():
+        setattr(sqe, name, value)
+    return sqe
+
+
+def _admin_cases(g: Geometry) -> dict[str, Case]:
+    identify = AdminOpcode.IDENTIFY
+    log = AdminOpcode.GET_LOG_PAGE
+    numd_512 = (512 // 4 - 1) << 16
+    return {
+        "admin: reserved opcode": Case("admin", _sqe(0x7E)),
+        "identify: reserved CNS": Case("admin", _read_admin(identify, cdw10=0xFE)),
+        "identify namespace: NSID 0": Case("admin", _read_admin(identify, cdw10=0)),
+        "identify namespace: NSID FFFFFFFFh": Case(
+            "admin", _read_admin(identify, nsid=0xFFFFFFFF, cdw10=0)
+        ),
+        "identify: SGL shorter than the data": Case(
+            "admin", _read_admin(identify, cdw10=1, length=1024)
+        ),
+        "identify: PRP data pointer": Case(
+            "admin", _with(_read_admin(identify, cdw10=1), flags=PSDT_PRP)
+        ),
+        "get log page: reserved LID": Case(
+            "admin", _read_admin(log, length=512, cdw10=0x7D | numd_512)
+        ),
+        "get features: reserved FID": Case("admin", _sqe(AdminOpcode.GET_FEATURES, cdw10=0x7D)),
+        "set features: reserved FID": Case("admin", _sqe(AdminOpcode.SET_FEATURES, cdw10=0x7D)),
+        "get features: number of queues": Case(
+            "admin", _sqe(AdminOpcode.GET_FEATURES, cdw10=FeatureId.NUM_QUEUES)
+        ),
+        "keep alive": Case("admin", _sqe(AdminOpcode.KEEP_ALIVE)),
+        "abort": Case("admin", _sqe(AdminOpcode.ABORT, cdw10=0xFFFF << 16)),
+        "property get: reserved offset": Case("admin", _property(FabricsType.PROPERTY_GET, 0x40)),
+        "property set: CAP": Case("admin", _property(FabricsType.PROPERTY_SET, Prop.CAP)),
+        "fabrics: reserved FCTYPE": Case("admin", _with(_sqe(FABRICS_OPCODE), nsid=0x7D)),
+        "admin: fused": Case(
+            "admin", _with(_sqe(AdminOpcode.KEEP_ALIVE), flags=PSDT_SGL_MPTR_CONTIG | FUSE_FIRST)
+        ),
+    }
+
+
+def _io_cases(g: Geometry) -> dict[str, Case]:
+    last = g.nsze - 1
+    one = g.block
+    dsm = struct.pack("<IIQ", 0, 8, 0)  # context attributes, NLB, SLBA
+    dsm_beyond = struct.pack("<IIQ", 0, 8, last)
+    zeroes = IoOpcode.WRITE_ZEROES
+    return {
+        "read": Case("io", _read(1, 0, 1, one)),
+        "read: past the namespace's end": Case("io", _read(1, last, 2, 2 * one)),
+        "read: SLBA 2^63": Case("io", _read(1, 1 << 63, 1, one)),
+        "read: SGL shorter than NLB": Case("io", _read(1, 0, 8, 4 * one)),
+        "read: SGL longer than NLB": Case("io", _read(1, 0, 1, 2 * one)),
+        "read: data in the capsule": Case(
+            "io", _with(_read(1, 0, 1), sgl=SglDescriptor.incapsule(one)), bytes(one)
+        ),
+        "read: inactive NSID": Case("io", _read(7, 0, 1, one)),
+        "read: NSID FFFFFFFFh": Case("io", _read(0xFFFFFFFF, 0, 1, one)),
+        "read: PRP data pointer": Case("io", _with(_read(1, 0, 1, one), flags=PSDT_PRP)),
+        "read: keyed SGL on TCP": Case(
+            "io", _with(_read(1, 0, 1), sgl=SglDescriptor(0, one, SGL_RDMA_KEYED, 1))
+        ),
+        "read: fused": Case(
+            "io", _with(_read(1, 0, 1, one), flags=PSDT_SGL_MPTR_CONTIG | FUSE_FIRST)
+        ),
+        "read: FUA": Case("io", _with(_read(1, 0, 1, one), cdw12=1 << 30)),
+        "write": _write(1, 0, 1, one),
+        "write: past the namespace's end": _write(1, last, 2, 2 * one),
+        "write: capsule data shorter than NLB": _write(1, 0, 2, one),
+        "write: in-capsule SGL with an offset": Case(
+            "io", _with(_write(1, 0, 1, one).sqe, sgl=SglDescriptor.incapsule(one, 16)), bytes(one)
+        ),
+        # Larger than any in-capsule size: the Linux target takes a Write up to its inline
+        # data size to carry its data in the capsule, whatever its SGL says, and waits for it.
+        "write: by R2T": Case("io", _write(1, 0, 128, 128 * one).sqe, bytes(128 * one), r2t=True),
+        "flush": Case("io", _sqe(IoOpcode.FLUSH, 1)),
+        "flush: NSID 0": Case("io", _sqe(IoOpcode.FLUSH, 0)),
+        "flush: inactive NSID": Case("io", _sqe(IoOpcode.FLUSH, 7)),
+        "flush: NSID FFFFFFFFh": Case("io", _sqe(IoOpcode.FLUSH, 0xFFFFFFFF)),
+        "write zeroes": Case("io", _sqe(zeroes, 1, cdw12=7)),
+        "write zeroes: past the namespace's end": Case(
+            "io", _sqe(zeroes, 1, cdw10=last & 0xFFFFFFFF, cdw11=last >> 32, cdw12=1)
+        ),
+        "dataset management: deallocate": Case("io", _sqe(IoOpcode.DSM, 1, cdw11=0x4), dsm),
+        "dataset management: range past the end": Case(
+            "io", _sqe(IoOpcode.DSM, 1, cdw11=0x4), dsm_beyond
+        ),
+        "dataset management: NR beyond the data": Case(
+            "io", _sqe(IoOpcode.DSM, 1, cdw10=1, cdw11=0x4), dsm
+        ),
+        "io: reserved opcode": Case("io", _sqe(0x7E, 1)),
+        "io: admin opcode": Case("io", _sqe(AdminOpcode.KEEP_ALIVE, 1)),
+        "io: fabrics property get": Case("io", _property(FabricsType.PROPERTY_GET, Prop.CSTS)),
+    }
+
+
+def _read_admin(opcode: int, *, nsid: int = 0, length: int = 4096, **fields: int) -> Sqe:
+    sqe = Sqe(opcode=opcode, nsid=nsid, **fields)
+    sqe.sgl = SglDescriptor.tcp_transport(length)
+    return sqe
+
+
+def _property(fctype: int, offset: int) -> Sqe:
+    return Sqe.decode(PropertyCommand(0, fctype, 0, offset).encode())
+
+
+def cases(g: Geometry) -> dict[str, Case]:
+    """Every case, by name."""
+    return {**_admin_cases(g), **_io_cases(g)}
+
+
+class _Queues:
+    """An admin queue (of an enabled controller) and one I/O queue, made when first asked for
+    after :meth:`close`."""
+
+    def __init__(self, addr: tuple[str, int], subnqn: str) -> None:
+        self.addr, self.subnqn = addr, subnqn
+        self.admin: RawHost | None = None
+        self.io: RawHost | None = None
+
+    def get(self, which: str) -> RawHost:
+        if self.admin is None or self.io is None:
+            self.close()
+            adm = RawHost(self.addr)
+            adm.initialize()
+            assert adm.connect(self.subnqn).decoded_status().ok
+            adm.enable()
+            io = RawHost(self.addr)
+            io.initialize()
+            assert io.connect(self.subnqn, qid=1, cntlid=adm.cntlid).decoded_status().ok
+            self.admin, self.io = adm, io
+        return self.admin if which == "admin" else self.io
+
+    def close(self) -> None:
+        for q in (self.io, self.admin):
+            if q is not None:
+                q.close()
+        self.admin = self.io = None
+
+
+def exchange(q: RawHost, case: Case) -> str:
+    """Send one case's command and return its answer."""
+    sqe = _with(case.sqe, cid=q.next_cid())
+    q.sock.settimeout(COMMAND_TIMEOUT)
+    try:
+        if case.data and not case.r2t:
+            if sqe.sgl.type_byte == SGL_TCP_TRANSPORT:
+                sqe.sgl = SglDescriptor.incapsule(len(case.data))
+            q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(case.data)))
+        else:
+            if case.r2t:
+                sqe.sgl = SglDescriptor.tcp_transport(len(case.data))
+            q.send(q.conn.capsule_cmd(sqe.encode()))
+        while True:
+            events = q.events()
+            if not events:
+                return "closed"
+            for ev in events:
+                if isinstance(ev, p.R2TReceived):
+                    piece = memoryview(case.data)[ev.r2to : ev.r2to + ev.r2tl]
+                    q.send(q.conn.h2c_data(ev.cccid, ev.ttag, ev.r2to, piece, last=True))
+                elif isinstance(ev, p.ResponseReceived):
+                    return _answer(Cqe.decode(ev.cqe).decoded_status())
+                elif isinstance(ev, p.C2HDataReceived) and ev.success and ev.last:
+                    return _answer(Status())
+                elif isinstance(ev, p.TermReqReceived):
+                    return "closed"
+    except TimeoutError:
+        return "timeout"
+    except (ConnectionError, OSError):
+        return "closed"
+
+
+def _answer(status: Status) -> str:
+    return f"SC 0x{int(status.code):03x}" + (" DNR" if status.dnr else "")
+
+
+def geometry(q: RawHost) -> Geometry:
+    sqe = _read_admin(AdminOpcode.IDENTIFY, nsid=1, cdw10=0, cid=q.next_cid())
+    cqe, data = q.command_data(sqe)
+    assert cqe.decoded_status().ok
+    ns = IdentifyNamespace.decode(data)
+    return Geometry(ns.nsze, 1 << ns.lba_format.lbads)
+
+
+def probe(addr: tuple[str, int], subnqn: str) -> dict[str, str]:
+    """Every case's answer from the target at ``addr``."""
+    queues = _Queues(addr, subnqn)
+    try:
+        g = geometry(queues.get("admin"))
+    finally:
+        queues.close()
+    answers = {}
+    for name, case in cases(g).items():
+        try:  # fresh queues: what one case leaves in the stream never decides the next
+            answers[name] = exchange(queues.get(case.queue), case)
+        finally:
+            queues.close()
+    return answers
+
+
+def main() -> None:
+    host, port, subnqn = sys.argv[1:4]
+    socket.setdefaulttimeout(30)
+    print(json.dumps(probe((host, int(port)), subnqn), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Our target answers malformed commands as the Linux kernel target does, except where the spec
+says otherwise.
+
+The kernel target (nvmet-tcp, Linux 6.1, a loop device namespace) answers every case of
+:mod:`tests.guest.status_probe` in the host-kernel-target boot (``tests/host/test_host_guest.py``);
+the same cases run here against our target, in one process and with two workers.  Every answer
+must agree, but for :data:`DIFFERENCES`: each names both answers and why ours is the one NVMe
+Base 2.0, the NVM Command Set 1.0 or NVMe/TCP 1.0 asks for.  A difference not listed fails, and
+so does a listed one that went away, so the list stays the whole truth.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import pytest
+
+from tests.guest.status_probe import probe
+from tests.host.test_host_guest import host_kernel_target
+from tests.target.conftest import SUBNQN, running_target
+
+
+class Difference(NamedTuple):
+    kernel: str
+    ours: str
+    why: str
+
+
+_RANGE = (
+    "SLBA + NLB past NSZE is LBA Out of Range (NVM Command Set 1.0); Linux 6.1 "
+    "passes the range to the block layer, which fails it with Internal Error"
+)
+DIFFERENCES = {
+    "identify namespace: NSID 0": Difference(
+        "SC 0x000",
+        "SC 0x00b DNR",
+        "NSID 0 is never a valid NSID: Invalid Namespace or Format (Base 2.0); Linux "
+        "returns a zeroed structure as for an inactive NSID",
+    ),
+    "get log page: reserved LID": Difference(
+        "SC 0x002 DNR",
+        "SC 0x109 DNR",
+        "an unsupported log page is Get Log Page's own Invalid Log Page (Base 2.0); "
+        "Linux answers Invalid Field in Command",
+    ),
+    "keep alive": Difference(
+        "SC 0x01a",
+        "SC 0x000",
+        "with KATO 0 there is no timer for a Keep Alive to restart, and we complete it as SPDK "
+        "does; Linux answers Keep Alive Timeout Invalid",
+    ),
+    "read: past the namespace's end": Difference("SC 0x006 DNR", "SC 0x080 DNR", _RANGE),
+    "read: SLBA 2^63": Difference("SC 0x006 DNR", "SC 0x080 DNR", _RANGE),
+    "write: past the namespace's end": Difference("SC 0x006 DNR", "SC 0x080 DNR", _RANGE),
+    "write zeroes: past the namespace's end": Difference("SC 0x006 DNR", "SC 0x080 DNR", _RANGE),
+    "dataset management: range past the end": Difference("SC 0x006 DNR", "SC 0x080 DNR", _RANGE),
+    "read: data in the capsule": Difference(
+        "SC 0x002 DNR",
+        "SC 0x00f DNR",
+        "in-capsule data goes from host to controller only (NVMe/TCP 1.0), so a Read's "
+        "data SGL cannot describe it: Data SGL Length Invalid; Linux says Invalid Field",
+    ),
+    "read: keyed SGL on TCP": Difference(
+        "SC 0x00f DNR",
+        "SC 0x011 DNR",
+        "NVMe/TCP takes only a Transport SGL Data Block or an in-capsule Data Block "
+        "(NVMe/TCP 1.0): SGL Descriptor Type Invalid; Linux does not check the type",
+    ),
+    "write: in-capsule SGL with an offset": Difference(
+        "SC 0x000",
+        "SC 0x016 DNR",
+        "an NVMe/TCP capsule's data is exactly what its SGL describes, so an offset into it is "
+        "SGL Offset Invalid rather than other bytes written than the host described; Linux "
+        "ignores the offset and writes the data from the capsule's start",
+    ),
+    "flush: NSID FFFFFFFFh": Difference(
+        "SC 0x00b DNR",
+        "SC 0x000",
+        "a Flush of NSID FFFFFFFFh applies to every attached namespace (NVM Command Set "
+        "1.0); Linux 6.1 refuses it",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def kernel_answers() -> dict[str, str]:
+    result = host_kernel_target()
+    result.finished()
+    assert result.read("status-probe.rc").strip() == "0", result.read("status-probe.err")[-3000:]
+    answers: dict[str, str] = json.loads(result.read("status-kernel.json"))
+    return answers
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-workers"])
+def test_our_target_answers_malformed_commands_as_the_kernel_target_does(
+    kernel_answers: dict[str, str], workers: int
+) -> None:
+    with running_target(workers) as target:
+        ours = probe(target.addr, SUBNQN)
+    assert set(ours) == set(kernel_answers)
+    differ = {
+        name: (kernel_answers[name], ours[name])
+        for name in ours
+        if ours[name] != kernel_answers[name]
+    }
+    listed = {name: (d.kernel, d.ours) for name, d in DIFFERENCES.items()}
+    assert differ == listed
