@@ -28,6 +28,7 @@ from nvmf.wire.sqe import (
     FUSE_FIRST,
     PSDT_PRP,
     PSDT_SGL_MPTR_CONTIG,
+    SGL_DATA_BLOCK_TRANSPORT,
     SGL_RDMA_KEYED,
     SGL_TCP_TRANSPORT,
     Cqe,
@@ -87,6 +88,12 @@ def _write(nsid: int, slba: int, nlb: int, data_len: int) -> Case:
     return Case("io", sqe, bytes(data_len))
 
 
+def _by_r2t(case: Case, sgl_type: int) -> Case:
+    """``case``'s Write with its data moved by R2T, described by an SGL of ``sgl_type``."""
+    sqe = _with(case.sqe, sgl=SglDescriptor(0, len(case.data), sgl_type))
+    return Case("io", sqe, case.data, r2t=True)
+
+
 def _with(sqe: Sqe, **fields: object) -> Sqe:
     for name, value in fields.items():
         setattr(sqe, name, value)
@@ -121,6 +128,9 @@ def _admin_cases(g: Geometry) -> dict[str, Case]:
         "keep alive": Case("admin", _sqe(AdminOpcode.KEEP_ALIVE)),
         "abort": Case("admin", _sqe(AdminOpcode.ABORT, cdw10=0xFFFF << 16)),
         "property get: reserved offset": Case("admin", _property(FabricsType.PROPERTY_GET, 0x40)),
+        "property get: zeroed SGL": Case(
+            "admin", _with(_property(FabricsType.PROPERTY_GET, Prop.CSTS), dptr=bytes(16))
+        ),
         "property set: CAP": Case("admin", _property(FabricsType.PROPERTY_SET, Prop.CAP)),
         "fabrics: reserved FCTYPE": Case("admin", _with(_sqe(FABRICS_OPCODE), nsid=0x7D)),
         "admin: fused": Case(
@@ -162,7 +172,16 @@ def _io_cases(g: Geometry) -> dict[str, Case]:
         ),
         # Larger than any in-capsule size: the Linux target takes a Write up to its inline
         # data size to carry its data in the capsule, whatever its SGL says, and waits for it.
-        "write: by R2T": Case("io", _write(1, 0, 128, 128 * one).sqe, bytes(128 * one), r2t=True),
+        "write: by R2T": _by_r2t(_write(1, 0, 128, 128 * one), SGL_TCP_TRANSPORT),
+        # FreeBSD's host: a Data Block, transport specific, for data moved by R2T or C2HData
+        "write: by R2T, data block SGL": _by_r2t(
+            _write(1, 0, 128, 128 * one), SGL_DATA_BLOCK_TRANSPORT
+        ),
+        "read: data block SGL": Case(
+            "io", _with(_read(1, 0, 1), sgl=SglDescriptor(0, one, SGL_DATA_BLOCK_TRANSPORT))
+        ),
+        # FreeBSD's host again: a command without data keeps a zeroed descriptor
+        "flush: zeroed SGL": Case("io", _with(_sqe(IoOpcode.FLUSH, 1), dptr=bytes(16))),
         "flush": Case("io", _sqe(IoOpcode.FLUSH, 1)),
         "flush: NSID 0": Case("io", _sqe(IoOpcode.FLUSH, 0)),
         "flush: inactive NSID": Case("io", _sqe(IoOpcode.FLUSH, 7)),
@@ -238,8 +257,6 @@ def exchange(q: RawHost, case: Case) -> str:
                 sqe.sgl = SglDescriptor.incapsule(len(case.data))
             q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(case.data)))
         else:
-            if case.r2t:
-                sqe.sgl = SglDescriptor.tcp_transport(len(case.data))
             q.send(q.conn.capsule_cmd(sqe.encode()))
         while True:
             events = q.events()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import time
@@ -9,14 +10,14 @@ import time
 import pytest
 
 from nvmf.protocol.tcp import ResponseReceived
-from nvmf.wire.fabrics import CSTS, Cap, Prop
+from nvmf.wire.fabrics import CSTS, Cap, Prop, PropertyCommand
 from nvmf.wire.identify import IdentifyController, IdentifyNamespace, NamespaceList
 from nvmf.wire.logpage import LogPageId, decode_discovery_log, decode_error_log
-from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
-from nvmf.wire.sqe import PSDT_PRP, Cqe, SglDescriptor, Sqe
+from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
+from nvmf.wire.sqe import PSDT_PRP, SGL_DATA_BLOCK_TRANSPORT, Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget
-from tests.target.rawhost import HOSTNQN, RawHost, is_status, status_of
+from tests.target.rawhost import CC_ENABLE, HOSTNQN, RawHost, is_status, status_of
 
 DISC = "nqn.2014-08.org.nvmexpress.discovery"
 
@@ -138,6 +139,43 @@ def test_pipelined_incapsule_writes_keep_their_own_buffers(target: RunningTarget
         for i, data in blocks.items():
             _, back = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, i * 8, 8, 4096))
             assert back == data, f"block {i}"
+
+
+#: How FreeBSD's NVMe/TCP host (sys/dev/nvmf/nvmf_tcp.c) describes data moved by R2T or
+#: C2HData: a Data Block with the transport specific subtype, not Linux's Transport SGL Data
+#: Block; a command without data keeps the zeroed descriptor it was built with.
+FREEBSD_TRANSFER_SGL = SglDescriptor(0, 0, SGL_DATA_BLOCK_TRANSPORT)
+
+
+def test_the_sgls_freebsds_host_writes_are_served(target: RunningTarget) -> None:
+    """A zeroed SGL on commands without data (Property Get and Set, Flush), and data blocks
+    with the transport specific subtype for Reads and Writes: the Linux target takes them, and
+    so must we, or a FreeBSD host cannot even enable the controller."""
+    host = RawHost(target.addr)
+    host.initialize()
+    assert status_of(host.connect(SUBNQN)).ok
+    set_cc = PropertyCommand(host.next_cid(), FabricsType.PROPERTY_SET, 0, Prop.CC, CC_ENABLE)
+    get_csts = PropertyCommand(host.next_cid(), FabricsType.PROPERTY_GET, 0, Prop.CSTS)
+    for cmd in (set_cc, get_csts):
+        sqe = Sqe.decode(cmd.encode())
+        sqe.dptr = bytes(16)
+        cqe = host.command(sqe)
+        assert status_of(cqe).ok, status_of(cqe)
+    assert cqe.dw0 & CSTS.RDY
+    q = io_queue(target, host)
+    data = os.urandom(64 << 10)
+    write = rw(q.next_cid(), IoOpcode.WRITE, 1, 128, len(data) // 512, 0)
+    write.sgl = dataclasses.replace(FREEBSD_TRANSFER_SGL, length=len(data))
+    assert status_of(q.command(write, data, incapsule=False)).ok
+    read = rw(q.next_cid(), IoOpcode.READ, 1, 128, len(data) // 512, 0)
+    read.sgl = dataclasses.replace(FREEBSD_TRANSFER_SGL, length=len(data))
+    cqe, back = q.command_data(read)
+    assert status_of(cqe).ok and back == data
+    flush = Sqe(opcode=IoOpcode.FLUSH, cid=q.next_cid(), nsid=1)
+    assert flush.dptr == bytes(16)
+    assert status_of(q.command(flush)).ok
+    q.close()
+    host.close()
 
 
 def test_io_errors_are_nvme_statuses(target: RunningTarget) -> None:

@@ -32,6 +32,7 @@ from nvmf.wire.sqe import (
     OFF_DPTR,
     OFF_FLAGS,
     PSDT_SGL_MPTR_CONTIG,
+    SGL_DATA_BLOCK_TRANSPORT,
     SGL_INCAPSULE,
     SGL_TCP_TRANSPORT,
     Sqe,
@@ -150,10 +151,15 @@ class TcpQueue:
         return str(host), str(port)
 
     def map_sgl(self, req: Request) -> Status:
+        """The command's data as its SGL describes it: moved by R2T/H2CData or C2HData (a
+        Transport SGL Data Block, as the Linux host writes it, or a Data Block with the
+        transport specific subtype, as FreeBSD's does), in the capsule (a Data Block at offset
+        0), or none (any descriptor of length 0: FreeBSD's host leaves a command without data
+        a zeroed one, and the Linux target takes it)."""
         if req.flags & FLAGS_CHECKED != PSDT_SGL_MPTR_CONTIG:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
         sgl_type = req.dptr_type
-        if sgl_type == SGL_TCP_TRANSPORT:
+        if sgl_type in (SGL_TCP_TRANSPORT, SGL_DATA_BLOCK_TRANSPORT):
             if req.incapsule:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
             req.sgl_length = req.dptr_length
@@ -165,6 +171,9 @@ class TcpQueue:
             if req.dptr_length != got:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)
             req.sgl_length = got
+            return SUCCESS
+        if not req.dptr_length and not req.incapsule:  # describes no data, whatever its type
+            req.sgl_length = 0
             return SUCCESS
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 

@@ -104,6 +104,8 @@ def sgl_type_byte(sgl_type: SglType, subtype: SglSubtype) -> int:
 SGL_INCAPSULE = sgl_type_byte(SglType.DATA_BLOCK, SglSubtype.OFFSET)
 #: NVMe/TCP data moved by R2T/H2CData or C2HData: transport data block, transport specific.
 SGL_TCP_TRANSPORT = sgl_type_byte(SglType.TRANSPORT_DATA_BLOCK, SglSubtype.TRANSPORT_SPECIFIC)
+#: The same transfer as FreeBSD's NVMe/TCP host describes it: a data block, transport specific.
+SGL_DATA_BLOCK_TRANSPORT = sgl_type_byte(SglType.DATA_BLOCK, SglSubtype.TRANSPORT_SPECIFIC)
 #: NVMe/RDMA keyed data block (address + rkey), RDMA READ/WRITE by the target.
 SGL_RDMA_KEYED = sgl_type_byte(SglType.KEYED_DATA_BLOCK, SglSubtype.ADDRESS)
 SGL_RDMA_KEYED_INVALIDATE = sgl_type_byte(SglType.KEYED_DATA_BLOCK, SglSubtype.INVALIDATE)
