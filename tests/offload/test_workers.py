@@ -25,7 +25,7 @@ import pytest
 
 from nvmf.control.service import RemoteQueue
 from nvmf.protocol import tcp as codec
-from nvmf.wire.opcodes import IoOpcode
+from nvmf.wire.opcodes import AdminOpcode, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.serving import nvmf_serve
@@ -249,6 +249,12 @@ def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
     assert len(pids) == 2 and all(not _gone(p, 0) for p in pids)
     target = RunningTarget(None, None, ("127.0.0.1", port))  # type: ignore[arg-type]
     adm = admin(target)
+    # An Asynchronous Event Request held, as the Linux host always keeps one posted: it
+    # completes only on an event, so a stop that waited for it would wait its whole grace
+    # period, serving on, and then drop the completions of the commands then in flight.
+    aer = Sqe(opcode=AdminOpcode.ASYNC_EVENT, cid=adm.next_cid())
+    aer.sgl = SglDescriptor.tcp_transport(0)
+    adm.send(adm.conn.capsule_cmd(aer.encode()))
     q = io_queue(target, adm)
     # Pipeline writes, stop the target while they are in flight, then collect completions
     # until the queue closes: every acknowledged write is in the file afterwards.  Every
@@ -278,6 +284,11 @@ def test_sigterm_loses_no_acknowledged_write_and_every_process_exits(
             proc.send_signal(signal.SIGTERM)
             signalled = True
     assert acked
+    # The stop ended the AER, after it had closed the listener: no new host gets in.
+    cqe, _ = adm.wait_response()
+    assert cqe.cid == aer.cid and status_of(cqe).code == SC.ABORT_REQ, status_of(cqe)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert proc.wait(20) == 0
     assert all(_gone(p, 5) for p in pids)
     # A graceful stop is not reported as a failure: no worker warns of a lost control plane.

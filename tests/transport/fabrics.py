@@ -83,9 +83,9 @@ class RunningTarget:
         return self.run(wrapped(), timeout)
 
 
-def make_port(trtype: str) -> Port:
+def make_port(trtype: str, rdma_service: str = "4420") -> Port:
     """A port of ``trtype`` exporting :data:`SUBNQN` (an ephemeral TCP port; a loop port as
-    nvmetcli writes one, with no address)."""
+    nvmetcli writes one, with no address; NVMe/RDMA on ``rdma_service``)."""
     if trtype == "loop":
         return Port(
             portid=1,
@@ -101,14 +101,14 @@ def make_port(trtype: str) -> Port:
             portid=1,
             trtype="rdma",
             traddr=RDMA_ADDR,
-            trsvcid="4420",
+            trsvcid=rdma_service,
             inline_data_size=INLINE,
             subsystems=[SUBNQN],
         )
     return Port(portid=1, trtype=trtype, trsvcid="0", inline_data_size=INLINE, subsystems=[SUBNQN])
 
 
-def make_config(trtype: str, workers: int) -> TargetConfig:
+def make_config(trtype: str, workers: int, rdma_service: str = "4420") -> TargetConfig:
     sub = Subsystem(
         nqn=SUBNQN,
         namespaces=[
@@ -116,17 +116,20 @@ def make_config(trtype: str, workers: int) -> TargetConfig:
             Namespace(nsid=2, media=NamespaceMedia(kind="ram", size=8 << 20, block_size=4096)),
         ],
     )
-    cfg = TargetConfig(subsystems=[sub], ports=[make_port(trtype)])
+    cfg = TargetConfig(subsystems=[sub], ports=[make_port(trtype, rdma_service)])
     cfg.nvmf.max_io_queues = 4
     cfg.nvmf.offload_workers = workers
     return cfg
 
 
 @contextmanager
-def running_target(trtype: str, workers: int) -> Iterator[RunningTarget]:
-    """A :class:`CountingService` with one ``trtype`` port, its event loop in a thread."""
+def running_target(
+    trtype: str, workers: int, rdma_service: str = "4420"
+) -> Iterator[RunningTarget]:
+    """A :class:`CountingService` with one ``trtype`` port, its event loop in a thread (a
+    second one at once needs its own ``rdma_service``: NVMe/RDMA's port is fixed)."""
     loop = asyncio.new_event_loop()
-    service = CountingService(make_config(trtype, workers))
+    service = CountingService(make_config(trtype, workers, rdma_service))
     started = threading.Event()
     failed: list[BaseException] = []
 

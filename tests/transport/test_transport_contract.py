@@ -337,6 +337,30 @@ def test_target_close_ends_the_host_end(target: RunningTarget, host: Host) -> No
     adm.close()
 
 
+def test_a_port_that_stops_accepting_refuses_new_queues_and_serves_its_own(
+    target: RunningTarget,
+) -> None:
+    """``Transport.stop_accepting`` (a target stopping): a host connecting now is refused,
+    while the queues already open go on serving until the port is removed.  On a target of
+    its own: the module's goes on accepting for the other tests."""
+    workers = 2 if target.service.workers is not None else 0
+    with running_target(target.trtype, workers, rdma_service="4421") as stopping:
+        host = Host(stopping)
+        adm, cntlid = host.admin()
+        q = host.io_queue(cntlid)
+        try:
+            transport = stopping.service.transports[stopping.trtype]
+            stopping.call(lambda: transport.stop_accepting(stopping.port))
+            with pytest.raises(ConnectionError):
+                host.open().close()
+            cqe, _ = q.command(rw(host.next_cid(), IoOpcode.READ, 1, 0, 1), data_in=512)
+            assert status_of(cqe).ok, status_of(cqe)
+            assert status_of(host.prop_get(adm, Prop.CSTS)).ok
+        finally:
+            q.close()
+            adm.close()
+
+
 def test_local_address_is_where_the_port_is(target: RunningTarget, host: Host) -> None:
     """``local_address()`` names the port the queue was reached on, as ``bound_address``."""
     adm, cntlid = host.admin()

@@ -80,6 +80,14 @@ class Controller:
             self.aers.append(fut)
         return fut
 
+    def end_events(self) -> None:
+        """End every held Asynchronous Event Request (the target is stopping): each completes
+        with Command Abort Requested, now, while its admin queue can still send it."""
+        for fut in self.aers:
+            if not fut.done():
+                fut.cancel()
+        self.aers.clear()
+
     def record_error(self, entry: ErrorInformationEntry) -> None:
         self.error_count += 1
         entry.error_count = self.error_count
@@ -103,10 +111,7 @@ class Controller:
             return
         self.deleted = True
         self.subsystem.controllers.pop(self.cntlid, None)
-        for fut in self.aers:
-            if not fut.done():
-                fut.cancel()
-        self.aers.clear()
+        self.end_events()
         for session in list(self.queues.values()):
             session.fabric.close(reason)
         self.queues.clear()

@@ -54,6 +54,7 @@ from nvmf.transport.base import (
     Transport,
     TransportUnavailable,
     get_transport,
+    sent,
 )
 from nvmf.wire.logpage import ErrorInformationEntry
 from nvmf.wire.opcodes import AdminOpcode
@@ -247,17 +248,30 @@ class TargetService:
         return transport
 
     async def stop(self) -> None:
-        """Graceful: commands in flight complete (here and in the workers), then everything is
-        torn down."""
+        """Graceful, in the order a host can live with: no new connection is taken and no new
+        command runs; the Asynchronous Event Requests hosts keep posted end (they complete
+        only on an event, so a drain would wait for them in vain); every command in flight
+        completes and its completion is sent, in the workers and here; only then do queues
+        close and everything is torn down."""
+        for port in self.ports:
+            self.transports[port.trtype].stop_accepting(port)
+        self.pipeline.hold()
+        controllers = [
+            ctrl for sub in [*self.subsystems.values(), self.discovery]
+            for ctrl in sub.controllers.values()
+        ]  # fmt: skip
+        for ctrl in controllers:
+            ctrl.end_events()
         try:
             await asyncio.wait_for(self.pipeline.drain(), STOP_GRACE_S)
         except TimeoutError:
             log.warning("commands still in flight after %.0f s: stopping anyway", STOP_GRACE_S)
+        if self.workers is not None:
+            await self.workers.stop()  # each worker drains, sends and closes its own queues
+        await sent(session.fabric for ctrl in controllers for session in ctrl.queues.values())
         for port in self.ports:
             await self.transports[port.trtype].remove_port(port)
         self.ports.clear()
-        if self.workers is not None:
-            await self.workers.stop()
         for sub in [*self.subsystems.values(), self.discovery]:
             for ctrl in list(sub.controllers.values()):
                 self.delete_controller(ctrl, "target stopping")

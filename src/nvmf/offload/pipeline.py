@@ -66,11 +66,21 @@ class Pipeline:
         #: Called per command only where the handler counts activity (the control plane's
         #: traffic-based keep-alive); a worker's handler does not.
         self._activity = handler.activity if getattr(handler, "counts_activity", True) else None
+        #: The target is stopping (:meth:`hold`): commands that arrive now are not run.
+        self.holding = False
 
     @property
     def in_flight(self) -> int:
         """Commands submitted and not yet completed."""
         return len(self._tasks) + self._untasked
+
+    def hold(self) -> None:
+        """Run no command submitted from now on (a graceful stop): those in flight complete
+        and their completions are sent, then the queues close.  A command that arrives
+        meanwhile gets no completion, so its host retries it once it has reconnected, as it
+        does any command a closed queue leaves unanswered; completing it with a retryable
+        error instead would spend the host's few immediate retries on a target that is going."""
+        self.holding = True
 
     def submit(self, session: QueueSession, req: Request) -> None:
         """A capsule arrived on ``session``: run it to completion.
@@ -83,6 +93,9 @@ class Pipeline:
         R2T Write has no buffer and no media operation: its payload moves between the socket
         and the medium in place.  Everything else runs in its own task.
         """
+        if self.holding:
+            req.release()
+            return
         sqsize = session.sqsize
         if sqsize:  # the SQ head advances for every fetched command (wraps at SQSIZE + 1)
             session.sqhd = (session.sqhd + 1) % (sqsize + 1)

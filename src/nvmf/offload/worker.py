@@ -85,6 +85,7 @@ from nvmf.transport.base import (
     QueueState,
     Transport,
     get_transport,
+    sent,
 )
 from nvmf.wire.auth import AuthCommand
 from nvmf.wire.opcodes import AdminOpcode, FabricsType
@@ -495,17 +496,18 @@ class Worker:
 
     # -- life cycle ----------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Graceful stop: every command in flight completes and is sent, then queues close."""
+        """Graceful stop: no new command runs, every command in flight completes and is sent,
+        then queues close."""
+        self.pipeline.hold()
         try:
             await asyncio.wait_for(self.pipeline.drain(), STOP_GRACE_S)
         except TimeoutError:
             log.warning(
                 "worker %d: commands still in flight after %.0f s", self.index, STOP_GRACE_S
             )
-        for session in [*self.sessions.values(), *self.pending.values()]:
-            drained = getattr(session.fabric, "drained", None)
-            if drained is not None:
-                await drained()
+        sessions = [*self.sessions.values(), *self.pending.values()]
+        await sent(session.fabric for session in sessions)
+        for session in sessions:
             session.fabric.close("target stopping")
         for transport in self.transports.values():
             await transport.close_all()

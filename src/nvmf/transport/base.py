@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -254,6 +254,12 @@ class Transport(Protocol):
         """Start listening on ``port``; new queues are owned by ``owner``."""
         ...
 
+    def stop_accepting(self, port: ListenPort) -> None:
+        """Take no new connection on ``port`` (a target stopping gracefully); its queues go on
+        until :meth:`remove_port`.  A fabric whose listener also carries its queues' events
+        (NVMe/RDMA's CM channel) refuses new connections instead of closing it."""
+        ...
+
     async def remove_port(self, port: ListenPort) -> None:
         """Stop listening on ``port`` and close its queues."""
         ...
@@ -307,3 +313,13 @@ def get_transport(trtype: str) -> Transport:
         raise TransportUnavailable(f"trtype {trtype!r} needs {exc.name}: {exc}") from exc
     transport: Transport = getattr(module, cls_name)()
     return transport
+
+
+async def sent(fabrics: Iterable[FabricQueue]) -> None:
+    """Until what each of ``fabrics`` has queued to send is sent (a graceful stop: the
+    completions of the commands that ran go out before their queues close).  A fabric that
+    queues nothing (its sends complete at once) has no ``drained`` and costs nothing here."""
+    for fabric in fabrics:
+        drained = getattr(fabric, "drained", None)
+        if drained is not None:
+            await drained()

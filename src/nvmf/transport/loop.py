@@ -360,6 +360,8 @@ class LoopTransport:
         self.idle_timeout = 30.0
         self._ports: dict[int, tuple[ListenPort, QueueOwner]] = {}
         self._queues: dict[int, set[LoopQueue]] = {}
+        #: Ports that take no new queue (:meth:`stop_accepting`).
+        self._refusing: set[int] = set()
 
     async def add_port(self, port: ListenPort, owner: QueueOwner) -> None:
         if port.portid in self._ports:
@@ -368,8 +370,14 @@ class LoopTransport:
         self._queues[port.portid] = set()
         log.info("loop port %d ready", port.portid)
 
+    def stop_accepting(self, port: ListenPort) -> None:
+        """:meth:`connect` on ``port`` is refused from now on; its queues go on."""
+        if port.portid in self._ports:
+            self._refusing.add(port.portid)
+
     async def remove_port(self, port: ListenPort) -> None:
         self._ports.pop(port.portid, None)
+        self._refusing.discard(port.portid)
         for queue in list(self._queues.pop(port.portid, set())):
             queue.close("port removed")
 
@@ -395,6 +403,8 @@ class LoopTransport:
         entry = self._ports.get(portid)
         if entry is None:
             raise ConnectionRefusedError(f"no loop port {portid}")
+        if portid in self._refusing:
+            raise ConnectionRefusedError(f"loop port {portid} takes no new queue")
         listen, owner = entry
         queues = self._queues[portid]
         target = LoopQueue(listen, owner, queues.discard, _address(listen))

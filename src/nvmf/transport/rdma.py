@@ -560,6 +560,8 @@ class _Listener:
         self.placed: set[_Placed] = set()
         self.channel, self.fd = open_channel(CMEventChannel, CM_CHANNEL)
         self.cmid = CMID(creator=self.channel, port_space=ce.RDMA_PS_TCP)
+        #: New connections are taken (until :meth:`RdmaTransport.stop_accepting`).
+        self.accepting = True
 
     def close(self) -> None:
         self.cmid.close()
@@ -683,6 +685,10 @@ class RdmaTransport:
                     self._end_placed(lst, placed)
 
     def _connect_request(self, lst: _Listener, cmid: CMID, data: bytes) -> None:
+        if not lst.accepting:
+            log.info("rdma port %d: connect request rejected: stopping", lst.port.portid)
+            self._reject(cmid, CmStatus.NO_RSC)
+            return
         max_qid, io_depth = self.queue_limits
         verdict = check_request(data, max_qid=max_qid, io_queue_depth=io_depth)
         if isinstance(verdict, CmStatus):
@@ -831,6 +837,13 @@ class RdmaTransport:
         for device in self._devices.values():
             device.close()
         self._devices.clear()
+
+    def stop_accepting(self, port: ListenPort) -> None:
+        """Reject every new connect request: the listener's CM channel also carries the events
+        of the port's queues (their disconnects), so it stays open until :meth:`remove_port`."""
+        lst = self._listeners.get(port.portid)
+        if lst is not None:
+            lst.accepting = False
 
     async def remove_port(self, port: ListenPort) -> None:
         lst = self._listeners.pop(port.portid, None)

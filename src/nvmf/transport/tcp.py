@@ -587,6 +587,8 @@ class TcpTransport:
         # Digests are the host's choice at each ICReq: be ready before any connection waits.
         load_crc32c()
         self._listeners: dict[int, socket.socket] = {}
+        #: Where each port listens (or listened, after :meth:`stop_accepting`).
+        self._bound: dict[int, tuple[str, int]] = {}
         self._queues: dict[int, set[TcpQueue]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         #: Seconds a connection may wait for its ICReq, its Connect, or the rest of a PDU.
@@ -630,6 +632,8 @@ class TcpTransport:
                 f"{exc.strerror}",
             ) from exc
         self._listeners[port.portid] = sock
+        host, number = sock.getsockname()[:2]
+        self._bound[port.portid] = (str(host), int(number))
         queues: set[TcpQueue] = set()
         self._queues[port.portid] = queues
         loop = asyncio.get_running_loop()
@@ -719,11 +723,16 @@ class TcpTransport:
             for queue in list(queues):
                 queue.close("target stopping")
 
-    async def remove_port(self, port: ListenPort) -> None:
+    def stop_accepting(self, port: ListenPort) -> None:
+        """Close the listening socket: a host connecting now is refused by the kernel."""
         sock = self._listeners.pop(port.portid, None)
         if sock is not None:
             asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
+
+    async def remove_port(self, port: ListenPort) -> None:
+        self.stop_accepting(port)
+        self._bound.pop(port.portid, None)
         for queue in list(self._queues.pop(port.portid, set())):
             queue.close("port removed")
         if not self._listeners and not any(self._queues.values()):
@@ -735,6 +744,4 @@ class TcpTransport:
         raise RuntimeError(f"{self.trtype} queues are handed over after Connect, not placed")
 
     def bound_address(self, port: ListenPort) -> tuple[str, int]:
-        sock = self._listeners[port.portid]
-        host, number = sock.getsockname()[:2]
-        return str(host), int(number)
+        return self._bound[port.portid]
