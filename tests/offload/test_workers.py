@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -146,8 +147,9 @@ def test_deleting_the_controller_closes_its_queues_in_the_workers(
 
 
 def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
-    two_workers: RunningTarget,
+    two_workers: RunningTarget, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="nvmf")
     target = two_workers
     workers = target.service.workers
     assert workers is not None
@@ -167,6 +169,12 @@ def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
         assert time.monotonic() < deadline, "no replacement worker"
         time.sleep(0.1)
     assert victim.restarts == 1
+    # The log says how it ended: the kernel's exit status, known once the process is reaped.
+    died = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
+    assert died == [
+        f"offload worker {victim.index} (pid {old_pid}) died (killed by SIGKILL) with 1 queues; "
+        "starting another"
+    ]
     ctrl = next(iter(target.service.subsystems[SUBNQN].controllers.values()))
     deadline = time.monotonic() + 10
     while 1 in ctrl.queues:

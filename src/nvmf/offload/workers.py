@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -464,20 +465,28 @@ class WorkerSet:
             if not self._started:
                 return  # start() fails with that error: nothing to restart
             w.failed_starts += 1
+            died = None
         else:
             w.failed_starts = 0
-        log.error(
-            "offload worker %d (pid %d) died (exit status %s) with %d queues; starting another",
-            w.index,
-            w.pid,
-            code,
-            len(lost),
-        )
-        asyncio.get_running_loop().create_task(self._restart(w))
+            died = len(lost)
+        asyncio.get_running_loop().create_task(self._restart(w, died))
 
-    async def _restart(self, w: WorkerHandle) -> None:
+    async def _restart(self, w: WorkerHandle, died_with: int | None = None) -> None:
+        """Reap ``w``'s process, say how it ended (with ``died_with`` queues, for a worker
+        that was serving: its channel closes before the kernel has its exit status, so the
+        status is known only here), then start another."""
+        pid = w.pid
+        code = None
         if w.proc is not None:
-            await asyncio.get_running_loop().run_in_executor(None, w.proc.wait)
+            code = await asyncio.get_running_loop().run_in_executor(None, w.proc.wait)
+        if died_with is not None:
+            log.error(
+                "offload worker %d (pid %d) died (%s) with %d queues; starting another",
+                w.index,
+                pid,
+                _how_ended(code),
+                died_with,
+            )
         if w.failed_starts:
             delay = min(RESTART_BACKOFF_MAX_S, 0.5 * 2 ** (w.failed_starts - 1))
             log.error(
@@ -495,3 +504,15 @@ class WorkerSet:
             await self._wait_ready(w)
         except RuntimeError as exc:
             log.error("%s", exc)
+
+
+def _how_ended(code: int | None) -> str:
+    """A worker's exit status as a person reads it: ``killed by SIGKILL``, ``exit status 1``."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
