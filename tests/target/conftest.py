@@ -20,6 +20,9 @@ from nvmf.control.model import (
     TargetConfig,
 )
 from nvmf.control.service import TargetService
+from nvmf.offload.plan import Parsed
+from nvmf.offload.session import QueueSession
+from nvmf.protocol.request import Request
 
 SUBNQN = "nqn.2024-01.io.nvmf:test"
 LOCKED_NQN = "nqn.2024-01.io.nvmf:locked"
@@ -74,6 +77,24 @@ def controller(target: RunningTarget, cntlid: int) -> Any:
     """The control plane's controller ``cntlid`` of :data:`SUBNQN` (read from the test's
     thread: its queues and attributes only)."""
     return target.service.subsystems[SUBNQN].controllers[cntlid]
+
+
+def fail_parse(
+    monkeypatch: pytest.MonkeyPatch,
+    service: TargetService,
+    when: Callable[[Request], bool],
+    message: str,
+) -> None:
+    """Make ``service``'s parse raise ``RuntimeError(message)`` for each command ``when``
+    picks (a bug injected where the data path enters the control plane's code)."""
+    parse = service.parse
+
+    def faulty(queue: QueueSession, req: Request) -> Parsed:
+        if when(req):
+            raise RuntimeError(message)
+        return parse(queue, req)
+
+    monkeypatch.setattr(service, "parse", faulty)
 
 
 @contextmanager

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from nvmf.offload.plan import Parsed
-from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Request
 from nvmf.protocol.tcp import ResponseReceived
 from nvmf.wire.opcodes import IoOpcode
@@ -26,6 +24,7 @@ from tests.target.conftest import (
     FILE_NSID,
     SUBNQN,
     controller,
+    fail_parse,
     running_target,
     with_file_namespace,
 )
@@ -83,14 +82,12 @@ def test_a_bug_handling_a_command_held_back_ends_only_its_queue(
         q_a.initialize()
         depth, held = 8, 0xBAD
         assert status_of(q_a.connect(SUBNQN, qid=1, cntlid=adm_a.cntlid, sqsize=depth - 1)).ok
-        parse = target.service.parse
-
-        def faulty(queue: QueueSession, req: Request) -> Parsed:
-            if req.cid == held:
-                raise RuntimeError("injected fault in a held-back command")
-            return parse(queue, req)
-
-        monkeypatch.setattr(target.service, "parse", faulty)
+        fail_parse(
+            monkeypatch,
+            target.service,
+            lambda req: req.cid == held,
+            "injected fault in a held-back command",
+        )
         try:
             q_a.sock.settimeout(30)  # a queue left hanging fails here
             # Reads of a file namespace complete later (the medium's queue), so the ninth

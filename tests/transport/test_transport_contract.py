@@ -18,15 +18,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nvmf.control.session import ControlSession
-from nvmf.offload.plan import Parsed
-from nvmf.offload.session import QueueSession
-from nvmf.protocol.request import Request
 from nvmf.transport.base import REGISTRY, FabricQueue, QueueExport
 from nvmf.wire.fabrics import CSTS, Prop
 from nvmf.wire.identify import IdentifyController
 from nvmf.wire.opcodes import AdminOpcode, IoOpcode
 from nvmf.wire.sqe import FUSE_FIRST, SglDescriptor, Sqe
 from nvmf.wire.status import SC
+from tests.target.conftest import fail_parse
 from tests.transport.fabrics import (
     ADAPTERS,
     INLINE,
@@ -258,14 +256,12 @@ def test_a_bug_handling_a_command_ends_only_its_queue(
     adm, cntlid = host.admin()
     other, other_id = host.admin()
     other_io = host.io_queue(other_id)
-    parse = target.service.parse
-
-    def faulty(queue: QueueSession, req: Request) -> Parsed:
-        if req.opcode == FAULTY_OPCODE:
-            raise RuntimeError("injected fault in a parse")
-        return parse(queue, req)
-
-    monkeypatch.setattr(target.service, "parse", faulty)
+    fail_parse(
+        monkeypatch,
+        target.service,
+        lambda req: req.opcode == FAULTY_OPCODE,
+        "injected fault in a parse",
+    )
     try:
         with pytest.raises(ConnectionError):
             adm.command(Sqe(opcode=FAULTY_OPCODE, cid=host.next_cid()))
