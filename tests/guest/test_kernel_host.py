@@ -11,8 +11,9 @@ kernel host's controller and queues; a namespace added to the configuration file
 with ``SIGHUP`` appears on the connected host (Namespace Attribute Changed notice, the host
 rescans) without a reconnect, ``nvmf config reload`` takes it away again, and a file that does
 not validate changes nothing.  A file nvmetcli saved on a real 6.7 target is served unchanged
-and the host connects to it.  Last, with our target stopped, ``nvmf config apply`` to the
-kernel's own target followed by ``nvmf config save --from-kernel`` gives the file back.
+and the host connects to it; then it is stopped (``SIGTERM``) while the host writes.  Last,
+with our target stopped, ``nvmf config apply`` to the kernel's own target followed by
+``nvmf config save --from-kernel`` gives the file back.
 """
 
 from __future__ import annotations
@@ -199,8 +200,24 @@ fio --name=saved --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 --rw=
 echo "fio saved rc=$?" >> $OUT/results.txt
 nvme disconnect -n testnqn > /dev/null
 echo "disconnect saved rc=$?" >> $OUT/results.txt
+# SIGTERM while the kernel host writes (16 threads, 4 KiB O_DIRECT), the host not reconnecting
+# (--ctrl-loss-tmo=0): the stop must not wait out its grace period, and every write that
+# reached the medium must have been acknowledged first (tests/guest/acked_writes.py).
+nvme connect -t tcp -a ::1 -s 8009 -n testnqn -i 2 --ctrl-loss-tmo=0
+echo "connect stop rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+W=/tmp/nvmf-guest/acked
+$PY -m tests.guest.acked_writes write $dev 16 512 $W $W.stop &
+writer=$!
+for i in $(seq 300); do [ -s $W/w0.log ] && break; sleep 0.1; done
+sleep 2
+t0=$EPOCHREALTIME
 kill $saved; wait $saved
 echo "serve saved rc=$?" >> $OUT/results.txt
+echo "stop ms $(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 ))" >> $OUT/results.txt
+touch $W.stop; wait $writer
+$PY -m tests.guest.acked_writes check /srv/pxe/arch/x86_64/pxeboot.img 16 512 $W \
+    > $OUT/acked-writes.json
 
 # The kernel's own target: apply a file, save it back from configfs, apply that, save again.
 modprobe nvmet && modprobe nvmet-tcp
@@ -406,6 +423,23 @@ def test_a_file_nvmetcli_saved_serves_unchanged(guest: GuestResult) -> None:
     assert res["fio saved rc"] == "0", guest.read("fio-saved.json")[-2000:]
     assert res["disconnect saved rc"] == "0"
     assert res["serve saved rc"] == "0", guest.read("saved-target.log")
+
+
+def test_sigterm_while_the_host_writes_acknowledges_every_write_it_ran(
+    guest: GuestResult,
+) -> None:
+    """SIGTERM while the kernel host writes and will not reconnect: the target stops without
+    waiting out its grace period, no acknowledged write is lost, and no write reached the
+    medium without its completion reaching the host first: the writes the host saw fail were
+    never run.  Before, the stop waited 10 s on the host's Asynchronous Event Request and
+    then closed queues under completions (13 of 16 failed writes were on the medium)."""
+    res = guest.results()
+    assert res["connect stop rc"] == "0"
+    log = guest.read("saved-target.log")
+    assert "still in flight" not in log and "Traceback" not in log, log[-3000:]
+    counts = json.loads(guest.read("acked-writes.json"))
+    assert counts["acked"] > 0 and counts["lost"] == 0, counts
+    assert counts["failed_landed"] == 0, counts
 
 
 def test_kernel_target_apply_then_save_from_kernel_round_trips(guest: GuestResult) -> None:

@@ -21,6 +21,7 @@ to an offload worker after its Connect: :meth:`FabricQueue.export_state` on one 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import Callable, Iterable
@@ -316,10 +317,9 @@ def get_transport(trtype: str) -> Transport:
 
 
 async def sent(fabrics: Iterable[FabricQueue]) -> None:
-    """Until what each of ``fabrics`` has queued to send is sent (a graceful stop: the
-    completions of the commands that ran go out before their queues close).  A fabric that
-    queues nothing (its sends complete at once) has no ``drained`` and costs nothing here."""
-    for fabric in fabrics:
-        drained = getattr(fabric, "drained", None)
-        if drained is not None:
-            await drained()
+    """Until what each of ``fabrics`` has queued to send is delivered (a graceful stop: the
+    completions of the commands that ran reach their hosts before their queues close), all
+    at once.  A fabric that queues nothing (its sends complete at once) has no ``drained``
+    and costs nothing here."""
+    waits = [drained() for f in fabrics if (drained := getattr(f, "drained", None)) is not None]
+    await asyncio.gather(*waits)
