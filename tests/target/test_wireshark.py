@@ -9,9 +9,11 @@ The judge is a real peer written by others: ``tshark``'s ``nvme-tcp`` and ``nvme
 
 Per capture it must find no malformed packet and no error-severity expert info, recognise every
 PDU type we sent, match every response and data PDU to its command, verify every header and data
-digest as good, and decode the NVMe opcodes, fabrics command types and statuses we sent.  A
-negative control proves the checks can fail: a corrupt header digest is reported Bad and a
-truncated capsule as malformed.
+digest as good, and decode the NVMe opcodes, fabrics command types and statuses we sent; it
+must name each error status as NVMe Base names it (the dissector decodes codes from a table of
+its own, so a value of ours that is wrong reads as another status).  A negative control
+proves the checks can fail: a corrupt header digest is reported Bad and a truncated capsule
+as malformed.
 
 ``tshark`` is installed once per session when missing (Debian, root); the test never skips.
 """
