@@ -122,6 +122,10 @@ def _admin_cases(g: Geometry) -> dict[str, Case]:
         ),
         "get features: reserved FID": Case("admin", _sqe(AdminOpcode.GET_FEATURES, cdw10=0x7D)),
         "set features: reserved FID": Case("admin", _sqe(AdminOpcode.SET_FEATURES, cdw10=0x7D)),
+        "get features: host identifier": Case(
+            "admin", _read_admin(AdminOpcode.GET_FEATURES, length=16, cdw10=0x81, cdw11=1)
+        ),
+        "set features: host identifier": Case("admin", _sqe(AdminOpcode.SET_FEATURES, cdw10=0x81)),
         "get features: number of queues": Case(
             "admin", _sqe(AdminOpcode.GET_FEATURES, cdw10=FeatureId.NUM_QUEUES)
         ),

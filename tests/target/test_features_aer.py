@@ -161,6 +161,22 @@ def test_unsupported_feature_is_invalid_field(target: RunningTarget, fid: int) -
     assert is_status(get_features(host, fid), SC.INVALID_FIELD)
 
 
+def test_host_identifier_is_the_one_given_in_connect(target: RunningTarget) -> None:
+    """Get Features Host Identifier (81h) returns the 128-bit Host ID of the Connect data
+    (EXHID set; cleared asks for the 64-bit form, which CTRATT says we do not keep); a Set
+    Features of it is a Command Sequence Error, since a fabric sets it in Connect only (as the
+    Linux target answers)."""
+    host = admin(target)
+    sqe = Sqe(opcode=AdminOpcode.GET_FEATURES, cid=host.next_cid(), cdw10=FeatureId.HOST_ID)
+    sqe.cdw11 = 1  # EXHID
+    sqe.sgl = SglDescriptor.tcp_transport(16)
+    cqe, data = host.command_data(sqe)
+    assert status_of(cqe).ok and data == b"\x01" * 16  # RawHost.connect's hostid
+    sqe.cid, sqe.cdw11 = host.next_cid(), 0
+    assert is_status(host.command_data(sqe)[0], SC.INVALID_FIELD)
+    assert is_status(set_features(host, FeatureId.HOST_ID, 1), SC.CMD_SEQ_ERROR)
+
+
 # -- AER, Abort, Keep Alive --------------------------------------------------------------------
 
 

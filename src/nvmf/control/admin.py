@@ -279,6 +279,8 @@ def set_features(ctx: Context, ctrl: Controller) -> Parsed:
         ctrl.wce = bool(value & 1)
         ctx.service.context_changed(ctrl)
         return no_data()
+    if fid == FeatureId.HOST_ID:  # given in Connect: not set afterwards over a fabric
+        return error(SC.CMD_SEQ_ERROR, OFF_CDW10)
     return error(SC.INVALID_FIELD, OFF_CDW10)
 
 
@@ -300,6 +302,10 @@ def get_features(ctx: Context, ctrl: Controller) -> Parsed:
         return no_data(_result(0 if default else ctrl.aec))
     if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
         return no_data(_result(1 if default or ctrl.wce else 0))
+    if fid == FeatureId.HOST_ID:  # the Host Identifier the host gave in Connect
+        if not sqe.cdw11 & 1:  # EXHID clear asks for the 64-bit form: CTRATT says 128-bit only
+            return error(SC.INVALID_FIELD, OFF_CDW11)
+        return c2h(len(ctrl.hostid), send_bytes(ctrl.hostid))
     return error(SC.INVALID_FIELD, OFF_CDW10)
 
 
