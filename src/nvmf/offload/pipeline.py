@@ -139,20 +139,14 @@ class Pipeline:
                 session.fabric.fetch_data(req, self._fetched)
                 return
             elif direction is C2H:
-                pool = queue.pool
-                staging = (session.pool if pool is None else session.share_of(pool)).get(
-                    plan.length
-                )
+                staging = session.staging_for(queue).get(plan.length)
                 go = staging is not None  # NEW -> NEED_BUFFER -> READY -> EXECUTING
                 if staging is not None:
                     req.staging = staging
                     data = req.data = staging.view
                     req.c2h_length = plan.length
             elif direction is H2C:
-                pool = queue.pool
-                staging = (session.pool if pool is None else session.share_of(pool)).get(
-                    plan.length
-                )
+                staging = session.staging_for(queue).get(plan.length)
                 if staging is not None:  # NEW -> NEED_BUFFER -> TRANSFERRING_H2C
                     req.staging = staging
                     req.data = staging.view

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from nvmf.memory.staging import Staging, StagingPool, StagingShare
 
 if TYPE_CHECKING:
+    from nvmf.media.queue import MediaQueue
     from nvmf.offload.context import IoContext
     from nvmf.transport.base import FabricQueue, ListenPort
 
@@ -47,6 +48,12 @@ class QueueSession:
         if share is None:
             share = self.media_shares[pool] = StagingShare(pool)
         return share
+
+    def staging_for(self, queue: MediaQueue) -> Staging:
+        """Where this queue stages a command on ``queue``: its share of the medium's own pool
+        when the medium has one (:meth:`share_of`), else its share of its process's."""
+        pool = queue.pool
+        return self.pool if pool is None else self.share_of(pool)
 
     def consume_sqe(self) -> None:
         """Advance the SQ head for one fetched command (wraps at SQSIZE + 1 entries)."""
