@@ -471,7 +471,7 @@ class WorkerSet:
             died = len(lost)
         asyncio.get_running_loop().create_task(self._restart(w, died))
 
-    async def _restart(self, w: WorkerHandle, died_with: int | None = None) -> None:
+    async def _restart(self, w: WorkerHandle, died_with: int | None) -> None:
         """Reap ``w``'s process, say how it ended (with ``died_with`` queues, for a worker
         that was serving: its channel closes before the kernel has its exit status, so the
         status is known only here), then start another."""
