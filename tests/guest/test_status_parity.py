@@ -70,9 +70,10 @@ DIFFERENCES = {
     "write: in-capsule SGL with an offset": Difference(
         "SC 0x000",
         "SC 0x016 DNR",
-        "an NVMe/TCP capsule's data is exactly what its SGL describes, so an offset into it is "
-        "SGL Offset Invalid rather than other bytes written than the host described; Linux "
-        "ignores the offset and writes the data from the capsule's start",
+        "the offset (SGLS bit 20, which both advertise) puts the 512-byte block past the "
+        "capsule's 512 bytes of data: SGL Offset Invalid rather than other bytes written than "
+        "the host described; Linux ignores the offset and writes the data from the capsule's "
+        "start",
     ),
     "flush: NSID FFFFFFFFh": Difference(
         "SC 0x00b DNR",

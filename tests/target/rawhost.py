@@ -135,10 +135,13 @@ class RawHost:
         return cqe
 
     def command_data(
-        self, sqe: Sqe, data: bytes | None = None, *, incapsule: bool = True
+        self, sqe: Sqe, data: bytes | None = None, *, incapsule: bool = True, keep_sgl: bool = False
     ) -> tuple[Cqe, bytes]:
+        """Send ``sqe`` with ``data`` in the capsule, or by R2T without ``incapsule``; its SGL
+        is written for the data unless ``keep_sgl``."""
         if data and incapsule:
-            sqe.sgl = SglDescriptor.incapsule(len(data))
+            if not keep_sgl:
+                sqe.sgl = SglDescriptor.incapsule(len(data))
             self.send(self.conn.capsule_cmd(sqe.encode(), memoryview(data)))
             return self.wait_response()
         self.send(self.conn.capsule_cmd(sqe.encode()))

@@ -471,7 +471,7 @@ def error_status_traffic(target: RunningTarget) -> None:
     adm = admin(target)
     q = io_queue(target, adm)
     offset = rw(q.next_cid(), IoOpcode.WRITE, 1, 0, 1, 0)
-    offset.sgl = SglDescriptor.incapsule(512, 16)  # in-capsule data starts at offset 0
+    offset.sgl = SglDescriptor.incapsule(512, 16)  # past the capsule's 512 bytes of data
     keyed = rw(q.next_cid(), IoOpcode.READ, 1, 0, 1, 0)
     keyed.sgl = SglDescriptor.keyed(0, 512, 1)  # NVMe/RDMA's descriptor on NVMe/TCP
     short = rw(q.next_cid(), IoOpcode.WRITE, 1, 0, 2, 0)

@@ -205,7 +205,7 @@ class TcpHostQueue:
     ) -> tuple[Cqe, bytes]:
         if not keep_sgl and not (data_out and incapsule):
             sqe.sgl = SglDescriptor.tcp_transport(len(data_out) if data_out else data_in)
-        return self.raw.command_data(sqe, data_out, incapsule=incapsule)
+        return self.raw.command_data(sqe, data_out, incapsule=incapsule, keep_sgl=keep_sgl)
 
     def close(self) -> None:
         self.raw.close()

@@ -183,6 +183,37 @@ def test_many_writes_then_reads_on_one_queue(target: RunningTarget, host: Host) 
         adm.close()
 
 
+def test_an_incapsule_block_at_an_offset_is_what_is_written(
+    target: RunningTarget, host: Host
+) -> None:
+    """Identify Controller says SGL offsets are supported (SGLS bit 20), so a Write whose
+    in-capsule Data Block starts 16 bytes into the capsule's data writes those 512 bytes, not
+    the 16 before them; a block that an offset puts past the capsule's data is SGL Offset
+    Invalid."""
+    adm, cntlid = host.admin()
+    q = host.io_queue(cntlid)
+    block, slba = os.urandom(512), 3000
+    try:
+        sqe = rw(host.next_cid(), IoOpcode.WRITE, 1, slba, 1)
+        sqe.sgl = SglDescriptor.incapsule(512, offset=16)
+        cqe, _ = q.command(sqe, b"\xee" * 16 + block, incapsule=True, keep_sgl=True)
+        assert status_of(cqe).ok, status_of(cqe)
+        cqe, back = q.command(rw(host.next_cid(), IoOpcode.READ, 1, slba, 1), data_in=512)
+        assert status_of(cqe).ok and back == block
+
+        past = rw(host.next_cid(), IoOpcode.WRITE, 1, slba, 1)
+        past.sgl = SglDescriptor.incapsule(512, offset=16)
+        cqe, _ = q.command(past, bytes(512), incapsule=True, keep_sgl=True)
+        st = status_of(cqe)
+        assert (st.code, st.dnr) == (SC.SGL_INVALID_OFFSET, True), st
+        cqe, back = q.command(rw(host.next_cid(), IoOpcode.READ, 1, slba, 1), data_in=512)
+        assert status_of(cqe).ok and back == block  # the refused Write wrote nothing
+    finally:
+        q.command(rw(host.next_cid(), IoOpcode.WRITE, 1, slba, 1), bytes(512))
+        q.close()
+        adm.close()
+
+
 @pytest.mark.parametrize(
     ("case", "code"),
     [

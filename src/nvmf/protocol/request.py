@@ -30,8 +30,8 @@ import enum
 import struct
 from typing import TYPE_CHECKING, Any
 
-from nvmf.wire.sqe import SQE_SIZE, Sqe
-from nvmf.wire.status import SUCCESS, Status, WireError
+from nvmf.wire.sqe import OFF_DPTR, SQE_SIZE, Sqe
+from nvmf.wire.status import SC, SUCCESS, Status, WireError, error
 
 if TYPE_CHECKING:
     from nvmf.memory.staging import StagingBuffer
@@ -215,3 +215,26 @@ class Request:
             self.staging.release()
             self.staging = None
         self.data = None
+
+
+def map_incapsule(req: Request) -> Status:
+    """Map an in-capsule SGL Data Block (Offset subtype) onto the capsule's data.
+
+    The descriptor's Address is an offset into the capsule's data (which starts at ICDOFF 0);
+    Identify Controller advertises offsets (SGLS bit 20), so ``req.data`` becomes the block the
+    descriptor names, past ``offset`` bytes the host put before it.  A block the offset puts
+    past the data that came is SGL Offset Invalid; with no offset, a length that is not the
+    data's is Data SGL Length Invalid, and so is data past the block's end, which no
+    descriptor would then describe."""
+    offset, length = req.dptr_address, req.dptr_length
+    data = req.data
+    got = 0 if data is None else len(data)
+    end = offset + length
+    if end > got and offset:
+        return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
+    if end != got:
+        return error(SC.SGL_INVALID_DATA, OFF_DPTR)
+    if offset and data is not None:
+        req.data = data[offset:]
+    req.sgl_length = length
+    return SUCCESS

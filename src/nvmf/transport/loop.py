@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nvmf.memory.staging import StagingBuffer
-from nvmf.protocol.request import Request
+from nvmf.protocol.request import Request, map_incapsule
 from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.wire.sqe import (
     CQE,
@@ -138,15 +138,9 @@ class LoopQueue:
             return error(SC.INVALID_FIELD, OFF_FLAGS)
         length = req.dptr_length
         if req.dptr_type == SGL_INCAPSULE:
-            if req.dptr_address != 0:  # offset from ICDOFF 0
+            if req.dptr_address + length > self.port.inline_data_size:  # as Linux's nvmet-rdma
                 return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            if length > self.port.inline_data_size:  # as Linux's nvmet-tcp and -rdma say
-                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            got = len(req.data) if req.data is not None else 0
-            if length != got:
-                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = length
-            return SUCCESS
+            return map_incapsule(req)
         if req.dptr_type == SGL_LOOP_TRANSPORT:
             if req.incapsule:
                 return error(SC.SGL_INVALID_DATA, OFF_DPTR)

@@ -59,7 +59,7 @@ from pyverbs.pyverbs_error import PyverbsError, PyverbsRDMAError
 from pyverbs.qp import QP, QPCap, QPInitAttr
 from pyverbs.wr import SGE
 
-from nvmf.protocol.request import Request
+from nvmf.protocol.request import Request, map_incapsule
 from nvmf.transport.base import (
     DataDone,
     FabricQueue,
@@ -372,13 +372,8 @@ class RdmaQueue:
             offset, length = req.dptr_address, req.dptr_length
             if offset + length > self.slot_size - SQE_SIZE:
                 return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            capsule = req.data
-            if capsule is None or offset + length > len(capsule):
-                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.data = capsule[offset : offset + length]
             req.incapsule = bool(length)
-            req.sgl_length = length
-            return SUCCESS
+            return map_incapsule(req)
         return error(SC.SGL_INVALID_TYPE, OFF_DPTR + 15)
 
     def _local(self, staging: StagingBuffer) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol import tcp as p
-from nvmf.protocol.request import Request
+from nvmf.protocol.request import Request, map_incapsule
 from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
 from nvmf.transport.sendqueue import SendQueue
 from nvmf.wire.sqe import (
@@ -170,13 +170,7 @@ class TcpQueue:
             req.sgl_length = req.dptr_length
             return SUCCESS
         if sgl_type == SGL_INCAPSULE:
-            if req.dptr_address != 0:  # offset from ICDOFF 0
-                return error(SC.SGL_INVALID_OFFSET, OFF_DPTR)
-            got = len(req.data) if req.data is not None else 0
-            if req.dptr_length != got:
-                return error(SC.SGL_INVALID_DATA, OFF_DPTR)
-            req.sgl_length = got
-            return SUCCESS
+            return map_incapsule(req)
         if not req.dptr_length and not req.incapsule:  # describes no data, whatever its type
             req.sgl_length = 0
             return SUCCESS
