@@ -15,7 +15,7 @@ from nvmf.wire.identify import IdentifyController, IdentifyNamespace, NamespaceL
 from nvmf.wire.logpage import LogPageId, decode_discovery_log, decode_error_log
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.sqe import PSDT_PRP, SGL_DATA_BLOCK_TRANSPORT, Cqe, SglDescriptor, Sqe
-from nvmf.wire.status import SC
+from nvmf.wire.status import SC, Status, error
 from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget
 from tests.target.rawhost import CC_ENABLE, HOSTNQN, RawHost, is_status, status_of
 
@@ -204,7 +204,9 @@ def test_io_errors_are_nvme_statuses(target: RunningTarget) -> None:
     sqe.sgl = SglDescriptor.tcp_transport(64 * 4)
     cqe, data = host.command_data(sqe)
     entries = decode_error_log(data)
-    assert entries[0].sqid == 1 and entries[0].status_field >> 0 & 0x7FF == SC.INVALID_FIELD
+    # Status Field: the CQE's status in bits 15:1, the phase tag (0 on a fabric) in bit 0.
+    assert entries[0].sqid == 1 and entries[0].status_field & 1 == 0
+    assert Status.decode(entries[0].status_field >> 1) == error(SC.INVALID_FIELD), entries[0]
 
 
 def test_compare_flush_write_zeroes_and_deallocate(target: RunningTarget) -> None:

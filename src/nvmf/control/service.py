@@ -382,7 +382,7 @@ class TargetService:
             ErrorInformationEntry(
                 sqid=qid,
                 cmdid=sqe.cid,
-                status_field=status.encode(),
+                status_field=status.encode() << 1,  # bits 15:1; the phase tag is 0
                 param_error_location=0xFFFF if status.field is None else status.field,
                 nsid=sqe.nsid,
                 opcode=sqe.opcode,
