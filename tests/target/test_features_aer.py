@@ -17,13 +17,14 @@ from nvmf.wire.logpage import (
     FirmwareSlotLog,
     LogPageId,
     SmartLog,
+    decode_error_log,
 )
 from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.target.conftest import RunningTarget, controller
 from tests.target.rawhost import RawHost, is_status, status_of
-from tests.target.test_tcp_target import admin, io_queue
+from tests.target.test_tcp_target import admin, io_queue, rw
 
 SEL_CURRENT, SEL_DEFAULT, SEL_SUPPORTED = 0, 1, 3
 #: Get Features SEL=011b result: bit 0 saveable, bit 1 namespace specific, bit 2 changeable.
@@ -253,6 +254,42 @@ def test_smart_log(target: RunningTarget) -> None:
         assert smart.critical_warning == 0
     cqe, _ = get_log(host, LogPageId.SMART, 512, nsid=9)
     assert is_status(cqe, SC.INVALID_NS)
+
+
+def _smart(host: RawHost, nsid: int) -> SmartLog:
+    cqe, page = get_log(host, LogPageId.SMART, 512, nsid=nsid)
+    assert status_of(cqe).ok, status_of(cqe)
+    return SmartLog.decode(page)
+
+
+def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
+    """SMART counts what the namespaces served, wherever it ran (the control plane or a
+    worker): Host Read/Write Commands, Data Units Read/Written in thousands of 512-byte units
+    rounded up, each namespace its own (LPA bit 0); and Number of Error Information Log
+    Entries counts the error log's entries, as ``nvme smart-log`` shows them."""
+    host = admin(target)
+    q = io_queue(target, host)
+    before = {nsid: _smart(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
+    for i in range(4):  # 1000 sectors written: one data unit
+        cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 1, 250 * i, 250, 250 * 512),
+                        bytes(250 * 512), incapsule=False)  # fmt: skip
+        assert status_of(cqe).ok, status_of(cqe)
+    for _ in range(2):  # 2000 sectors read: two
+        assert status_of(q.command(rw(q.next_cid(), IoOpcode.READ, 1, 0, 1000, 1000 * 512))).ok
+    assert is_status(q.command(rw(q.next_cid(), IoOpcode.READ, 1, 1 << 40, 1, 512)), SC.LBA_RANGE)
+    after = {nsid: _smart(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
+    for nsid in (0xFFFFFFFF, 1):
+        b, a = before[nsid], after[nsid]
+        assert (a.host_writes - b.host_writes, a.host_reads - b.host_reads) == (4, 2), nsid
+        assert a.data_units_written - b.data_units_written == 1, nsid
+        assert a.data_units_read - b.data_units_read == 2, nsid
+        assert a.num_err_log_entries - b.num_err_log_entries == 1, nsid
+    assert (after[2].host_reads, after[2].host_writes) == (
+        before[2].host_reads,
+        before[2].host_writes,
+    )
+    cqe, page = get_log(host, LogPageId.ERROR, 64)
+    assert decode_error_log(page)[0].error_count == after[1].num_err_log_entries
 
 
 def test_firmware_slot_log(target: RunningTarget) -> None:

@@ -4,7 +4,8 @@ Asynchronous Event Request, Keep Alive, Abort."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from nvmf.control.command import (
@@ -19,6 +20,7 @@ from nvmf.control.command import (
     send_bytes,
 )
 from nvmf.control.controller import AER_LIMIT, ERROR_LOG_SLOTS
+from nvmf.control.status import namespace_counters
 from nvmf.protocol.request import Request
 from nvmf.wire.identify import (
     IDENTIFY_DATA_SIZE,
@@ -97,7 +99,8 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         acl=3,
         aerl=AER_LIMIT - 1,
         frmw=(1 << 1) | 1,  # one slot, slot 1 read only
-        lpa=(1 << 1) | (1 << 2),  # commands supported and effects log; extended data
+        # SMART per namespace; commands supported and effects log; extended data
+        lpa=(1 << 0) | (1 << 1) | (1 << 2),
         elpe=ERROR_LOG_SLOTS - 1,
         kas=KAS,
         sqes=(6 << 4) | 6,
@@ -206,13 +209,16 @@ def _identify(ctx: Context, ctrl: Controller) -> Parsed:
     return INVALID_CDW10
 
 
-LogBuilder = Callable[[Context, "Controller", int, int], "bytes | Status"]
+#: A log page gathered when its command executes (from the workers, over their channels).
+LatePage = Callable[[], Awaitable[bytes]]
+LogBuilder = Callable[[Context, "Controller", int, int], "bytes | Status | LatePage"]
 
 
 def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     """Validate NUMD/LPO and plan the transfer of the requested slice of a log page.
 
-    ``build(ctx, ctrl, lid, lsp)`` returns the whole page or a status.
+    ``build(ctx, ctrl, lid, lsp)`` returns the whole page, a status, or a :data:`LatePage`
+    that gathers the page when the command executes.
     """
     sqe = ctx.req.sqe
     lid = sqe.cdw10 & 0xFF
@@ -227,19 +233,61 @@ def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     page = build(ctx, ctrl, lid, lsp)
     if isinstance(page, Status):
         return page
+    if callable(page):
+        return c2h(length, _late_slice(page, lpo))
     if lpo > len(page):
         return error(SC.INVALID_FIELD, OFF_CDW12)
     return c2h(length, send_bytes(page[lpo : lpo + length]))
 
 
-def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status:
+def _late_slice(page: LatePage, lpo: int) -> Execute:
+    """Gather ``page``, then send it from offset ``lpo`` (Invalid Field past its end)."""
+
+    async def execute(req: Request) -> Status:
+        body = await page()
+        if lpo > len(body):
+            return error(SC.INVALID_FIELD, OFF_CDW12)
+        return await send_bytes(body[lpo:])(req)
+
+    return execute
+
+
+async def _smart_log(ctx: Context, ctrl: Controller, nsid: int) -> bytes:
+    """SMART / Health Information: the I/O the subsystem's namespaces served (one namespace's
+    for its NSID; LPA bit 0), summed over the control plane and every worker, as Linux's
+    nvmet reports each namespace's block device; and the controller's error log entries."""
+    namespaces = ctrl.subsystem.namespaces
+    counted = await namespace_counters(ctx.service, ctrl.subsystem.nqn)
+    sectors_read = sectors_written = reads = writes = 0
+    for n, c in counted.items():
+        ns = namespaces.get(n)
+        if ns is None or nsid not in (0, NSID_ALL, n):
+            continue
+        sectors_read += c["read_blocks"] * ns.block_size // 512
+        sectors_written += c["write_blocks"] * ns.block_size // 512
+        reads += c["read_cmds"]
+        writes += c["write_cmds"]
+    return SmartLog(
+        temperature=273 + 30,
+        avail_spare=100,
+        spare_thresh=10,
+        # thousands of 512-byte units, rounded up (Base 2.0 Figure 207)
+        data_units_read=-(-sectors_read // 1000),
+        data_units_written=-(-sectors_written // 1000),
+        host_reads=reads,
+        host_writes=writes,
+        num_err_log_entries=ctrl.error_count,
+    ).encode()
+
+
+def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status | LatePage:
     sqe = ctx.req.sqe
     if lid == LogPageId.ERROR:
         return encode_error_log(list(ctrl.errors))
     if lid == LogPageId.SMART:
         if sqe.nsid not in (0, NSID_ALL) and sqe.nsid not in ctrl.subsystem.namespaces:
             return error(SC.INVALID_NS, OFF_NSID)
-        return SmartLog(temperature=273 + 30, avail_spare=100, spare_thresh=10).encode()
+        return functools.partial(_smart_log, ctx, ctrl, sqe.nsid)
     if lid == LogPageId.FW_SLOT:
         frs = [FIRMWARE_REVISION] + [""] * 6
         return FirmwareSlotLog(afi=1, frs=frs).encode()

@@ -131,3 +131,22 @@ def _controller(ctrl: Controller, remote: dict[tuple[str, int, int], int]) -> di
         "io_queues_granted": ctrl.io_queues,
         "queues": queues,
     }
+
+
+async def namespace_counters(service: TargetService, nqn: str) -> dict[int, dict[str, int]]:
+    """Each namespace of subsystem ``nqn`` that served I/O: its counters
+    (:class:`~nvmf.offload.context.NamespaceCounters`) summed over the control plane's own data
+    path and every live worker, asked over its channel.  What a worker that died counted
+    since it started is gone with it."""
+    sources = [{f"{k[0]}/{k[1]}": c.as_dict() for k, c in service.counters.items()}]
+    if service.workers is not None:
+        sources += [w.get("namespaces", {}) for w in await service.workers.counters()]
+    totals: dict[int, dict[str, int]] = {}
+    for namespaces in sources:
+        for key, counters in namespaces.items():
+            sub, _, nsid = key.rpartition("/")
+            if sub == nqn:
+                total = totals.setdefault(int(nsid), {})
+                for name, value in counters.items():
+                    total[name] = total.get(name, 0) + value
+    return totals
