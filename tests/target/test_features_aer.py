@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import select
+from pathlib import Path
 
 import pytest
 
@@ -22,11 +23,11 @@ from nvmf.wire.logpage import (
 from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
-from tests.target.conftest import RunningTarget, controller
+from tests.target.conftest import RunningTarget, controller, running_target, with_file_namespace
 from tests.target.rawhost import RawHost, is_status, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
 
-SEL_CURRENT, SEL_DEFAULT, SEL_SUPPORTED = 0, 1, 3
+SEL_CURRENT, SEL_DEFAULT, SEL_SAVED, SEL_SUPPORTED = 0, 1, 2, 3
 #: Get Features SEL=011b result: bit 0 saveable, bit 1 namespace specific, bit 2 changeable.
 CAP_CHANGEABLE = 1 << 2
 #: The fixture's Number of Queues limit (conftest.make_config max_io_queues=4), 0's based.
@@ -153,6 +154,40 @@ def test_supported_capabilities(target: RunningTarget, fid: int) -> None:
     cqe = get_features(host, fid, SEL_SUPPORTED)
     assert status_of(cqe).ok
     assert cqe.dw0 == CAP_CHANGEABLE  # changeable, not saveable, not namespace specific
+
+
+def test_saved_values_are_the_defaults(target: RunningTarget) -> None:
+    """No feature is saveable, so a Get Features of the saved value (SEL 010b) returns the
+    default, not the value Set Features made current (as QEMU's controller answers)."""
+    host = admin(target)
+    assert status_of(set_features(host, FeatureId.ASYNC_EVENT, 1 << 8)).ok
+    assert status_of(set_features(host, FeatureId.KATO, 120_000)).ok
+    assert get_features(host, FeatureId.ASYNC_EVENT, SEL_SAVED).dw0 == 0
+    assert get_features(host, FeatureId.KATO, SEL_SAVED).dw0 == 0
+    assert get_features(host, FeatureId.ASYNC_EVENT).dw0 == 1 << 8
+
+
+@pytest.mark.parametrize("sel", [4, 5, 6, 7])
+def test_reserved_select_values_are_invalid_field(target: RunningTarget, sel: int) -> None:
+    host = admin(target)
+    assert is_status(get_features(host, FeatureId.NUM_QUEUES, sel), SC.INVALID_FIELD)
+
+
+def test_every_select_value_of_the_volatile_write_cache(tmp_path: Path) -> None:
+    """With a file namespace there is a volatile write cache: each Select value of its
+    feature is answered, supported capabilities (changeable) included."""
+    edit = with_file_namespace(tmp_path / "ns3.img", 1 << 20)
+    with running_target(0, edit=edit) as target:
+        host = admin(target)
+        assert status_of(set_features(host, FeatureId.VOLATILE_WC, 0)).ok
+        answers = [get_features(host, FeatureId.VOLATILE_WC, sel) for sel in range(4)]
+        assert all(status_of(cqe).ok for cqe in answers), [status_of(c) for c in answers]
+        assert [cqe.dw0 for cqe in answers] == [0, 1, 1, CAP_CHANGEABLE]
+
+
+def test_host_identifier_is_not_changeable(target: RunningTarget) -> None:
+    cqe = get_features(admin(target), FeatureId.HOST_ID, SEL_SUPPORTED)
+    assert status_of(cqe).ok and cqe.dw0 == 0  # not saveable, changeable or per namespace
 
 
 @pytest.mark.parametrize("fid", [FeatureId.ARBITRATION, FeatureId.TIMESTAMP, 0x7F])

@@ -332,15 +332,28 @@ def set_features(ctx: Context, ctrl: Controller) -> Parsed:
     return error(SC.INVALID_FIELD, OFF_CDW10)
 
 
+#: Get Features Select (SEL) values; 100b-111b are reserved.
+SEL_CURRENT, SEL_DEFAULT, SEL_SAVED, SEL_SUPPORTED = 0, 1, 2, 3
+#: Supported capabilities (SEL 011b) bit 2: the feature is changeable.
+CAP_CHANGEABLE = 1 << 2
+#: Features that Set Features changes (Volatile Write Cache too, where there is one).
+CHANGEABLE_FEATURES = (FeatureId.NUM_QUEUES, FeatureId.KATO, FeatureId.ASYNC_EVENT)
+
+
 def get_features(ctx: Context, ctrl: Controller) -> Parsed:
     sqe = ctx.req.sqe
     fid = sqe.cdw10 & 0xFF
     sel = (sqe.cdw10 >> 8) & 0x7
-    if sel == 3:  # supported capabilities: changeable, not saveable, not per namespace
-        if fid in (FeatureId.NUM_QUEUES, FeatureId.KATO, FeatureId.ASYNC_EVENT):
-            return no_data(_result(1 << 2))
+    vwc = ctrl.subsystem.volatile_write_cache
+    if sel > SEL_SUPPORTED:  # 100b-111b are reserved
         return error(SC.INVALID_FIELD, OFF_CDW10)
-    default = sel == 1
+    if sel == SEL_SUPPORTED:  # none is saveable or namespace specific
+        if fid in CHANGEABLE_FEATURES or (fid == FeatureId.VOLATILE_WC and vwc):
+            return no_data(_result(CAP_CHANGEABLE))
+        if fid == FeatureId.HOST_ID:  # set by Connect only
+            return no_data(_result(0))
+        return error(SC.INVALID_FIELD, OFF_CDW10)
+    default = sel != SEL_CURRENT  # Saved: no feature is saveable, so its default (as QEMU's)
     if fid == FeatureId.NUM_QUEUES:
         n = ctrl.subsystem.max_io_queues if default else ctrl.io_queues
         return no_data(_result((n - 1) | ((n - 1) << 16)))
@@ -348,7 +361,7 @@ def get_features(ctx: Context, ctrl: Controller) -> Parsed:
         return no_data(_result(0 if default else ctrl.keep_alive.kato_ms))
     if fid == FeatureId.ASYNC_EVENT:
         return no_data(_result(0 if default else ctrl.aec))
-    if fid == FeatureId.VOLATILE_WC and ctrl.subsystem.volatile_write_cache:
+    if fid == FeatureId.VOLATILE_WC and vwc:
         return no_data(_result(1 if default or ctrl.wce else 0))
     if fid == FeatureId.HOST_ID:  # the Host Identifier the host gave in Connect
         if not sqe.cdw11 & 1:  # EXHID clear asks for the 64-bit form: CTRATT says 128-bit only
