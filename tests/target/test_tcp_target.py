@@ -72,6 +72,9 @@ def test_connect_enable_and_identify(target: RunningTarget) -> None:
     status, data = identify(host, 0, nsid=2)
     ns = IdentifyNamespace.decode(data)
     assert ns.nsze == (8 << 20) // 4096 and ns.lba_format.lbads == 12
+    # Every controller of the subsystem (CMIC bit 1) reaches it: shared (NMIC bit 0), so a
+    # host's second path joins the first instead of being refused as a duplicate.
+    assert ctrl.cmic & 0b10 and ns.nmic & 1
     # An inactive NSID gives a zero-filled structure; NSID 0 is invalid.
     status, data = identify(host, 0, nsid=7)
     assert status == 0 and data == bytes(4096)

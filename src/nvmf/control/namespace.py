@@ -16,6 +16,10 @@ from nvmf.wire.identify import (
     encode_ns_id_descriptors,
 )
 
+#: Identify Namespace NMIC bit 0 (SHRNS): the namespace may be attached to two or more
+#: controllers of the NVM subsystem.
+NMIC_SHARED = 1 << 0
+
 
 @dataclass
 class NamespaceRuntime:
@@ -49,12 +53,15 @@ class NamespaceRuntime:
     def identify(self) -> bytes:
         """Identify Namespace (CNS 00h)."""
         lbads = self.block_size.bit_length() - 1
-        # NSFEAT bit 2 DAE: deallocated blocks read as zeroes (DLFEAT 001b says so too).
         ident = IdentifyNamespace(
             nsze=self.nsze,
             ncap=self.nsze,
             nuse=self.nsze,
             nsfeat=0,
+            # NMIC bit 0: every controller of the subsystem reaches the namespace (CMIC bit 1),
+            # so a host joins its paths; the Linux host refuses a second controller's namespace
+            # that is not shared ("Duplicate unshared namespace").
+            nmic=NMIC_SHARED,
             nlbaf=0,
             flbas=0,
             dlfeat=0x1 | 0x8,  # reads of deallocated blocks return zeroes; Write Zeroes DEAC
