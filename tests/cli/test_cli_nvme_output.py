@@ -52,7 +52,11 @@ def test_discover_json_has_nvme_cli_keys_and_strings(target: Target) -> None:
     nvm = by_nqn[SUBNQN]
     assert nvm["subtype"] == "nvme subsystem"
     assert (nvm["trtype"], nvm["adrfam"], nvm["traddr"]) == ("tcp", "ipv4", "127.0.0.1")
-    assert (nvm["treq"], nvm["eflags"], nvm["sectype"]) == ("not specified", "none", "none")
+    assert (nvm["treq"], nvm["eflags"], nvm["sectype"]) == (
+        "not specified, sq flow control disable supported",
+        "none",
+        "none",
+    )
     assert nvm["trsvcid"] == str(target.v4) and isinstance(nvm["portid"], int)
     # --json is kept as the same thing
     assert _json("discover", *target.conn(), "--json") == log

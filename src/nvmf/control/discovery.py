@@ -124,7 +124,10 @@ def _entry(port: Port, subtype: int, nqn: str, traddr: str, trsvcid: str) -> Dis
         trtype=TRTYPE.get(port.trtype, TransportType.TCP),
         adrfam=ADRFAM.get(port.adrfam, AddressFamily.IPV4),
         subtype=subtype,
-        treq=TREQ.get(port.treq, Treq.NOT_SPECIFIED),
+        # Connect may disable SQ flow control (CATTR bit 2) on every port of ours, as on
+        # Linux's; nvme connect-all then asks for it, and a Read's C2HData can carry its
+        # success instead of a completion capsule.
+        treq=TREQ.get(port.treq, Treq.NOT_SPECIFIED) | Treq.DISABLE_SQFLOW,
         portid=port.portid,
         cntlid=0xFFFF,
         asqsz=32,
