@@ -201,6 +201,8 @@ def test_io_errors_are_nvme_statuses(target: RunningTarget) -> None:
     # More than MDTS (1 MiB).
     cqe = q.command(rw(q.next_cid(), IoOpcode.READ, 1, 0, 4096, 2 << 20))
     assert is_status(cqe, SC.INVALID_FIELD)
+    # More (M): the error log has this command's entry, as Linux's nvmet says of its own.
+    assert status_of(cqe).more and status_of(cqe).dnr
     # The errors are in the error log, newest first.
     sqe = Sqe(opcode=AdminOpcode.GET_LOG_PAGE, cid=host.next_cid())
     sqe.cdw10 = LogPageId.ERROR | ((64 * 4 // 4 - 1) << 16)

@@ -365,19 +365,22 @@ class TargetService:
             return error(SC.CMD_SEQ_ERROR, 0)
         return io.parse(session.ioctx, req, self.pool)  # the process's: see _compare
 
-    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> bool:
         assert isinstance(session, ControlSession)
-        if session.ctrl is not None:
-            self._record_error(session.ctrl, session.qid or 0, req.sqe, status)
+        if session.ctrl is None:
+            return False
+        return self._record_error(session.ctrl, session.qid or 0, req.sqe, status)
 
     def activity(self, queue: QueueSession) -> None:
         ctrl = queue.ctrl  # type: ignore[attr-defined]  # a ControlSession, as open_queue made
         if ctrl is not None:
             ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
 
-    def _record_error(self, ctrl: Controller, qid: int, sqe: Sqe, status: Status) -> None:
+    def _record_error(self, ctrl: Controller, qid: int, sqe: Sqe, status: Status) -> bool:
+        """Log a failed command in ``ctrl``'s Error Information log (not an abort, as Linux's
+        nvmet); True when it was."""
         if status.code == SC.ABORT_REQ:
-            return
+            return False
         ctrl.record_error(
             ErrorInformationEntry(
                 sqid=qid,
@@ -388,6 +391,7 @@ class TargetService:
                 opcode=sqe.opcode,
             )
         )
+        return True
 
     # -- authentication ----------------------------------------------------------------------------
     def host_keys(self, hostnqn: str) -> HostKeys | None:

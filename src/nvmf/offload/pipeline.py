@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from nvmf.memory.staging import Staging, StagingBuffer
@@ -45,8 +46,9 @@ class CommandHandler(Protocol):
         """Validate ``req`` on ``session``: a plan to carry out, or the status to complete with."""
         ...
 
-    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
-        """``req`` completes with the error ``status`` (the controller's error log)."""
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> bool:
+        """``req`` completes with the error ``status``: log it in the controller's Error
+        Information log.  True when it went there, so the completion sets More (M)."""
         ...
 
     def activity(self, session: QueueSession) -> None:
@@ -282,7 +284,8 @@ class Pipeline:
         else:
             if not status.ok:
                 req.c2h_length = 0
-                self.handler.command_failed(session, req, status)
+                if self.handler.command_failed(session, req, status):
+                    status = req.status = replace(status, more=True)  # see the error log
             cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=sqhd)
         req.state = TRANSFERRING_C2H
         session.fabric.complete(req, cqe)

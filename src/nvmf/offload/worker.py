@@ -484,12 +484,15 @@ class Worker:
 
         return Plan(Direction.NONE, 0, execute, forward=True)
 
-    def command_failed(self, session: QueueSession, req: Request, status: Status) -> None:
+    def command_failed(self, session: QueueSession, req: Request, status: Status) -> bool:
+        """Counted here, logged by the control plane (:meth:`WorkerEvents.
+        worker_command_failed`), which logs every error but an abort."""
         assert isinstance(session, WorkerSession)
         self.counters.errors += 1
         self.channel.send(
             ("error", session.ctrl_key, session.qid, req.cid, req.opcode, req.nsid, status)
         )
+        return status.code != SC.ABORT_REQ
 
     def activity(self, session: QueueSession) -> None:
         """Keep-alive is the admin queue's business (the control plane's); nothing to do."""
