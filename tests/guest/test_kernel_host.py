@@ -96,6 +96,29 @@ run_case ram-plain ${NQN}ram -i 2
 run_case ram-digest ${NQN}ram -i 2 -g -G
 run_case file-i1 ${NQN}file -i 1
 run_case file-default ${NQN}file
+# SQ flow control disabled (the discovery log says it may be): a Read's C2HData carries its
+# success, with no completion capsule.
+run_case ram-sqflow ${NQN}ram -i 2 --disable-sqflow
+
+# Multipath: the RAM subsystem through both its ports, a controller on each.  The host joins
+# the two paths under one namespace head (NMIC says the namespace is shared) and fio verifies
+# through it.
+dmesg -C
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 1
+echo "connect mpath-1 rc=$?" >> $OUT/results.txt
+nvme connect -t tcp -a 127.0.0.1 -s 4430 -n ${NQN}ram -i 1
+echo "connect mpath-2 rc=$?" >> $OUT/results.txt
+dev=$(newdev)
+paths() { ls /sys/block | grep -cE '^nvme[0-9]+c[0-9]+n1$'; }
+for i in $(seq 50); do [ $(paths) -ge 2 ] && break; sleep 0.2; done
+ls /sys/block > $OUT/mpath-block.txt
+fio --name=mpath --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+    --bs=4k --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+    --output-format=json --output=$OUT/fio-mpath.json
+echo "fio mpath rc=$?" >> $OUT/results.txt
+nvme disconnect -n ${NQN}ram > $OUT/disconnect-mpath.txt
+dmesg > $OUT/dmesg-mpath.txt
+sleep 1
 
 # Without -i: the host asks for one queue per CPU and takes min(that, the target's grant).
 for case in ram q1; do
@@ -141,6 +164,11 @@ ctrl=$(ls /sys/class/nvme/ | head -1)
 cat /sys/class/nvme/$ctrl/hostnqn > $OUT/watch-hostnqn.txt
 cat /sys/class/nvme/$ctrl/cntlid > $OUT/watch-cntlid-before.txt
 dd if=$dev of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null  # some I/O to count
+# nvme-cli reads the logs: a reserved log page is refused (an error log entry), SMART counts
+# the reads the workers served and the error log's entries.
+nvme get-log /dev/$ctrl --log-id=0xbe --log-len=512 > $OUT/watch-badlog.txt 2>&1
+nvme smart-log /dev/$ctrl -o json > $OUT/watch-smart.json 2>&1
+nvme error-log /dev/$ctrl -e 1 -o json > $OUT/watch-errlog.json 2>&1
 batch "out=$OUT/status.json rc=$OUT/results.txt tag=status status -o json --control-socket $SOCK" \
   "out=$OUT/status.txt status --control-socket $SOCK"
 curl -sS --max-time 120 http://127.0.0.1:9464/metrics > $OUT/metrics.txt
@@ -259,6 +287,24 @@ def test_nvme_discover_lists_our_subsystems(guest: GuestResult) -> None:
     assert set(nqns[1:]) == {NQN + "ram", NQN + "file", NQN + "q1"}
     for r in records:
         assert (r["trtype"], r["traddr"], r["trsvcid"]) == ("tcp", "127.0.0.1", "4420")
+        assert r["treq"] == "not specified, sq flow control disable supported", r
+
+
+def test_the_host_joins_both_ports_paths_under_one_namespace(guest: GuestResult) -> None:
+    """Two controllers of the RAM subsystem, one through each port: the Linux host makes one
+    namespace head with a path through each (Identify Namespace NMIC: shared; an unshared
+    namespace is refused as a duplicate on the second), and a verified fio job runs on it."""
+    res = guest.results()
+    assert res["connect mpath-1 rc"] == "0" and res["connect mpath-2 rc"] == "0"
+    block = guest.lines("mpath-block.txt")
+    (head,) = [b for b in block if re.fullmatch(r"nvme\d+n1", b)]
+    paths = [b for b in block if re.fullmatch(r"nvme\d+c\d+n1", b)]
+    assert len(paths) == 2 and all(p.split("c")[0] == head[:-2] for p in paths), block
+    assert "unshared" not in guest.read("dmesg-mpath.txt"), guest.read("dmesg-mpath.txt")
+    assert res["fio mpath rc"] == "0"
+    job = json.loads(guest.read("fio-mpath.json"))["jobs"][0]
+    assert job["error"] == 0 and job["read"]["io_bytes"] == job["write"]["io_bytes"] == 8 << 20
+    assert "disconnected 2 controller" in guest.read("disconnect-mpath.txt")
 
 
 @pytest.mark.parametrize(
@@ -268,6 +314,7 @@ def test_nvme_discover_lists_our_subsystems(guest: GuestResult) -> None:
         ("ram-digest", 3),
         ("file-i1", 2),
         ("file-default", 3),  # min(2 guest CPUs, the grant of 2)
+        ("ram-sqflow", 3),
     ],
 )
 def test_connect_and_fio_verify_with_two_workers(
@@ -359,6 +406,21 @@ def test_status_shows_the_kernel_hosts_controller_and_queues(guest: GuestResult)
     assert f"controller {ctrl['cntlid']}: host {ctrl['hostnqn']}" in text
 
 
+def test_nvme_cli_reads_smart_and_the_error_log_as_the_spec_lays_them_out(
+    guest: GuestResult,
+) -> None:
+    """``nvme smart-log`` shows the reads the workers served (the host's 16 at least, in
+    thousands of 512-byte units rounded up) and as many error log entries as ``nvme error-log``
+    numbers; the newest entry is the reserved log page just refused, whose Status Field
+    nvme-cli decodes (bits 15:1) as Invalid Log Page with DNR, phase tag 0."""
+    assert "Invalid Log Page" in guest.read("watch-badlog.txt"), guest.read("watch-badlog.txt")
+    smart = json.loads(guest.read("watch-smart.json"))
+    assert int(smart["host_read_commands"]) >= 16 and int(smart["data_units_read"]) >= 1
+    (entry,) = json.loads(guest.read("watch-errlog.json"))["errors"]
+    assert entry["status_field"] == 0x4109 and entry["phase_tag"] == 0, entry
+    assert entry["sqid"] == 0 and entry["error_count"] == int(smart["num_err_log_entries"])
+
+
 def test_metrics_endpoint_shows_the_same_controller(guest: GuestResult) -> None:
     assert guest.results()["metrics rc"] == "0"
     metrics = guest.read("metrics.txt")
@@ -374,7 +436,10 @@ def test_namespace_added_by_sighup_appears_without_reconnecting(guest: GuestResu
     res = guest.results()
     before = set(guest.lines("block-before.txt"))
     added = set(guest.lines("block-added.txt")) - before
-    assert len(added) == 1 and next(iter(added)).endswith("n2"), (before, added)
+    # The namespace is shared (NMIC), so the host shows it as a multipath head (nvme0n2) over
+    # a hidden path device (nvme0c0n2).
+    heads = {b for b in added if not re.fullmatch(r"nvme\d+c\d+n\d+", b)}
+    assert len(heads) == 1 and next(iter(heads)).endswith("n2"), (before, added)
     assert guest.read("watch-n2-size.txt").strip() == str((32 << 20) // 512)
     assert guest.read("watch-cntlid-after.txt") == guest.read("watch-cntlid-before.txt")
     assert res["n2 verify rc"] == "0"
