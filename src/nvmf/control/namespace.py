@@ -60,7 +60,7 @@ class NamespaceRuntime:
             nsfeat=0,
             # NMIC bit 0: every controller of the subsystem reaches the namespace (CMIC bit 1),
             # so a host joins its paths; the Linux host refuses a second controller's namespace
-            # that is not shared ("Duplicate unshared namespace").
+            # that is not shared ("duplicate IDs in subsystem for nsid").
             nmic=NMIC_SHARED,
             nlbaf=0,
             flbas=0,
