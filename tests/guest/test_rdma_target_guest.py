@@ -135,7 +135,10 @@ echo "discover rc=$?" >> $OUT/results.txt
 
 newdev() {  # the namespace block device of controller $1
   for i in $(seq 100); do
-    d=$(ls /sys/class/nvme/$1/ | grep -E '^nvme[0-9]+n[0-9]+$' | head -1)
+    # a shared namespace (NMIC) shows under its controller as the path nvmeXcYnZ of the
+    # multipath head nvmeXnZ, the block device to use
+    d=$(ls /sys/class/nvme/$1/ | grep -E '^nvme[0-9]+(c[0-9]+)?n[0-9]+$' | head -1 \
+        | sed -E 's/c[0-9]+n/n/')
     [ -n "$d" ] && { echo /dev/$d; return; }
     sleep 0.2
   done
