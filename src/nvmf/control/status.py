@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvmf.control.model import DISCOVERY_NQN
 from nvmf.media.base import DeviceReport
+from nvmf.offload.context import counters_as_data
 
 if TYPE_CHECKING:
     from nvmf.control.controller import Controller
@@ -46,9 +47,7 @@ async def target_status(service: TargetService) -> dict[str, Any]:
         "ports": [_port(service, port) for port in service.ports],
         "subsystems": subsystems,
         "workers": workers,
-        "control_plane": {
-            "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in service.counters.items()}
-        },
+        "control_plane": {"namespaces": counters_as_data(service.counters)},
     }
 
 
@@ -138,7 +137,7 @@ async def namespace_counters(service: TargetService, nqn: str) -> dict[int, dict
     (:class:`~nvmf.offload.context.NamespaceCounters`) summed over the control plane's own data
     path and every live worker, asked over its channel.  What a worker that died counted
     since it started is gone with it."""
-    sources = [{f"{k[0]}/{k[1]}": c.as_dict() for k, c in service.counters.items()}]
+    sources = [counters_as_data(service.counters)]
     if service.workers is not None:
         sources += [w.get("namespaces", {}) for w in await service.workers.counters()]
     totals: dict[int, dict[str, int]] = {}

@@ -68,6 +68,12 @@ class IoContext:
 MediaKey = tuple[str, int]
 
 
+def counters_as_data(counters: Mapping[MediaKey, NamespaceCounters]) -> dict[str, dict[str, int]]:
+    """Per-namespace counters as plain data keyed ``"NQN/NSID"`` (a worker's snapshot, the
+    control plane's share of ``nvmf status``, what SMART sums)."""
+    return {f"{nqn}/{nsid}": c.as_dict() for (nqn, nsid), c in counters.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class IoContextSpec:
     """An :class:`IoContext` as it crosses to a worker: namespaces named by their media key,

@@ -71,7 +71,7 @@ from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool, StagingShare
 from nvmf.offload import io
 from nvmf.offload.channel import Channel
-from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters
+from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters, counters_as_data
 from nvmf.offload.pipeline import Pipeline
 from nvmf.offload.plan import Parsed, Plan
 from nvmf.offload.session import QueueSession
@@ -148,7 +148,7 @@ class WorkerCounters:
             "incapsule_writes": self.incapsule_writes,
             "forwarded": self.forwarded,
             "errors": self.errors,
-            "namespaces": {f"{k[0]}/{k[1]}": c.as_dict() for k, c in self.namespaces.items()},
+            "namespaces": counters_as_data(self.namespaces),
             "queues": [
                 {"subnqn": key[0], "cntlid": key[1], "qid": qid, "commands": s.commands}
                 for (key, qid), s in sessions.items()
