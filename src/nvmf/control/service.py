@@ -37,7 +37,7 @@ from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool, StagingShare, largest_class
 from nvmf.offload import io
 from nvmf.offload.context import IoContext, IoContextSpec, NamespaceCounters, NamespaceIo
-from nvmf.offload.pipeline import Pipeline
+from nvmf.offload.pipeline import Pipeline, error_logged
 from nvmf.offload.plan import SGL_LENGTH_MISMATCH
 from nvmf.offload.session import QueueSession
 from nvmf.offload.worker import CtrlKey, Handover
@@ -377,9 +377,9 @@ class TargetService:
             ctrl.keep_alive.touch(time.monotonic())  # traffic based keep-alive
 
     def _record_error(self, ctrl: Controller, qid: int, sqe: Sqe, status: Status) -> bool:
-        """Log a failed command in ``ctrl``'s Error Information log (not an abort, as Linux's
-        nvmet); True when it was."""
-        if status.code == SC.ABORT_REQ:
+        """Log a failed command in ``ctrl``'s Error Information log (:func:`error_logged`);
+        True when it was."""
+        if not error_logged(status):
             return False
         ctrl.record_error(
             ErrorInformationEntry(

@@ -39,6 +39,12 @@ EXECUTED = ReqState.EXECUTED
 TRANSFERRING_C2H = ReqState.TRANSFERRING_C2H
 
 
+def error_logged(status: Status) -> bool:
+    """Whether a command that failed with ``status`` gets an Error Information log entry: every
+    error but an abort (as Linux's nvmet), whichever process ran it."""
+    return status.code != SC.ABORT_REQ
+
+
 class CommandHandler(Protocol):
     """What the pipeline asks of the layer that knows the commands."""
 

@@ -72,7 +72,7 @@ from nvmf.memory.staging import StagingPool, StagingShare
 from nvmf.offload import io
 from nvmf.offload.channel import Channel
 from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters, counters_as_data
-from nvmf.offload.pipeline import Pipeline
+from nvmf.offload.pipeline import Pipeline, error_logged
 from nvmf.offload.plan import Parsed, Plan
 from nvmf.offload.session import QueueSession
 from nvmf.protocol.request import Direction, Request
@@ -486,13 +486,13 @@ class Worker:
 
     def command_failed(self, session: QueueSession, req: Request, status: Status) -> bool:
         """Counted here, logged by the control plane (:meth:`WorkerEvents.
-        worker_command_failed`), which logs every error but an abort."""
+        worker_command_failed`) when :func:`error_logged` says so."""
         assert isinstance(session, WorkerSession)
         self.counters.errors += 1
         self.channel.send(
             ("error", session.ctrl_key, session.qid, req.cid, req.opcode, req.nsid, status)
         )
-        return status.code != SC.ABORT_REQ
+        return error_logged(status)
 
     def activity(self, session: QueueSession) -> None:
         """Keep-alive is the admin queue's business (the control plane's); nothing to do."""
