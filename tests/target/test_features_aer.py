@@ -300,7 +300,8 @@ def _smart(host: RawHost, nsid: int) -> SmartLog:
 def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
     """SMART counts what the namespaces served, wherever it ran (the control plane or a
     worker): Host Read/Write Commands, Data Units Read/Written in thousands of 512-byte units
-    rounded up, each namespace its own (LPA bit 0); and Number of Error Information Log
+    rounded up, each namespace its own (LPA bit 0), a Compare as a read and a Write Zeroes as
+    nothing (NVM Command Set 1.0); and Number of Error Information Log
     Entries counts the error log's entries, as ``nvme smart-log`` shows them."""
     host = admin(target)
     q = io_queue(target, host)
@@ -312,12 +313,17 @@ def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
     for _ in range(2):  # 2000 sectors read: two
         assert status_of(q.command(rw(q.next_cid(), IoOpcode.READ, 1, 0, 1000, 1000 * 512))).ok
     assert is_status(q.command(rw(q.next_cid(), IoOpcode.READ, 1, 1 << 40, 1, 512)), SC.LBA_RANGE)
+    # A Compare is a read (1000 sectors more: a third unit); Write Zeroes moves no user data.
+    cqe = q.command(rw(q.next_cid(), IoOpcode.COMPARE, 1, 0, 1000, 1000 * 512),
+                    bytes(1000 * 512), incapsule=False)  # fmt: skip
+    assert status_of(cqe).ok, status_of(cqe)
+    assert status_of(q.command(rw(q.next_cid(), IoOpcode.WRITE_ZEROES, 1, 0, 1000, 0))).ok
     after = {nsid: _smart(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
     for nsid in (0xFFFFFFFF, 1):
         b, a = before[nsid], after[nsid]
-        assert (a.host_writes - b.host_writes, a.host_reads - b.host_reads) == (4, 2), nsid
+        assert (a.host_writes - b.host_writes, a.host_reads - b.host_reads) == (4, 3), nsid
         assert a.data_units_written - b.data_units_written == 1, nsid
-        assert a.data_units_read - b.data_units_read == 2, nsid
+        assert a.data_units_read - b.data_units_read == 3, nsid
         assert a.num_err_log_entries - b.num_err_log_entries == 1, nsid
     assert (after[2].host_reads, after[2].host_writes) == (
         before[2].host_reads,

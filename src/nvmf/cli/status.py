@@ -125,6 +125,7 @@ def _namespace_lines(namespaces: dict[str, dict[str, int]]) -> list[str]:
         out.append(
             f"    {key}: read {c['read_cmds']} cmds / {c['read_blocks']} blocks, write "
             f"{c['write_cmds']} cmds / {c['write_blocks']} blocks, flush {c['flush_cmds']}, "
+            f"compare {c.get('compare_cmds', 0)} cmds / {c.get('compare_blocks', 0)} blocks, "
             f"other {c['other_cmds']}, errors {c['errors']}, staged "
             f"{c.get('staged_dram_bytes', 0)} bytes in DRAM / "
             f"{c.get('staged_cmb_bytes', 0)} in the CMB"

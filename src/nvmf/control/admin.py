@@ -263,9 +263,11 @@ async def _smart_log(ctx: Context, ctrl: Controller, nsid: int) -> bytes:
         ns = namespaces.get(n)
         if ns is None or nsid not in (0, NSID_ALL, n):
             continue
-        sectors_read += c["read_blocks"] * ns.block_size // 512
+        # Reads are Read and Compare commands, writes are Write commands only: Write Zeroes
+        # and Dataset Management move no user data (NVM Command Set 1.0, SMART).
+        sectors_read += (c["read_blocks"] + c["compare_blocks"]) * ns.block_size // 512
         sectors_written += c["write_blocks"] * ns.block_size // 512
-        reads += c["read_cmds"]
+        reads += c["read_cmds"] + c["compare_cmds"]
         writes += c["write_cmds"]
     return SmartLog(
         temperature=273 + 30,

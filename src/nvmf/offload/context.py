@@ -24,6 +24,10 @@ class NamespaceCounters:
     write_cmds: int = 0
     write_blocks: int = 0
     flush_cmds: int = 0
+    #: Compare commands and the blocks they read (SMART counts them as reads).
+    compare_cmds: int = 0
+    compare_blocks: int = 0
+    #: Write Zeroes and Dataset Management commands (SMART counts neither).
     other_cmds: int = 0
     errors: int = 0
     #: Read and Write payload bytes that went through a staging buffer, by where that buffer

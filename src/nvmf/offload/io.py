@@ -198,7 +198,8 @@ def _compare(ioctx: IoContext, req: Request, ns: NamespaceIo, pool: Staging) -> 
         return rng
     offset, length = rng
     media = ns.media
-    ns.counters.other_cmds += 1
+    ns.counters.compare_cmds += 1
+    ns.counters.compare_blocks += length // ns.block_size
 
     async def execute(req: Request) -> Status:
         assert req.data is not None
