@@ -124,8 +124,9 @@ sleep 1
 for case in ram q1; do
   nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}$case
   echo "connect default-$case rc=$?" >> $OUT/results.txt
-  newdev > /dev/null
+  dev=$(newdev)
   echo "default-$case queues $(queues)" >> $OUT/results.txt
+  nvme ns-descs $dev > $OUT/ns-descs-$case.txt 2>&1
   nvme disconnect -n ${NQN}$case > /dev/null
   echo "disconnect default-$case rc=$?" >> $OUT/results.txt
   sleep 1
@@ -346,6 +347,17 @@ def test_default_queue_count_is_min_of_host_cpus_and_target_grant(guest: GuestRe
     assert res["default-ram queues"] == str(1 + min(cpus, cpus))  # grant = target cores
     assert res["default-q1 queues"] == "2"  # qid_max 1: one I/O queue
     assert res["disconnect default-ram rc"] == "0" == res["disconnect default-q1 rc"]
+
+
+def test_nvme_cli_lists_the_namespace_identifiers_it_has(guest: GuestResult) -> None:
+    """``nvme ns-descs``: the RAM namespace's derived NGUID and UUID; q1's namespace has the
+    zero NGUID ``nvmetcli save`` writes for none, which is no identifier (no descriptor), and
+    its configured UUID."""
+    ram, q1 = guest.read("ns-descs-ram.txt"), guest.read("ns-descs-q1.txt")
+    assert re.search(r"^nguid +: [0-9a-f]{32}$", ram, re.M) and "uuid" in ram, ram
+    assert "nguid" not in q1, q1
+    assert re.search(r"^uuid +: c1a0b7e6-3b1c-4f0e-9d5d-0123456789ab$", q1, re.M), q1
+    assert re.search(r"^csi +: 0$", q1, re.M), q1
 
 
 def test_no_kernel_errors_and_clean_teardown(guest: GuestResult) -> None:

@@ -9,14 +9,23 @@ import time
 
 import pytest
 
+from nvmf.control.model import TargetConfig
 from nvmf.protocol.tcp import ResponseReceived
 from nvmf.wire.fabrics import CSTS, Cap, Prop, PropertyCommand
-from nvmf.wire.identify import IdentifyController, IdentifyNamespace, NamespaceList
+from nvmf.wire.identify import (
+    Cns,
+    IdentifyController,
+    IdentifyNamespace,
+    NamespaceList,
+    Nidt,
+    NsIdDescriptor,
+    decode_ns_id_descriptors,
+)
 from nvmf.wire.logpage import LogPageId, decode_discovery_log, decode_error_log
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.sqe import PSDT_PRP, SGL_DATA_BLOCK_TRANSPORT, Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC, Status, error
-from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget
+from tests.target.conftest import ALLOWED_HOST, LOCKED_NQN, SUBNQN, RunningTarget, running_target
 from tests.target.rawhost import CC_ENABLE, HOSTNQN, RawHost, is_status, status_of
 
 DISC = "nqn.2014-08.org.nvmexpress.discovery"
@@ -80,6 +89,38 @@ def test_connect_enable_and_identify(target: RunningTarget) -> None:
     assert status == 0 and data == bytes(4096)
     status, _ = identify(host, 0, nsid=0)
     assert status >> 1 & 0x7FF == SC.INVALID_NS
+
+
+#: What ``nvmetcli save`` writes for a namespace the kernel gave no NGUID.
+NO_NGUID = "00000000-0000-0000-0000-000000000000"
+NS2_UUID = "c1a0b7e6-3b1c-4f0e-9d5d-0123456789ab"
+
+
+def _ns2_saved_by_nvmetcli(cfg: TargetConfig) -> None:
+    ns = cfg.subsystems[0].namespaces[1]
+    ns.nguid, ns.uuid = NO_NGUID, NS2_UUID
+
+
+def test_namespace_identification_descriptors() -> None:
+    """CNS 03h lists each identifier the namespace has (NGUID, UUID) and its CSI; an NGUID of
+    zeros, as ``nvmetcli save`` writes for a namespace without one, is none: no descriptor,
+    as Linux's nvmet answers (a zero NGUID descriptor is what nvme-cli showed)."""
+    with running_target(0, edit=_ns2_saved_by_nvmetcli) as target:
+        host = admin(target)
+        status, data = identify(host, Cns.NS_DESC_LIST, nsid=2)
+        assert status == 0
+        uuid2 = bytes.fromhex(NS2_UUID.replace("-", ""))
+        assert decode_ns_id_descriptors(data) == [
+            NsIdDescriptor(Nidt.UUID, uuid2),
+            NsIdDescriptor(Nidt.CSI, b"\0"),
+        ]
+        status, data = identify(host, 0, nsid=2)
+        assert IdentifyNamespace.decode(data).nguid == bytes(16)
+        # Namespace 1 has no identifiers configured: both derived, both listed.
+        status, data = identify(host, Cns.NS_DESC_LIST, nsid=1)
+        descs = decode_ns_id_descriptors(data)
+        assert [d.nidt for d in descs] == [Nidt.NGUID, Nidt.UUID, Nidt.CSI]
+        assert all(any(d.nid) for d in descs[:2])
 
 
 def test_number_of_queues_grant_and_io_connect_limits(target: RunningTarget) -> None:

@@ -75,13 +75,14 @@ class NamespaceRuntime:
         return ident.encode()
 
     def descriptors(self) -> bytes:
-        """Namespace Identification Descriptor list (CNS 03h): NGUID, UUID, CSI."""
+        """Namespace Identification Descriptor list (CNS 03h): NGUID, UUID, CSI.
+
+        An identifier that is all zeros is not one (Identify Namespace NGUID 0h: none), so it
+        gets no descriptor, as Linux's nvmet omits it; ``nvmetcli save`` writes an NGUID of
+        zeros for every namespace the kernel gave none, and a host would list it as an ID."""
+        ids = [(Nidt.NGUID, self.nguid), (Nidt.UUID, self.uuid)]
         return encode_ns_id_descriptors(
-            [
-                (Nidt.NGUID, self.nguid),
-                (Nidt.UUID, self.uuid),
-                (Nidt.CSI, bytes([Csi.NVM])),
-            ]
+            [*((t, nid) for t, nid in ids if any(nid)), (Nidt.CSI, bytes([Csi.NVM]))]
         )
 
     def close(self) -> None:
