@@ -4,6 +4,7 @@ loopback NVMe/TCP (Base 2.0 §5.14 Get Log Page, §5.15/§5.27 Get/Set Features,
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import select
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nvmf.control.admin import MAX_TRANSFER
+from nvmf.control.status import namespace_counters
 from nvmf.wire.logpage import (
     ChangedNamespaceList,
     CommandEffects,
@@ -23,7 +25,13 @@ from nvmf.wire.logpage import (
 from nvmf.wire.opcodes import AdminOpcode, FeatureId, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
-from tests.target.conftest import RunningTarget, controller, running_target, with_file_namespace
+from tests.target.conftest import (
+    SUBNQN,
+    RunningTarget,
+    controller,
+    running_target,
+    with_file_namespace,
+)
 from tests.target.rawhost import RawHost, is_status, status_of
 from tests.target.test_tcp_target import admin, io_queue, rw
 
@@ -331,6 +339,31 @@ def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
     )
     cqe, page = get_log(host, LogPageId.ERROR, 64)
     assert decode_error_log(page)[0].error_count == after[1].num_err_log_entries
+
+
+def _ns_counters(target: RunningTarget) -> dict[int, dict[str, int]]:
+    """Each namespace's counters, summed over the control plane and the workers (what
+    ``nvmf status`` and Prometheus show)."""
+    counted = namespace_counters(target.service, SUBNQN)
+    return asyncio.run_coroutine_threadsafe(counted, target.loop).result(10)
+
+
+def test_namespace_counters_count_the_failed_io(target: RunningTarget) -> None:
+    """A namespace's ``errors`` counts its I/O commands that completed with an error, in
+    whichever process ran them; not those of another namespace, not admin commands."""
+    host = admin(target)
+    q = io_queue(target, host)
+    before = _ns_counters(target)
+    for _ in range(3):
+        cqe = q.command(rw(q.next_cid(), IoOpcode.READ, 1, 1 << 40, 1, 512))
+        assert is_status(cqe, SC.LBA_RANGE)
+    cqe = q.command(rw(q.next_cid(), IoOpcode.READ, 2, 0, 1, 4096))
+    assert status_of(cqe).ok
+    cqe, _ = get_log(host, 0x7F, 512)
+    assert is_status(cqe, SC.INVALID_LOG_PAGE)
+    after = _ns_counters(target)
+    assert after[1]["errors"] - before[1]["errors"] == 3
+    assert after[2]["errors"] == before[2]["errors"]
 
 
 def test_firmware_slot_log(target: RunningTarget) -> None:

@@ -290,6 +290,11 @@ class Pipeline:
         else:
             if not status.ok:
                 req.c2h_length = 0
+                ioctx = session.ioctx
+                if ioctx is not None and session.qid:  # an I/O command: its namespace counts
+                    ns = ioctx.namespaces.get(req.nsid)
+                    if ns is not None:
+                        ns.counters.errors += 1
                 if self.handler.command_failed(session, req, status):
                     status = req.status = replace(status, more=True)  # see the error log
             cqe = encode_cqe(status, cid=req.cid, sqid=session.qid or 0, sqhd=sqhd)
