@@ -32,7 +32,7 @@ def test_ready_answers_start_after_the_media_sent_before_it() -> None:
 
         control = Channel(ours, on_message, lambda: None)
         handle, _fd = NullMedia(1 << 20, 512).share()
-        control.send(("media", ("nqn", 1), handle))
+        control.send(("media", ("nqn", 1), handle, 0))
         await asyncio.sleep(0.05)
         assert got == []  # no ready before it is asked for
         control.send(("start",))

@@ -26,12 +26,14 @@ import pytest
 
 from nvmf.control.service import RemoteQueue
 from nvmf.protocol import tcp as codec
+from nvmf.wire.identify import NSID_ALL
 from nvmf.wire.opcodes import AdminOpcode, IoOpcode
 from nvmf.wire.sqe import Cqe, SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.serving import nvmf_serve
 from tests.target.conftest import SUBNQN, RunningTarget, running_target
 from tests.target.rawhost import RawHost, status_of
+from tests.target.test_features_aer import smart_log
 from tests.target.test_tcp_target import admin, io_queue, rw
 
 BLOCK = 512
@@ -158,6 +160,7 @@ def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
     before = b"\xa5" * 4096
     assert _write_read(q1, 50, before) == before
     assert _write_read(q2, 60, before) == before
+    counted = smart_log(adm, NSID_ALL)
     victim = next(w for w in workers.workers if w.queues and w.queues_of()[0] == (SUBNQN, 1))
     old_pid = victim.pid
     os.kill(old_pid, signal.SIGKILL)
@@ -184,6 +187,10 @@ def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
     q1 = io_queue(target, adm, 1)
     cqe, back = q1.command_data(rw(q1.next_cid(), IoOpcode.READ, 1, 50, 8, 4096))
     assert status_of(cqe).ok and back == before
+    # SMART still counts what the dead worker served (its counters were in the slot's shared
+    # table), with the 1 write and 2 reads since: its counts never go down.
+    now = smart_log(adm, NSID_ALL)
+    assert (now.host_writes, now.host_reads) == (counted.host_writes + 1, counted.host_reads + 2)
     for q in (q1, q2, adm):
         q.close()
 

@@ -299,7 +299,7 @@ def test_smart_log(target: RunningTarget) -> None:
     assert is_status(cqe, SC.INVALID_NS)
 
 
-def _smart(host: RawHost, nsid: int) -> SmartLog:
+def smart_log(host: RawHost, nsid: int) -> SmartLog:
     cqe, page = get_log(host, LogPageId.SMART, 512, nsid=nsid)
     assert status_of(cqe).ok, status_of(cqe)
     return SmartLog.decode(page)
@@ -313,7 +313,7 @@ def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
     Entries counts the error log's entries, as ``nvme smart-log`` shows them."""
     host = admin(target)
     q = io_queue(target, host)
-    before = {nsid: _smart(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
+    before = {nsid: smart_log(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
     for i in range(4):  # 1000 sectors written: one data unit
         cqe = q.command(rw(q.next_cid(), IoOpcode.WRITE, 1, 250 * i, 250, 250 * 512),
                         bytes(250 * 512), incapsule=False)  # fmt: skip
@@ -326,7 +326,7 @@ def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
                     bytes(1000 * 512), incapsule=False)  # fmt: skip
     assert status_of(cqe).ok, status_of(cqe)
     assert status_of(q.command(rw(q.next_cid(), IoOpcode.WRITE_ZEROES, 1, 0, 1000, 0))).ok
-    after = {nsid: _smart(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
+    after = {nsid: smart_log(host, nsid) for nsid in (0xFFFFFFFF, 1, 2)}
     for nsid in (0xFFFFFFFF, 1):
         b, a = before[nsid], after[nsid]
         assert (a.host_writes - b.host_writes, a.host_reads - b.host_reads) == (4, 3), nsid
@@ -344,8 +344,11 @@ def test_smart_log_counts_the_io_and_the_errors(target: RunningTarget) -> None:
 def _ns_counters(target: RunningTarget) -> dict[int, dict[str, int]]:
     """Each namespace's counters, summed over the control plane and the workers (what
     ``nvmf status`` and Prometheus show)."""
-    counted = namespace_counters(target.service, SUBNQN)
-    return asyncio.run_coroutine_threadsafe(counted, target.loop).result(10)
+
+    async def counted() -> dict[int, dict[str, int]]:
+        return namespace_counters(target.service, SUBNQN)
+
+    return asyncio.run_coroutine_threadsafe(counted(), target.loop).result(10)
 
 
 def test_namespace_counters_count_the_failed_io(target: RunningTarget) -> None:

@@ -4,8 +4,7 @@ Asynchronous Event Request, Keep Alive, Abort."""
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nvmf.control.command import (
@@ -209,16 +208,13 @@ def _identify(ctx: Context, ctrl: Controller) -> Parsed:
     return INVALID_CDW10
 
 
-#: A log page gathered when its command executes (from the workers, over their channels).
-LatePage = Callable[[], Awaitable[bytes]]
-LogBuilder = Callable[[Context, "Controller", int, int], "bytes | Status | LatePage"]
+LogBuilder = Callable[[Context, "Controller", int, int], "bytes | Status"]
 
 
 def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     """Validate NUMD/LPO and plan the transfer of the requested slice of a log page.
 
-    ``build(ctx, ctrl, lid, lsp)`` returns the whole page, a status, or a :data:`LatePage`
-    that gathers the page when the command executes.
+    ``build(ctx, ctrl, lid, lsp)`` returns the whole page or a status.
     """
     sqe = ctx.req.sqe
     lid = sqe.cdw10 & 0xFF
@@ -233,31 +229,17 @@ def get_log_page(ctx: Context, ctrl: Controller, build: LogBuilder) -> Parsed:
     page = build(ctx, ctrl, lid, lsp)
     if isinstance(page, Status):
         return page
-    if callable(page):
-        return c2h(length, _late_slice(page, lpo))
     if lpo > len(page):
         return error(SC.INVALID_FIELD, OFF_CDW12)
     return c2h(length, send_bytes(page[lpo : lpo + length]))
 
 
-def _late_slice(page: LatePage, lpo: int) -> Execute:
-    """Gather ``page``, then send it from offset ``lpo`` (Invalid Field past its end)."""
-
-    async def execute(req: Request) -> Status:
-        body = await page()
-        if lpo > len(body):
-            return error(SC.INVALID_FIELD, OFF_CDW12)
-        return await send_bytes(body[lpo:])(req)
-
-    return execute
-
-
-async def _smart_log(ctx: Context, ctrl: Controller, nsid: int) -> bytes:
+def _smart_log(ctx: Context, ctrl: Controller, nsid: int) -> bytes:
     """SMART / Health Information: the I/O the subsystem's namespaces served (one namespace's
     for its NSID; LPA bit 0), summed over the control plane and every worker, as Linux's
     nvmet reports each namespace's block device; and the controller's error log entries."""
     namespaces = ctrl.subsystem.namespaces
-    counted = await namespace_counters(ctx.service, ctrl.subsystem.nqn)
+    counted = namespace_counters(ctx.service, ctrl.subsystem.nqn)
     sectors_read = sectors_written = reads = writes = 0
     for n, c in counted.items():
         ns = namespaces.get(n)
@@ -282,14 +264,14 @@ async def _smart_log(ctx: Context, ctrl: Controller, nsid: int) -> bytes:
     ).encode()
 
 
-def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status | LatePage:
+def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status:
     sqe = ctx.req.sqe
     if lid == LogPageId.ERROR:
         return encode_error_log(list(ctrl.errors))
     if lid == LogPageId.SMART:
         if sqe.nsid not in (0, NSID_ALL) and sqe.nsid not in ctrl.subsystem.namespaces:
             return error(SC.INVALID_NS, OFF_NSID)
-        return functools.partial(_smart_log, ctx, ctrl, sqe.nsid)
+        return _smart_log(ctx, ctrl, sqe.nsid)
     if lid == LogPageId.FW_SLOT:
         frs = [FIRMWARE_REVISION] + [""] * 6
         return FirmwareSlotLog(afi=1, frs=frs).encode()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvmf.control.model import DISCOVERY_NQN
 from nvmf.media.base import DeviceReport
-from nvmf.offload.context import counters_as_data
+from nvmf.offload.context import NamespaceCounters, counters_as_data
 
 if TYPE_CHECKING:
     from nvmf.control.controller import Controller
@@ -132,20 +132,19 @@ def _controller(ctrl: Controller, remote: dict[tuple[str, int, int], int]) -> di
     }
 
 
-async def namespace_counters(service: TargetService, nqn: str) -> dict[int, dict[str, int]]:
+def namespace_counters(service: TargetService, nqn: str) -> dict[int, dict[str, int]]:
     """Each namespace of subsystem ``nqn`` that served I/O: its counters
     (:class:`~nvmf.offload.context.NamespaceCounters`) summed over the control plane's own data
-    path and every live worker, asked over its channel.  What a worker that died counted
-    since it started is gone with it."""
-    sources = [counters_as_data(service.counters)]
+    path and every worker slot's counter table (:mod:`nvmf.offload.tally`), which holds what
+    the slot's workers counted, one that died included; no worker is asked anything."""
+    sources = [service.counters]
     if service.workers is not None:
-        sources += [w.get("namespaces", {}) for w in await service.workers.counters()]
+        sources += service.workers.namespace_counters()
     totals: dict[int, dict[str, int]] = {}
-    for namespaces in sources:
-        for key, counters in namespaces.items():
-            sub, _, nsid = key.rpartition("/")
+    for counters in sources:
+        for (sub, nsid), c in counters.items():
             if sub == nqn:
-                total = totals.setdefault(int(nsid), {})
-                for name, value in counters.items():
-                    total[name] = total.get(name, 0) + value
+                total = totals.setdefault(nsid, dict.fromkeys(NamespaceCounters.NAMES, 0))
+                for name, value in c.as_dict().items():
+                    total[name] += value
     return totals

@@ -8,36 +8,61 @@ control plane's state, so a worker process can serve the queue from this snapsho
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nvmf.media.base import Media
 from nvmf.media.queue import MediaQueue
 
 
-@dataclass(slots=True)
-class NamespaceCounters:
-    """Per-namespace I/O counters of one data-plane process (the hardware's per-NS counters)."""
+class NamespaceCounters(ctypes.Structure):
+    """Per-namespace I/O counters of one data-plane process (the hardware's per-NS counters).
 
-    read_cmds: int = 0
-    read_blocks: int = 0
-    write_cmds: int = 0
-    write_blocks: int = 0
-    flush_cmds: int = 0
-    #: Compare commands and the blocks they read (SMART counts them as reads).
-    compare_cmds: int = 0
-    compare_blocks: int = 0
-    #: Write Zeroes and Dataset Management commands (SMART counts neither).
-    other_cmds: int = 0
-    errors: int = 0
-    #: Read and Write payload bytes that went through a staging buffer, by where that buffer
-    #: was: host memory or an SSD's Controller Memory Buffer (payload moved in place, straight
-    #: into a RAM medium, is in neither).
-    staged_dram_bytes: int = 0
-    staged_cmb_bytes: int = 0
+    A C structure, so that it can live in memory the control plane shares with a worker
+    (:class:`~nvmf.offload.tally.CounterTable`): what a worker counted outlives it, and SMART's
+    counts never go down.  Fields read and add like attributes (``c.read_cmds += 1``), with no
+    Python call; made without a buffer (``NamespaceCounters()``) it has memory of its own."""
+
+    _fields_ = [
+        ("read_cmds", ctypes.c_uint64),
+        ("read_blocks", ctypes.c_uint64),
+        ("write_cmds", ctypes.c_uint64),
+        ("write_blocks", ctypes.c_uint64),
+        ("flush_cmds", ctypes.c_uint64),
+        # Compare commands and the blocks they read (SMART counts them as reads).
+        ("compare_cmds", ctypes.c_uint64),
+        ("compare_blocks", ctypes.c_uint64),
+        # Write Zeroes and Dataset Management commands (SMART counts neither).
+        ("other_cmds", ctypes.c_uint64),
+        # I/O commands that completed with an error.
+        ("errors", ctypes.c_uint64),
+        # Read and Write payload bytes that went through a staging buffer, by where that buffer
+        # was: host memory or an SSD's Controller Memory Buffer (payload moved in place,
+        # straight into a RAM medium, is in neither).
+        ("staged_dram_bytes", ctypes.c_uint64),
+        ("staged_cmb_bytes", ctypes.c_uint64),
+    ]
+
+    #: The field names, in order.
+    NAMES = tuple(spec[0] for spec in _fields_)
+
+    if TYPE_CHECKING:  # what ctypes makes of _fields_, for the type checker
+        read_cmds: int
+        read_blocks: int
+        write_cmds: int
+        write_blocks: int
+        flush_cmds: int
+        compare_cmds: int
+        compare_blocks: int
+        other_cmds: int
+        errors: int
+        staged_dram_bytes: int
+        staged_cmb_bytes: int
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.NAMES}
 
 
 @dataclass(frozen=True, slots=True)

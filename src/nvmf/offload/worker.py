@@ -14,7 +14,9 @@ control plane (``PR_SET_PDEATHSIG``).
 
 Messages from the control plane (:mod:`nvmf.offload.channel`)::
 
-    ("media", key, handle)              + [fd...] serve a namespace's medium
+    ("tally",)                          + [fd]   the slot's counter table (first, at spawn)
+    ("media", key, handle, row)         + [fd...] serve a namespace's medium; count its I/O
+                                                 in that row of the table
     ("media_close", key)                         drop it
     ("attach", Handover)                + [fd]   serve a queue (fd: its socket)
     ("context", ctrl_key, IoContextSpec)         replace a controller's I/O context
@@ -71,10 +73,11 @@ from nvmf.media.queue import MediaQueue
 from nvmf.memory.staging import StagingPool, StagingShare
 from nvmf.offload import io
 from nvmf.offload.channel import Channel
-from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters, counters_as_data
+from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters
 from nvmf.offload.pipeline import Pipeline, error_logged
 from nvmf.offload.plan import Parsed, Plan
 from nvmf.offload.session import QueueSession
+from nvmf.offload.tally import CounterTable
 from nvmf.protocol.request import Direction, Request
 from nvmf.transport.base import (
     FabricQueue,
@@ -148,7 +151,6 @@ class WorkerCounters:
             "incapsule_writes": self.incapsule_writes,
             "forwarded": self.forwarded,
             "errors": self.errors,
-            "namespaces": counters_as_data(self.namespaces),
             "queues": [
                 {"subnqn": key[0], "cntlid": key[1], "qid": qid, "commands": s.commands}
                 for (key, qid), s in sessions.items()
@@ -178,6 +180,8 @@ class Worker:
         self.pool = StagingPool(budget=staging_bytes)
         self.pipeline = Pipeline(self)
         self.counters = WorkerCounters()
+        #: The slot's shared counter table (``tally``), where the namespaces' counters live.
+        self.tally: CounterTable | None = None
         #: Every namespace's medium as this worker serves it, and its queue on it.
         self.media: dict[MediaKey, tuple[Media, MediaQueue]] = {}
         self.transports: dict[str, Transport] = {}
@@ -197,7 +201,9 @@ class Worker:
     def _on_message(self, msg: tuple[Any, ...], fds: list[int]) -> None:
         kind = msg[0]
         if kind == "media":
-            self._add_media(msg[1], msg[2], fds)
+            self._add_media(msg[1], msg[2], fds, msg[3])
+        elif kind == "tally":
+            self.tally = CounterTable(fds[0])
         elif kind == "media_close":
             entry = self.media.pop(msg[1], None)
             if entry is not None:
@@ -250,13 +256,17 @@ class Worker:
         self.pipeline.cancel_all()
         self.stopped.set()
 
-    def _add_media(self, key: MediaKey, handle: MediaHandle, fds: list[int]) -> None:
+    def _add_media(self, key: MediaKey, handle: MediaHandle, fds: list[int], row: int) -> None:
         old = self.media.pop(key, None)
         if old is not None:
             old[0].close()
         media = adopt_shared(handle, fds)
         self.media[key] = (media, media.open_queue())
-        self.counters.namespaces.setdefault(key, NamespaceCounters())
+        shared = self.tally.row(row) if self.tally is not None else None
+        if shared is not None:  # counted where the control plane reads it, and outlives us
+            self.counters.namespaces[key] = shared
+        else:
+            self.counters.namespaces.setdefault(key, NamespaceCounters())
 
     def _transport(self, trtype: str) -> Transport:
         transport = self.transports.get(trtype)

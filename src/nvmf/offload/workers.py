@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 from nvmf.media.base import Media, WorkerShare
 from nvmf.offload.channel import Channel, channel_pair
-from nvmf.offload.context import IoContextSpec, MediaKey
+from nvmf.offload.context import IoContextSpec, MediaKey, NamespaceCounters, counters_as_data
+from nvmf.offload.tally import CounterTable, RowAssigner
 from nvmf.offload.worker import CtrlKey, Handover
 from nvmf.transport.base import Placement, PortInfo
 from nvmf.wire.sqe import Sqe
@@ -100,6 +101,8 @@ class WorkerHandle:
     restarts: int = 0
     #: Deaths in a row before the worker was ready (the restart backoff's exponent).
     failed_starts: int = 0
+    #: The slot's namespace counters, shared with each worker it runs in turn.
+    table: CounterTable = field(default_factory=CounterTable)
 
     def queues_of(self) -> list[tuple[str, int]]:
         """(subsystem NQN, qid) of each queue this worker serves, sorted."""
@@ -128,6 +131,8 @@ class WorkerSet:
         self.idle_timeout = idle_timeout
         self.log_level = log_level
         self._media: dict[MediaKey, Media] = {}
+        #: Each namespace's row in every slot's counter table.
+        self._rows = RowAssigner()
         self._token = 0
         self._stopping = False
         self._started = False
@@ -169,6 +174,7 @@ class WorkerSet:
         w.channel = Channel(
             ours, functools.partial(self._on_message, w), functools.partial(self._on_closed, w)
         )
+        w.channel.send(("tally",), [w.table.fd])
         for key, media in self._media.items():
             self._send_media(w, key, media)
         w.channel.send(("start",))  # answered once the media above are adopted
@@ -200,6 +206,8 @@ class WorkerSet:
                 await loop.run_in_executor(None, proc.wait)
             if w.channel is not None:
                 w.channel.close()
+        for w in self.workers:
+            w.table.close()
 
     @property
     def pids(self) -> list[int]:
@@ -224,12 +232,13 @@ class WorkerSet:
 
     def _send_media(self, w: WorkerHandle, key: MediaKey, media: Media) -> None:
         assert w.channel is not None
+        row = self._rows.row_of(key)
         if isinstance(media, WorkerShare):
             handle, fds = media.share_with(w.index)
-            w.channel.send(("media", key, handle), fds)
+            w.channel.send(("media", key, handle, row), fds)
             return
         handle, fd = media.share()
-        w.channel.send(("media", key, handle), [] if fd is None else [fd])
+        w.channel.send(("media", key, handle, row), [] if fd is None else [fd])
 
     def _unshare(self, w: WorkerHandle) -> None:
         """Worker ``w`` is gone: media that gave it resources of its own free them."""
@@ -324,8 +333,14 @@ class WorkerSet:
             if w.channel is not None and (ctrl_key, qid) in w.queues:
                 w.channel.send(("authenticated", ctrl_key, qid))
 
+    def namespace_counters(self) -> list[dict[MediaKey, NamespaceCounters]]:
+        """Each slot's namespace counters as they stand, read from its table: whatever its
+        workers counted, the dead ones' included, and without asking a worker anything."""
+        return [w.table.read(self._rows.rows) for w in self.workers]
+
     async def counters(self) -> list[dict[str, Any]]:
-        """Every live worker's counters (asked over the channel; the I/O path is not touched)."""
+        """Every live worker's counters (asked over the channel; the I/O path is not touched);
+        the per-namespace ones from the slots' tables (:meth:`namespace_counters`)."""
         loop = asyncio.get_running_loop()
         waits = []
         for w in self.workers:
@@ -383,6 +398,7 @@ class WorkerSet:
                         "cpu": w.cpu,
                         "restarts": w.restarts,
                         **msg[2],
+                        "namespaces": counters_as_data(w.table.read(self._rows.rows)),
                     }
                 )
         else:
