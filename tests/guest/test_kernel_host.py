@@ -37,6 +37,21 @@ NVMETCLI_SAVED = Path(__file__).parents[1] / "config" / "data" / "nvmetcli_save_
 NQN = "nqn.2024-01.io.nvmf:"
 
 
+def _referral_config() -> dict[str, Any]:
+    """:data:`CONFIG` with a referral on port 1: the discovery log of a host connected there
+    changes."""
+    cfg = json.loads(CONFIG.read_text())
+    cfg["ports"][0]["referrals"] = [
+        {
+            "addr": {"adrfam": "ipv4", "portid": "7", "traddr": "127.0.0.1",
+                     "treq": "not specified", "trsvcid": "4499", "trtype": "tcp"},
+            "enable": 1,
+            "name": "peer",
+        }
+    ]  # fmt: skip
+    return cfg
+
+
 def _added_config() -> dict[str, Any]:
     """:data:`CONFIG` with a second namespace (32 MiB of RAM) in the RAM subsystem: the file the
     watch checks apply with ``SIGHUP``."""
@@ -203,6 +218,36 @@ echo '{"subsystems": [{"nqn": 5}]}' > /tmp/nvmf-guest/target.json
 batch "out=$OUT/reload-bad.txt err=$OUT/reload-bad.txt rc=$OUT/results.txt tag=reload-bad \
    config reload --control-socket $SOCK" \
   "out=$OUT/status-after-bad.json status -o json --control-socket $SOCK"
+# Discovery Log Page Change: a persistent discovery controller (nvme discover -p) hears a
+# change of its log (a referral added, removed, added) once until it reads the log; the host
+# kernel reports each event as a uevent NVME_AEN=0x70f002 (tests/guest/uevents.py records them).
+$PY -m tests.guest.uevents $OUT/uevents.txt &
+uev=$!
+for i in $(seq 300); do [ -e $OUT/uevents.txt.ready ] && break; sleep 0.1; done
+nvme discover -t tcp -a 127.0.0.1 -s 4420 -p > $OUT/disc-persistent.txt 2>&1
+echo "discover persistent rc=$?" >> $OUT/results.txt
+for c in /sys/class/nvme/nvme*; do
+  [ "$(cat $c/subsysnqn)" = nqn.2014-08.org.nvmexpress.discovery ] && dctrl=$(basename $c)
+done
+echo "$dctrl" > $OUT/disc-ctrl.txt
+cat > /tmp/nvmf-guest/referral.json <<'JSON'
+REFERRAL_JSON
+JSON
+disc_reload() {  # file tag
+  cp $1 /tmp/nvmf-guest/target.json
+  $PY -m nvmf.cli.main config reload --control-socket $SOCK >> $OUT/disc-reloads.txt 2>&1
+  echo "disc reload $2 rc=$?" >> $OUT/results.txt
+  sleep 2
+}
+disc_reload /tmp/nvmf-guest/referral.json 1
+disc_reload CONFIG 2
+nvme discover -d $dctrl > $OUT/disc-read.txt 2>&1  # the log read: the next change is told
+echo "discover read rc=$?" >> $OUT/results.txt
+disc_reload /tmp/nvmf-guest/referral.json 3
+kill $uev
+nvme disconnect -d $dctrl > /dev/null
+cp CONFIG /tmp/nvmf-guest/target.json
+$PY -m nvmf.cli.main config reload --control-socket $SOCK > /dev/null 2>&1
 nvme disconnect -n ${NQN}ram > /dev/null
 echo "disconnect watch rc=$?" >> $OUT/results.txt
 dmesg > $OUT/dmesg-watch.txt
@@ -266,6 +311,7 @@ echo done > $OUT/finished
 """.replace("KERNEL_FILE", str(KERNEL_FILE))
     .replace("NVMETCLI_SAVED", str(NVMETCLI_SAVED))
     .replace("ADDED_CONFIG", json.dumps(_added_config()))
+    .replace("REFERRAL_JSON", json.dumps(_referral_config()))
     .replace("CONFIG", str(CONFIG))
     .replace("${NQN}", NQN)
 )
@@ -490,6 +536,26 @@ def test_config_reload_removes_it_and_a_bad_file_changes_nothing(guest: GuestRes
     after = json.loads(guest.read("status-after-bad.json"))
     assert [s["nqn"] for s in after["subsystems"][1:]] == [NQN + "ram", NQN + "file", NQN + "q1"]
     assert res["disconnect watch rc"] == "0"
+
+
+def test_a_persistent_discovery_controller_hears_each_log_change_once(
+    guest: GuestResult,
+) -> None:
+    """The Linux host's persistent discovery controller (``nvme discover -p``) gets a
+    Discovery Log Page Change notice (the host kernel's uevent ``NVME_AEN=0x70f002``) when a
+    reload adds a referral to its port; none when the next reload removes it before the host
+    read the log (masked, as Linux's nvmet); one again after ``nvme discover -d`` read it."""
+    res = guest.results()
+    assert res["discover persistent rc"] == "0", guest.read("disc-persistent.txt")
+    assert [res[f"disc reload {i} rc"] for i in (1, 2, 3)] == ["0"] * 3, guest.read(
+        "disc-reloads.txt"
+    )
+    assert res["discover read rc"] == "0", guest.read("disc-read.txt")
+    assert "127.0.0.1" in guest.read("disc-read.txt")
+    dctrl = guest.read("disc-ctrl.txt").strip()
+    assert dctrl.startswith("nvme"), dctrl
+    events = [line for line in guest.lines("uevents.txt") if "NVME_AEN=" in line]
+    assert events == [f"change {dctrl} NVME_AEN=0x70f002"] * 2, guest.read("uevents.txt")
 
 
 def test_a_file_nvmetcli_saved_serves_unchanged(guest: GuestResult) -> None:

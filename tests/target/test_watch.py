@@ -314,15 +314,26 @@ def test_an_rdma_port_with_no_rdma_device_fails_the_reload_naming_the_port(
     assert status_of(host.prop_get(0x1C)).ok
 
 
-def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(
-    target: RunningTarget,
-) -> None:
+def _discovery_host(target: RunningTarget, hostnqn: str) -> RawHost:
+    """A discovery controller for ``hostnqn`` with Discovery Log Page Change notices enabled
+    and an Asynchronous Event Request outstanding."""
     disc = RawHost(target.addr)
     disc.initialize()
-    assert status_of(disc.connect(DISC)).ok
+    assert status_of(disc.connect(DISC, hostnqn=hostnqn)).ok
     disc.enable()
     assert status_of(set_features(disc, FeatureId.ASYNC_EVENT, 1 << 31)).ok
     disc.send(disc.conn.capsule_cmd(aer_sqe(disc).encode()))
+    return disc
+
+
+def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(
+    target: RunningTarget,
+) -> None:
+    """The host whose discovery log loses the subsystem is told (Discovery Log Page Change);
+    a host that was never allowed to see it reads the same log as before and is not, as
+    Linux's nvmet skips hosts the subsystem does not allow."""
+    seer = _discovery_host(target, ALLOWED_HOST)
+    other = _discovery_host(target, HOSTNQN)
     locked = RawHost(target.addr)
     locked.initialize()
     assert status_of(locked.connect(LOCKED_NQN, hostnqn=ALLOWED_HOST)).ok
@@ -331,9 +342,36 @@ def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(
     cfg.ports[0].subsystems = [SUBNQN]
     assert reload(target, cfg).controllers_deleted == 1
     assert locked.is_closed()
-    cqe, _ = disc.wait_response()
+    cqe, _ = seer.wait_response()
     assert cqe.dw0 == AEN_DISC_CHANGED == 0x70F002
     assert target.service.genctr == genctr + 1
+    assert nothing_pending(other)
+
+
+def test_discovery_change_notices_wait_for_the_log_to_be_read(target: RunningTarget) -> None:
+    """After a Discovery Log Page Change notice, no other is sent until the host reads the
+    discovery log with RAE clear (Base 2.0 §5.2; nvmet's aen_masked); reading it with RAE set
+    keeps them masked."""
+    disc = _discovery_host(target, ALLOWED_HOST)
+    cfg = edited(target)
+    exported = list(cfg.ports[0].subsystems)
+    for i in range(2):  # the first notice, then none though the log changed again
+        cfg.ports[0].subsystems = [SUBNQN] if i % 2 == 0 else exported
+        reload(target, cfg)
+        if i == 0:
+            assert disc.wait_response()[0].dw0 == AEN_DISC_CHANGED
+            disc.send(disc.conn.capsule_cmd(aer_sqe(disc).encode()))
+    assert nothing_pending(disc)
+    cqe, _ = get_log(disc, LogPageId.DISC | RAE, 1024)
+    assert status_of(cqe).ok
+    cfg.ports[0].subsystems = [SUBNQN]
+    reload(target, cfg)
+    assert nothing_pending(disc)  # RAE set: still masked
+    cqe, _ = get_log(disc, LogPageId.DISC, 1024)
+    assert status_of(cqe).ok
+    cfg.ports[0].subsystems = exported
+    reload(target, cfg)
+    assert disc.wait_response()[0].dw0 == AEN_DISC_CHANGED  # read with RAE clear: unmasked
 
 
 def test_removed_subsystem_goes_and_added_one_serves(target: RunningTarget) -> None:

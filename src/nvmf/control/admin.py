@@ -278,8 +278,7 @@ def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Sta
     if lid == LogPageId.CHANGED_NS:
         changed = sorted(ctrl.changed_nsids)
         ctrl.changed_nsids.clear()
-        if not sqe.cdw10 & RAE:  # reading the page clears the event (Base 2.0 §5.2)
-            ctrl.ns_notice_masked = False
+        ctrl.notice_read(lid, bool(sqe.cdw10 & RAE))
         return ChangedNamespaceList.from_changed(changed).encode()
     if lid == LogPageId.CMD_EFFECTS:
         return command_effects()
@@ -370,11 +369,9 @@ def namespaces_changed(ctrl: Controller, nsids: set[int]) -> bool:
     if ctrl.subsystem.discovery or not nsids:
         return False
     ctrl.changed_nsids |= nsids
-    if not ctrl.aec & OAES_NS_ATTR or ctrl.ns_notice_masked:
+    if not ctrl.aec & OAES_NS_ATTR:
         return False
-    ctrl.ns_notice_masked = True
-    ctrl.post_event(AEN_NS_CHANGED)
-    return True
+    return ctrl.post_notice(AEN_NS_CHANGED)
 
 
 def async_event(ctrl: Controller) -> Parsed:

@@ -57,9 +57,9 @@ class Controller:
         self.aers: deque[asyncio.Future[int]] = deque()
         self.events: deque[int] = deque()
         self.changed_nsids: set[int] = set()
-        #: A Namespace Attribute Changed event was posted and the host has not read the Changed
-        #: Namespace List (with RAE clear) since: no other such event until it does.
-        self.ns_notice_masked = False
+        #: Log pages (LID) whose Notice event was posted and which the host has not read with
+        #: RAE clear since: no other event of that type until it does (Base 2.0 §5.2).
+        self.masked_notices: set[int] = set()
         self.deleted = False
 
     # -- events --------------------------------------------------------------------------------
@@ -71,6 +71,24 @@ class Controller:
                 fut.set_result(dw0)
                 return
         self.events.append(dw0)
+
+    def post_notice(self, dw0: int) -> bool:
+        """Post the Notice event ``dw0`` unless one for the same log page (bits 23:16) is
+        masked, and mask that type until the host reads the page with RAE clear
+        (:meth:`notice_read`), as Linux's nvmet does with ``aen_masked``: a host that does not
+        read the page is not flooded.  True when posted."""
+        lid = (dw0 >> 16) & 0xFF
+        if lid in self.masked_notices:
+            return False
+        self.masked_notices.add(lid)
+        self.post_event(dw0)
+        return True
+
+    def notice_read(self, lid: int, rae: bool) -> None:
+        """The host read log page ``lid``: unless it asked to Retain Asynchronous Event, the
+        page's Notice events are unmasked."""
+        if not rae:
+            self.masked_notices.discard(lid)
 
     def take_aer(self) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -60,11 +60,11 @@ AEN_DISC_CHANGED = 0x02 | (0xF0 << 8) | (LogPageId.DISC << 16)
 def log_changed(ctrl: Controller) -> bool:
     """The discovery log page changed (a configuration reload): post the Discovery Log Page
     Change notice if the host enabled it (Set Features Asynchronous Event Configuration bit
-    31).  True when posted."""
+    31) and none is masked: after one, no other until the host reads the log page with RAE
+    clear, as Linux's nvmet.  True when posted."""
     if not ctrl.aec & OAES_DISC_CHANGE:
         return False
-    ctrl.post_event(AEN_DISC_CHANGED)
-    return True
+    return ctrl.post_notice(AEN_DISC_CHANGED)
 
 
 def parse(ctx: Context) -> Parsed:
@@ -113,10 +113,16 @@ def identify(ctx: Context, ctrl: Controller) -> bytes:
 def _log_page(ctx: Context, ctrl: Controller, lid: int, lsp: int) -> bytes | Status:
     if lid != LogPageId.DISC:
         return error(SC.INVALID_LOG_PAGE, 40)
-    service = ctx.service
-    traddr, trsvcid = ctx.session.fabric.local_address()
-    entries = discovery_entries(service, ctx.session.model_port, ctrl.hostnqn, traddr, trsvcid)
-    return encode_discovery_log(service.genctr, entries)
+    ctrl.notice_read(lid, bool(ctx.req.sqe.cdw10 & admin.RAE))
+    return encode_discovery_log(ctx.service.genctr, log_entries(ctx.service, ctrl))
+
+
+def log_entries(service: TargetService, ctrl: Controller) -> list[DiscoveryLogEntry]:
+    """The entries of the discovery log page ``ctrl`` reads: its port's exports and referrals
+    that its host may see, at the address the host reached."""
+    admin_queue = ctrl.queues[0]
+    traddr, trsvcid = admin_queue.fabric.local_address()
+    return discovery_entries(service, admin_queue.model_port, ctrl.hostnqn, traddr, trsvcid)
 
 
 def _entry(port: Port, subtype: int, nqn: str, traddr: str, trsvcid: str) -> DiscoveryLogEntry:

@@ -43,6 +43,7 @@ from nvmf.wire.fabrics import parse_version
 
 if TYPE_CHECKING:
     from nvmf.control.service import TargetService
+    from nvmf.wire.logpage import DiscoveryLogEntry
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ async def reconfigure(service: TargetService, new: TargetConfig) -> ReloadReport
     report = ReloadReport()
     old = service.config
     exports_before = _exports(old)  # before kept ports take their new exports in place
+    logs_before = _discovery_logs(service)
     plan = _open_media(service, new, report)
     try:
         ports = await _swap_ports(service, new, report)
@@ -178,9 +180,21 @@ async def reconfigure(service: TargetService, new: TargetConfig) -> ReloadReport
         or exports_before != _exports(new)
     ):
         service.genctr += 1
-        for ctrl in list(service.discovery.controllers.values()):
-            discovery.log_changed(ctrl)
+        # Only a host whose own log page changed is told (Linux's nvmet tells the discovery
+        # controllers of the port that changed).
+        for cntlid, entries in _discovery_logs(service).items():
+            if logs_before.get(cntlid) != entries:
+                discovery.log_changed(service.discovery.controllers[cntlid])
     return report
+
+
+def _discovery_logs(service: TargetService) -> dict[int, list[DiscoveryLogEntry]]:
+    """The discovery log entries each connected discovery controller reads now."""
+    return {
+        cntlid: discovery.log_entries(service, ctrl)
+        for cntlid, ctrl in service.discovery.controllers.items()
+        if 0 in ctrl.queues
+    }
 
 
 def _exports(cfg: TargetConfig) -> object:
