@@ -550,6 +550,10 @@ def test_a_persistent_discovery_controller_hears_each_log_change_once(
     assert [res[f"disc reload {i} rc"] for i in (1, 2, 3)] == ["0"] * 3, guest.read(
         "disc-reloads.txt"
     )
+    told, masked = (
+        f"reloaded: discovery log changed, notice to {n}" for n in ("1 controller", "0")
+    )
+    assert guest.lines("disc-reloads.txt") == [told, masked + " controllers", told]
     assert res["discover read rc"] == "0", guest.read("disc-read.txt")
     assert "127.0.0.1" in guest.read("disc-read.txt")
     dctrl = guest.read("disc-ctrl.txt").strip()

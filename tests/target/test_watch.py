@@ -340,7 +340,10 @@ def test_unexporting_a_subsystem_deletes_its_controllers_and_tells_discovery(
     genctr = target.service.genctr
     cfg = edited(target)
     cfg.ports[0].subsystems = [SUBNQN]
-    assert reload(target, cfg).controllers_deleted == 1
+    report = reload(target, cfg)
+    assert report.controllers_deleted == 1
+    assert report.discovery_changed and report.discovery_notices_sent == 1
+    assert "discovery log changed, notice to 1 controller" in report.summary()
     assert locked.is_closed()
     cqe, _ = seer.wait_response()
     assert cqe.dw0 == AEN_DISC_CHANGED == 0x70F002
@@ -357,7 +360,7 @@ def test_discovery_change_notices_wait_for_the_log_to_be_read(target: RunningTar
     exported = list(cfg.ports[0].subsystems)
     for i in range(2):  # the first notice, then none though the log changed again
         cfg.ports[0].subsystems = [SUBNQN] if i % 2 == 0 else exported
-        reload(target, cfg)
+        assert reload(target, cfg).discovery_notices_sent == (i == 0)
         if i == 0:
             assert disc.wait_response()[0].dw0 == AEN_DISC_CHANGED
             disc.send(disc.conn.capsule_cmd(aer_sqe(disc).encode()))

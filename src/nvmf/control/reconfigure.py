@@ -74,6 +74,10 @@ class ReloadReport:
     controllers_deleted: int = 0
     #: Controllers that were sent a Namespace Attribute Changed event.
     notices_sent: int = 0
+    #: The discovery log's content changed (its generation counter moved on), and the
+    #: discovery controllers that were sent a Discovery Log Page Change event.
+    discovery_changed: bool = False
+    discovery_notices_sent: int = 0
     #: Settings that need a restart, by JSON path.
     settings_kept: list[str] = field(default_factory=list)
 
@@ -98,6 +102,9 @@ class ReloadReport:
         if self.notices_sent:
             n = self.notices_sent
             parts.append(f"namespace change notice to {n} controller{'' if n == 1 else 's'}")
+        if self.discovery_changed:
+            n = self.discovery_notices_sent
+            parts.append(f"discovery log changed, notice to {n} controller{'' if n == 1 else 's'}")
         if self.settings_kept:
             parts.append(f"restart needed for {', '.join(self.settings_kept)}")
         return "; ".join(parts) or "no changes"
@@ -180,11 +187,13 @@ async def reconfigure(service: TargetService, new: TargetConfig) -> ReloadReport
         or exports_before != _exports(new)
     ):
         service.genctr += 1
+        report.discovery_changed = True
         # Only a host whose own log page changed is told (Linux's nvmet tells the discovery
         # controllers of the port that changed).
         for cntlid, entries in _discovery_logs(service).items():
             if logs_before.get(cntlid) != entries:
-                discovery.log_changed(service.discovery.controllers[cntlid])
+                ctrl = service.discovery.controllers[cntlid]
+                report.discovery_notices_sent += discovery.log_changed(ctrl)
     return report
 
 
