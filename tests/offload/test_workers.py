@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,35 @@ def test_a_killed_worker_takes_only_its_queues_and_is_replaced(
     assert (now.host_writes, now.host_reads) == (counted.host_writes + 1, counted.host_reads + 2)
     for q in (q1, q2, adm):
         q.close()
+
+
+def test_a_worker_that_dies_while_the_target_stops_is_not_replaced() -> None:
+    """SIGTERM's stop holds new commands and drains the control plane's; a worker that dies
+    in that window only loses its queues: starting another just to stop it would delay the
+    exit by a worker's start (seconds under emulation)."""
+    with running_target(2) as target:
+        service, workers = target.service, target.service.workers
+        assert workers is not None
+        draining, gate = threading.Event(), asyncio.Event()
+
+        async def held_drain() -> None:
+            draining.set()
+            await gate.wait()
+
+        service.pipeline.drain = held_drain  # type: ignore[method-assign]
+        stopped = asyncio.run_coroutine_threadsafe(service.stop(), target.loop)
+        assert draining.wait(10)
+        victim = workers.workers[0]
+        old_pid = victim.pid
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while victim.channel is not None and not victim.channel.closed:
+            assert time.monotonic() < deadline, "the killed worker's channel did not close"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a replacement is spawned as soon as the dead one is reaped
+        assert (victim.pid, victim.restarts) == (old_pid, 0)
+        target.loop.call_soon_threadsafe(gate.set)
+        stopped.result(30)
 
 
 # -- nvmf serve as a process ------------------------------------------------------------------

@@ -253,6 +253,8 @@ class TargetService:
         only on an event, so a drain would wait for them in vain); every command in flight
         completes and its completion is sent, in the workers and here; only then do queues
         close and everything is torn down."""
+        if self.workers is not None:
+            self.workers.stop_replacing()
         for port in self.ports:
             self.transports[port.trtype].stop_accepting(port)
         self.pipeline.hold()

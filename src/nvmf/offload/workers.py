@@ -186,6 +186,12 @@ class WorkerSet:
         except TimeoutError:
             raise RuntimeError(f"offload worker {w.index} did not start") from None
 
+    def stop_replacing(self) -> None:
+        """The target is stopping: a worker that dies from now on is not replaced (its queues
+        still end).  Called before the control plane drains, so that a death in that window
+        does not start a worker only to stop it."""
+        self._stopping = True
+
     async def stop(self) -> None:
         """Graceful: each worker completes its commands in flight, closes its queues, exits."""
         self._stopping = True
