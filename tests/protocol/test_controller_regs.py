@@ -242,6 +242,20 @@ def test_keep_alive_expiry_and_remaining() -> None:
     assert ka.last == 12.0
 
 
+def test_keep_alive_remote_traffic_restarts_the_timer_on_any_change() -> None:
+    """Commands counted in the workers: a rise is traffic, and so is a fall (a queue closed and
+    took its count with it); the same count is none, and the timer runs on."""
+    ka = KeepAlive(1000, last=0.0)
+    ka.remote_traffic(0, now=1.5)
+    assert ka.expired(1.5) and ka.last == 0.0
+    ka.remote_traffic(40, now=1.5)
+    assert ka.last == 1.5 and not ka.expired(2.0)
+    ka.remote_traffic(40, now=2.6)
+    assert ka.last == 1.5 and ka.expired(2.6)
+    ka.remote_traffic(12, now=2.6)
+    assert ka.last == 2.6 and ka.remote_commands == 12
+
+
 @given(
     kato=st.integers(1, 3_600_000),
     last=st.integers(0, 1 << 30),

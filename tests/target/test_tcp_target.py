@@ -353,6 +353,29 @@ def test_io_queue_connects_keep_the_controller_alive(target: RunningTarget) -> N
         q.close()
 
 
+def test_io_traffic_alone_keeps_the_controller_alive(target: RunningTarget) -> None:
+    """CTRATT says Traffic Based Keep Alive (as the Linux target does), so the Linux host sends
+    no Keep Alive while its I/O completes: an I/O command must restart the timer wherever it
+    runs, in a worker too.  Once the I/O stops, the timer runs out as before."""
+    host = admin(target)
+    status, data = identify(host, 1)
+    assert status == 0 and IdentifyController.decode(data).ctratt & (1 << 6)
+    host.close()
+    host = RawHost(target.addr)
+    host.initialize()
+    assert status_of(host.connect(SUBNQN, kato=1000)).ok
+    host.enable()
+    q = io_queue(target, host)
+    end = time.monotonic() + 3.5  # 3.5 KATOs with no command on the admin queue
+    while time.monotonic() < end:
+        cqe, _ = q.command_data(rw(q.next_cid(), IoOpcode.READ, 1, 0, 1, 512))
+        assert status_of(cqe).ok, status_of(cqe)
+        time.sleep(0.1)
+    status, _ = identify(host, 1)
+    assert status == 0
+    assert host.is_closed(timeout=4.0) and q.is_closed()
+
+
 def test_commands_before_connect_or_enable(target: RunningTarget) -> None:
     host = RawHost(target.addr)
     host.initialize()

@@ -71,6 +71,10 @@ RAE = 1 << 15
 FIRMWARE_REVISION = "0.1.0"
 
 #: ONCS: Compare (0), Dataset Management (2), Write Zeroes (3).
+#: CTRATT: 128-bit Host Identifier (bit 0); Traffic Based Keep Alive (bit 6, Base 2.0 §3.9.4:
+#: any command restarts the Keep Alive Timer, so a host seeing completions need send none).
+CTRATT_HID_128_BIT = 1 << 0
+CTRATT_TBKAS = 1 << 6
 ONCS = (1 << 0) | (1 << 2) | (1 << 3)
 
 
@@ -93,7 +97,7 @@ def identify_controller(ctx: Context, ctrl: Controller) -> bytes:
         cntlid=ctrl.cntlid,
         ver=sub.vs,
         oaes=OAES_NS_ATTR,
-        ctratt=1 << 0,  # 128-bit host identifier
+        ctratt=CTRATT_HID_128_BIT | CTRATT_TBKAS,
         cntrltype=1,  # I/O controller
         acl=3,
         aerl=AER_LIMIT - 1,

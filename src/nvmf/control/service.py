@@ -646,10 +646,38 @@ class TargetService:
             ):
                 ka.touch(now)  # an authentication transaction is running (control/auth.py)
             if ka.expired(now):
-                self.delete_controller(ctrl, f"keep-alive timeout ({ka.kato_ms} ms) expired")
+                if self.workers is not None and any(
+                    s.worker is not None for s in ctrl.queues.values()
+                ):
+                    self.spawn(self._remote_traffic(ctrl))  # workers may have seen commands
+                else:
+                    self._expire(ctrl)
                 return
             delay = ka.remaining(now) + 0.05
         self._ka_handles[id(ctrl)] = loop.call_later(delay, self._schedule_keep_alive, ctrl)
+
+    async def _remote_traffic(self, ctrl: Controller) -> None:
+        """The Keep Alive Timer ran out for the commands this process saw: the offload workers
+        serving ``ctrl``'s queues say how many they received, and any change since the last
+        time they were asked restarts the timer (traffic-based keep-alive: CTRATT.TBKAS tells
+        the host it may send no Keep Alive while I/O completes).  Then check again."""
+        assert self.workers is not None
+        seen = await self.workers.traffic((ctrl.subsystem.nqn, ctrl.cntlid))
+        if ctrl.deleted:
+            return
+        now = time.monotonic()
+        if seen is None:  # a worker busy past the timeout: not a reason to end its host
+            log.warning("controller %d: a worker did not count its commands in time", ctrl.cntlid)
+            ctrl.keep_alive.touch(now)
+        else:
+            ctrl.keep_alive.remote_traffic(seen, now)
+        if ctrl.keep_alive.expired(now):
+            self._expire(ctrl)
+        else:
+            self._schedule_keep_alive(ctrl)
+
+    def _expire(self, ctrl: Controller) -> None:
+        self.delete_controller(ctrl, f"keep-alive timeout ({ctrl.keep_alive.kato_ms} ms) expired")
 
     def spawn(self, coro: object) -> None:
         """Run a control-plane coroutine in a task this service cancels when it stops."""

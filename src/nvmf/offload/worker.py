@@ -30,6 +30,8 @@ Messages from the control plane (:mod:`nvmf.offload.channel`)::
                                                  Handover said so) succeeded: serve it; sent
                                                  before the answer to its last Auth command
     ("counters", token)                          report the counters
+    ("traffic", token, ctrl_key)                 count the commands received on a
+                                                 controller's queues (keep-alive)
     ("stop",)                                    finish in-flight commands, close, exit
     ("start",)                                   sent after the media at spawn: answer ready
 
@@ -52,6 +54,7 @@ and to it::
     ("place_ended", key, reason)                 a placed queue is gone
     ("error", ctrl_key, qid, cid, opcode, nsid, Status)   a command failed (error log)
     ("counters", token, dict)
+    ("traffic", token, int)                      the commands a controller's queues received
 """
 
 from __future__ import annotations
@@ -238,6 +241,11 @@ class Worker:
             snapshot = self.counters.snapshot(self.sessions)
             snapshot["staging"] = self.pool.stats()
             self.channel.send(("counters", msg[1], snapshot))
+        elif kind == "traffic":
+            # Traffic-based keep-alive: the control plane's timer ran out for what it saw.
+            key = msg[2]
+            seen = sum(s.commands for (k, _), s in self.sessions.items() if k == key)
+            self.channel.send(("traffic", msg[1], seen))
         elif kind == "stop":
             asyncio.get_running_loop().create_task(self.stop())
         elif kind == "start":

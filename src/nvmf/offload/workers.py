@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180.0
 #: How long a worker may take to make a placed queue (an RDMA QP) and answer.
 PLACE_TIMEOUT_S = 30.0
+#: How long a worker may take to count a controller's commands (:meth:`WorkerSet.traffic`).
+TRAFFIC_TIMEOUT_S = 5.0
 #: How long a stopping worker may take to finish its commands and exit.
 STOP_TIMEOUT_S = 15.0
 #: A worker that keeps dying before it is ready is restarted after 0.5 s, 1 s, 2 s, ... at most
@@ -93,6 +95,7 @@ class WorkerHandle:
     ready: asyncio.Future[None] | None = None
     queues: set[tuple[CtrlKey, int]] = field(default_factory=set)
     counter_waits: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    traffic_waits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
     stopping: bool = False
     #: Queues placed in this worker before their Connect (NVMe/RDMA), by key: what to call
     #: when one ends; and the placements not answered yet.
@@ -360,6 +363,30 @@ class WorkerSet:
         results = await asyncio.wait_for(asyncio.gather(*waits), 5.0)
         return list(results)
 
+    async def traffic(self, ctrl_key: CtrlKey) -> int | None:
+        """How many commands the workers have received on ``ctrl_key``'s queues, summed over
+        the queues they serve now (so the figure may fall when a queue closes); None when a
+        worker did not answer within :data:`TRAFFIC_TIMEOUT_S`.  The control plane asks when
+        the controller's Keep Alive Timer runs out for what it saw itself (traffic-based
+        keep-alive): one message per worker and timeout, nothing on the I/O path."""
+        loop = asyncio.get_running_loop()
+        asked: list[tuple[WorkerHandle, int]] = []
+        for w in self.workers:
+            if w.channel is None or w.channel.closed or not any(k == ctrl_key for k, _ in w.queues):
+                continue
+            self._token += 1
+            w.traffic_waits[self._token] = loop.create_future()
+            w.channel.send(("traffic", self._token, ctrl_key))
+            asked.append((w, self._token))
+        waits = [w.traffic_waits[token] for w, token in asked]
+        try:
+            return sum(await asyncio.wait_for(asyncio.gather(*waits), TRAFFIC_TIMEOUT_S))
+        except TimeoutError:
+            return None
+        finally:
+            for w, token in asked:  # answered, or never to be waited for again
+                w.traffic_waits.pop(token, None)
+
     # -- from the workers ----------------------------------------------------------------------
     def _on_message(self, w: WorkerHandle, msg: tuple[Any, ...], fds: list[int]) -> None:
         for fd in fds:  # workers send no descriptors
@@ -394,6 +421,10 @@ class WorkerSet:
         elif kind == "error":
             _, ctrl_key, qid, cid, opcode, nsid, status = msg
             self.events.worker_command_failed(ctrl_key, qid, cid, opcode, nsid, status)
+        elif kind == "traffic":
+            seen = w.traffic_waits.pop(msg[1], None)
+            if seen is not None and not seen.done():
+                seen.set_result(msg[2])
         elif kind == "counters":
             fut = w.counter_waits.pop(msg[1], None)
             if fut is not None and not fut.done():
@@ -471,6 +502,10 @@ class WorkerSet:
                     }
                 )
         w.counter_waits.clear()
+        for seen in w.traffic_waits.values():  # its queues are gone, and their commands
+            if not seen.done():
+                seen.set_result(0)
+        w.traffic_waits.clear()
         for ctrl_key, qid in lost:
             self.events.worker_queue_closed(ctrl_key, qid, f"offload worker {w.index} exited")
         self._unshare(w)

@@ -79,13 +79,27 @@ class ControllerRegisters:
 
 @dataclass
 class KeepAlive:
-    """Keep Alive Timer: ``kato_ms`` 0 disables it."""
+    """Keep Alive Timer: ``kato_ms`` 0 disables it.
+
+    Traffic-based (CTRATT.TBKAS, Base 2.0 §3.9.4): every command on any of the controller's
+    queues restarts the timer, not only Keep Alive; a host that sees completions may then send
+    none.  Commands run elsewhere (offload workers) are counted there and compared at expiry
+    (:meth:`remote_traffic`)."""
 
     kato_ms: int
     last: float = 0.0
+    #: The commands counted elsewhere on the controller's queues at the last comparison.
+    remote_commands: int = 0
 
     def touch(self, now: float) -> None:
         self.last = now
+
+    def remote_traffic(self, seen: int, now: float) -> None:
+        """``seen`` commands are now counted elsewhere: any change since the last comparison
+        (a fall too: a queue closed) is traffic, so the timer restarts at ``now``."""
+        if seen != self.remote_commands:
+            self.remote_commands = seen
+            self.touch(now)
 
     def expired(self, now: float) -> bool:
         return self.kato_ms > 0 and (now - self.last) * 1000 > self.kato_ms
