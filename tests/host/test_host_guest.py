@@ -81,6 +81,9 @@ out=$OUT/bench_verify.json err=$OUT/bench_verify.err rc=$OUT/bench_verify.rc \
   $B --rw randrw --bs 8k --iodepth 8 --numjobs 2 --runtime 2 --size 8m --verify
 out=$OUT/bench_seqread.json err=$OUT/bench_seqread.err rc=$OUT/bench_seqread.rc \
   $B --rw read --bs 128k --iodepth 4 --runtime 2 -i 1
+# Traffic Based Keep Alive (the kernel target says it): a 2 s KATO, 6 s of I/O, no Keep Alive
+out=$OUT/bench_tbkas.json err=$OUT/bench_tbkas.err rc=$OUT/bench_tbkas.rc \
+  $B --rw randread --bs 4k --iodepth 4 --runtime 6 -i 1 -k 2
 BATCH
 echo $? > "$OUT/batch.rc"
 
@@ -183,3 +186,15 @@ def test_bench_against_the_kernel_target(guest: GuestResult) -> None:
     assert verify["read"]["ios"] > 0 and verify["write"]["ios"] > 0
     seq = _json(guest, "bench_seqread.json")
     assert seq["read"]["bytes"] == seq["read"]["ios"] * 131072 > 0
+
+
+@pytest.mark.guest
+def test_no_keep_alive_to_the_kernel_target_while_io_completes(guest: GuestResult) -> None:
+    """The kernel target's CTRATT says Traffic Based Keep Alive, so our host sends no Keep Alive
+    in 6 s of I/O with a 2 s KATO (else one a second), and the kernel target, counting that I/O
+    as traffic, keeps the controller: the run ends without error."""
+    assert _json(guest, "identify.json")["controller"]["ctratt"] & (1 << 6)
+    assert guest.read("bench_tbkas.rc").strip() == "0", guest.read("bench_tbkas.err")[-2000:]
+    run = _json(guest, "bench_tbkas.json")
+    assert run["error"] is None and run["read"]["ios"] > 100
+    assert run["keep_alives"] == 0, run

@@ -25,6 +25,7 @@ import pytest
 
 from nvmf.host import NvmeError, connect, discover
 from nvmf.host.bench import BenchSpec, run_bench
+from nvmf.wire.identify import CTRATT_TBKAS
 from nvmf.wire.status import SC
 from tests.serving import nvmf_serve
 
@@ -180,6 +181,27 @@ def test_bench_verify_against_target(target: int) -> None:
                              verify=True, seed=3)  # fmt: skip
             ok = await run_bench(ctrl, spec)
             assert ok.verify is not None and ok.verify.mismatches == 0  # prefill rewrote it
+
+    run(main())
+
+
+def test_no_keep_alive_while_io_completes_when_the_target_says_tbkas(target: int) -> None:
+    """The target says Traffic Based Keep Alive (CTRATT bit 6): the host sends no Keep Alive
+    while its commands complete, and the target, whose workers serve the I/O, keeps the
+    controller on that traffic alone.  Idle, the host sends one every KATO / 4."""
+
+    async def main() -> None:
+        async with await connect(
+            "127.0.0.1", SUBNQN, trsvcid=target, nr_io_queues=2, kato=0.8
+        ) as ctrl:
+            assert ctrl.id_ctrl is not None and ctrl.id_ctrl.ctratt & CTRATT_TBKAS
+            spec = BenchSpec(rw="randread", bs=4096, iodepth=4, numjobs=2, runtime=2.5)
+            result = await run_bench(ctrl, spec)  # 3 KATOs
+            assert result.error is None and result.keep_alives == 0
+            before = ctrl.keep_alives_sent
+            await asyncio.sleep(1.2)
+            assert ctrl.keep_alives_sent - before >= 3
+            assert len(await ctrl.read(1, 0, 8)) == 4096  # the controller lives on
 
     run(main())
 

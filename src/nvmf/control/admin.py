@@ -22,6 +22,8 @@ from nvmf.control.controller import AER_LIMIT, ERROR_LOG_SLOTS
 from nvmf.control.status import namespace_counters
 from nvmf.protocol.request import Request
 from nvmf.wire.identify import (
+    CTRATT_HID_128_BIT,
+    CTRATT_TBKAS,
     IDENTIFY_DATA_SIZE,
     NSID_ALL,
     Cns,
@@ -71,10 +73,6 @@ RAE = 1 << 15
 FIRMWARE_REVISION = "0.1.0"
 
 #: ONCS: Compare (0), Dataset Management (2), Write Zeroes (3).
-#: CTRATT: 128-bit Host Identifier (bit 0); Traffic Based Keep Alive (bit 6, Base 2.0 §3.9.4:
-#: any command restarts the Keep Alive Timer, so a host seeing completions need send none).
-CTRATT_HID_128_BIT = 1 << 0
-CTRATT_TBKAS = 1 << 6
 ONCS = (1 << 0) | (1 << 2) | (1 << 3)
 
 

@@ -260,6 +260,9 @@ class BenchResult:
     #: I/O queues the jobs ran on, and the commands each may have outstanding.
     io_queues: int = 0
     queue_depth: int = 0
+    #: Keep Alive commands the host sent during the timed phase (none while I/O completes when
+    #: the controller does Traffic Based Keep Alive).
+    keep_alives: int = 0
     #: Every I/O's latency in nanoseconds, per direction (for plots; not in :meth:`to_json`).
     lat_ns: dict[str, array.array[int]] = field(default_factory=dict, repr=False)
 
@@ -274,6 +277,7 @@ class BenchResult:
             "verify": None if self.verify is None else asdict(self.verify),
             "error": self.error,
             "interrupted": self.interrupted,
+            "keep_alives": self.keep_alives,
         }
         for name, d in (("read", self.read), ("write", self.write)):
             if d is None:
@@ -639,6 +643,7 @@ async def run_bench(
                 note(f"prefilling {units * spec.bs / (1 << 20):.1f} MiB for --verify")
             await bench.prefill()
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        keep_alives = ctrl.keep_alives_sent
         start = time.monotonic()
         deadline = start + spec.runtime
         ticker = loop.create_task(bench.progress_loop(start, progress))
@@ -652,6 +657,7 @@ async def run_bench(
         if watcher is not None:
             watcher.cancel()
     elapsed = time.monotonic() - start
+    keep_alives = ctrl.keep_alives_sent - keep_alives
     cpu = CpuUsage.between(usage_before, resource.getrusage(resource.RUSAGE_SELF), elapsed)
     if spec.verify and spec.writes and bench.error is None and not bench.interrupted:
         if note is not None:
@@ -682,5 +688,6 @@ async def run_bench(
         warnings=warnings,
         io_queues=len(ctrl.io_queues),
         queue_depth=depth,
+        keep_alives=keep_alives,
         lat_ns=lat_ns,
     )

@@ -7,8 +7,9 @@
 2. Property Get CAP; Property Set CC = EN | CSS NVM | MPS 0 (4 KiB pages) | AMS round robin |
    IOSQES 6 (64-byte SQEs) | IOCQES 4 (16-byte CQEs); poll CSTS until RDY, for at most
    (CAP.TO + 1) * 500 ms (``nvme_wait_ready``);
-3. Identify Controller (MDTS, IOCCSZ, KAS, ...); the keep-alive task starts, sending Keep Alive
-   every KATO / 2 as the Linux host does;
+3. Identify Controller (MDTS, IOCCSZ, KAS, CTRATT, ...); the keep-alive task starts, sending
+   Keep Alive every KATO / 2 as the Linux host does; when CTRATT says Traffic Based Keep Alive,
+   it looks every KATO / 4 and sends one only if no command completed since it last looked;
 4. Set Features Number of Queues asking for N I/O queues; the grant is min(NSQA, NCQA) + 1 and
    the host uses min(N, grant) (``nvme_set_queue_count``);
 5. one TCP connection per I/O queue: ICReq/ICResp, Connect (QID n, SQSIZE = queue size - 1,
@@ -50,6 +51,7 @@ from nvmf.protocol.dhchap import DhchapSecret
 from nvmf.wire.auth import CONNECT_AUTHREQ_ASCR, CONNECT_AUTHREQ_ATR
 from nvmf.wire.fabrics import CC, CNTLID_DYNAMIC, CSTS, Cap, Prop
 from nvmf.wire.identify import (
+    CTRATT_TBKAS,
     IDENTIFY_DATA_SIZE,
     NSID_ALL,
     Cns,
@@ -178,6 +180,8 @@ class Controller:
     transport_max_transfer: int = 0
     _ns: dict[int, NamespaceGeometry] = field(default_factory=dict)
     _keep_alive: asyncio.Task[None] | None = None
+    #: Keep Alive commands the keep-alive task sent.
+    keep_alives_sent: int = 0
     _rr: itertools.count[int] = field(default_factory=itertools.count)
     #: DH-HMAC-CHAP transaction identifiers, one per transaction on any queue of this
     #: controller (the Linux host's ``ctrl->transaction``).
@@ -535,21 +539,40 @@ class Controller:
     # -- keep alive and shutdown -----------------------------------------------------------------
     def _start_keep_alive(self) -> None:
         if self.options.kato > 0:
+            traffic_based = self.id_ctrl is not None and bool(self.id_ctrl.ctratt & CTRATT_TBKAS)
             self._keep_alive = asyncio.get_running_loop().create_task(
-                self._keep_alive_loop(self.options.kato / 2)
+                self._keep_alive_loop(self.options.kato, traffic_based)
             )
 
-    async def _keep_alive_loop(self, period: float) -> None:
+    def completions(self) -> int:
+        """Commands completed on every queue of this controller so far."""
+        return self.admin.cids.completed + sum(q.cids.completed for q in self.io_queues)
+
+    async def _keep_alive_loop(self, kato: float, traffic_based: bool) -> None:
         """Keep Alive every KATO / 2 while the admin queue lives (a late or failed one is
-        logged; the controller, not the host, decides that the association is lost)."""
+        logged; the controller, not the host, decides that the association is lost).
+
+        With Traffic Based Keep Alive (CTRATT.TBKAS: any command restarts the controller's
+        timer) look every KATO / 4 instead and send one only if no command completed since the
+        last look, as the Linux host does (``comp_seen``): a command is then never more than
+        about KATO / 2 older than the next one, and a busy controller gets no Keep Alive."""
+        period = kato / 4 if traffic_based else kato / 2
+        seen = self.completions()
         while self.admin.is_open:
             await asyncio.sleep(period)
+            if traffic_based:
+                now = self.completions()
+                if now != seen:
+                    seen = now
+                    continue
             try:
                 await self.keep_alive()
             except HostError as exc:
                 if self.admin.error is not None:
                     return
                 log.warning("keep alive: %s", exc)
+            self.keep_alives_sent += 1
+            seen = self.completions()  # its own completion is not traffic
 
     async def close(self) -> None:
         """Disconnect: I/O queues, normal shutdown (CC.SHN), admin queue.  Idempotent."""

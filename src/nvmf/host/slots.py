@@ -40,7 +40,7 @@ class CidTable(Generic[C]):
     """The CIDs ``0 .. depth-1`` of one queue: which command holds each, which are free, and
     the submitters waiting (first come, first served) for one to come free."""
 
-    __slots__ = ("entries", "free", "loop", "outstanding", "waiters")
+    __slots__ = ("completed", "entries", "free", "loop", "outstanding", "waiters")
 
     def __init__(self, depth: int, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -50,6 +50,8 @@ class CidTable(Generic[C]):
         self.waiters: deque[asyncio.Future[int]] = deque()
         #: Commands submitted and not completed (including those whose submitter gave up).
         self.outstanding = 0
+        #: Commands completed so far (traffic-based keep-alive reads it).
+        self.completed = 0
 
     async def take(self) -> int:
         """A free CID, waiting for one if all are lent.  A submitter cancelled after it was
@@ -79,6 +81,7 @@ class CidTable(Generic[C]):
         """The command under ``cid`` completed: the CID goes to the next submitter."""
         self.entries[cid] = None
         self.outstanding -= 1
+        self.completed += 1
         self.give(cid)
 
     def give(self, cid: int) -> None:

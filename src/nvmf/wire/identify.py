@@ -873,6 +873,13 @@ ID_NS_LAYOUT.check_class(IdentifyNamespace)
 # ---------------------------------------------------------------------------------------------
 
 #: The largest valid namespace ID; FFFFFFFFh is the broadcast value (``NVME_NSID_ALL``).
+#: CTRATT (Controller Attributes) bit 0: 128-bit Host Identifier.
+CTRATT_HID_128_BIT = 1 << 0
+#: CTRATT bit 6: Traffic Based Keep Alive (Base 2.0 §3.9.4): any command on any of the
+#: controller's queues restarts its Keep Alive Timer, so a host seeing completions need send
+#: no Keep Alive.
+CTRATT_TBKAS = 1 << 6
+
 NSID_MAX = 0xFFFFFFFE
 NSID_ALL = 0xFFFFFFFF
 
