@@ -8,20 +8,26 @@ status as ``"SC 0x00b DNR"`` (code with its type, as :class:`~nvmf.wire.status.S
 ``"closed"`` when the target ended the connection instead, or ``"timeout"``.  Each case runs
 on fresh queues, so what one case leaves behind never decides the next.
 
+Connect cases (:class:`ConnectCase`) each make the queues they need and then send one Connect
+that is wrong in one field; their answer adds DW0 when it is an error (the IATTR and IPO of a
+Connect Invalid Parameters).
+
 Cases are relative to what the target says of itself (the namespace's size and LBA size), so
 the same cases fit a kernel target on a loop device and ours on a RAM namespace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import struct
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from nvmf.protocol import tcp as p
-from nvmf.wire.fabrics import Prop, PropertyCommand
+from nvmf.wire.fabrics import ConnectCommand, ConnectData, Prop, PropertyCommand
 from nvmf.wire.identify import IdentifyNamespace
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.sqe import (
@@ -36,7 +42,7 @@ from nvmf.wire.sqe import (
     Sqe,
 )
 from nvmf.wire.status import Status
-from tests.target.rawhost import RawHost
+from tests.target.rawhost import HOSTNQN, RawHost
 
 FABRICS_OPCODE = 0x7F
 #: How long one command may take before its answer is "timeout".
@@ -60,6 +66,57 @@ class Case:
     sqe: Sqe
     data: bytes = b""
     r2t: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectCase:
+    """A Connect as the Linux host sends it but for the fields given: for the admin queue
+    (``qid`` 0) on a fresh connection, or for an I/O queue of a controller made (and enabled,
+    unless not ``enable``) just before.  ``subnqn`` None is the probed subsystem, ``cntlid``
+    None is FFFFh on the admin queue and the controller's on an I/O queue; ``data`` replaces
+    the Connect data.  ``before``: I/O queues of the same QID connected first; ``again``: the
+    Connect follows a successful one on the same queue."""
+
+    qid: int = 0
+    sqsize: int = 31
+    recfmt: int = 0
+    subnqn: str | None = None
+    hostnqn: str = HOSTNQN
+    hostid: bytes = b"\x01" * 16
+    cntlid: int | None = None
+    data: bytes | None = None
+    by_r2t: bool = False
+    enable: bool = True
+    before: int = 0
+    again: bool = False
+
+
+def _connect_cases() -> dict[str, ConnectCase]:
+    io = ConnectCase(qid=1, sqsize=31)
+    return {
+        "connect: unknown subsystem": ConnectCase(subnqn="nqn.2024-01.io.nvmf:nope"),
+        "connect: RECFMT 1": ConnectCase(recfmt=1),
+        "connect: admin SQSIZE 0": ConnectCase(sqsize=0),
+        "connect: admin SQSIZE 127": ConnectCase(sqsize=127),
+        "connect: admin CNTLID 1": ConnectCase(cntlid=1),
+        "connect: data shorter than 1024 bytes": ConnectCase(data=bytes(512)),
+        "connect: data by R2T": ConnectCase(by_r2t=True),
+        "connect: again on the admin queue": ConnectCase(again=True),
+        "connect: I/O queue": io,
+        "connect: I/O queue, unknown CNTLID": _replace(io, cntlid=0x1234),
+        "connect: I/O queue, another host NQN": _replace(io, hostnqn=HOSTNQN + "x"),
+        "connect: I/O queue, another host ID": _replace(io, hostid=b"\x02" * 16),
+        "connect: I/O queue, QID 65535": _replace(io, qid=0xFFFF),
+        "connect: I/O queue, SQSIZE 0": _replace(io, sqsize=0),
+        "connect: I/O queue, SQSIZE 65535": _replace(io, sqsize=0xFFFF),
+        "connect: I/O queue twice": _replace(io, before=1),
+        "connect: I/O queue before CC.EN": _replace(io, enable=False),
+        "connect: I/O queue again on its queue": _replace(io, again=True),
+    }
+
+
+def _replace(case: ConnectCase, **fields: Any) -> ConnectCase:
+    return dataclasses.replace(case, **fields)
 
 
 def _sqe(opcode: int, nsid: int = 0, **fields: int) -> Sqe:
@@ -130,6 +187,7 @@ def _admin_cases(g: Geometry) -> dict[str, Case]:
             "admin", _sqe(AdminOpcode.GET_FEATURES, cdw10=FeatureId.NUM_QUEUES)
         ),
         "keep alive": Case("admin", _sqe(AdminOpcode.KEEP_ALIVE)),
+        "identify: before Connect": Case("fresh", _read_admin(identify, cdw10=1)),
         "abort": Case("admin", _sqe(AdminOpcode.ABORT, cdw10=0xFFFF << 16)),
         "property get: reserved offset": Case("admin", _property(FabricsType.PROPERTY_GET, 0x40)),
         "property get: zeroed SGL": Case(
@@ -217,9 +275,9 @@ def _property(fctype: int, offset: int) -> Sqe:
     return Sqe.decode(PropertyCommand(0, fctype, 0, offset).encode())
 
 
-def cases(g: Geometry) -> dict[str, Case]:
+def cases(g: Geometry) -> dict[str, Case | ConnectCase]:
     """Every case, by name."""
-    return {**_admin_cases(g), **_io_cases(g)}
+    return {**_admin_cases(g), **_io_cases(g), **_connect_cases()}
 
 
 class _Queues:
@@ -232,6 +290,11 @@ class _Queues:
         self.io: RawHost | None = None
 
     def get(self, which: str) -> RawHost:
+        if which == "fresh":  # a queue past ICReq, before its Connect
+            self.close()
+            self.admin = RawHost(self.addr)
+            self.admin.initialize()
+            return self.admin
         if self.admin is None or self.io is None:
             self.close()
             adm = RawHost(self.addr)
@@ -251,8 +314,9 @@ class _Queues:
         self.admin = self.io = None
 
 
-def exchange(q: RawHost, case: Case) -> str:
-    """Send one case's command and return its answer."""
+def exchange(q: RawHost, case: Case, *, with_dw0: bool = False) -> str:
+    """Send one case's command and return its answer (with DW0 when an error and
+    ``with_dw0``)."""
     sqe = _with(case.sqe, cid=q.next_cid())
     q.sock.settimeout(COMMAND_TIMEOUT)
     try:
@@ -271,7 +335,11 @@ def exchange(q: RawHost, case: Case) -> str:
                     piece = memoryview(case.data)[ev.r2to : ev.r2to + ev.r2tl]
                     q.send(q.conn.h2c_data(ev.cccid, ev.ttag, ev.r2to, piece, last=True))
                 elif isinstance(ev, p.ResponseReceived):
-                    return _answer(Cqe.decode(ev.cqe).decoded_status())
+                    cqe = Cqe.decode(ev.cqe)
+                    status = cqe.decoded_status()
+                    if with_dw0 and not status.ok:
+                        return f"{_answer(status)} dw0 0x{cqe.dw0:08x}"
+                    return _answer(status)
                 elif isinstance(ev, p.C2HDataReceived) and ev.success and ev.last:
                     return _answer(Status())
                 elif isinstance(ev, p.TermReqReceived):
@@ -280,6 +348,50 @@ def exchange(q: RawHost, case: Case) -> str:
         return "timeout"
     except (ConnectionError, OSError):
         return "closed"
+
+
+def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
+    """Make the queues ``case`` needs, send its Connect and return the answer."""
+    opened: list[RawHost] = []
+
+    def fresh() -> RawHost:
+        q = RawHost(addr)
+        opened.append(q)
+        q.initialize()
+        return q
+
+    try:
+        cntlid = case.cntlid
+        if case.qid:
+            adm = fresh()
+            assert adm.connect(subnqn).decoded_status().ok
+            if case.enable:
+                adm.enable()
+            for _ in range(case.before):
+                ok = fresh().connect(subnqn, qid=case.qid, cntlid=adm.cntlid, sqsize=case.sqsize)
+                assert ok.decoded_status().ok
+            cntlid = adm.cntlid if cntlid is None else cntlid
+        q = fresh()
+        if case.again:
+            ok = q.connect(subnqn, qid=case.qid, cntlid=0xFFFF if cntlid is None else cntlid)
+            assert ok.decoded_status().ok
+        data = case.data
+        if data is None:
+            nqn = subnqn if case.subnqn is None else case.subnqn
+            data = ConnectData(
+                case.hostid, 0xFFFF if cntlid is None else cntlid, nqn, case.hostnqn
+            ).encode()
+        cmd = ConnectCommand(0, case.qid, case.sqsize, recfmt=case.recfmt)
+        sqe = Sqe.decode(cmd.encode())
+        if case.by_r2t:
+            sqe.sgl = SglDescriptor.tcp_transport(len(data))
+        answer = exchange(q, Case("admin", sqe, data, r2t=case.by_r2t), with_dw0=True)
+        return answer
+    except (ConnectionError, OSError):
+        return "closed"
+    finally:
+        for q in opened:
+            q.close()
 
 
 def _answer(status: Status) -> str:
@@ -303,6 +415,9 @@ def probe(addr: tuple[str, int], subnqn: str) -> dict[str, str]:
         queues.close()
     answers = {}
     for name, case in cases(g).items():
+        if isinstance(case, ConnectCase):
+            answers[name] = connect(addr, subnqn, case)
+            continue
         try:  # fresh queues: what one case leaves in the stream never decides the next
             answers[name] = exchange(queues.get(case.queue), case)
         finally:

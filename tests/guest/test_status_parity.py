@@ -75,6 +75,40 @@ DIFFERENCES = {
         "the host described; Linux ignores the offset and writes the data from the capsule's "
         "start",
     ),
+    "identify: before Connect": Difference(
+        "SC 0x001 DNR",
+        "SC 0x00c DNR",
+        "a queue takes commands only after its Connect, a rule of the sequence of commands "
+        "and not of the opcode: Command Sequence Error (a protocol violation in a "
+        "multi-command sequence, Base 2.0), as SPDK's target answers; Linux says Invalid Opcode",
+    ),
+    "connect: admin SQSIZE 127": Difference(
+        "SC 0x000",
+        "SC 0x182 DNR dw0 0x0000002c",
+        "our admin queues hold 32 entries, the Linux host's size; a larger SQSIZE is more than "
+        "the controller supports: Connect Invalid Parameters naming SQSIZE (NVMe-oF), as SPDK "
+        "refuses one above its admin depth; Linux takes any size",
+    ),
+    "connect: data by R2T": Difference(
+        "timeout",
+        "SC 0x000",
+        "the Connect's SGL says its data comes by R2T, so we ask for it and connect; Linux 6.1 "
+        "waits for data in the capsule that never comes and never answers",
+    ),
+    "connect: I/O queue, another host ID": Difference(
+        "SC 0x000",
+        "SC 0x182 DNR dw0 0x00010000",
+        "an I/O queue's Connect carries the Host Identifier of its controller's admin "
+        "Connect; another one names no controller of this host: Connect Invalid Parameters "
+        "naming HOSTID; Linux compares the host NQN only",
+    ),
+    "connect: I/O queue before CC.EN": Difference(
+        "SC 0x000",
+        "SC 0x00c DNR dw0 0x00000000",
+        "I/O queues are created once the controller is enabled (the host's initialization "
+        "sequence, Base 2.0): before, Command Sequence Error (SPDK refuses it too, with "
+        "Connect Invalid Parameters); Linux creates the queue",
+    ),
     "flush: NSID FFFFFFFFh": Difference(
         "SC 0x00b DNR",
         "SC 0x000",

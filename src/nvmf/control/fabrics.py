@@ -39,7 +39,9 @@ def parse(ctx: Context) -> Parsed:
     session = ctx.session
     if fctype == FabricsType.CONNECT:
         if session.qid is not None:
-            return error(SC.CMD_SEQ_ERROR, 4)
+            # A connected queue takes no second Connect: the Linux and SPDK targets answer
+            # Invalid Opcode (no fabrics command of that type on a connected queue).
+            return error(SC.INVALID_OPCODE, 4)
         cmd = f.ConnectCommand.decode(raw)
         if cmd.recfmt != 0:
             return _connect_error(SC.CONNECT_FORMAT, f.CONNECT_OFF_RECFMT, in_data=False)
