@@ -44,6 +44,9 @@ from nvmf.wire.sqe import (
 from nvmf.wire.status import Status
 from tests.target.rawhost import HOSTNQN, RawHost
 
+#: The well-known discovery subsystem NQN (Base 2.0).
+DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+
 FABRICS_OPCODE = 0x7F
 #: How long one command may take before its answer is "timeout".
 COMMAND_TIMEOUT = 5.0
@@ -75,7 +78,8 @@ class ConnectCase:
     unless not ``enable``) just before.  ``subnqn`` None is the probed subsystem, ``cntlid``
     None is FFFFh on the admin queue and the controller's on an I/O queue; ``data`` replaces
     the Connect data.  ``before``: I/O queues of the same QID connected first; ``again``: the
-    Connect follows a successful one on the same queue."""
+    Connect follows a successful one on the same queue; ``discovery``: the controller is the
+    discovery subsystem's."""
 
     qid: int = 0
     sqsize: int = 31
@@ -89,6 +93,7 @@ class ConnectCase:
     enable: bool = True
     before: int = 0
     again: bool = False
+    discovery: bool = False
 
 
 def _connect_cases() -> dict[str, ConnectCase]:
@@ -112,6 +117,7 @@ def _connect_cases() -> dict[str, ConnectCase]:
         "connect: I/O queue twice": _replace(io, before=1),
         "connect: I/O queue before CC.EN": _replace(io, enable=False),
         "connect: I/O queue again on its queue": _replace(io, again=True),
+        "connect: I/O queue of the discovery controller": _replace(io, discovery=True),
     }
 
 
@@ -201,6 +207,55 @@ def _admin_cases(g: Geometry) -> dict[str, Case]:
     }
 
 
+def _discovery_cases() -> dict[str, Case]:
+    """On the admin queue of a discovery controller (connected and enabled)."""
+    identify = AdminOpcode.IDENTIFY
+    log = AdminOpcode.GET_LOG_PAGE
+    disc_log = 0x70 | ((1024 // 4 - 1) << 16)
+    get, set_ = AdminOpcode.GET_FEATURES, AdminOpcode.SET_FEATURES
+    return {
+        "discovery: identify controller": Case("discovery", _read_admin(identify, cdw10=1)),
+        "discovery: identify namespace": Case("discovery", _read_admin(identify, nsid=1, cdw10=0)),
+        "discovery: identify active namespaces": Case("discovery", _read_admin(identify, cdw10=2)),
+        "discovery: discovery log": Case(
+            "discovery", _read_admin(log, length=1024, cdw10=disc_log)
+        ),
+        "discovery: discovery log, offset past the end": Case(
+            "discovery", _read_admin(log, length=1024, cdw10=disc_log, cdw12=1 << 20)
+        ),
+        "discovery: discovery log, offset not in dwords": Case(
+            "discovery", _read_admin(log, length=1024, cdw10=disc_log, cdw12=2)
+        ),
+        "discovery: SMART log": Case(
+            "discovery", _read_admin(log, length=512, cdw10=0x02 | (127 << 16))
+        ),
+        "discovery: error log": Case(
+            "discovery", _read_admin(log, length=64, cdw10=0x01 | (15 << 16))
+        ),
+        "discovery: get features KATO": Case("discovery", _sqe(get, cdw10=FeatureId.KATO)),
+        "discovery: get features number of queues": Case(
+            "discovery", _sqe(get, cdw10=FeatureId.NUM_QUEUES)
+        ),
+        "discovery: set features number of queues": Case(
+            "discovery", _sqe(set_, cdw10=FeatureId.NUM_QUEUES, cdw11=0x10001)
+        ),
+        "discovery: set features KATO": Case(
+            "discovery", _sqe(set_, cdw10=FeatureId.KATO, cdw11=60000)
+        ),
+        "discovery: get features host identifier": Case(
+            "discovery", _read_admin(get, length=16, cdw10=FeatureId.HOST_ID, cdw11=1)
+        ),
+        "discovery: set features async event configuration": Case(
+            "discovery", _sqe(set_, cdw10=FeatureId.ASYNC_EVENT, cdw11=1 << 31)
+        ),
+        "discovery: keep alive": Case("discovery", _sqe(AdminOpcode.KEEP_ALIVE)),
+        "discovery: reserved opcode": Case("discovery", _sqe(0x7E)),
+        "discovery: property get CAP": Case(
+            "discovery", _property(FabricsType.PROPERTY_GET, Prop.CAP)
+        ),
+    }
+
+
 def _io_cases(g: Geometry) -> dict[str, Case]:
     last = g.nsze - 1
     one = g.block
@@ -277,7 +332,7 @@ def _property(fctype: int, offset: int) -> Sqe:
 
 def cases(g: Geometry) -> dict[str, Case | ConnectCase]:
     """Every case, by name."""
-    return {**_admin_cases(g), **_io_cases(g), **_connect_cases()}
+    return {**_admin_cases(g), **_io_cases(g), **_connect_cases(), **_discovery_cases()}
 
 
 class _Queues:
@@ -294,6 +349,13 @@ class _Queues:
             self.close()
             self.admin = RawHost(self.addr)
             self.admin.initialize()
+            return self.admin
+        if which == "discovery":  # a discovery controller's admin queue, enabled
+            self.close()
+            self.admin = RawHost(self.addr)
+            self.admin.initialize()
+            assert self.admin.connect(DISCOVERY_NQN).decoded_status().ok
+            self.admin.enable()
             return self.admin
         if self.admin is None or self.io is None:
             self.close()
@@ -360,6 +422,8 @@ def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
         q.initialize()
         return q
 
+    if case.discovery:
+        subnqn = DISCOVERY_NQN
     try:
         cntlid = case.cntlid
         if case.qid:

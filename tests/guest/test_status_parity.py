@@ -109,6 +109,24 @@ DIFFERENCES = {
         "sequence, Base 2.0): before, Command Sequence Error (SPDK refuses it too, with "
         "Connect Invalid Parameters); Linux creates the queue",
     ),
+    "discovery: SMART log": Difference(
+        "SC 0x002 DNR",
+        "SC 0x109 DNR",
+        "a discovery controller has only the Discovery log page: any other is Get Log "
+        "Page's own Invalid Log Page (Base 2.0); Linux answers Invalid Field in Command",
+    ),
+    "discovery: error log": Difference(
+        "SC 0x002 DNR",
+        "SC 0x109 DNR",
+        "as for the SMART log: not a log page of our discovery controller, Invalid Log Page",
+    ),
+    "discovery: get features host identifier": Difference(
+        "SC 0x00f DNR",
+        "SC 0x002 DNR",
+        "a discovery controller has no Host Identifier feature (as in Linux): Invalid Field "
+        "in Command for the FID; Linux first checks the 16-byte SGL against the no data it "
+        "would return and says Data SGL Length Invalid",
+    ),
     "flush: NSID FFFFFFFFh": Difference(
         "SC 0x00b DNR",
         "SC 0x000",

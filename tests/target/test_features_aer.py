@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nvmf.control.admin import MAX_TRANSFER
+from nvmf.control.model import DISCOVERY_NQN
 from nvmf.control.status import namespace_counters
 from nvmf.wire.logpage import (
     ChangedNamespaceList,
@@ -203,6 +204,26 @@ def test_unsupported_feature_is_invalid_field(target: RunningTarget, fid: int) -
     host = admin(target)
     assert is_status(set_features(host, fid, 0), SC.INVALID_FIELD)
     assert is_status(get_features(host, fid), SC.INVALID_FIELD)
+
+
+def test_a_discovery_controller_has_only_keep_alive_and_event_features(
+    target: RunningTarget,
+) -> None:
+    """A discovery controller has no I/O queues, namespace or write cache: Number of Queues,
+    Volatile Write Cache and Host Identifier are Invalid Field there (as Linux's nvmet says),
+    while Keep Alive Timer and Asynchronous Event Configuration work as on an I/O controller."""
+    disc = RawHost(target.addr)
+    disc.initialize()
+    assert status_of(disc.connect(DISCOVERY_NQN)).ok
+    disc.enable()
+    for fid in (FeatureId.NUM_QUEUES, FeatureId.VOLATILE_WC, FeatureId.HOST_ID):
+        assert is_status(set_features(disc, fid, 0x10001), SC.INVALID_FIELD), fid
+        assert is_status(get_features(disc, fid), SC.INVALID_FIELD), fid
+        assert is_status(get_features(disc, fid, SEL_SUPPORTED), SC.INVALID_FIELD), fid
+    assert status_of(set_features(disc, FeatureId.KATO, 60000)).ok
+    assert get_features(disc, FeatureId.KATO).dw0 == 60000
+    assert status_of(set_features(disc, FeatureId.ASYNC_EVENT, 1 << 31)).ok
+    assert get_features(disc, FeatureId.ASYNC_EVENT).dw0 == 1 << 31
 
 
 def test_host_identifier_is_the_one_given_in_connect(target: RunningTarget) -> None:

@@ -23,7 +23,7 @@ from nvmf.wire.logpage import (
     tsas_rdma,
     tsas_tcp,
 )
-from nvmf.wire.opcodes import AdminOpcode
+from nvmf.wire.opcodes import AdminOpcode, FeatureId
 from nvmf.wire.status import SC, Status, error
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ OAES_DISC_CHANGE = 1 << 31
 AEN_DISC_CHANGED = 0x02 | (0xF0 << 8) | (LogPageId.DISC << 16)
 
 
+#: The features a discovery controller has: Keep Alive Timer and Asynchronous Event
+#: Configuration (for the Discovery Log Page Change notice).  It has no I/O queues, no
+#: namespace and no write cache, so Number of Queues and the rest are Invalid Field, as in
+#: Linux's nvmet.
+DISCOVERY_FEATURES = frozenset({FeatureId.KATO, FeatureId.ASYNC_EVENT})
+
+
 def log_changed(ctrl: Controller) -> bool:
     """The discovery log page changed (a configuration reload): post the Discovery Log Page
     Change notice if the host enabled it (Set Features Asynchronous Event Configuration bit
@@ -78,9 +85,11 @@ def parse(ctx: Context) -> Parsed:
         return c2h(IDENTIFY_DATA_SIZE, send_bytes(identify(ctx, ctrl)))
     if op == AdminOpcode.GET_LOG_PAGE:
         return admin.get_log_page(ctx, ctrl, _log_page)
-    if op == AdminOpcode.SET_FEATURES:
-        return admin.set_features(ctx, ctrl)
-    if op == AdminOpcode.GET_FEATURES:
+    if op in (AdminOpcode.SET_FEATURES, AdminOpcode.GET_FEATURES):
+        if ctx.req.sqe.cdw10 & 0xFF not in DISCOVERY_FEATURES:
+            return INVALID_CDW10
+        if op == AdminOpcode.SET_FEATURES:
+            return admin.set_features(ctx, ctrl)
         return admin.get_features(ctx, ctrl)
     if op == AdminOpcode.ASYNC_EVENT:
         return admin.async_event(ctrl)
