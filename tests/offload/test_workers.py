@@ -137,6 +137,36 @@ def test_other_io_commands_get_their_status_from_the_control_plane(
     adm.close()
 
 
+def test_the_workers_count_a_controllers_commands_for_its_keep_alive(
+    two_workers: RunningTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WorkerSet.traffic``: the commands the workers received on one controller's queues
+    (traffic-based keep-alive); None, not a count, while a worker cannot answer (stopped), so
+    that a stalled worker does not end its host's controller."""
+    target = two_workers
+    workers = target.service.workers
+    assert workers is not None
+    adm = admin(target)
+    queues = [io_queue(target, adm, qid) for qid in (1, 2)]
+    key = (SUBNQN, adm.cntlid)
+    assert _call(target, workers.traffic(key)) == 0
+    for i, q in enumerate(queues):
+        _write_read(q, i, b"\7" * 512)  # two commands on each queue
+    assert _call(target, workers.traffic(key)) == 4
+    assert _call(target, workers.traffic((SUBNQN, adm.cntlid + 1))) == 0  # no such queues
+    monkeypatch.setattr("nvmf.offload.workers.TRAFFIC_TIMEOUT_S", 0.5)
+    stopped = workers.workers[0].pid
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        assert _call(target, workers.traffic(key)) is None
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert _call(target, workers.traffic(key)) == 4
+    assert all(not w.traffic_waits for w in workers.workers)  # nothing left waiting
+    for q in [*queues, adm]:
+        q.close()
+
+
 def test_deleting_the_controller_closes_its_queues_in_the_workers(
     two_workers: RunningTarget,
 ) -> None:
