@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.guest import tbkas
 from tests.guest.harness import GuestResult, run_in_guest
 
 # One boot runs every case; under emulation on a loaded machine it can pass 15 minutes.
@@ -170,27 +171,8 @@ nvme disconnect -n ${NQN}ram > /dev/null
 echo "disconnect kill rc=$?" >> $OUT/results.txt
 dmesg > $OUT/dmesg-kill.txt
 
-# Traffic Based Keep Alive (CTRATT bit 6): with a 2 s KATO the host sends no Keep Alive while
-# its I/O completes, which the workers serve and count for the control plane's timer; once
-# idle it sends them again.  The metrics count the admin queue's commands (the Keep Alives).
-dmesg -C
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 2 --keep-alive-tmo=2
-echo "connect tbkas rc=$?" >> $OUT/results.txt
-dev=$(newdev)
-ctrl=$(ls /sys/class/nvme/ | head -1)
-cat /sys/class/nvme/$ctrl/cntlid > $OUT/tbkas-cntlid-before.txt
-fio --name=tbkas --filename=$dev --ioengine=libaio --direct=1 --iodepth=8 --rw=randread \
-    --bs=4k --size=8m --time_based --runtime=14 --output-format=json --output=$OUT/fio-tbkas.json &
-fio_pid=$!
-sleep 4; curl -sS --max-time 60 http://127.0.0.1:9464/metrics > $OUT/tbkas-busy-1.txt
-sleep 6; curl -sS --max-time 60 http://127.0.0.1:9464/metrics > $OUT/tbkas-busy-2.txt
-wait $fio_pid
-echo "fio tbkas rc=$?" >> $OUT/results.txt
-sleep 5; curl -sS --max-time 60 http://127.0.0.1:9464/metrics > $OUT/tbkas-idle.txt
-cat /sys/class/nvme/$ctrl/cntlid > $OUT/tbkas-cntlid-after.txt
-nvme disconnect -n ${NQN}ram > /dev/null
-echo "disconnect tbkas rc=$?" >> $OUT/results.txt
-dmesg > $OUT/dmesg-tbkas.txt
+# Traffic Based Keep Alive (CTRATT bit 6): tests/guest/tbkas.py.
+TBKAS_SCRIPT
 
 # Watching the running target with the kernel host connected.
 dmesg -C
@@ -337,6 +319,15 @@ batch "out=$OUT/kapply.txt err=$OUT/kapply.txt $R tag=kapply config apply KERNEL
 echo done > $OUT/finished
 """.replace("KERNEL_FILE", str(KERNEL_FILE))
     .replace("NVMETCLI_SAVED", str(NVMETCLI_SAVED))
+    .replace(
+        "TBKAS_SCRIPT",
+        tbkas.script(
+            "nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 2",
+            "ls /sys/class/nvme/ | head -1",
+            "newdev",
+            "${NQN}ram",
+        ),
+    )
     .replace("ADDED_CONFIG", json.dumps(_added_config()))
     .replace("REFERRAL_JSON", json.dumps(_referral_config()))
     .replace("CONFIG", str(CONFIG))
@@ -475,33 +466,10 @@ def _ram_subsystem(status: dict[str, Any]) -> dict[str, Any]:
     return sub
 
 
-def _admin_commands(metrics: str) -> int:
-    """The admin queue's command count of the one controller ``metrics`` shows."""
-    (count,) = (
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("nvmf_queue_commands_total{") and 'queue="0"' in line
-    )
-    return int(count)
-
-
 def test_the_host_sends_no_keep_alive_while_its_io_completes(guest: GuestResult) -> None:
-    """CTRATT.TBKAS: 6 s of fio on the workers' queues and not one admin command (a 2 s KATO
-    without it: a Keep Alive every second), the controller kept (same CNTLID, no reconnect), and
-    the Keep Alives back once the host is idle."""
-    results = guest.results()
-    for key in ("connect tbkas rc", "fio tbkas rc", "disconnect tbkas rc"):
-        assert results[key] == "0", key
-    busy = _admin_commands(guest.read("tbkas-busy-2.txt")) - _admin_commands(
-        guest.read("tbkas-busy-1.txt")
-    )
-    idle = _admin_commands(guest.read("tbkas-idle.txt")) - _admin_commands(
-        guest.read("tbkas-busy-2.txt")
-    )
-    assert busy == 0 and idle >= 2, (busy, idle)
-    assert guest.read("tbkas-cntlid-before.txt") == guest.read("tbkas-cntlid-after.txt")
-    dmesg = guest.read("dmesg-tbkas.txt")
-    assert "reconnect" not in dmesg.lower() and "keep-alive" not in dmesg.lower(), dmesg
+    """CTRATT.TBKAS over NVMe/TCP: no Keep Alive under I/O, the controller kept, and the Keep
+    Alives back once idle (tests/guest/tbkas.py)."""
+    tbkas.check(guest)
 
 
 def test_status_shows_the_kernel_hosts_controller_and_queues(guest: GuestResult) -> None:

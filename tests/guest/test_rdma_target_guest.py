@@ -30,6 +30,7 @@ from xml.etree import ElementTree
 import pytest
 
 from nvmf.wire.rdma import CmRequest, decode_request
+from tests.guest import tbkas
 from tests.guest.harness import GuestResult, run_in_guest
 from tests.guest.rdma_host_driver import EXTENTS, QUEUE_STRIDE, pattern
 
@@ -127,7 +128,7 @@ dmesg > $OUT/host-dmesg.txt
 rm $P/subsystems/HOSTNQN && rmdir $P
 SOCK=/tmp/nvmf-guest/control.sock
 $PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG --control-socket $SOCK \
-    > $OUT/target.log 2>&1 &
+    --metrics-port 9464 > $OUT/target.log 2>&1 &
 target=$!
 for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
 nvme discover -t rdma -a ADDR -s 4420 -o json > $OUT/discover.json
@@ -169,6 +170,10 @@ for media in ram file; do
   echo "disconnect $media rc=$?" >> $OUT/results.txt
   sleep 1
 done
+
+# Traffic Based Keep Alive over NVMe/RDMA, whose I/O queues are born in the workers:
+# tests/guest/tbkas.py.
+TBKAS_SCRIPT
 
 # Without -i: one I/O queue per CPU of the host, at most what the target grants.
 nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}ram
@@ -220,7 +225,16 @@ def _script() -> str:
         for qi in range(2)
         for name, offset, size in EXTENTS
     ]
-    script = re.sub(r"\bADDR\b", ADDR, SCRIPT)  # not inside NVMF_TEST_RDMA_ADDR
+    script = SCRIPT.replace(
+        "TBKAS_SCRIPT",
+        tbkas.script(
+            "nvme connect -t rdma -a ADDR -s 4420 -n ${NQN}ram -i 2",
+            "ctrl_of ${NQN}ram",
+            "newdev $ctrl",
+            "${NQN}ram",
+        ),
+    )
+    script = re.sub(r"\bADDR\b", ADDR, script)  # not inside NVMF_TEST_RDMA_ADDR
     return (
         script.replace("CONFIG", str(CONFIG))
         .replace("CLIENT", str(CLIENT))
@@ -323,6 +337,15 @@ def test_default_connect_gets_one_queue_per_host_cpu(guest: GuestResult) -> None
     assert res["connect default rc"] == "0"
     cpus = int(guest.read("nproc.txt"))
     assert res["default queues"] == str(cpus + 1)
+
+
+def test_the_linux_host_sends_no_keep_alive_while_its_rdma_io_completes(
+    guest: GuestResult,
+) -> None:
+    """CTRATT.TBKAS over NVMe/RDMA, whose I/O queues are placed in the workers before their
+    Connect: their commands count for the control plane's Keep Alive Timer too, so the host's
+    14 s of I/O with a 2 s KATO and no Keep Alive keep the controller (tests/guest/tbkas.py)."""
+    tbkas.check(guest)
 
 
 def test_bad_connect_requests_are_rejected_with_their_status(guest: GuestResult) -> None:
