@@ -107,6 +107,12 @@ class WorkerHandle:
     #: The slot's namespace counters, shared with each worker it runs in turn.
     table: CounterTable = field(default_factory=CounterTable)
 
+    def serves(self, ctrl_key: CtrlKey, qid: int | None = None) -> bool:
+        """Whether this worker serves a queue of ``ctrl_key`` (queue ``qid``, if given)."""
+        if qid is not None:
+            return (ctrl_key, qid) in self.queues
+        return any(k == ctrl_key for k, _ in self.queues)
+
     def queues_of(self) -> list[tuple[str, int]]:
         """(subsystem NQN, qid) of each queue this worker serves, sorted."""
         return sorted((key[0], qid) for key, qid in self.queues)
@@ -324,22 +330,20 @@ class WorkerSet:
     def update_context(self, ctrl_key: CtrlKey, spec: IoContextSpec) -> None:
         """A controller's I/O context changed: every worker serving its queues gets the new one."""
         for w in self.workers:
-            if w.channel is not None and any(k == ctrl_key for k, _ in w.queues):
+            if w.channel is not None and w.serves(ctrl_key):
                 w.channel.send(("context", ctrl_key, spec))
 
     def detach(self, ctrl_key: CtrlKey, qid: int | None, reason: str) -> None:
         """Close a controller's handed-over queues (all, or ``qid``)."""
         for w in self.workers:
-            if w.channel is not None and any(
-                k == ctrl_key and (qid is None or q == qid) for k, q in w.queues
-            ):
+            if w.channel is not None and w.serves(ctrl_key, qid):
                 w.channel.send(("detach", ctrl_key, qid, reason))
 
     def authenticated(self, ctrl_key: CtrlKey, qid: int) -> None:
         """A queue born in a worker (NVMe/RDMA) finished its authentication: its worker stops
         forwarding every command on it and serves it (before the last command's answer)."""
         for w in self.workers:
-            if w.channel is not None and (ctrl_key, qid) in w.queues:
+            if w.channel is not None and w.serves(ctrl_key, qid):
                 w.channel.send(("authenticated", ctrl_key, qid))
 
     def namespace_counters(self) -> list[dict[MediaKey, NamespaceCounters]]:
@@ -372,7 +376,7 @@ class WorkerSet:
         loop = asyncio.get_running_loop()
         asked: list[tuple[WorkerHandle, int]] = []
         for w in self.workers:
-            if w.channel is None or w.channel.closed or not any(k == ctrl_key for k, _ in w.queues):
+            if w.channel is None or w.channel.closed or not w.serves(ctrl_key):
                 continue
             self._token += 1
             w.traffic_waits[self._token] = loop.create_future()
