@@ -24,7 +24,6 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from nvmf.protocol import tcp as p
 from nvmf.wire.fabrics import ConnectCommand, ConnectData, Prop, PropertyCommand
@@ -108,21 +107,17 @@ def _connect_cases() -> dict[str, ConnectCase]:
         "connect: data by R2T": ConnectCase(by_r2t=True),
         "connect: again on the admin queue": ConnectCase(again=True),
         "connect: I/O queue": io,
-        "connect: I/O queue, unknown CNTLID": _replace(io, cntlid=0x1234),
-        "connect: I/O queue, another host NQN": _replace(io, hostnqn=HOSTNQN + "x"),
-        "connect: I/O queue, another host ID": _replace(io, hostid=b"\x02" * 16),
-        "connect: I/O queue, QID 65535": _replace(io, qid=0xFFFF),
-        "connect: I/O queue, SQSIZE 0": _replace(io, sqsize=0),
-        "connect: I/O queue, SQSIZE 65535": _replace(io, sqsize=0xFFFF),
-        "connect: I/O queue twice": _replace(io, before=1),
-        "connect: I/O queue before CC.EN": _replace(io, enable=False),
-        "connect: I/O queue again on its queue": _replace(io, again=True),
-        "connect: I/O queue of the discovery controller": _replace(io, discovery=True),
+        "connect: I/O queue, unknown CNTLID": dataclasses.replace(io, cntlid=0x1234),
+        "connect: I/O queue, another host NQN": dataclasses.replace(io, hostnqn=HOSTNQN + "x"),
+        "connect: I/O queue, another host ID": dataclasses.replace(io, hostid=b"\x02" * 16),
+        "connect: I/O queue, QID 65535": dataclasses.replace(io, qid=0xFFFF),
+        "connect: I/O queue, SQSIZE 0": dataclasses.replace(io, sqsize=0),
+        "connect: I/O queue, SQSIZE 65535": dataclasses.replace(io, sqsize=0xFFFF),
+        "connect: I/O queue twice": dataclasses.replace(io, before=1),
+        "connect: I/O queue before CC.EN": dataclasses.replace(io, enable=False),
+        "connect: I/O queue again on its queue": dataclasses.replace(io, again=True),
+        "connect: I/O queue of the discovery controller": dataclasses.replace(io, discovery=True),
     }
-
-
-def _replace(case: ConnectCase, **fields: Any) -> ConnectCase:
-    return dataclasses.replace(case, **fields)
 
 
 def _sqe(opcode: int, nsid: int = 0, **fields: int) -> Sqe:
@@ -335,6 +330,25 @@ def cases(g: Geometry) -> dict[str, Case | ConnectCase]:
     return {**_admin_cases(g), **_io_cases(g), **_connect_cases(), **_discovery_cases()}
 
 
+def _initialized(addr: tuple[str, int]) -> RawHost:
+    """A new queue past ICReq/ICResp, before its Connect (closed again if that fails)."""
+    q = RawHost(addr)
+    try:
+        q.initialize()
+    except BaseException:
+        q.close()
+        raise
+    return q
+
+
+def _enabled_admin(addr: tuple[str, int], subnqn: str) -> RawHost:
+    """The admin queue of a new controller of ``subnqn``, connected and enabled."""
+    adm = _initialized(addr)
+    assert adm.connect(subnqn).decoded_status().ok
+    adm.enable()
+    return adm
+
+
 class _Queues:
     """An admin queue (of an enabled controller) and one I/O queue, made when first asked for
     after :meth:`close`."""
@@ -347,24 +361,16 @@ class _Queues:
     def get(self, which: str) -> RawHost:
         if which == "fresh":  # a queue past ICReq, before its Connect
             self.close()
-            self.admin = RawHost(self.addr)
-            self.admin.initialize()
+            self.admin = _initialized(self.addr)
             return self.admin
         if which == "discovery":  # a discovery controller's admin queue, enabled
             self.close()
-            self.admin = RawHost(self.addr)
-            self.admin.initialize()
-            assert self.admin.connect(DISCOVERY_NQN).decoded_status().ok
-            self.admin.enable()
+            self.admin = _enabled_admin(self.addr, DISCOVERY_NQN)
             return self.admin
         if self.admin is None or self.io is None:
             self.close()
-            adm = RawHost(self.addr)
-            adm.initialize()
-            assert adm.connect(self.subnqn).decoded_status().ok
-            adm.enable()
-            io = RawHost(self.addr)
-            io.initialize()
+            adm = _enabled_admin(self.addr, self.subnqn)
+            io = _initialized(self.addr)
             assert io.connect(self.subnqn, qid=1, cntlid=adm.cntlid).decoded_status().ok
             self.admin, self.io = adm, io
         return self.admin if which == "admin" else self.io
@@ -417,15 +423,13 @@ def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
     opened: list[RawHost] = []
 
     def fresh() -> RawHost:
-        q = RawHost(addr)
-        opened.append(q)
-        q.initialize()
-        return q
+        opened.append(_initialized(addr))
+        return opened[-1]
 
     if case.discovery:
         subnqn = DISCOVERY_NQN
     try:
-        cntlid = case.cntlid
+        cntlid = 0xFFFF if case.cntlid is None else case.cntlid
         if case.qid:
             adm = fresh()
             assert adm.connect(subnqn).decoded_status().ok
@@ -434,23 +438,19 @@ def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
             for _ in range(case.before):
                 ok = fresh().connect(subnqn, qid=case.qid, cntlid=adm.cntlid, sqsize=case.sqsize)
                 assert ok.decoded_status().ok
-            cntlid = adm.cntlid if cntlid is None else cntlid
+            cntlid = adm.cntlid if case.cntlid is None else case.cntlid
         q = fresh()
         if case.again:
-            ok = q.connect(subnqn, qid=case.qid, cntlid=0xFFFF if cntlid is None else cntlid)
-            assert ok.decoded_status().ok
+            assert q.connect(subnqn, qid=case.qid, cntlid=cntlid).decoded_status().ok
         data = case.data
         if data is None:
             nqn = subnqn if case.subnqn is None else case.subnqn
-            data = ConnectData(
-                case.hostid, 0xFFFF if cntlid is None else cntlid, nqn, case.hostnqn
-            ).encode()
+            data = ConnectData(case.hostid, cntlid, nqn, case.hostnqn).encode()
         cmd = ConnectCommand(0, case.qid, case.sqsize, recfmt=case.recfmt)
         sqe = Sqe.decode(cmd.encode())
         if case.by_r2t:
             sqe.sgl = SglDescriptor.tcp_transport(len(data))
-        answer = exchange(q, Case("admin", sqe, data, r2t=case.by_r2t), with_dw0=True)
-        return answer
+        return exchange(q, Case("admin", sqe, data, r2t=case.by_r2t), with_dw0=True)
     except (ConnectionError, OSError):
         return "closed"
     finally:
