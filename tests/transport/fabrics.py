@@ -263,7 +263,7 @@ class LoopAdapter:
 ADAPTERS: dict[str, Callable[[RunningTarget, int], HostQueue]] = {
     "tcp": TcpHostQueue,
     "loop": LoopAdapter,
-    "rdma": RdmaHostQueue,
+    "rdma": RdmaHostQueue.of,
 }
 #: The address of an RDMA device's interface to run the NVMe/RDMA cases on (the guest sets it:
 #: tests/guest/test_rdma_target_guest.py); without one they do not run here.

@@ -29,7 +29,7 @@ from pyverbs.pyverbs_error import PyverbsRDMAError
 from pyverbs.qp import QPCap, QPInitAttr
 
 from nvmf.transport.verbs_events import CM_CHANNEL, open_channel
-from nvmf.wire.rdma import CmRequest, decode_reject
+from nvmf.wire.rdma import CmRequest, CmStatus, decode_reject
 from nvmf.wire.sqe import CQE_SIZE, SQE_SIZE, Cqe, SglDescriptor, Sqe
 
 if TYPE_CHECKING:
@@ -46,18 +46,38 @@ POLL_S = 0.0005
 _MARKER = b"\xa5"
 
 
+class Rejected(ConnectionError):
+    """The target did not establish the connection: RDMA CM event ``event`` (REJECTED, or
+    another when nothing listens), with the NVMe/RDMA reject ``status`` if it carried one."""
+
+    def __init__(self, event: int, status: CmStatus | None) -> None:
+        super().__init__(f"NVMe/RDMA connect refused: event {event}, status {status!r}")
+        self.event = event
+        self.status = status
+
+
 class RdmaHostQueue:
     """:class:`~tests.transport.fabrics.HostQueue` over NVMe/RDMA (one queue, synchronous)."""
 
-    def __init__(self, target: RunningTarget, qid: int = 0) -> None:
-        port = target.port
-        self.qid = qid
+    def __init__(
+        self,
+        traddr: str,
+        trsvcid: str,
+        request: CmRequest,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        """Connect to ``traddr:trsvcid`` with ``request`` as the connect request's private
+        data (a broken one too: the queue is only this host's buffers, sized :data:`DEPTH`);
+        ``timeout`` bounds each wait for a completion.  A reject raises :class:`Rejected`."""
+        self.qid = request.qid
+        self.timeout = timeout
         self.closed = False
         #: RDMA CM said the connection ended (seen while waiting for a completion).
         self._ended = False
         self.channel, _fd = open_channel(CMEventChannel, CM_CHANNEL)
         self.cmid = CMID(creator=self.channel, port_space=ce.RDMA_PS_TCP)
-        info = AddrInfo(dst=port.traddr, dst_service=port.trsvcid, port_space=ce.RDMA_PS_TCP)
+        info = AddrInfo(dst=traddr, dst_service=trsvcid, port_space=ce.RDMA_PS_TCP)
         self.cmid.resolve_addr(info, 2000)
         self._expect(ce.RDMA_CM_EVENT_ADDR_RESOLVED)
         self.cmid.resolve_route(2000)
@@ -74,12 +94,22 @@ class RdmaHostQueue:
         for _ in range(DEPTH):
             self._post_recv(MR(pd, CQE_SIZE, ve.IBV_ACCESS_LOCAL_WRITE))
         param = ConnParam(resources=16, depth=0, retry=7, rnr_retry=7, data_len=32)
-        param.set_private_data(CmRequest(qid, DEPTH, DEPTH - 1).encode())
+        param.set_private_data(request.encode())
         self.cmid.connect(param)
         kind, private = self._event()
         if kind != ce.RDMA_CM_EVENT_ESTABLISHED:
             status = decode_reject(private) if kind == ce.RDMA_CM_EVENT_REJECTED else None
-            raise ConnectionError(f"NVMe/RDMA connect refused: event {kind}, status {status}")
+            self.closed = True
+            self.cmid.close()
+            self.channel.close()
+            raise Rejected(kind, status)
+
+    @classmethod
+    def of(cls, target: RunningTarget, qid: int = 0) -> RdmaHostQueue:
+        """A queue ``qid`` of ``target``'s port, asked for as the Linux host asks
+        (:data:`DEPTH` entries)."""
+        port = target.port
+        return cls(port.traddr, port.trsvcid, CmRequest(qid, DEPTH, DEPTH - 1))
 
     def _post_recv(self, mr: MR) -> None:
         self.cmid.post_recv(mr, CQE_SIZE)
@@ -119,7 +149,9 @@ class RdmaHostQueue:
             raise ConnectionError("queue closed")
         inline = b""
         length = len(data_out) if data_out else data_in
-        if data_out and incapsule and self.qid:
+        # The admin queue takes no in-capsule data (the Linux target posts 64-byte receives
+        # for it), so its data goes keyed, unless the caller keeps its own SGL.
+        if data_out and incapsule and (self.qid or keep_sgl):
             inline = data_out
             if not keep_sgl:
                 sqe.sgl = SglDescriptor.incapsule(len(inline))
@@ -134,7 +166,7 @@ class RdmaHostQueue:
         capsule = sqe.encode() + inline
         self.send.write(capsule, len(capsule), 0)
         self.cmid.post_send(self.send, ve.IBV_SEND_SIGNALED, len(capsule))
-        self._completion(ve.IBV_WC_RECV)
+        self._completion(ve.IBV_WC_RECV, self.timeout)
         mr = self._posted.popleft()
         cqe = Cqe.decode(mr.read(CQE_SIZE, 0))
         self._post_recv(mr)
