@@ -67,10 +67,12 @@ echo "rxe rc=$?" >> $OUT/results.txt
 modprobe nvme-rdma
 nproc > $OUT/nproc.txt
 # The transport contract suite's NVMe/RDMA cases (tests/transport/rdma_host.py is their host),
-# with the target serving every queue itself (queues in workers: the kernel host's cases below).
+# with the target serving every queue itself (queues in workers: the kernel host's cases below;
+# test_rdma_connect.py runs with two workers as well).
 NVMF_TEST_RDMA_ADDR=ADDR $PY -m pytest -q -p no:cacheprovider -m "not guest" \
-    -k "rdma-one-process or rdma_keyed" tests/transport/test_transport_contract.py \
-    tests/transport/test_rdma_keyed.py --junitxml=$OUT/contract.xml \
+    -k "rdma-one-process or rdma_keyed or rdma_connect" tests/transport/test_transport_contract.py \
+    tests/transport/test_rdma_keyed.py tests/transport/test_rdma_connect.py \
+    --junitxml=$OUT/contract.xml \
     > $OUT/contract.txt 2>&1
 echo "contract rc=$?" >> $OUT/results.txt
 # First the Linux host against a listener that rejects every request with Invalid HSQSIZE
@@ -274,6 +276,8 @@ def test_the_transport_contract_holds_for_rdma(guest: GuestResult) -> None:
     assert {
         "test_rdma_keyed_a_key_never_registered_ends_only_its_queue",
         "test_rdma_keyed_longer_than_mdts_fails_with_dnr_and_the_queue_goes_on",
+        "test_rdma_connect_admin_on_an_io_queues_connection_is_refused[2-workers]",
+        "test_rdma_connect_sqsize_other_than_hsqsize_is_refused[one-process-63]",
     } <= names
     assert suite.get("failures") == "0" and suite.get("errors") == "0"
     assert suite.get("skipped") == "0"

@@ -29,8 +29,9 @@ DISCOVERY_KATO_MS = 120_000
 
 def _connect_error(code: SC, offset: int, *, in_data: bool) -> Status:
     """Connect failure with IPO/IATTR in DW0 for Invalid Parameters (NVMe-oF 1.1 Figure 21)."""
-    result = f.invalid_parameter_result(offset, in_data) if code == SC.CONNECT_INVALID_PARAM else 0
-    return Status(code, dnr=True, field=offset, in_data=in_data, result=result)
+    if code == SC.CONNECT_INVALID_PARAM:
+        return f.connect_invalid_parameters(offset, in_data=in_data)
+    return Status(code, dnr=True, field=offset, in_data=in_data)
 
 
 def parse(ctx: Context) -> Parsed:

@@ -507,6 +507,8 @@ class Worker:
         worker_command_failed`) when :func:`error_logged` says so."""
         assert isinstance(session, WorkerSession)
         self.counters.errors += 1
+        if session.qid is None:  # a placed queue before its Connect: no controller logs it
+            return False
         self.channel.send(
             ("error", session.ctrl_key, session.qid, req.cid, req.opcode, req.nsid, status)
         )

@@ -78,6 +78,13 @@ from nvmf.transport.verbs_events import (
 )
 from nvmf.transport.verbs_qp import QpTransition
 from nvmf.transport.verbs_wr import SlotWrs, recv_wr
+from nvmf.wire.fabrics import (
+    CONNECT_OFF_QID,
+    CONNECT_OFF_SQSIZE,
+    ConnectCommand,
+    connect_invalid_parameters,
+)
+from nvmf.wire.opcodes import AdminOpcode, FabricsType
 from nvmf.wire.rdma import CmRequest, CmStatus, check_request, encode_accept, encode_reject
 from nvmf.wire.sqe import (
     CQE_SIZE,
@@ -541,7 +548,28 @@ class RdmaQueue:
             except PyverbsError as exc:
                 self.close(f"cannot post a receive: {exc}")
                 return
+        if self.session.qid is None:  # before Connect
+            refused = self._contradicts_request(req)
+            if refused is not None:
+                self.owner.complete(self.session, req, refused)
+                return
         self.owner.submit(self.session, req)
+
+    def _contradicts_request(self, req: Request) -> Status | None:
+        """A Connect whose QID or SQSIZE is not what this queue's connect request said:
+        Connect Invalid Parameters naming that field.  NVMe/RDMA 1.0b has the request's QID be
+        the queue's and its HSQSIZE "set to" the Connect's SQSIZE, and the queue was made for
+        them (an I/O queue's in-capsule buffers, its place in a worker, HSQSIZE + 1 receives):
+        an admin Connect on a connection asked for as an I/O queue would leave its controller
+        in a worker that never attaches it.  (The Linux and SPDK targets take the Connect's.)"""
+        if req.opcode != AdminOpcode.FABRICS or req.raw[4] != FabricsType.CONNECT:
+            return None
+        cmd = ConnectCommand.decode(req.raw)
+        if cmd.qid != self.requested_qid:
+            return connect_invalid_parameters(CONNECT_OFF_QID, in_data=False)
+        if cmd.sqsize + 1 != self.depth:
+            return connect_invalid_parameters(CONNECT_OFF_SQSIZE, in_data=False)
+        return None
 
 
 class _Listener:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from nvmf.wire.opcodes import AdminOpcode, FabricsType
 from nvmf.wire.sqe import NULL_TCP_SGL, PSDT_SGL_MPTR_CONTIG, SQE_SIZE, SglDescriptor
-from nvmf.wire.status import WireError
+from nvmf.wire.status import SC, Status, WireError
 
 #: opcode, rsvd, cid, fctype, rsvd(19), dptr(16), then 24 bytes fabric specific
 FABRICS_HDR = struct.Struct("<BBHB19x16s")
@@ -62,6 +62,18 @@ def connect_result(cntlid: int) -> int:
 def invalid_parameter_result(offset: int, in_data: bool) -> int:
     """Connect response DW0 on Connect Invalid Parameters: IPO (15:0) and IATTR (bit 16)."""
     return (offset & 0xFFFF) | ((1 << 16) if in_data else 0)
+
+
+def connect_invalid_parameters(offset: int, *, in_data: bool) -> Status:
+    """Connect Invalid Parameters (DNR) naming the field at byte ``offset`` of the SQE or,
+    with ``in_data``, of the Connect data (IPO and IATTR in DW0, NVMe-oF 1.1 Figure 21)."""
+    return Status(
+        SC.CONNECT_INVALID_PARAM,
+        dnr=True,
+        field=offset,
+        in_data=in_data,
+        result=invalid_parameter_result(offset, in_data),
+    )
 
 
 class ConnectDataError(WireError):

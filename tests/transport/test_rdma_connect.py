@@ -1,0 +1,94 @@
+"""NVMe/RDMA: a Connect must repeat what its connection's connect request said (NVMe/RDMA 1.0b:
+the request's QID is the queue's, its HSQSIZE "shall be set to" the Connect's SQSIZE).  A
+Connect that says otherwise gets Connect Invalid Parameters naming QID or SQSIZE, with DNR and
+no error log entry (there is no controller to hold one), and makes no controller; the queue
+then takes a Connect that agrees with its request.
+
+The case that found this: an admin Connect on a connection asked for as I/O queue 1.  With
+workers, such a queue is made in a worker before its Connect; the admin Connect made a
+controller whose admin queue no process served and nothing deleted (the Linux and SPDK targets
+take the Connect's QID and SQSIZE as they are).
+
+These need an RDMA device (``NVMF_TEST_RDMA_ADDR``): the guest runs them on Soft-RoCE with the
+transport contract suite (``tests/guest/test_rdma_target_guest.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from nvmf.wire.fabrics import CONNECT_OFF_QID, CONNECT_OFF_SQSIZE
+from nvmf.wire.rdma import CmRequest
+from nvmf.wire.status import SC
+from tests.transport.fabrics import (
+    RDMA_ADDR,
+    SUBNQN,
+    Host,
+    RunningTarget,
+    running_target,
+    status,
+)
+from tests.transport.rdma_host import RdmaHostQueue
+
+#: Not the contract suite's service: each target here has its own listener.
+SERVICE = "4430"
+
+if RDMA_ADDR:
+
+    @pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "2-workers"])
+    def target(request: pytest.FixtureRequest) -> Iterator[RunningTarget]:
+        with running_target("rdma", request.param, rdma_service=SERVICE) as running:
+            yield running
+
+    def _queue(request: CmRequest) -> RdmaHostQueue:
+        return RdmaHostQueue(RDMA_ADDR, SERVICE, request)
+
+    def _controllers(target: RunningTarget) -> list[int]:
+        return target.call(lambda: sorted(target.service.subsystems[SUBNQN].controllers))
+
+    def _refused(host: Host, q: RdmaHostQueue, *, qid: int, cntlid: int, offset: int) -> None:
+        cqe = host.connect(q, qid=qid, cntlid=cntlid)  # SQSIZE 31
+        st = status(cqe)
+        assert (st.code, st.dnr, st.more) == (SC.CONNECT_INVALID_PARAM, True, False), st
+        assert cqe.dw0 == offset  # IPO, IATTR 0: a field of the SQE
+
+    def test_rdma_connect_admin_on_an_io_queues_connection_is_refused(
+        target: RunningTarget,
+    ) -> None:
+        host = Host(target)
+        before = _controllers(target)
+        q = _queue(CmRequest(qid=1, hrqsize=32, hsqsize=31))
+        try:
+            _refused(host, q, qid=0, cntlid=0xFFFF, offset=CONNECT_OFF_QID)
+            assert _controllers(target) == before
+        finally:
+            q.close()
+
+    def test_rdma_connect_io_on_an_admin_queues_connection_is_refused(
+        target: RunningTarget,
+    ) -> None:
+        host = Host(target)
+        adm, cntlid = host.admin()
+        q = _queue(CmRequest(qid=0, hrqsize=32, hsqsize=31))
+        try:
+            _refused(host, q, qid=1, cntlid=cntlid, offset=CONNECT_OFF_QID)
+            # the same connection takes the admin Connect it was asked for
+            assert status(host.connect(q)).ok
+        finally:
+            q.close()
+            adm.close()
+
+    @pytest.mark.parametrize("hsqsize", [15, 63])
+    def test_rdma_connect_sqsize_other_than_hsqsize_is_refused(
+        target: RunningTarget, hsqsize: int
+    ) -> None:
+        host = Host(target)
+        adm, cntlid = host.admin()
+        q = _queue(CmRequest(qid=1, hrqsize=hsqsize + 1, hsqsize=hsqsize))
+        try:
+            _refused(host, q, qid=1, cntlid=cntlid, offset=CONNECT_OFF_SQSIZE)
+        finally:
+            q.close()
+            adm.close()
