@@ -14,21 +14,33 @@ Connect Invalid Parameters).
 
 Cases are relative to what the target says of itself (the namespace's size and LBA size), so
 the same cases fit a kernel target on a loop device and ours on a RAM namespace.
+
+``python -m tests.guest.status_probe --rdma ADDR PORT SUBNQN`` runs them over NVMe/RDMA (an
+RDMA device must serve ADDR: the guest's Soft-RoCE), with the host queues of
+:mod:`tests.transport.rdma_host`.  The cases are the same but for those that name one fabric's
+data transfer (:func:`cases`): data the NVMe/TCP cases move by R2T or C2HData moves through a
+keyed SGL instead, as the Linux host sends it, and the admin queue's Connect data goes keyed
+(the Linux target takes no in-capsule data there).  A Connect's connect request carries the
+Connect's QID and SQSIZE, as the Linux host's does, but where a case says otherwise; a target
+that rejects the request answers ``"rejected STATUS"`` (the NVMe/RDMA reject status).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import socket
 import struct
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from nvmf.protocol import tcp as p
-from nvmf.wire.fabrics import ConnectCommand, ConnectData, Prop, PropertyCommand
+from nvmf.wire.fabrics import CC, ConnectCommand, ConnectData, Prop, PropertyCommand
 from nvmf.wire.identify import IdentifyNamespace
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
+from nvmf.wire.rdma import CmRequest
 from nvmf.wire.sqe import (
     FUSE_FIRST,
     PSDT_PRP,
@@ -68,6 +80,8 @@ class Case:
     sqe: Sqe
     data: bytes = b""
     r2t: bool = False
+    #: Send the SGL as written: over NVMe/RDMA a Transport SGL is not read as "keyed".
+    raw_sgl: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,9 @@ class ConnectCase:
     None is FFFFh on the admin queue and the controller's on an I/O queue; ``data`` replaces
     the Connect data.  ``before``: I/O queues of the same QID connected first; ``again``: the
     Connect follows a successful one on the same queue; ``discovery``: the controller is the
-    discovery subsystem's."""
+    discovery subsystem's.  NVMe/RDMA only: ``incapsule`` sends the data in the capsule
+    whatever the queue; ``cm_qid`` and ``cm_sqsize`` replace the QID and SQSIZE the connect
+    request carries (by default the Connect's)."""
 
     qid: int = 0
     sqsize: int = 31
@@ -93,10 +109,35 @@ class ConnectCase:
     before: int = 0
     again: bool = False
     discovery: bool = False
+    incapsule: bool = False
+    cm_qid: int | None = None
+    cm_sqsize: int | None = None
 
 
-def _connect_cases() -> dict[str, ConnectCase]:
+#: The two fabrics the probe speaks.
+FABRICS = ("tcp", "rdma")
+
+
+def _connect_cases(fabric: str) -> dict[str, ConnectCase]:
     io = ConnectCase(qid=1, sqsize=31)
+    own: dict[str, ConnectCase] = {
+        "tcp": {"connect: data by R2T": ConnectCase(by_r2t=True)},
+        "rdma": {
+            "connect: admin data in the capsule": ConnectCase(incapsule=True),
+            "connect: I/O queue, QID other than the connect request's": dataclasses.replace(
+                io, cm_qid=2
+            ),
+            # the connection asked for as an I/O queue, the Connect for an admin queue
+            "connect: admin queue on an I/O queue's connection": ConnectCase(cm_qid=1),
+            "connect: I/O queue on an admin queue's connection": dataclasses.replace(io, cm_qid=0),
+            "connect: I/O queue, SQSIZE above the connect request's HSQSIZE": (
+                dataclasses.replace(io, sqsize=63, cm_sqsize=31)
+            ),
+            "connect: I/O queue, SQSIZE below the connect request's HSQSIZE": (
+                dataclasses.replace(io, sqsize=15, cm_sqsize=31)
+            ),
+        },
+    }[fabric]
     return {
         "connect: unknown subsystem": ConnectCase(subnqn="nqn.2024-01.io.nvmf:nope"),
         "connect: RECFMT 1": ConnectCase(recfmt=1),
@@ -104,7 +145,7 @@ def _connect_cases() -> dict[str, ConnectCase]:
         "connect: admin SQSIZE 127": ConnectCase(sqsize=127),
         "connect: admin CNTLID 1": ConnectCase(cntlid=1),
         "connect: data shorter than 1024 bytes": ConnectCase(data=bytes(512)),
-        "connect: data by R2T": ConnectCase(by_r2t=True),
+        **own,
         "connect: again on the admin queue": ConnectCase(again=True),
         "connect: I/O queue": io,
         "connect: I/O queue, unknown CNTLID": dataclasses.replace(io, cntlid=0x1234),
@@ -269,9 +310,6 @@ def _io_cases(g: Geometry) -> dict[str, Case]:
         "read: inactive NSID": Case("io", _read(7, 0, 1, one)),
         "read: NSID FFFFFFFFh": Case("io", _read(0xFFFFFFFF, 0, 1, one)),
         "read: PRP data pointer": Case("io", _with(_read(1, 0, 1, one), flags=PSDT_PRP)),
-        "read: keyed SGL on TCP": Case(
-            "io", _with(_read(1, 0, 1), sgl=SglDescriptor(0, one, SGL_RDMA_KEYED, 1))
-        ),
         "read: fused": Case(
             "io", _with(_read(1, 0, 1, one), flags=PSDT_SGL_MPTR_CONTIG | FUSE_FIRST)
         ),
@@ -282,13 +320,7 @@ def _io_cases(g: Geometry) -> dict[str, Case]:
         "write: in-capsule SGL with an offset": Case(
             "io", _with(_write(1, 0, 1, one).sqe, sgl=SglDescriptor.incapsule(one, 16)), bytes(one)
         ),
-        # Larger than any in-capsule size: the Linux target takes a Write up to its inline
-        # data size to carry its data in the capsule, whatever its SGL says, and waits for it.
-        "write: by R2T": _by_r2t(_write(1, 0, 128, 128 * one), SGL_TCP_TRANSPORT),
-        # FreeBSD's host: a Data Block, transport specific, for data moved by R2T or C2HData
-        "write: by R2T, data block SGL": _by_r2t(
-            _write(1, 0, 128, 128 * one), SGL_DATA_BLOCK_TRANSPORT
-        ),
+        # NVMe/TCP's for data by R2T or C2HData, FreeBSD's host's too; no SGL of NVMe/RDMA
         "read: data block SGL": Case(
             "io", _with(_read(1, 0, 1), sgl=SglDescriptor(0, one, SGL_DATA_BLOCK_TRANSPORT))
         ),
@@ -315,6 +347,46 @@ def _io_cases(g: Geometry) -> dict[str, Case]:
     }
 
 
+def _tcp_cases(g: Geometry) -> dict[str, Case]:
+    """Cases of NVMe/TCP's own SGLs and data transfer."""
+    one = g.block
+    return {
+        "read: keyed SGL on TCP": Case(
+            "io", _with(_read(1, 0, 1), sgl=SglDescriptor(0, one, SGL_RDMA_KEYED, 1))
+        ),
+        # Larger than any in-capsule size: the Linux target takes a Write up to its inline
+        # data size to carry its data in the capsule, whatever its SGL says, and waits for it.
+        "write: by R2T": _by_r2t(_write(1, 0, 128, 128 * one), SGL_TCP_TRANSPORT),
+        # FreeBSD's host: a Data Block, transport specific, for data moved by R2T or C2HData
+        "write: by R2T, data block SGL": _by_r2t(
+            _write(1, 0, 128, 128 * one), SGL_DATA_BLOCK_TRANSPORT
+        ),
+    }
+
+
+def _rdma_cases(g: Geometry) -> dict[str, Case]:
+    """Cases of NVMe/RDMA's own SGLs and data transfer (the probe's host fills a keyed SGL
+    where a case has NVMe/TCP's Transport SGL, unless the case keeps it raw)."""
+    one = g.block
+    keyed = SglDescriptor.keyed(0x1000, one, 0xDEAD00)
+    return {
+        # Larger than any in-capsule size: the data goes keyed, the target reads it
+        "write: keyed SGL": _by_r2t(_write(1, 0, 128, 128 * one), SGL_TCP_TRANSPORT),
+        "read: transport SGL on RDMA": Case(
+            "io", _with(_read(1, 0, 1), sgl=SglDescriptor.tcp_transport(one)), raw_sgl=True
+        ),
+        "read: keyed SGL, reserved sub type": Case(
+            "io",
+            _with(_read(1, 0, 1), sgl=dataclasses.replace(keyed, type_byte=0x43)),
+            raw_sgl=True,
+        ),
+        # A key the host never registered: the target's RDMA WRITE fails
+        "read: keyed SGL, unknown key": Case("io", _with(_read(1, 0, 1), sgl=keyed), raw_sgl=True),
+        # More than the in-capsule size either target takes (8 KiB here, 4 KiB in Linux)
+        "write: in-capsule data beyond the in-capsule size": _write(1, 0, 16384 // one, 16384),
+    }
+
+
 def _read_admin(opcode: int, *, nsid: int = 0, length: int = 4096, **fields: int) -> Sqe:
     sqe = Sqe(opcode=opcode, nsid=nsid, **fields)
     sqe.sgl = SglDescriptor.tcp_transport(length)
@@ -325,27 +397,193 @@ def _property(fctype: int, offset: int) -> Sqe:
     return Sqe.decode(PropertyCommand(0, fctype, 0, offset).encode())
 
 
-def cases(g: Geometry) -> dict[str, Case | ConnectCase]:
-    """Every case, by name."""
-    return {**_admin_cases(g), **_io_cases(g), **_connect_cases(), **_discovery_cases()}
+def cases(g: Geometry, fabric: str = "tcp") -> dict[str, Case | ConnectCase]:
+    """Every case for ``fabric`` (one of :data:`FABRICS`), by name."""
+    own = _tcp_cases(g) if fabric == "tcp" else _rdma_cases(g)
+    return {
+        **_admin_cases(g),
+        **_io_cases(g),
+        **own,
+        **_connect_cases(fabric),
+        **_discovery_cases(),
+    }
 
 
-def _initialized(addr: tuple[str, int]) -> RawHost:
-    """A new queue past ICReq/ICResp, before its Connect (closed again if that fails)."""
-    q = RawHost(addr)
-    try:
-        q.initialize()
-    except BaseException:
-        q.close()
-        raise
-    return q
+class ProbeQueue(Protocol):
+    """One host queue to the probed target, made before its Connect."""
+
+    #: The controller ID the admin queue's Connect returned (0 before).
+    cntlid: int
+
+    def connect(self, subnqn: str, *, qid: int = 0, cntlid: int = 0xFFFF) -> Status:
+        """Send a well-formed Connect (SQSIZE 31); its status."""
+        ...
+
+    def enable(self) -> None:
+        """Set CC.EN (and the queue entry sizes) with Property Set; it must succeed."""
+        ...
+
+    def ask(self, case: Case, *, with_dw0: bool = False) -> str:
+        """Send ``case``'s command and return its answer (with DW0 when an error and
+        ``with_dw0``): the status, ``"closed"`` or ``"timeout"``."""
+        ...
+
+    def read(self, sqe: Sqe, length: int) -> tuple[Cqe, bytes]:
+        """Send ``sqe`` with room for ``length`` bytes from the controller; completion, data."""
+        ...
+
+    def close(self) -> None:
+        """Hang up."""
+        ...
 
 
-def _enabled_admin(addr: tuple[str, int], subnqn: str) -> RawHost:
+#: How the probe opens a queue, before its Connect: for QID ``qid`` and SQSIZE ``sqsize``
+#: (what an NVMe/RDMA connect request says; NVMe/TCP has nothing of them before Connect).
+Opener = Callable[[int, int], ProbeQueue]
+
+
+class TcpProbeQueue:
+    """:class:`ProbeQueue` over NVMe/TCP: a :class:`RawHost` past ICReq/ICResp."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.raw = RawHost(addr)
+        try:
+            self.raw.initialize()
+        except BaseException:
+            self.raw.close()
+            raise
+
+    @property
+    def cntlid(self) -> int:
+        return self.raw.cntlid
+
+    def connect(self, subnqn: str, *, qid: int = 0, cntlid: int = 0xFFFF) -> Status:
+        return self.raw.connect(subnqn, qid=qid, cntlid=cntlid).decoded_status()
+
+    def enable(self) -> None:
+        self.raw.enable()
+
+    def ask(self, case: Case, *, with_dw0: bool = False) -> str:
+        q = self.raw
+        sqe = _with(case.sqe, cid=q.next_cid())
+        q.sock.settimeout(COMMAND_TIMEOUT)
+        try:
+            if case.data and not case.r2t:
+                if sqe.sgl.type_byte == SGL_TCP_TRANSPORT:
+                    sqe.sgl = SglDescriptor.incapsule(len(case.data))
+                q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(case.data)))
+            else:
+                q.send(q.conn.capsule_cmd(sqe.encode()))
+            while True:
+                events = q.events()
+                if not events:
+                    return "closed"
+                for ev in events:
+                    if isinstance(ev, p.R2TReceived):
+                        piece = memoryview(case.data)[ev.r2to : ev.r2to + ev.r2tl]
+                        q.send(q.conn.h2c_data(ev.cccid, ev.ttag, ev.r2to, piece, last=True))
+                    elif isinstance(ev, p.ResponseReceived):
+                        return _answer(Cqe.decode(ev.cqe), with_dw0)
+                    elif isinstance(ev, p.C2HDataReceived) and ev.success and ev.last:
+                        return _answer(Cqe(), with_dw0)
+                    elif isinstance(ev, p.TermReqReceived):
+                        return "closed"
+        except TimeoutError:
+            return "timeout"
+        except (ConnectionError, OSError):
+            return "closed"
+
+    def read(self, sqe: Sqe, length: int) -> tuple[Cqe, bytes]:
+        sqe.sgl = SglDescriptor.tcp_transport(length)
+        return self.raw.command_data(_with(sqe, cid=self.raw.next_cid()))
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class RdmaProbeQueue:
+    """:class:`ProbeQueue` over NVMe/RDMA: a queue of :mod:`tests.transport.rdma_host`
+    (imported here: it needs rdma-core's pyverbs, which the guest has)."""
+
+    def __init__(self, traddr: str, trsvcid: str, request: CmRequest) -> None:
+        from tests.transport.rdma_host import RdmaHostQueue
+
+        self.q = RdmaHostQueue(traddr, trsvcid, request, timeout=COMMAND_TIMEOUT)
+        self.cntlid = 0
+        self.cid = 0
+
+    def _cid(self) -> int:
+        self.cid = (self.cid + 1) & 0xFFFF
+        return self.cid
+
+    def connect(self, subnqn: str, *, qid: int = 0, cntlid: int = 0xFFFF) -> Status:
+        data = ConnectData(b"\x01" * 16, cntlid, subnqn, HOSTNQN).encode()
+        sqe = Sqe.decode(ConnectCommand(self._cid(), qid, 31).encode())
+        cqe, _ = self.q.command(sqe, data, incapsule=True)
+        if qid == 0 and cqe.decoded_status().ok:
+            self.cntlid = cqe.dw0 & 0xFFFF
+        return cqe.decoded_status()
+
+    def enable(self) -> None:
+        cc = CC.EN | (6 << CC.IOSQES_SHIFT) | (4 << CC.IOCQES_SHIFT)
+        cmd = PropertyCommand(self._cid(), FabricsType.PROPERTY_SET, 0, Prop.CC, cc)
+        cqe, _ = self.q.command(Sqe.decode(cmd.encode()))
+        assert cqe.decoded_status().ok
+
+    def ask(self, case: Case, *, with_dw0: bool = False) -> str:
+        """As the Linux host sends it: data in the capsule on I/O queues (and where the case's
+        own SGL says so), else through a keyed SGL that this host fills in for NVMe/TCP's
+        Transport SGL."""
+        sqe = _with(case.sqe, cid=self._cid())
+        data = case.data or None
+        tcp_sgl = sqe.sgl.type_byte == SGL_TCP_TRANSPORT and not case.raw_sgl
+        try:
+            if data and not case.r2t and (self.q.qid or not tcp_sgl):
+                if tcp_sgl:
+                    sqe.sgl = SglDescriptor.incapsule(len(data))
+                cqe, _ = self.q.command(sqe, data, incapsule=True, keep_sgl=True)
+            elif data:
+                cqe, _ = self.q.command(sqe, data, keep_sgl=not tcp_sgl)
+            else:
+                cqe, _ = self.q.command(sqe, data_in=sqe.sgl.length, keep_sgl=not tcp_sgl)
+        except TimeoutError:
+            return "timeout"
+        except ConnectionError:
+            return "closed"
+        return _answer(cqe, with_dw0)
+
+    def read(self, sqe: Sqe, length: int) -> tuple[Cqe, bytes]:
+        return self.q.command(_with(sqe, cid=self._cid()), data_in=length)
+
+    def close(self) -> None:
+        self.q.close()
+
+
+def tcp_opener(addr: tuple[str, int]) -> Opener:
+    """Queues to the NVMe/TCP target at ``addr``."""
+    return lambda qid, sqsize: TcpProbeQueue(addr)
+
+
+def rdma_opener(traddr: str, trsvcid: str) -> Opener:
+    """Queues to the NVMe/RDMA target at ``traddr:trsvcid``: each connect request says the
+    queue's QID and SQSIZE as the Linux host's does (HRQSIZE one more than HSQSIZE)."""
+
+    def open_queue(qid: int, sqsize: int) -> ProbeQueue:
+        request = CmRequest(qid, min(sqsize + 1, 0xFFFF), sqsize)
+        return RdmaProbeQueue(traddr, trsvcid, request)
+
+    return open_queue
+
+
+def _enabled_admin(open_queue: Opener, subnqn: str) -> ProbeQueue:
     """The admin queue of a new controller of ``subnqn``, connected and enabled."""
-    adm = _initialized(addr)
-    assert adm.connect(subnqn).decoded_status().ok
-    adm.enable()
+    adm = open_queue(0, 31)
+    try:
+        assert adm.connect(subnqn).ok
+        adm.enable()
+    except BaseException:
+        adm.close()
+        raise
     return adm
 
 
@@ -353,26 +591,25 @@ class _Queues:
     """An admin queue (of an enabled controller) and one I/O queue, made when first asked for
     after :meth:`close`."""
 
-    def __init__(self, addr: tuple[str, int], subnqn: str) -> None:
-        self.addr, self.subnqn = addr, subnqn
-        self.admin: RawHost | None = None
-        self.io: RawHost | None = None
+    def __init__(self, open_queue: Opener, subnqn: str) -> None:
+        self.open_queue, self.subnqn = open_queue, subnqn
+        self.admin: ProbeQueue | None = None
+        self.io: ProbeQueue | None = None
 
-    def get(self, which: str) -> RawHost:
-        if which == "fresh":  # a queue past ICReq, before its Connect
+    def get(self, which: str) -> ProbeQueue:
+        if which == "fresh":  # a queue before its Connect
             self.close()
-            self.admin = _initialized(self.addr)
+            self.admin = self.open_queue(0, 31)
             return self.admin
         if which == "discovery":  # a discovery controller's admin queue, enabled
             self.close()
-            self.admin = _enabled_admin(self.addr, DISCOVERY_NQN)
+            self.admin = _enabled_admin(self.open_queue, DISCOVERY_NQN)
             return self.admin
         if self.admin is None or self.io is None:
             self.close()
-            adm = _enabled_admin(self.addr, self.subnqn)
-            io = _initialized(self.addr)
-            assert io.connect(self.subnqn, qid=1, cntlid=adm.cntlid).decoded_status().ok
-            self.admin, self.io = adm, io
+            self.admin = _enabled_admin(self.open_queue, self.subnqn)
+            self.io = self.open_queue(1, 31)
+            assert self.io.connect(self.subnqn, qid=1, cntlid=self.admin.cntlid).ok
         return self.admin if which == "admin" else self.io
 
     def close(self) -> None:
@@ -382,48 +619,12 @@ class _Queues:
         self.admin = self.io = None
 
 
-def exchange(q: RawHost, case: Case, *, with_dw0: bool = False) -> str:
-    """Send one case's command and return its answer (with DW0 when an error and
-    ``with_dw0``)."""
-    sqe = _with(case.sqe, cid=q.next_cid())
-    q.sock.settimeout(COMMAND_TIMEOUT)
-    try:
-        if case.data and not case.r2t:
-            if sqe.sgl.type_byte == SGL_TCP_TRANSPORT:
-                sqe.sgl = SglDescriptor.incapsule(len(case.data))
-            q.send(q.conn.capsule_cmd(sqe.encode(), memoryview(case.data)))
-        else:
-            q.send(q.conn.capsule_cmd(sqe.encode()))
-        while True:
-            events = q.events()
-            if not events:
-                return "closed"
-            for ev in events:
-                if isinstance(ev, p.R2TReceived):
-                    piece = memoryview(case.data)[ev.r2to : ev.r2to + ev.r2tl]
-                    q.send(q.conn.h2c_data(ev.cccid, ev.ttag, ev.r2to, piece, last=True))
-                elif isinstance(ev, p.ResponseReceived):
-                    cqe = Cqe.decode(ev.cqe)
-                    status = cqe.decoded_status()
-                    if with_dw0 and not status.ok:
-                        return f"{_answer(status)} dw0 0x{cqe.dw0:08x}"
-                    return _answer(status)
-                elif isinstance(ev, p.C2HDataReceived) and ev.success and ev.last:
-                    return _answer(Status())
-                elif isinstance(ev, p.TermReqReceived):
-                    return "closed"
-    except TimeoutError:
-        return "timeout"
-    except (ConnectionError, OSError):
-        return "closed"
-
-
-def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
+def connect(open_queue: Opener, subnqn: str, case: ConnectCase) -> str:
     """Make the queues ``case`` needs, send its Connect and return the answer."""
-    opened: list[RawHost] = []
+    opened: list[ProbeQueue] = []
 
-    def fresh() -> RawHost:
-        opened.append(_initialized(addr))
+    def fresh(qid: int, sqsize: int = 31) -> ProbeQueue:
+        opened.append(open_queue(qid, sqsize))
         return opened[-1]
 
     if case.discovery:
@@ -431,17 +632,17 @@ def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
     try:
         cntlid = 0xFFFF if case.cntlid is None else case.cntlid
         if case.qid:
-            adm = fresh()
-            assert adm.connect(subnqn).decoded_status().ok
+            adm = fresh(0)
+            assert adm.connect(subnqn).ok
             if case.enable:
                 adm.enable()
             for _ in range(case.before):
-                ok = fresh().connect(subnqn, qid=case.qid, cntlid=adm.cntlid, sqsize=case.sqsize)
-                assert ok.decoded_status().ok
+                assert fresh(case.qid).connect(subnqn, qid=case.qid, cntlid=adm.cntlid).ok
             cntlid = adm.cntlid if case.cntlid is None else case.cntlid
-        q = fresh()
+        cm_qid = case.qid if case.cm_qid is None else case.cm_qid
+        q = fresh(cm_qid, case.sqsize if case.cm_sqsize is None else case.cm_sqsize)
         if case.again:
-            assert q.connect(subnqn, qid=case.qid, cntlid=cntlid).decoded_status().ok
+            assert q.connect(subnqn, qid=case.qid, cntlid=cntlid).ok
         data = case.data
         if data is None:
             nqn = subnqn if case.subnqn is None else case.subnqn
@@ -450,49 +651,68 @@ def connect(addr: tuple[str, int], subnqn: str, case: ConnectCase) -> str:
         sqe = Sqe.decode(cmd.encode())
         if case.by_r2t:
             sqe.sgl = SglDescriptor.tcp_transport(len(data))
-        return exchange(q, Case("admin", sqe, data, r2t=case.by_r2t), with_dw0=True)
-    except (ConnectionError, OSError):
-        return "closed"
+        if case.incapsule:
+            sqe.sgl = SglDescriptor.incapsule(len(data))
+        return q.ask(Case("admin", sqe, data, r2t=case.by_r2t), with_dw0=True)
+    except Exception as exc:  # the RDMA host's Rejected carries the reject's status
+        status = getattr(exc, "status", None)
+        if status is not None:
+            return f"rejected {status.name}"
+        if isinstance(exc, (ConnectionError, OSError)):
+            return "closed"
+        raise
     finally:
         for q in opened:
             q.close()
 
 
-def _answer(status: Status) -> str:
-    return f"SC 0x{int(status.code):03x}" + (" DNR" if status.dnr else "")
+def _answer(cqe: Cqe, with_dw0: bool) -> str:
+    status = cqe.decoded_status()
+    answer = f"SC 0x{int(status.code):03x}" + (" DNR" if status.dnr else "")
+    if with_dw0 and not status.ok:
+        answer += f" dw0 0x{cqe.dw0:08x}"
+    return answer
 
 
-def geometry(q: RawHost) -> Geometry:
-    sqe = _read_admin(AdminOpcode.IDENTIFY, nsid=1, cdw10=0, cid=q.next_cid())
-    cqe, data = q.command_data(sqe)
+def geometry(q: ProbeQueue) -> Geometry:
+    cqe, data = q.read(_read_admin(AdminOpcode.IDENTIFY, nsid=1, cdw10=0), 4096)
     assert cqe.decoded_status().ok
     ns = IdentifyNamespace.decode(data)
     return Geometry(ns.nsze, 1 << ns.lba_format.lbads)
 
 
-def probe(addr: tuple[str, int], subnqn: str) -> dict[str, str]:
-    """Every case's answer from the target at ``addr``."""
-    queues = _Queues(addr, subnqn)
+def probe(open_queue: Opener, subnqn: str, fabric: str = "tcp") -> dict[str, str]:
+    """Every case's answer from the target ``open_queue`` reaches over ``fabric``."""
+    queues = _Queues(open_queue, subnqn)
     try:
         g = geometry(queues.get("admin"))
     finally:
         queues.close()
     answers = {}
-    for name, case in cases(g).items():
+    for name, case in cases(g, fabric).items():
         if isinstance(case, ConnectCase):
-            answers[name] = connect(addr, subnqn, case)
+            answers[name] = connect(open_queue, subnqn, case)
             continue
-        try:  # fresh queues: what one case leaves in the stream never decides the next
-            answers[name] = exchange(queues.get(case.queue), case)
+        try:  # fresh queues: what one case leaves behind never decides the next
+            answers[name] = queues.get(case.queue).ask(case)
         finally:
             queues.close()
     return answers
 
 
 def main() -> None:
-    host, port, subnqn = sys.argv[1:4]
-    socket.setdefaulttimeout(30)
-    print(json.dumps(probe((host, int(port)), subnqn), indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rdma", action="store_true", help="NVMe/RDMA instead of NVMe/TCP")
+    parser.add_argument("addr")
+    parser.add_argument("port")
+    parser.add_argument("subnqn")
+    args = parser.parse_args()
+    if args.rdma:
+        answers = probe(rdma_opener(args.addr, args.port), args.subnqn, "rdma")
+    else:
+        socket.setdefaulttimeout(30)
+        answers = probe(tcp_opener((args.addr, int(args.port))), args.subnqn)
+    print(json.dumps(answers, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,15 +8,18 @@ One boot, on Soft-RoCE on a dummy netdev (``rxe0`` on ``nvmf0``, 10.99.0.1):
    request's private data is what the spec says, and it reads our reject's status;
 3. our host (``-t rdma``: discover, identify, ``rdma_host_driver.py``, bench) against the
    kernel's nvmet-rdma: data written on two I/O queues reads back and is in the namespace,
-   every key the host asked to invalidate was invalidated (memory windows);
+   every key the host asked to invalidate was invalidated (memory windows); then the
+   malformed commands and connect requests of ``status_probe.py --rdma``, whose answers
+   ours must equal but for :data:`~tests.guest.status_differences.RDMA_DIFFERENCES`;
 4. our target with ``--workers 2`` serving a RAM and a file namespace: the kernel host
    discovers it, connects with ``-i 2`` and with its default, and fio verifies (CRC32C) 4 KiB
    and 128 KiB random writes on both media; ``nvmf status`` shows the I/O queues in the
-   workers.  Then, while a host's fio verify runs on the RAM subsystem, a client sends connect
-   requests with bad NVMe/RDMA private data (each rejected with its status) and a second
-   controller is disconnected in the middle of its own fio job (its 4 KiB writes carry their
-   data in the capsule, so commands in flight hold views of the receive buffers as their
-   queues end): the first job still verifies, and the target logs no error.
+   workers; ours answers the status probe.  Then, while a host's fio verify runs on the RAM
+   subsystem, a client sends connect requests with bad NVMe/RDMA private data (each rejected
+   with its status) and a second controller is disconnected in the middle of its own fio job
+   (its 4 KiB writes carry their data in the capsule, so commands in flight hold views of the
+   receive buffers as their queues end): the first job still verifies, and the target logs no
+   error.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from nvmf.wire.rdma import CmRequest, decode_request
 from tests.guest import tbkas
 from tests.guest.harness import GuestResult, run_in_guest
 from tests.guest.rdma_host_driver import EXTENTS, QUEUE_STRIDE, pattern
+from tests.guest.status_differences import RDMA_DIFFERENCES, unexplained
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(2400)]
 
@@ -127,6 +131,10 @@ for e in EXTENTS; do  # what the kernel target wrote, for each extent the driver
     dd if=$L of=$OUT/file-$1.bin bs=4096 skip=$2 count=$3 iflag=direct status=none
 done
 dmesg > $OUT/host-dmesg.txt
+# The kernel target's answers to malformed commands (tests/guest/status_probe.py), ours below.
+$PY -m tests.guest.status_probe --rdma ADDR 4420 HOSTNQN > $OUT/status-kernel.json \
+    2> $OUT/status-kernel.err
+echo "status probe kernel rc=$?" >> $OUT/results.txt
 rm $P/subsystems/HOSTNQN && rmdir $P
 SOCK=/tmp/nvmf-guest/control.sock
 $PY -m nvmf.cli.main serve -v --workers 2 --config CONFIG --control-socket $SOCK \
@@ -135,6 +143,9 @@ target=$!
 for i in $(seq 900); do grep -q 'nvmf: listening' $OUT/target.log && break; sleep 0.2; done
 nvme discover -t rdma -a ADDR -s 4420 -o json > $OUT/discover.json
 echo "discover rc=$?" >> $OUT/results.txt
+$PY -m tests.guest.status_probe --rdma ADDR 4420 ${NQN}ram > $OUT/status-ours.json \
+    2> $OUT/status-ours.err
+echo "status probe ours rc=$?" >> $OUT/results.txt
 
 newdev() {  # the namespace block device of controller $1
   for i in $(seq 100); do
@@ -299,6 +310,20 @@ def test_the_linux_host_reads_our_reject_status(guest: GuestResult) -> None:
     assert "nvme status 4 (invalid host SQ size)" in dmesg, dmesg
 
 
+def test_our_target_answers_malformed_commands_as_the_kernel_target_does(
+    guest: GuestResult,
+) -> None:
+    """Over NVMe/RDMA, with the I/O queues in the workers: the same answers as nvmet-rdma,
+    but for the listed differences (each with its reason)."""
+    res = guest.results()
+    for who in ("kernel", "ours"):
+        assert res[f"status probe {who} rc"] == "0", guest.read(f"status-{who}.err")[-3000:]
+    kernel = json.loads(guest.read("status-kernel.json"))
+    ours = json.loads(guest.read("status-ours.json"))
+    assert len(ours) >= 90 and set(ours) == set(kernel)
+    assert unexplained(kernel, ours, RDMA_DIFFERENCES) == {}
+
+
 def test_the_kernel_host_discovers_both_subsystems_over_rdma(guest: GuestResult) -> None:
     assert guest.results()["discover rc"] == "0", guest.read("trace.txt")[-2000:]
     records = json.loads(guest.read("discover.json"))["records"]
@@ -359,7 +384,10 @@ def test_bad_connect_requests_are_rejected_with_their_status(guest: GuestResult)
         assert outcomes[name] == f"rejected {status}", guest.read("client.txt")
     assert outcomes["good"] == "accepted 32"
     log = guest.read("target.log")
-    assert len(re.findall(r"connect request rejected", log)) == len(BAD_REQUESTS)
+    # one log line per reject: these, and those the status probe's connect requests got
+    probed = json.loads(guest.read("status-ours.json")).values()
+    rejects = len(BAD_REQUESTS) + sum(1 for answer in probed if answer.startswith("rejected"))
+    assert len(re.findall(r"connect request rejected", log)) == rejects
 
 
 def test_a_disconnect_mid_transfer_and_bad_requests_leave_other_hosts_alone(
