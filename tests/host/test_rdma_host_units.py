@@ -91,6 +91,13 @@ def test_connect_request_sizes_follow_the_linux_host() -> None:
         connect_request(1, 0)
 
 
+def test_an_io_queues_connect_request_names_its_controller() -> None:
+    # NVMe/RDMA 1.0b: CNTLID "should" be the I/O queue's controller, and "shall" be 0 on the
+    # admin queue, whose controller does not exist yet (Linux 6.12 sends both so).
+    assert connect_request(2, 127, cntlid=0x0102).encode()[8:10] == b"\x02\x01"
+    assert connect_request(0, 31, cntlid=0xFFFF).cntlid == 0
+
+
 def test_reject_with_nvme_status_names_it() -> None:
     exc = rejected("rdma 10.0.0.1:4420 qid 0", encode_reject(CmStatus.INVALID_HSQSIZE) + bytes(144))
     assert isinstance(exc, TransportError)

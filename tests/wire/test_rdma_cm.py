@@ -1,7 +1,7 @@
 """NVMe/RDMA CM private data: the bytes a Linux host sends, and every reason to reject them.
 
 The request bytes below are written out by hand from the layout (RECFMT, QID, HRQSIZE, HSQSIZE,
-little-endian, 24 reserved bytes) with the values ``nvme_rdma_route_resolved`` puts in them:
+CNTLID, little-endian, 22 reserved bytes) with the values ``nvme_rdma_route_resolved`` puts in them:
 an admin queue asks HRQSIZE 32, HSQSIZE 31; an I/O queue of 128 entries asks HRQSIZE 128,
 HSQSIZE 127.
 """
@@ -23,6 +23,8 @@ from nvmf.wire.rdma import (
 
 LINUX_ADMIN = bytes.fromhex("0000 0000 2000 1f00") + bytes(24)
 LINUX_IO_QID3 = bytes.fromhex("0000 0300 8000 7f00") + bytes(24)
+#: Linux 6.12 (NVMe/RDMA 1.0b): an I/O queue's request names its controller, CNTLID 0x0102.
+LINUX_612_IO_QID3 = bytes.fromhex("0000 0300 8000 7f00 0201") + bytes(22)
 
 
 def check(data: bytes) -> CmRequest | CmStatus:
@@ -35,6 +37,15 @@ def test_the_linux_hosts_admin_and_io_requests_are_accepted() -> None:
     assert isinstance(admin, CmRequest) and admin.queue_depth == 32
     io = check(LINUX_IO_QID3)
     assert io == CmRequest(qid=3, hrqsize=128, hsqsize=127)
+
+
+def test_an_io_request_names_its_controller_in_bytes_9_8() -> None:
+    req = CmRequest(qid=3, hrqsize=128, hsqsize=127, cntlid=0x0102)
+    assert check(LINUX_612_IO_QID3) == req
+    assert req.encode() == LINUX_612_IO_QID3
+    assert CmStatus.INVALID_CNTLID == 9 and CmStatus.INVALID_CNTLID.message == (
+        "invalid controller ID"
+    )
 
 
 def test_private_data_padded_by_the_transport_is_read_from_its_start() -> None:

@@ -97,13 +97,15 @@ def set_keyed_sgl(
     )
 
 
-def connect_request(qid: int, depth: int) -> CmRequest:
+def connect_request(qid: int, depth: int, cntlid: int = 0) -> CmRequest:
     """The RDMA_CM_REQUEST for a queue of ``depth`` commands outstanding at most: HSQSIZE is the
     Connect's SQSIZE (``depth``, 0's based), HRQSIZE the responses the host can take (``depth +
-    1`` posted receives, one per submission queue entry, as the Linux host posts)."""
+    1`` posted receives, one per submission queue entry, as the Linux host posts).  An I/O
+    queue's names ``cntlid``, the controller it is for (NVMe/RDMA 1.0b: "should"); the admin
+    queue's CNTLID "shall be cleared to 0h", as the controller is not known yet."""
     if not 1 <= depth < 0xFFFF:
         raise ValueError(f"queue depth {depth} is not 1-65534")
-    return CmRequest(qid=qid, hrqsize=depth + 1, hsqsize=depth)
+    return CmRequest(qid=qid, hrqsize=depth + 1, hsqsize=depth, cntlid=cntlid if qid else 0)
 
 
 def rejected(where: str, private_data: bytes, *, reason: int | None = None) -> TransportError:

@@ -184,6 +184,7 @@ class RdmaHostQueue:
         io_timeout: float | None = None,
         invalidate: bool = True,
         name: str = "",
+        cntlid: int = 0,
     ) -> None:
         if not 1 <= depth < 0xFFFF:
             raise ValueError(f"queue depth {depth} is not 1-65534")
@@ -194,7 +195,7 @@ class RdmaHostQueue:
         self.want_invalidate = invalidate
         self.name = name or f"rdma qid {qid}"
         self.loop = asyncio.get_running_loop()
-        self.request = connect_request(qid, depth)
+        self.request = connect_request(qid, depth, cntlid)
         #: Receive buffers posted for responses (HRQSIZE).
         self.nrecv = self.request.hrqsize
         #: The controller's receive buffers for commands, from its accept.
@@ -248,8 +249,10 @@ class RdmaHostQueue:
         timeout: float = 10.0,
         io_timeout: float | None = None,
         invalidate: bool = True,
+        cntlid: int = 0,
     ) -> RdmaHostQueue:
-        """Connect to the NVMe/RDMA controller at ``traddr:trsvcid`` (see the module doc)."""
+        """Connect to the NVMe/RDMA controller at ``traddr:trsvcid`` (see the module doc); an
+        I/O queue's connect request names ``cntlid``, its controller."""
         queue = cls(
             qid=qid,
             depth=depth,
@@ -257,6 +260,7 @@ class RdmaHostQueue:
             io_timeout=io_timeout,
             invalidate=invalidate,
             name=f"rdma {traddr}:{trsvcid} qid {qid}",
+            cntlid=cntlid,
         )
         try:
             async with asyncio.timeout(timeout):

@@ -10,7 +10,9 @@ are little-endian.
 ``HSQSIZE`` is the host's submission queue size, 0's based (the Connect command's SQSIZE): the
 controller posts ``HSQSIZE + 1`` receive buffers for command capsules and says so in
 ``CRQSIZE``.  ``HRQSIZE`` is the number of receive buffers the host posted for responses, so
-the controller may never have more responses outstanding than that.
+the controller may never have more responses outstanding than that.  ``CNTLID`` (NVMe/RDMA
+1.0b, bytes 09:08, reserved before): an I/O queue's request should name the controller the
+queue is for; an admin queue's is 0 (Linux hosts send it from 6.12 on).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ RECFMT_1_0 = 0
 #: Admin queue depth a host may ask for over RDMA (the Linux host's NVME_AQ_DEPTH).
 ADMIN_QUEUE_DEPTH = 32
 
-#: RDMA_CM_REQUEST: RECFMT, QID, HRQSIZE, HSQSIZE, 24 reserved bytes.
-CM_REQUEST = struct.Struct("<HHHH24x")
+#: RDMA_CM_REQUEST: RECFMT, QID, HRQSIZE, HSQSIZE, CNTLID, 22 reserved bytes.
+CM_REQUEST = struct.Struct("<HHHHH22x")
 assert CM_REQUEST.size == 32
 #: RDMA_CM_ACCEPT: RECFMT, CRQSIZE, 28 reserved bytes.
 CM_ACCEPT = struct.Struct("<HH28x")
@@ -46,6 +48,7 @@ class CmStatus(enum.IntEnum):
     NO_RSC = 0x06
     INVALID_IRD = 0x07
     INVALID_ORD = 0x08
+    INVALID_CNTLID = 0x09
 
     @property
     def message(self) -> str:
@@ -62,6 +65,7 @@ _MESSAGES = {
     CmStatus.NO_RSC: "resource not found",
     CmStatus.INVALID_IRD: "invalid IRD",
     CmStatus.INVALID_ORD: "invalid ORD",
+    CmStatus.INVALID_CNTLID: "invalid controller ID",
 }
 
 
@@ -75,9 +79,11 @@ class CmRequest:
     #: The host's submission queue size, 0's based.
     hsqsize: int
     recfmt: int = RECFMT_1_0
+    #: The controller an I/O queue is for (0 for the admin queue, or not said).
+    cntlid: int = 0
 
     def encode(self) -> bytes:
-        return CM_REQUEST.pack(self.recfmt, self.qid, self.hrqsize, self.hsqsize)
+        return CM_REQUEST.pack(self.recfmt, self.qid, self.hrqsize, self.hsqsize, self.cntlid)
 
     @property
     def queue_depth(self) -> int:
@@ -92,10 +98,10 @@ def decode_request(data: bytes | memoryview) -> CmRequest | CmStatus:
     the first 32 are the request."""
     if len(data) < CM_REQUEST.size:
         return CmStatus.INVALID_LEN
-    recfmt, qid, hrqsize, hsqsize = CM_REQUEST.unpack_from(data)
+    recfmt, qid, hrqsize, hsqsize, cntlid = CM_REQUEST.unpack_from(data)
     if recfmt != RECFMT_1_0:
         return CmStatus.INVALID_RECFMT
-    return CmRequest(qid, hrqsize, hsqsize, recfmt)
+    return CmRequest(qid, hrqsize, hsqsize, recfmt, cntlid)
 
 
 def check_request(
