@@ -20,7 +20,9 @@ from collections.abc import Iterator
 import pytest
 
 from nvmf.wire.fabrics import CONNECT_OFF_QID, CONNECT_OFF_SQSIZE
+from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.rdma import CmRequest
+from nvmf.wire.sqe import Sqe
 from nvmf.wire.status import SC
 from tests.transport.fabrics import (
     RDMA_ADDR,
@@ -76,6 +78,26 @@ if RDMA_ADDR:
             _refused(host, q, qid=1, cntlid=cntlid, offset=CONNECT_OFF_QID)
             # the same connection takes the admin Connect it was asked for
             assert status(host.connect(q)).ok
+        finally:
+            q.close()
+            adm.close()
+
+    def test_rdma_connect_refused_then_agreeing_serves_io(target: RunningTarget) -> None:
+        """A refused Connect leaves the queue waiting for its Connect (with workers, placed in
+        a worker): one that agrees with the request connects it, and it serves a Write and a
+        Read of the same block."""
+        host = Host(target)
+        adm, cntlid = host.admin()
+        q = _queue(CmRequest(qid=1, hrqsize=32, hsqsize=31))
+        try:
+            _refused(host, q, qid=2, cntlid=cntlid, offset=CONNECT_OFF_QID)
+            assert status(host.connect(q, qid=1, cntlid=cntlid)).ok
+            block = bytes(range(256)) * 2
+            write = Sqe(opcode=IoOpcode.WRITE, cid=host.next_cid(), nsid=1, cdw10=77)
+            assert status(q.command(write, block, incapsule=True)[0]).ok
+            read = Sqe(opcode=IoOpcode.READ, cid=host.next_cid(), nsid=1, cdw10=77)
+            cqe, back = q.command(read, data_in=512)
+            assert status(cqe).ok and back == block
         finally:
             q.close()
             adm.close()
