@@ -108,7 +108,9 @@ def make_port(trtype: str, rdma_service: str = "4420") -> Port:
     return Port(portid=1, trtype=trtype, trsvcid="0", inline_data_size=INLINE, subsystems=[SUBNQN])
 
 
-def make_config(trtype: str, workers: int, rdma_service: str = "4420") -> TargetConfig:
+def make_config(
+    trtype: str, workers: int, rdma_service: str = "4420", idle_timeout_ms: int = 30_000
+) -> TargetConfig:
     sub = Subsystem(
         nqn=SUBNQN,
         namespaces=[
@@ -119,17 +121,18 @@ def make_config(trtype: str, workers: int, rdma_service: str = "4420") -> Target
     cfg = TargetConfig(subsystems=[sub], ports=[make_port(trtype, rdma_service)])
     cfg.nvmf.max_io_queues = 4
     cfg.nvmf.offload_workers = workers
+    cfg.nvmf.idle_timeout_ms = idle_timeout_ms
     return cfg
 
 
 @contextmanager
 def running_target(
-    trtype: str, workers: int, rdma_service: str = "4420"
+    trtype: str, workers: int, rdma_service: str = "4420", idle_timeout_ms: int = 30_000
 ) -> Iterator[RunningTarget]:
     """A :class:`CountingService` with one ``trtype`` port, its event loop in a thread (a
     second one at once needs its own ``rdma_service``: NVMe/RDMA's port is fixed)."""
     loop = asyncio.new_event_loop()
-    service = CountingService(make_config(trtype, workers, rdma_service))
+    service = CountingService(make_config(trtype, workers, rdma_service, idle_timeout_ms))
     started = threading.Event()
     failed: list[BaseException] = []
 

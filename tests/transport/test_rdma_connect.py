@@ -9,6 +9,9 @@ workers, such a queue is made in a worker before its Connect; the admin Connect 
 controller whose admin queue no process served and nothing deleted (the Linux and SPDK targets
 take the Connect's QID and SQSIZE as they are).
 
+And a connection that never sends its Connect is ended after ``nvmf.idle_timeout_ms``, as an
+NVMe/TCP connection that never sends one is.
+
 These need an RDMA device (``NVMF_TEST_RDMA_ADDR``): the guest runs them on Soft-RoCE with the
 transport contract suite (``tests/guest/test_rdma_target_guest.py``).
 """
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nvmf.wire.fabrics import CONNECT_OFF_QID, CONNECT_OFF_SQSIZE
+from nvmf.wire.fabrics import CONNECT_OFF_QID, CONNECT_OFF_SQSIZE, Prop
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.rdma import CmRequest
 from nvmf.wire.sqe import Sqe
@@ -36,12 +39,16 @@ from tests.transport.rdma_host import RdmaHostQueue
 
 #: Not the contract suite's service: each target here has its own listener.
 SERVICE = "4430"
+#: How long the target waits for a queue's Connect (``nvmf.idle_timeout_ms``), short here.
+IDLE_S = 5
 
 if RDMA_ADDR:
 
     @pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "2-workers"])
     def target(request: pytest.FixtureRequest) -> Iterator[RunningTarget]:
-        with running_target("rdma", request.param, rdma_service=SERVICE) as running:
+        with running_target(
+            "rdma", request.param, rdma_service=SERVICE, idle_timeout_ms=IDLE_S * 1000
+        ) as running:
             yield running
 
     def _queue(request: CmRequest) -> RdmaHostQueue:
@@ -99,6 +106,26 @@ if RDMA_ADDR:
             cqe, back = q.command(read, data_in=512)
             assert status(cqe).ok and back == block
         finally:
+            q.close()
+            adm.close()
+
+    def test_rdma_connect_a_queue_never_connected_is_closed_after_the_idle_timeout(
+        target: RunningTarget,
+    ) -> None:
+        """A connection that never sends its Connect would hold its QP, its registered
+        receive buffers and its share of the completion queue for ever: the target ends it
+        after ``idle_timeout_ms``.  The controller's connected queues are left alone."""
+        host = Host(target)
+        adm, cntlid = host.admin()
+        q = host.io_queue(cntlid, qid=2)
+        idle = _queue(CmRequest(qid=1, hrqsize=32, hsqsize=31))
+        try:
+            assert idle.wait_closed(IDLE_S + 30)
+            read = Sqe(opcode=IoOpcode.READ, cid=host.next_cid(), nsid=1, cdw10=0)
+            assert status(q.command(read, data_in=512)[0]).ok
+            assert status(host.prop_get(adm, Prop.CSTS)).ok
+        finally:
+            idle.close()
             q.close()
             adm.close()
 

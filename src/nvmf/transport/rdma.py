@@ -273,6 +273,8 @@ class RdmaQueue:
         self.owner = owner
         self.loop = device.loop
         self.closed = False
+        #: Closes the queue if no Connect came in time (armed by :meth:`connect`).
+        self._connect_timer: asyncio.TimerHandle | None = None
         self._on_close = on_close
         self.requested_qid = request.qid
         self.depth = request.queue_depth
@@ -344,10 +346,15 @@ class RdmaQueue:
         #: RDMA READs this QP may have outstanding (set by :meth:`connect`).
         self.rd_atomic = 0
 
-    def connect(self, transitions: list[QpTransition]) -> None:
+    def connect(self, transitions: list[QpTransition], connect_within: float) -> None:
         """INIT, RTR, RTS with the connection's attributes from RDMA CM (what ``rdma_accept``
         does for a QP the CM created itself), then the receives for HSQSIZE + 1 commands.  The
-        RDMA READ depth is the host's responder resources, at most what this device allows."""
+        RDMA READ depth is the host's responder resources, at most what this device allows.
+
+        The host then has ``connect_within`` seconds (``nvmf.idle_timeout_ms``) to connect the
+        queue with its Connect: a connection that never sends one would otherwise hold its QP,
+        its registered receive buffers and its share of the completion queue for ever, and
+        enough of them would leave no room for other hosts."""
         for transition in transitions:
             if transition.values["qp_state"] == ve.IBV_QPS_RTS:
                 transition = transition.with_rd_atomic(self.device.max_rd_atomic)
@@ -355,6 +362,14 @@ class RdmaQueue:
             self.qp.modify(transition.attr(), transition.mask)
         for wr in self._recv_wrs:
             self.qp.post_recv(wr)
+        self._connect_timer = self.loop.call_later(
+            connect_within, self._connect_overdue, connect_within
+        )
+
+    def _connect_overdue(self, seconds: float) -> None:
+        self._connect_timer = None
+        if self.session.qid is None:
+            self.close(f"no Connect in {seconds:g} s")
 
     # -- FabricQueue ---------------------------------------------------------------------------
     @property
@@ -457,6 +472,9 @@ class RdmaQueue:
         if self.closed:
             return
         self.closed = True
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         log.info("rdma %s qid %s closed: %s", self.peer, self.session.qid, reason)
         self.device.queues.pop(self.number, None)
         self.device.cq_free += self.cq_entries
@@ -632,7 +650,8 @@ class RdmaTransport:
     caps = TransportCaps(exportable=False)
 
     def __init__(self) -> None:
-        #: Nothing waits on a byte stream here: a connection is whole once accepted.
+        #: How long an accepted connection may wait for its Connect (nothing waits on a byte
+        #: stream here: a capsule is whole once received).
         self.idle_timeout = 30.0
         #: The highest I/O queue ID and the deepest I/O queue a connect request may ask for.
         self.queue_limits = (64, 128)
@@ -741,7 +760,7 @@ class RdmaTransport:
             return
         lst.queues.add(queue)
         try:
-            queue.connect(transitions)
+            queue.connect(transitions, self.idle_timeout)
             _accept(cmid, queue.qp.qp_num, verdict.queue_depth, queue.rd_atomic)
         except PyverbsError as exc:
             queue.close(f"cannot accept the connection: {exc}")
@@ -819,7 +838,7 @@ class RdmaTransport:
         queue = RdmaQueue(self._device(state["device"]), request, placement.port, owner, closed)
         self._adopted.add(queue)
         try:
-            queue.connect(state["transitions"])
+            queue.connect(state["transitions"], self.idle_timeout)
         except PyverbsError as exc:
             queue.close(f"cannot connect the queue pair: {exc}")
             raise OSError(errno.EIO, f"cannot connect the queue pair: {exc}") from exc
