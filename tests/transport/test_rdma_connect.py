@@ -10,7 +10,8 @@ controller whose admin queue no process served and nothing deleted (the Linux an
 take the Connect's QID and SQSIZE as they are).
 
 And a connection that never sends its Connect is ended after ``nvmf.idle_timeout_ms``, as an
-NVMe/TCP connection that never sends one is.
+NVMe/TCP connection that never sends one is; each Connect that arrives starts the period
+again.
 
 These need an RDMA device (``NVMF_TEST_RDMA_ADDR``): the guest runs them on Soft-RoCE with the
 transport contract suite (``tests/guest/test_rdma_target_guest.py``).
@@ -18,6 +19,7 @@ transport contract suite (``tests/guest/test_rdma_target_guest.py``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -126,6 +128,26 @@ if RDMA_ADDR:
             assert status(host.prop_get(adm, Prop.CSTS)).ok
         finally:
             idle.close()
+            q.close()
+            adm.close()
+
+    def test_rdma_connect_each_connect_gives_the_queue_a_new_period(
+        target: RunningTarget,
+    ) -> None:
+        """The period counts from the last Connect that arrived, so that a Connect still
+        running (or refused, and then tried again) does not see its queue closed under it:
+        refused 0.7 of a period in, then connected 1.4 periods in, it serves a Read."""
+        host = Host(target)
+        adm, cntlid = host.admin()
+        q = _queue(CmRequest(qid=1, hrqsize=32, hsqsize=31))
+        try:
+            time.sleep(0.7 * IDLE_S)
+            _refused(host, q, qid=2, cntlid=cntlid, offset=CONNECT_OFF_QID)
+            time.sleep(0.7 * IDLE_S)
+            assert status(host.connect(q, qid=1, cntlid=cntlid)).ok
+            read = Sqe(opcode=IoOpcode.READ, cid=host.next_cid(), nsid=1, cdw10=0)
+            assert status(q.command(read, data_in=512)[0]).ok
+        finally:
             q.close()
             adm.close()
 

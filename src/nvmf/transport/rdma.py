@@ -273,8 +273,10 @@ class RdmaQueue:
         self.owner = owner
         self.loop = device.loop
         self.closed = False
-        #: Closes the queue if no Connect came in time (armed by :meth:`connect`).
+        #: Closes the queue if no Connect came in time (armed by :meth:`connect`, again by
+        #: each Connect that arrives).
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._connect_within = 0.0
         self._on_close = on_close
         self.requested_qid = request.qid
         self.depth = request.queue_depth
@@ -362,9 +364,14 @@ class RdmaQueue:
             self.qp.modify(transition.attr(), transition.mask)
         for wr in self._recv_wrs:
             self.qp.post_recv(wr)
-        self._connect_timer = self.loop.call_later(
-            connect_within, self._connect_overdue, connect_within
-        )
+        self._connect_within = connect_within
+        self._await_connect(connect_within)
+
+    def _await_connect(self, seconds: float) -> None:
+        """Close the queue unless a Connect connected it within ``seconds`` from now."""
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+        self._connect_timer = self.loop.call_later(seconds, self._connect_overdue, seconds)
 
     def _connect_overdue(self, seconds: float) -> None:
         self._connect_timer = None
@@ -566,7 +573,11 @@ class RdmaQueue:
             except PyverbsError as exc:
                 self.close(f"cannot post a receive: {exc}")
                 return
-        if self.session.qid is None:  # before Connect
+        if self.session.qid is None and _is_connect(req):  # the queue's Connect
+            # A full period again: a Connect the control plane is still running (it may take
+            # a while with workers) must not see its queue closed under it, and a refused one
+            # may be tried again.
+            self._await_connect(self._connect_within)
             refused = self._contradicts_request(req)
             if refused is not None:
                 self.owner.complete(self.session, req, refused)
@@ -580,14 +591,16 @@ class RdmaQueue:
         them (an I/O queue's in-capsule buffers, its place in a worker, HSQSIZE + 1 receives):
         an admin Connect on a connection asked for as an I/O queue would leave its controller
         in a worker that never attaches it.  (The Linux and SPDK targets take the Connect's.)"""
-        if req.opcode != AdminOpcode.FABRICS or req.raw[4] != FabricsType.CONNECT:
-            return None
         cmd = ConnectCommand.decode(req.raw)
         if cmd.qid != self.requested_qid:
             return connect_invalid_parameters(CONNECT_OFF_QID, in_data=False)
         if cmd.sqsize + 1 != self.depth:
             return connect_invalid_parameters(CONNECT_OFF_SQSIZE, in_data=False)
         return None
+
+
+def _is_connect(req: Request) -> bool:
+    return req.opcode == AdminOpcode.FABRICS and req.raw[4] == FabricsType.CONNECT
 
 
 class _Listener:
