@@ -177,6 +177,12 @@ class RdmaHostQueue:
             return cqe, back
         return cqe, b""  # a failed command that moved no data
 
+    def post(self, sqe: Sqe, data: bytes = b"") -> None:
+        """Send ``sqe`` with ``data`` in the capsule (its SGL as it is) and wait for nothing."""
+        capsule = sqe.encode() + data
+        self.send.write(capsule, len(capsule), 0)
+        self.cmid.post_send(self.send, ve.IBV_SEND_SIGNALED, len(capsule))
+
     def _completion(self, opcode: int, timeout: float = 10.0) -> None:
         """Poll until a completion of ``opcode`` (others, the sends', are passed over); a failed
         one (the target closed the queue) raises ``ConnectionError``."""

@@ -19,17 +19,27 @@ transport contract suite (``tests/guest/test_rdma_target_guest.py``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from nvmf.wire.fabrics import CONNECT_OFF_QID, CONNECT_OFF_SQSIZE, Prop
+from nvmf.wire.fabrics import (
+    CONNECT_OFF_QID,
+    CONNECT_OFF_SQSIZE,
+    ConnectCommand,
+    ConnectData,
+    Prop,
+)
 from nvmf.wire.opcodes import IoOpcode
 from nvmf.wire.rdma import CmRequest
-from nvmf.wire.sqe import Sqe
+from nvmf.wire.sqe import SglDescriptor, Sqe
 from nvmf.wire.status import SC
 from tests.transport.fabrics import (
+    HOSTID,
+    HOSTNQN,
     RDMA_ADDR,
     SUBNQN,
     Host,
@@ -149,6 +159,39 @@ if RDMA_ADDR:
             assert status(q.command(read, data_in=512)[0]).ok
         finally:
             q.close()
+            adm.close()
+
+    def test_rdma_connect_a_host_gone_during_its_connect_leaves_no_queue(
+        target: RunningTarget,
+    ) -> None:
+        """The host sends an I/O Connect and hangs up while the control plane runs it (held
+        here for 2 s before it starts).  The controller must not keep a queue that nobody
+        serves: with workers it did, and the QID stayed taken (a new Connect for it got
+        Command Sequence Error) until the controller went."""
+        host = Host(target)
+        adm, cntlid = host.admin()
+        service = target.service
+        run_placed = service.placed_command
+
+        async def held(*args: Any) -> Any:
+            await asyncio.sleep(2.0)
+            return await run_placed(*args)
+
+        target.call(lambda: setattr(service, "placed_command", held))
+        q = _queue(CmRequest(qid=1, hrqsize=32, hsqsize=31))
+        try:
+            data = ConnectData(HOSTID, cntlid, SUBNQN, HOSTNQN).encode()
+            sqe = Sqe.decode(ConnectCommand(host.next_cid(), 1, 31).encode())
+            sqe.sgl = SglDescriptor.incapsule(len(data))
+            q.post(sqe, data)
+            time.sleep(0.5)
+            q.close()
+            time.sleep(5.0)  # the Connect runs, then the control plane hears of the end
+            ctrl = target.call(lambda: service.subsystems[SUBNQN].controllers[cntlid])
+            assert target.call(lambda: sorted(ctrl.queues)) == [0]
+            host.io_queue(cntlid, qid=1).close()  # the QID is free again
+        finally:
+            target.call(lambda: delattr(service, "placed_command"))
             adm.close()
 
     @pytest.mark.parametrize("hsqsize", [15, 63])

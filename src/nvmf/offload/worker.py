@@ -370,7 +370,14 @@ class Worker:
         if fut.cancelled():
             return
         cqe, handover = fut.result()
-        if handover is not None and self.pending.pop(session.placed_key, None) is session:
+        if handover is not None and self.pending.get(session.placed_key) is not session:
+            # The connection ended while the control plane ran its Connect: the controller
+            # now counts a queue that nobody serves, and would refuse that QID for good.
+            self.channel.send(
+                ("closed", handover.ctrl_key, handover.qid, "its connection ended during Connect")
+            )
+        elif handover is not None:
+            del self.pending[session.placed_key]
             session.ctrl_key = handover.ctrl_key
             session.qid = handover.qid
             session.sqsize = handover.sqsize
