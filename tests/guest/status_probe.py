@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nvmf.protocol import tcp as p
-from nvmf.wire.fabrics import CC, ConnectCommand, ConnectData, Prop, PropertyCommand
+from nvmf.wire.fabrics import ConnectCommand, ConnectData, Prop, PropertyCommand
 from nvmf.wire.identify import IdentifyNamespace
 from nvmf.wire.opcodes import AdminOpcode, FabricsType, FeatureId, IoOpcode
 from nvmf.wire.rdma import CmRequest
@@ -53,7 +53,7 @@ from nvmf.wire.sqe import (
     Sqe,
 )
 from nvmf.wire.status import Status
-from tests.target.rawhost import HOSTNQN, RawHost
+from tests.target.rawhost import CC_ENABLE, HOSTNQN, RawHost
 
 #: The well-known discovery subsystem NQN (Base 2.0).
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
@@ -525,8 +525,7 @@ class RdmaProbeQueue:
         return cqe.decoded_status()
 
     def enable(self) -> None:
-        cc = CC.EN | (6 << CC.IOSQES_SHIFT) | (4 << CC.IOCQES_SHIFT)
-        cmd = PropertyCommand(self._cid(), FabricsType.PROPERTY_SET, 0, Prop.CC, cc)
+        cmd = PropertyCommand(self._cid(), FabricsType.PROPERTY_SET, 0, Prop.CC, CC_ENABLE)
         cqe, _ = self.q.command(Sqe.decode(cmd.encode()))
         assert cqe.decoded_status().ok
 

@@ -667,7 +667,7 @@ async def _connect_queue(
             timeout=opts.timeout,
             io_timeout=opts.io_timeout if qid else None,
             invalidate=opts.rdma_invalidate,
-            cntlid=cntlid if qid else 0,
+            cntlid=cntlid,
         )
     else:
         q = await HostQueue.open(
