@@ -15,11 +15,18 @@ from pathlib import Path
 
 
 @contextmanager
-def nvmf_serve(config: Path, ports: int = 1, *args: str) -> Iterator[dict[str, int]]:
-    """Run ``nvmf serve --config CONFIG`` with ``args`` until the block ends; yields the bound
-    TCP port of each of its ``ports`` listeners, by address."""
+def nvmf_serve(
+    config: Path,
+    ports: int = 1,
+    *args: str,
+    prefix: tuple[str, ...] = (),
+    output: list[str] | None = None,
+) -> Iterator[dict[str, int]]:
+    """Run ``nvmf serve --config CONFIG`` with ``args`` (under the command ``prefix``, such as
+    ``setpriv ...``) until the block ends; yields the bound TCP port of each of its ``ports``
+    listeners, by address.  ``output`` gets every line the target printed, once it ended."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(config),
+        [*prefix, sys.executable, "-m", "nvmf.cli.main", "serve", "--config", str(config),
          "--trsvcid", "0", "--control-socket", "none", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -30,6 +37,8 @@ def nvmf_serve(config: Path, ports: int = 1, *args: str) -> Iterator[dict[str, i
         bound: dict[str, int] = {}
         while len(bound) < ports:
             line = proc.stdout.readline()
+            if output is not None:
+                output.append(line)
             if not line:
                 raise AssertionError(f"nvmf serve exited before listening (status {proc.wait()})")
             if "listening" in line:  # "nvmf: listening on tcp ADDR:PORT (port N: ...)"
@@ -46,3 +55,5 @@ def nvmf_serve(config: Path, ports: int = 1, *args: str) -> Iterator[dict[str, i
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if output is not None and proc.stdout is not None:
+            output.extend(proc.stdout.read().splitlines(keepends=True))

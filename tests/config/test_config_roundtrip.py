@@ -212,6 +212,8 @@ def configs(draw: st.DrawFn) -> TargetConfig:
             offload_workers=draw(st.integers(0, 64)),
             cmb=False,  # true is refused until the CMB can be used
             kato_min_ms=draw(st.integers(0, 120_000)),
+            idle_timeout_ms=draw(st.integers(1, 120_000)),
+            unpreempted_sends=draw(st.booleans()),
         ),
     )
     # Two listeners on one address are (rightly) invalid: keep the first.

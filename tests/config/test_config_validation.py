@@ -462,6 +462,12 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "1..65535",
     ),
     ("nvmf settings type", lambda o: o["nvmf"].update(cmb="yes"), "nvmf.cmb", "true or false"),
+    (
+        "unpreempted_sends type",
+        lambda o: o["nvmf"].update(unpreempted_sends=1),
+        "nvmf.unpreempted_sends",
+        "true or false",
+    ),
     ("cmb not honoured", lambda o: o["nvmf"].update(cmb=True), "nvmf.cmb", "sq_placement"),
     (
         "nvmf staging size",

@@ -460,8 +460,8 @@ class _Reader:
             if key not in fields:
                 listing = f"the nvmf settings are {', '.join(sorted(fields))}"
                 self.problem(where, unknown_key(key, fields, listing))
-            elif key == "cmb":
-                settings.cmb = self.json_bool(value, where)
+            elif key in ("cmb", "unpreempted_sends"):
+                setattr(settings, key, self.json_bool(value, where))
             elif key == "staging_bytes":
                 settings.staging_bytes = self.size(value, where, NvmfSettings, key)
             else:

@@ -173,6 +173,9 @@ class NvmfSettings:
     ``idle_timeout_ms``: how long a connection may wait for its ICReq, for its Connect, for
     the rest of a PDU it started or for the data of its R2Ts, or leave unread what the target
     sends it, before it is closed.
+    ``unpreempted_sends``: an NVMe/TCP queue sends 64 KiB or more at once under
+    ``SCHED_FIFO`` (needs ``CAP_SYS_NICE``), so that a host on this machine, woken by each
+    segment, does not preempt it part way (:mod:`nvmf.transport.unpreempted`).
     """
 
     max_io_queues: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -182,6 +185,7 @@ class NvmfSettings:
     cmb: bool = False
     kato_min_ms: int = 0
     idle_timeout_ms: int = 30_000
+    unpreempted_sends: bool = True
 
 
 @dataclass

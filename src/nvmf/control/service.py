@@ -208,6 +208,7 @@ class TargetService:
                     staging_bytes=self.settings.staging_bytes,
                     transports=sorted({port.trtype for port in ports}),
                     idle_timeout=self.settings.idle_timeout_ms / 1000,
+                    unpreempted_sends=self.settings.unpreempted_sends,
                     log_level=self._log_level,
                 )
                 for nqn, runtime in self.subsystems.items():
@@ -239,6 +240,7 @@ class TargetService:
         """A transport for ``trtype`` with this target's settings."""
         transport = get_transport(trtype)
         transport.idle_timeout = self.settings.idle_timeout_ms / 1000
+        transport.unpreempted_sends = self.settings.unpreempted_sends
         max_qid = max(
             [self.settings.max_io_queues, *(s.max_io_queues for s in self.subsystems.values())]
         )

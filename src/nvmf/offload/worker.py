@@ -561,6 +561,7 @@ async def _serve(args: argparse.Namespace) -> None:
     transports = {trtype: get_transport(trtype) for trtype in args.transport}
     for transport in transports.values():
         transport.idle_timeout = args.idle_timeout
+        transport.unpreempted_sends = not args.preemptible_sends
     sock = socket.socket(fileno=args.channel)
     worker = Worker(sock, args.index, args.staging_bytes)
     worker.transports.update(transports)
@@ -585,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=30.0,
         help="seconds a queue may stall inside a PDU before it is closed",
+    )
+    parser.add_argument(
+        "--preemptible-sends",
+        action="store_true",
+        help="send as SCHED_OTHER always (nvmf.unpreempted_sends false)",
     )
     parser.add_argument(
         "--transport",

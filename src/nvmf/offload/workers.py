@@ -129,6 +129,7 @@ class WorkerSet:
         staging_bytes: int,
         transports: list[str] | None = None,
         idle_timeout: float = 30.0,
+        unpreempted_sends: bool = True,
         log_level: int = logging.WARNING,
     ) -> None:
         cpus = sorted(os.sched_getaffinity(0))
@@ -138,6 +139,7 @@ class WorkerSet:
         #: Fabric types a worker loads before it says it is ready (not on its first queue).
         self.transports = transports or []
         self.idle_timeout = idle_timeout
+        self.unpreempted_sends = unpreempted_sends
         self.log_level = log_level
         self._media: dict[MediaKey, Media] = {}
         #: Each namespace's row in every slot's counter table.
@@ -173,6 +175,7 @@ class WorkerSet:
             "--log-level",
             str(self.log_level),
             f"--idle-timeout={self.idle_timeout}",
+            *([] if self.unpreempted_sends else ["--preemptible-sends"]),
             *(f"--transport={t}" for t in self.transports),
         ]
         w.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)

@@ -243,6 +243,10 @@ class Transport(Protocol):
     #: Seconds a connection may stall before its ICReq, before its Connect, or inside a PDU
     #: before it is closed (``nvmf.idle_timeout_ms``); fabrics with no such stall ignore it.
     idle_timeout: float
+    #: Whether a queue's large sends run under ``SCHED_FIFO``, so that a receiver they wake on
+    #: this CPU cannot preempt them part way (``nvmf.unpreempted_sends``,
+    #: :mod:`nvmf.transport.unpreempted`); fabrics whose sends wake no receiver ignore it.
+    unpreempted_sends: bool
     #: The highest I/O queue ID and the deepest I/O queue (CAP.MQES + 1) a host may connect
     #: (``nvmf.max_io_queues``, ``nvmf.queue_depth``): a fabric that sizes a queue before its
     #: Connect (NVMe/RDMA's connect request) refuses more there; others ignore it.

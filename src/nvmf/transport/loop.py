@@ -352,6 +352,8 @@ class LoopTransport:
     def __init__(self) -> None:
         #: Nothing stalls in memory: kept for the contract.
         self.idle_timeout = 30.0
+        #: No send wakes a receiver on another thread: kept for the contract.
+        self.unpreempted_sends = True
         self._ports: dict[int, tuple[ListenPort, QueueOwner]] = {}
         self._queues: dict[int, set[LoopQueue]] = {}
         #: Ports that take no new queue (:meth:`stop_accepting`).

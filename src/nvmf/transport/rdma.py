@@ -666,6 +666,9 @@ class RdmaTransport:
         #: How long an accepted connection may wait for its Connect (nothing waits on a byte
         #: stream here: a capsule is whole once received).
         self.idle_timeout = 30.0
+        #: Kept for the contract: a send here is a posted work request, which the provider
+        #: moves; no ``sendmsg`` of this process delivers it.
+        self.unpreempted_sends = True
         #: The highest I/O queue ID and the deepest I/O queue a connect request may ask for.
         self.queue_limits = (64, 128)
         self.placer: QueuePlacer | None = None

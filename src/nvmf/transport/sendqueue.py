@@ -3,7 +3,9 @@ NVMe/TCP queues.
 
 PDUs are queued as lists of buffers (header bytes plus memoryviews of staging or caller
 memory, never joined) and leave with one ``sendmsg`` per event-loop iteration, or at once when
-``flush_at`` buffers are waiting.  What the kernel does not take stays queued, as memoryviews of
+``flush_at`` buffers are waiting.  A flush of ``unpreempted_from`` bytes or more runs under
+``SCHED_FIFO`` (:mod:`nvmf.transport.unpreempted`), so that a receiver it wakes on this CPU
+takes the whole of it in one turn.  What the kernel does not take stays queued, as memoryviews of
 the remainder, until the socket is writable.  A ``done`` callback runs once every byte of its PDU
 is in the kernel: that is when a staging buffer may be reused.
 """
@@ -15,12 +17,19 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
+from nvmf.transport import unpreempted
+
 #: Buffers handed to one sendmsg (below the kernel's IOV_MAX of 1024).
 IOV_MAX = 512
+#: A target queue's ``unpreempted_from``: one segment's worth (loopback's MTU, TSO's largest).
+#: A smaller flush wakes its receiver once, as it ends, where being preempted costs nothing.
+UNPREEMPTED_BYTES = 64 << 10
 
 
 class SendQueue:
-    """Outgoing buffers of one socket; ``on_error`` is told of a failed send, once."""
+    """Outgoing buffers of one socket; ``on_error`` is told of a failed send, once.
+    ``unpreempted_from``: the least bytes waiting for a flush to run under ``SCHED_FIFO``
+    (None: never)."""
 
     def __init__(
         self,
@@ -29,11 +38,13 @@ class SendQueue:
         on_error: Callable[[OSError], None],
         *,
         flush_at: int | None = None,
+        unpreempted_from: int | None = None,
     ) -> None:
         self.sock = sock
         self.loop = loop
         self.on_error = on_error
         self.flush_at = flush_at
+        self.unpreempted_from = unpreempted_from
         self.closed = False
         self._out: deque[bytes | memoryview] = deque()
         self._queued = 0  # bytes ever queued
@@ -74,6 +85,16 @@ class SendQueue:
         self._flush_scheduled = False
         if self.closed:
             return
+        big = self.unpreempted_from
+        if big is not None and self._queued - self._sent >= big and unpreempted.enter():
+            try:
+                self._send()
+            finally:
+                unpreempted.leave()
+        else:
+            self._send()
+
+    def _send(self) -> None:
         out = self._out
         sendmsg = self.sock.sendmsg
         while out:

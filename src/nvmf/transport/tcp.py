@@ -26,7 +26,7 @@ from nvmf.memory.staging import StagingBuffer
 from nvmf.protocol import tcp as p
 from nvmf.protocol.request import Request, map_incapsule
 from nvmf.transport.base import DataDone, QueueExport, TransportCaps, end_queue_on_bug
-from nvmf.transport.sendqueue import SendQueue
+from nvmf.transport.sendqueue import UNPREEMPTED_BYTES, SendQueue
 from nvmf.wire.sqe import (
     FLAGS_CHECKED,
     OFF_DPTR,
@@ -93,6 +93,7 @@ class TcpQueue:
         owner: QueueOwner,
         on_close: Callable[[TcpQueue], None],
         imported: dict[str, Any] | None = None,
+        unpreempted: bool = False,
     ) -> None:
         self.sock = sock
         self.port = port
@@ -141,7 +142,12 @@ class TcpQueue:
         #: The transfers still running, by the tag the codec gave their R2T: the command and
         #: the callback to run when its data is in (the codec keeps the windows and the tags).
         self._fetching: dict[int, tuple[Request, DataDone]] = {}
-        self._sendq = SendQueue(sock, self.loop, self._send_failed)
+        self._sendq = SendQueue(
+            sock,
+            self.loop,
+            self._send_failed,
+            unpreempted_from=UNPREEMPTED_BYTES if unpreempted else None,
+        )
         self.loop.add_reader(sock.fileno(), self._on_readable)
         if imported is not None and imported["pending"]:
             self.loop.call_soon(self._take_pending)
@@ -607,6 +613,8 @@ class TcpTransport:
         self._sweeper: asyncio.TimerHandle | None = None
         #: Seconds a connection may wait for its ICReq, its Connect, or the rest of a PDU.
         self.idle_timeout = IDLE_TIMEOUT
+        #: Whether queues made from now on send large flushes under SCHED_FIFO.
+        self.unpreempted_sends = True
 
     def _start_sweeping(self) -> None:
         if self._sweeper is None:
@@ -681,7 +689,9 @@ class TcpTransport:
             except OSError:
                 sock.close()  # gone before it was set up
                 continue
-            queue = TcpQueue(sock, lst.port, lst.owner, lst.queues.discard)
+            queue = TcpQueue(
+                sock, lst.port, lst.owner, lst.queues.discard, unpreempted=self.unpreempted_sends
+            )
             lst.queues.add(queue)
             accepted = True
         if accepted and lst.shortage_since is not None:
@@ -725,7 +735,14 @@ class TcpTransport:
         sock = socket.socket(fileno=export.fd)
         sock.setblocking(False)
         queues = self._queues.setdefault(port.portid, set())
-        queue = TcpQueue(sock, port, owner, queues.discard, imported=export.state)
+        queue = TcpQueue(
+            sock,
+            port,
+            owner,
+            queues.discard,
+            imported=export.state,
+            unpreempted=self.unpreempted_sends,
+        )
         queues.add(queue)
         self._start_sweeping()
         return queue
