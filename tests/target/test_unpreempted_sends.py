@@ -16,23 +16,18 @@ from nvmf.control.model import TargetConfig
 from nvmf.transport import unpreempted
 from nvmf.wire.opcodes import IoOpcode
 from tests.serving import nvmf_serve
-from tests.target.conftest import SUBNQN, make_config, running_target
-from tests.target.rawhost import RawHost, status_of
-from tests.target.test_tcp_target import rw
+from tests.target.conftest import SUBNQN, RunningTarget, make_config, running_target
+from tests.target.rawhost import status_of
+from tests.target.test_tcp_target import admin, io_queue, rw
 
 BLOCK = 512
 
 
-def _write_then_read(addr: tuple[str, int], *sizes: int) -> None:
+def _write_then_read(target: RunningTarget, *sizes: int) -> None:
     """One admin and one I/O queue; for each size, write that many bytes and read them
     back."""
-    adm = RawHost(addr)
-    adm.initialize()
-    assert status_of(adm.connect(SUBNQN)).ok
-    adm.enable()
-    q = RawHost(addr)
-    q.initialize()
-    assert status_of(q.connect(SUBNQN, qid=1, cntlid=adm.cntlid, sqsize=31)).ok
+    adm = admin(target)
+    q = io_queue(target, adm)
     for size in sizes:
         payload = os.urandom(size)
         nlb = size // BLOCK
@@ -72,9 +67,9 @@ def test_the_queue_serving_a_large_read_sends_it_unpreempted_as_configured(
         cfg.nvmf.unpreempted_sends = setting
 
     with running_target(0, edit=edit) as target:
-        _write_then_read(target.addr, 4096)
+        _write_then_read(target, 4096)
         assert raised == []
-        _write_then_read(target.addr, 128 << 10)
+        _write_then_read(target, 128 << 10)
     if setting:
         assert raised and all(policy == os.SCHED_FIFO for _tid, policy in raised), raised
         assert {tid for tid, _ in raised} != {threading.get_ident()}  # the target's thread
@@ -100,7 +95,8 @@ def test_workers_take_the_setting_and_say_when_the_kernel_refuses_it(
     output: list[str] = []
     prefix = ("setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice")
     with nvmf_serve(path, 1, "--workers", "2", "-v", prefix=prefix, output=output) as bound:
-        _write_then_read(("127.0.0.1", bound["127.0.0.1"]), 128 << 10, 256 << 10)
+        served = RunningTarget(None, None, ("127.0.0.1", bound["127.0.0.1"]))  # type: ignore[arg-type]
+        _write_then_read(served, 128 << 10, 256 << 10)
     said = [line for line in output if "large sends may be preempted" in line]
     if setting:
         assert len(said) == 1 and "worker" in said[0] and "SCHED_FIFO is refused" in said[0]

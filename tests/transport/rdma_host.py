@@ -163,9 +163,7 @@ class RdmaHostQueue:
             if not keep_sgl:
                 address = self.data.buf if length else 0
                 sqe.sgl = SglDescriptor.keyed(address, length, self.data.rkey)
-        capsule = sqe.encode() + inline
-        self.send.write(capsule, len(capsule), 0)
-        self.cmid.post_send(self.send, ve.IBV_SEND_SIGNALED, len(capsule))
+        self.post(sqe, inline)
         self._completion(ve.IBV_WC_RECV, self.timeout)
         mr = self._posted.popleft()
         cqe = Cqe.decode(mr.read(CQE_SIZE, 0))
