@@ -339,6 +339,8 @@ class TcpConnection:
                 self._phase = _IN_DDGST
             else:
                 self._finish_pdu(events)
+                if self._start == self._end:  # the data was the last byte read: nothing to parse
+                    return events
         else:
             self._end += nbytes
         self._parse(events)

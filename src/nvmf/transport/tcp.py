@@ -354,8 +354,10 @@ class TcpQueue:
             except Exception:
                 end_queue_on_bug(self, "handling what the host sent")
                 return
-            if conn.capsule_held:
-                self._stop_reading()  # a capsule beyond sqsize + 1 in flight: backpressure
+            # A capsule beyond sqsize + 1 in flight: backpressure.  The credit is read first,
+            # in line: it is spent only under a full queue, and this runs for every read.
+            if conn.capsule_credit <= 0 and conn.capsule_held:
+                self._stop_reading()
                 return
             if n < want:
                 return
