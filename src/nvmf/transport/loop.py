@@ -352,7 +352,9 @@ class LoopTransport:
     def __init__(self) -> None:
         #: Nothing stalls in memory: kept for the contract.
         self.idle_timeout = 30.0
-        #: No send wakes a receiver on another thread: kept for the contract.
+        #: A send hands buffers to the peer in this process, on this thread: it wakes no
+        #: receiver that could preempt it, so there is nothing to raise.  Kept for the
+        #: contract.
         self.unpreempted_sends = True
         self._ports: dict[int, tuple[ListenPort, QueueOwner]] = {}
         self._queues: dict[int, set[LoopQueue]] = {}
