@@ -460,7 +460,7 @@ class _Reader:
             if key not in fields:
                 listing = f"the nvmf settings are {', '.join(sorted(fields))}"
                 self.problem(where, unknown_key(key, fields, listing))
-            elif key in ("cmb", "unpreempted_sends"):
+            elif isinstance(getattr(settings, key), bool):  # a switch: JSON true or false
                 setattr(settings, key, self.json_bool(value, where))
             elif key == "staging_bytes":
                 settings.staging_bytes = self.size(value, where, NvmfSettings, key)
