@@ -29,16 +29,30 @@ length against the blocks).  Like the target it runs on uvloop when installed, w
 parsed from one receive buffer and large payloads received straight into place (no copies
 through Python objects).
 
-Run it with ``python bench/rawnvme.py PORT [SIZE [SUBNQN]]`` (prints ``listening PORT`` once
-bound); SUBNQN is what Identify Controller reports (default :data:`SUBNQN`), so that a kernel
-host connected to it and to ``nvmf serve`` at once sees two subsystems.
+With ``--native``, each I/O queue, once its Connect is answered, is served by the same loop
+written in C (``bench/native/rawio.c``, built on first use with the system's C compiler) in a
+thread of its own; the admin queue stays in Python.  That is the yardstick for what a target in
+user space reaches on a machine with no Python on the data path at all: the kernel target's
+work runs in kernel threads, which switch no address space.
+
+Run it with ``python bench/rawnvme.py [--native] PORT [SIZE [SUBNQN]]`` (prints ``listening
+PORT`` once bound); SUBNQN is what Identify Controller reports (default :data:`SUBNQN`), so
+that a kernel host connected to it and to ``nvmf serve`` at once sees two subsystems.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import ctypes
+import hashlib
+import os
+import shutil
 import struct
+import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import cast
 
 from nvmf.media.ram import RamMedia
@@ -327,36 +341,138 @@ class Responder(asyncio.BufferedProtocol):
         return 0
 
 
+#: The C I/O queue loop of ``--native``, and where it is built (gitignored).
+NATIVE_SOURCE = Path(__file__).resolve().parent / "native" / "rawio.c"
+NATIVE_BUILD = NATIVE_SOURCE.parent / "build"
+
+
+class NativeUnavailable(RuntimeError):
+    """``--native`` cannot run here: no C compiler, or it could not build the loop."""
+
+
+def native_library() -> ctypes.CDLL:
+    """The C I/O queue loop, loaded; built first if this version of its source never was (the
+    shared object is named by the source's hash, so an edit rebuilds it)."""
+    source = NATIVE_SOURCE.read_bytes()
+    lib = NATIVE_BUILD / f"rawio-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if not lib.exists():
+        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise NativeUnavailable(
+                f"--native builds {NATIVE_SOURCE} and needs a C compiler (cc), which is not "
+                "installed: apt-get install gcc (the Python responder needs none)"
+            )
+        NATIVE_BUILD.mkdir(exist_ok=True)
+        partial = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
+        flags = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+        built = subprocess.run(
+            [cc, *flags, "-o", str(partial), str(NATIVE_SOURCE)], capture_output=True, text=True
+        )
+        if built.returncode:
+            partial.unlink(missing_ok=True)
+            raise NativeUnavailable(f"{cc} could not build {NATIVE_SOURCE}:\n{built.stderr}")
+        os.replace(partial, lib)  # atomic: a concurrent build loads one whole file or the other
+    loaded = ctypes.CDLL(str(lib))
+    loaded.rawio_serve.argtypes = [
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64,
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
+    loaded.rawio_serve.restype = ctypes.c_long
+    return loaded
+
+
+class NativeResponder(Responder):
+    """A :class:`Responder` whose I/O queue, once its Connect is answered, is served by the C
+    loop (:func:`native_library`) in a thread of its own; an admin queue stays here."""
+
+    def __init__(
+        self, ns: memoryview, id_ctrl: bytes, id_ns: bytes, lib: ctypes.CDLL, mapped: ctypes.Array
+    ) -> None:
+        super().__init__(ns, id_ctrl, id_ns)
+        self.lib = lib
+        #: The namespace as a C array (``ns``'s bytes): referenced while a queue may use it.
+        self.mapped = mapped
+        self.handed_off = False
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        if not self.qid or self.handed_off:
+            return
+        # The Connect just answered: the host sends nothing more until it has that answer, so
+        # every later byte is still in the socket when reading stops here.
+        self.handed_off = True
+        transport = self.transport
+        assert transport is not None and self.start == self.end
+        transport.pause_reading()
+        fd = os.dup(transport.get_extra_info("socket").fileno())
+        asyncio.get_running_loop().create_task(self._hand_off(transport, fd))
+
+    async def _hand_off(self, transport: asyncio.Transport, fd: int) -> None:
+        """Once the Connect's answer is in the kernel, leave the socket to a C thread."""
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        transport.abort()  # closes the event loop's descriptor; the socket lives on in ``fd``
+        args = (
+            fd,
+            ctypes.addressof(self.mapped),
+            len(self.ns),
+            self.qid,
+            self.sqsize,
+            self.sqhd,
+            self.success,
+        )
+        name = f"rawio-q{self.qid}"
+        threading.Thread(target=self.lib.rawio_serve, args=args, name=name, daemon=True).start()
+
+
 async def serve(
-    port: int, size: int = 256 << 20, host: str = "127.0.0.1", subnqn: str = SUBNQN
+    port: int,
+    size: int = 256 << 20,
+    host: str = "127.0.0.1",
+    subnqn: str = SUBNQN,
+    native: bool = False,
 ) -> asyncio.Server:
-    """Listen on ``host:port`` (0: any free port); the one namespace has ``size`` bytes."""
+    """Listen on ``host:port`` (0: any free port); the one namespace has ``size`` bytes;
+    ``native``: I/O queues in C (:class:`NativeResponder`)."""
     loop = asyncio.get_running_loop()
     # The target's own RAM medium: the same memfd, allocation and mapping as a namespace's.
     ns = RamMedia(size).open_queue().memory
     assert ns is not None
     id_ctrl = identify_controller(subnqn)
     id_ns = identify_namespace(size)
-    return await loop.create_server(lambda: Responder(ns, id_ctrl, id_ns), host, port)
+    if not native:
+        return await loop.create_server(lambda: Responder(ns, id_ctrl, id_ns), host, port)
+    lib = native_library()
+    mapped = (ctypes.c_char * len(ns)).from_buffer(ns)  # the same bytes, for C
+    return await loop.create_server(
+        lambda: NativeResponder(ns, id_ctrl, id_ns, lib, mapped), host, port
+    )
 
 
-async def _main(port: int, size: int, subnqn: str) -> None:
-    server = await serve(port, size, subnqn=subnqn)
+async def _main(port: int, size: int, subnqn: str, native: bool) -> None:
+    server = await serve(port, size, subnqn=subnqn, native=native)
     bound = server.sockets[0].getsockname()[1]
     print(f"listening {bound}", flush=True)
     await server.serve_forever()
 
 
 def main() -> None:
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 256 << 20
-    subnqn = sys.argv[3] if len(sys.argv) > 3 else SUBNQN
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--native", action="store_true", help="serve I/O queues in C")
+    parser.add_argument("port", type=int, nargs="?", default=0)
+    parser.add_argument("size", type=int, nargs="?", default=256 << 20)
+    parser.add_argument("subnqn", nargs="?", default=SUBNQN)
+    args = parser.parse_args()
     try:
+        if args.native:
+            native_library()  # a missing compiler says so before anything listens
         import uvloop
 
-        uvloop.run(_main(port, size, subnqn))
+        uvloop.run(_main(args.port, args.size, args.subnqn, args.native))
+    except NativeUnavailable as exc:
+        sys.exit(f"rawnvme: {exc}")
     except ImportError:
-        asyncio.run(_main(port, size, subnqn))
+        asyncio.run(_main(args.port, args.size, args.subnqn, args.native))
     except KeyboardInterrupt:
         pass
 
