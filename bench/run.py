@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--runtime S] [--numjobs N] [--workers N] [--plot FILE.png]
                                   [--guest [tcp|rdma|cmb|all]] [--guest-media null|ram]
-                                  [--guest-cpus shared|split] [--guest-only] [--json]
+                                  [--guest-cpus shared|split] [--guest-native]
+                                  [--guest-only] [--json]
 
 (1) **target CPU per I/O**: ``nvmf serve`` (a RAM namespace) and the raw NVMe/TCP responder
     (:mod:`rawnvme`: the same PDUs and the same data moved to and from a namespace in memory,
@@ -37,7 +38,10 @@
     and the guest's clocksource (the TSC: on the emulated HPET every clock read is an MMIO
     access, :data:`GUEST_CLOCKSOURCE`); with ``--guest-cpus split`` our target and the raw
     responder each run on a CPU of their own and their clients on the other
-    (:data:`GUEST_CPUS`);
+    (:data:`GUEST_CPUS`); with ``--guest-native`` (NVMe/TCP) a fourth target (A B C D D C B
+    A), the raw responder with its I/O queues in C (``rawnvme.py --native``): what a target in
+    user space reaches on this machine with no Python on its data path, beside the kernel
+    target's threads, which switch no address space;
     ``--guest-only`` skips (1)-(3) and (a);
 (e) **media engines**: a ``file`` namespace through the thread pool and through io_uring, the
     target's CPU per I/O of each and their ratio (:mod:`engines`; where io_uring cannot run,
@@ -72,6 +76,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 import engines  # noqa: E402
 import placement  # noqa: E402
 import procstat  # noqa: E402
+import rawnvme  # noqa: E402
 import rawtcp  # noqa: E402
 from local import (  # noqa: E402
     SUBNQN,
@@ -182,11 +187,17 @@ def measure_scaling(most: int, runtime: float) -> list[tuple[int, CpuRun]]:
 
 # -- guest: kernel target vs nvmf target, two clients --------------------------------------------
 
-GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421, "raw": 4422}
+GUEST_TARGETS = {"kernel": 4420, "nvmf": 4421, "raw": 4422, "native": 4423}
 #: Each target's subsystem NQN in the guest: one each, so that the kernel host, connected to all
 #: at once, sees distinct subsystems and not paths to one (native NVMe multipath merges those).
-GUEST_NQN = {"kernel": SUBNQN + "-kernel", "nvmf": SUBNQN, "raw": SUBNQN + "-raw"}
-#: The raw responder's namespace in the guest (RAM: it has no null medium); fio's jobs use 256m.
+GUEST_NQN = {
+    "kernel": SUBNQN + "-kernel",
+    "nvmf": SUBNQN,
+    "raw": SUBNQN + "-raw",
+    "native": SUBNQN + "-native",
+}
+#: The raw responders' namespaces in the guest (RAM: they have no null medium); fio's jobs use
+#: 256m.
 GUEST_RAW_SIZE = 256 << 20
 
 
@@ -225,18 +236,23 @@ GUEST_MEDIA = {
 }
 
 
-def guest_targets(trtype: str) -> tuple[str, ...]:
+def guest_targets(trtype: str, native: bool = False) -> tuple[str, ...]:
     """The targets measured in the guest on ``trtype``: the kernel's, ours and, on NVMe/TCP,
     the raw responder (:mod:`rawnvme`, TCP only): the least Python answering the same
-    exchange, a yardstick for what Python reaches on this emulated machine."""
-    return ("kernel", "nvmf", "raw") if trtype == "tcp" else ("kernel", "nvmf")
+    exchange, a yardstick for what Python reaches on this emulated machine; with ``native``
+    (``--guest-native``) also the raw responder with its I/O queues in C (``rawnvme.py
+    --native``): what a target in user space reaches with no Python on its data path."""
+    if trtype != "tcp":
+        return ("kernel", "nvmf")
+    return ("kernel", "nvmf", "raw", "native") if native else ("kernel", "nvmf", "raw")
 
 
-def guest_order(trtype: str) -> tuple[str, ...]:
+def guest_order(trtype: str, native: bool = False) -> tuple[str, ...]:
     """The order in which each workload runs against the targets, in halves of ``--runtime``:
-    A B C C B A (A B B A without the raw responder), as in (1), so that a steady drift of the
-    emulated machine's speed during a run hits every target alike."""
-    targets = guest_targets(trtype)
+    A B C C B A (A B B A without the raw responder, A B C D D C B A with the native one), as in
+    (1), so that a steady drift of the emulated machine's speed during a run hits every target
+    alike."""
+    targets = guest_targets(trtype, native)
     return targets + targets[::-1]
 
 
@@ -260,7 +276,7 @@ SOFT_ROCE = [
 #: the host's ``io_work`` costs it 45-76 % of its IOPS (measured on 2026-12-03, issue 7's
 #: note), so each target is measured at its own best placement.
 GUEST_CPUS = ("shared", "split")
-SPLIT_TARGETS = ("nvmf", "raw")
+SPLIT_TARGETS = ("nvmf", "raw", "native")
 SPLIT_TARGET_CPU = 1
 SPLIT_CLIENT_CPU = 0
 
@@ -292,11 +308,16 @@ GUEST_SNAP = (
 )
 #: Each target's processes as the guest shell names them when a run starts: ``nvmf serve`` and
 #: its workers, the raw responder; none for the kernel target, whose CPU is the kernel's own.
-GUEST_PIDS = {"kernel": "", "nvmf": "$SERVE $(pgrep -P $SERVE)", "raw": "$RAWPID"}
+GUEST_PIDS = {
+    "kernel": "",
+    "nvmf": "$SERVE $(pgrep -P $SERVE)",
+    "raw": "$RAWPID",
+    "native": "$NATIVEPID",
+}
 #: The guest shell line that records the CPUs each Python target's process may run on
 #: (``PID LIST`` per line), for the guest test of ``--guest-cpus split``.
 GUEST_AFFINITY = (
-    'for p in $SERVE $(pgrep -P $SERVE) ${RAWPID:-}; do echo "$p $(awk '
+    'for p in $SERVE $(pgrep -P $SERVE) ${RAWPID:-} ${NATIVEPID:-}; do echo "$p $(awk '
     '\'/^Cpus_allowed_list/ {print $2}\' /proc/$p/status)"; done > "$OUT/affinity.txt"'
 )
 #: Where the guest's clock comes from: the TSC, as the guest boots with ``tsc=reliable``
@@ -306,8 +327,26 @@ GUEST_AFFINITY = (
 GUEST_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
 
+def _responder(target: str, cpus: str) -> list[str]:
+    """The guest shell lines that start raw responder ``target`` (``raw``, or ``native``: its
+    I/O queues in C) and wait until it listens; its PID in ``$RAWPID`` or ``$NATIVEPID``."""
+    flag = " --native" if target == "native" else ""
+    return [
+        f'{_taskset(target, cpus, SPLIT_TARGET_CPU)}"$PY" "$REPO/bench/rawnvme.py"{flag} '
+        f"{GUEST_TARGETS[target]} {GUEST_RAW_SIZE} "
+        f'{GUEST_NQN[target]} > "$OUT/{target}.log" 2>&1 &',
+        f"{GUEST_PIDS[target][1:]}=$!",
+        _until_listening(f"{target}.log"),
+    ]
+
+
 def guest_script(
-    runtime: float, jobs: int, trtype: str = "tcp", media: str = "null", cpus: str = "shared"
+    runtime: float,
+    jobs: int,
+    trtype: str = "tcp",
+    media: str = "null",
+    cpus: str = "shared",
+    native: bool = False,
 ) -> str:
     """One boot: the targets of :func:`guest_targets` up on ``trtype`` and on ``media``
     (:data:`GUEST_MEDIA`); the kernel host connected to all of them at once; then every
@@ -315,8 +354,8 @@ def guest_script(
     order :func:`guest_order`, each run half of ``runtime``, on the CPUs ``cpus`` gives them
     (:data:`GUEST_CPUS`)."""
     addr = GUEST_ADDR[trtype]
-    targets = guest_targets(trtype)
-    order = guest_order(trtype)
+    targets = guest_targets(trtype, native)
+    order = guest_order(trtype, native)
     medium = GUEST_MEDIA[media]
     cfg = target_config(GUEST_TARGETS["nvmf"], medium.nvmf_kind, medium.nvmf_size, trtype, addr)
     half = runtime / 2
@@ -340,17 +379,7 @@ def guest_script(
         '--config /tmp/nvmf.json > "$OUT/serve.log" 2>&1 &',
         "SERVE=$!",
         _until_listening("serve.log"),
-        *(
-            [
-                f'{_taskset("raw", cpus, SPLIT_TARGET_CPU)}"$PY" "$REPO/bench/rawnvme.py" '
-                f"{GUEST_TARGETS['raw']} {GUEST_RAW_SIZE} "
-                f'{GUEST_NQN["raw"]} > "$OUT/raw.log" 2>&1 &',
-                "RAWPID=$!",
-                _until_listening("raw.log"),
-            ]
-            if "raw" in targets
-            else []
-        ),
+        *(line for t in ("raw", "native") if t in targets for line in _responder(t, cpus)),
         GUEST_AFFINITY,
         'nproc > "$OUT/nproc.txt"',
         f'cat {GUEST_CLOCKSOURCE} > "$OUT/clocksource.txt"',
@@ -402,8 +431,7 @@ def guest_script(
         lines.append(
             f'nvme disconnect -n {GUEST_NQN[target]} > "$OUT/{target}_disconnect.txt" 2>&1'
         )
-    if "raw" in targets:
-        lines.append("kill $RAWPID")
+    lines += [f"kill {GUEST_PIDS[t]}" for t in ("raw", "native") if t in targets]
     lines += [
         "kill $SERVE; wait $SERVE",
         # the kernel target and its device go too: a boot may run other scripts after this one
@@ -457,17 +485,19 @@ def combine_halves(halves: list[Measurement | None]) -> Measurement | None:
     )
 
 
-def _halves(target: str, trtype: str) -> list[int]:
+def _halves(target: str, trtype: str, native: bool = False) -> list[int]:
     """The positions in :func:`guest_order` at which ``target`` runs each workload."""
-    return [k for k, t in enumerate(guest_order(trtype)) if t == target]
+    return [k for k, t in enumerate(guest_order(trtype, native)) if t == target]
 
 
-def read_guest(out: Path, trtype: str = "tcp") -> dict[str, list[Measurement | None]]:
+def read_guest(
+    out: Path, trtype: str = "tcp", native: bool = False
+) -> dict[str, list[Measurement | None]]:
     """The guest run's result files in ``out``, per target and client, each workload's halves
     (:func:`guest_order`) combined."""
     table: dict[str, list[Measurement | None]] = {}
-    for target in guest_targets(trtype):
-        runs = _halves(target, trtype)
+    for target in guest_targets(trtype, native):
+        runs = _halves(target, trtype, native)
         for client, parse in (("host", _from_nvmf_json), ("fio", _from_fio_json)):
             table[f"{target}/{client}"] = [
                 combine_halves([parse(out / f"{target}_{client}_{i}_{k}.json", w) for k in runs])
@@ -554,19 +584,21 @@ def _guest_cpu(out: Path, tags: list[str], w: Workload, own: bool) -> GuestCpu |
     )
 
 
-def read_guest_cpu(out: Path, trtype: str = "tcp") -> dict[str, list[GuestCpu | None]]:
+def read_guest_cpu(
+    out: Path, trtype: str = "tcp", native: bool = False
+) -> dict[str, list[GuestCpu | None]]:
     """CPU per I/O of each target's fio runs (:func:`guest_order`'s halves together)."""
     return {
         target: [
             _guest_cpu(
                 out,
-                [f"{target}_fio_{i}_{k}" for k in _halves(target, trtype)],
+                [f"{target}_fio_{i}_{k}" for k in _halves(target, trtype, native)],
                 w,
                 own=bool(GUEST_PIDS[target]),
             )
             for i, w in enumerate(WORKLOADS)
         ]
-        for target in guest_targets(trtype)
+        for target in guest_targets(trtype, native)
     }
 
 
@@ -584,14 +616,21 @@ class GuestRun:
     media: str = "null"
     #: Where the Python targets and their clients ran: one of :data:`GUEST_CPUS`.
     cpus: str = "shared"
+    #: Whether the raw responder with its I/O queues in C was a target (``--guest-native``).
+    native: bool = False
 
 
 def measure_guest(
-    runtime: float, jobs: int, trtype: str = "tcp", media: str = "null", cpus: str = "shared"
+    runtime: float,
+    jobs: int,
+    trtype: str = "tcp",
+    media: str = "null",
+    cpus: str = "shared",
+    native: bool = False,
 ) -> GuestRun:
     from tests.guest.harness import run_in_guest
 
-    script = guest_script(runtime, jobs, trtype, media, cpus)
+    script = guest_script(runtime, jobs, trtype, media, cpus, native)
     result = run_in_guest(f"bench-guest-{trtype}-{media}-{cpus}", script, timeout=3000)
     out = result.out
     if not (out / "done.txt").exists():
@@ -600,11 +639,12 @@ def measure_guest(
             f"{result.read('stderr.txt')[-2000:]}"
         )
     return GuestRun(
-        read_guest(out, trtype),
-        read_guest_cpu(out, trtype),
+        read_guest(out, trtype, native),
+        read_guest_cpu(out, trtype, native),
         result.read("clocksource.txt").strip() or "unknown",
         media,
         cpus,
+        native and trtype == "tcp",
     )
 
 
@@ -721,7 +761,8 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
         table = run.table
         kernel = f"nvmet-{fabric}"
         medium = GUEST_MEDIA[run.media]
-        order = " ".join("ABC"[guest_targets(fabric).index(t)] for t in guest_order(fabric))
+        targets = guest_targets(fabric, run.native)
+        order = " ".join("ABCD"[targets.index(t)] for t in guest_order(fabric, run.native))
         for client in ("host", "fio"):
             who = "nvmf bench (our host)" if client == "host" else "fio on the kernel host"
             where = (
@@ -747,6 +788,17 @@ def print_guest(guest: dict[str, GuestRun]) -> None:
                 "PDUs",
                 "raw responder",
                 "nvmf target",
+                [(w.name, a, b) for w, a, b in rows],
+            )
+            if f"native/{client}" not in table:
+                continue
+            rows = zip(WORKLOADS, table[f"kernel/{client}"], table[f"native/{client}"], strict=True)
+            print_table(
+                f"{where}; kernel {kernel} ({medium.kernel_label}) vs the raw responder with its "
+                "I/O queues in C (bench/rawnvme.py --native, RAM): what a target in user space "
+                "reaches with no Python on its data path, to read beside nvmf's ratio above",
+                "kernel target",
+                "native responder",
                 [(w.name, a, b) for w, a, b in rows],
             )
         print_guest_cpu(fabric, run)
@@ -829,6 +881,7 @@ def _guest_json(guest: dict[str, GuestRun]) -> dict[str, Any]:
             "clocksource": run.clocksource,
             "media": run.media,
             "cpus": run.cpus,
+            "native": run.native,
         }
         for fabric, run in guest.items()
     }
@@ -889,6 +942,12 @@ def main() -> int:
         f"{SPLIT_CLIENT_CPU} (split); the kernel target runs as the scheduler places it either "
         "way (with --guest tcp or rdma)",
     )
+    parser.add_argument(
+        "--guest-native",
+        action="store_true",
+        help="also measure, over NVMe/TCP in the guest, the raw responder with its I/O queues "
+        "in C (bench/rawnvme.py --native, built with the system's C compiler)",
+    )
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
     args = parser.parse_args()
     if args.workers is not None and args.workers < 1:
@@ -906,13 +965,24 @@ def main() -> int:
         parser.error("--guest-media needs --guest")
     if args.guest_cpus and not args.guest:
         parser.error("--guest-cpus needs --guest")
+    if args.guest_native and args.guest not in ("tcp", "all"):
+        parser.error("--guest-native needs --guest tcp (or all): the raw responder is NVMe/TCP")
+    if args.guest_native:
+        try:
+            rawnvme.native_library()  # built here, before the boot: the guest runs it as is
+        except rawnvme.NativeUnavailable as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
     chosen = (
         [] if not args.guest else ["tcp", "rdma", "cmb"] if args.guest == "all" else [args.guest]
     )
     fabrics = [f for f in chosen if f != "cmb"]
     media = args.guest_media or "null"
     cpus = args.guest_cpus or "shared"
-    guest = {f: measure_guest(args.runtime, args.numjobs, f, media, cpus) for f in fabrics}
+    guest = {
+        f: measure_guest(args.runtime, args.numjobs, f, media, cpus, args.guest_native)
+        for f in fabrics
+    }
     placements = placement.measure(args.runtime) if "cmb" in chosen else None
     if args.guest_only:
         if args.json:

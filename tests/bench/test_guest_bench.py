@@ -45,18 +45,21 @@ def test_both_targets_serve_the_chosen_media_alike(media: str, device: str, kind
 
 
 @pytest.mark.parametrize(
-    ("trtype", "order"),
+    ("trtype", "native", "order"),
     [
-        ("tcp", ["KERNEL", "NVMF", "RAW", "RAW", "NVMF", "KERNEL"]),
-        ("rdma", ["KERNEL", "NVMF", "NVMF", "KERNEL"]),
+        ("tcp", False, ["KERNEL", "NVMF", "RAW", "RAW", "NVMF", "KERNEL"]),
+        ("tcp", True, ["KERNEL", "NVMF", "RAW", "NATIVE", "NATIVE", "RAW", "NVMF", "KERNEL"]),
+        ("rdma", False, ["KERNEL", "NVMF", "NVMF", "KERNEL"]),
+        ("rdma", True, ["KERNEL", "NVMF", "NVMF", "KERNEL"]),
     ],
 )
 def test_every_target_is_connected_before_any_fio_and_each_workload_runs_mirrored(
-    trtype: str, order: list[str]
+    trtype: str, native: bool, order: list[str]
 ) -> None:
     """On NVMe/TCP the raw responder is the third target (it speaks TCP only): A B C C B A;
-    on RDMA A B B A.  Each target has its own NQN and its responder process is ended."""
-    lines = run.guest_script(5, 1, trtype).splitlines()
+    with ``--guest-native`` its C twin the fourth, A B C D D C B A; on RDMA A B B A.  Each
+    target has its own NQN and its responder process is ended."""
+    lines = run.guest_script(5, 1, trtype, native=native).splitlines()
     connects = [i for i, line in enumerate(lines) if line.startswith("nvme connect")]
     fios = [i for i, line in enumerate(lines) if "fio --name=" in line]
     n = len(order)
@@ -70,17 +73,20 @@ def test_every_target_is_connected_before_any_fio_and_each_workload_runs_mirrore
         assert devices == order
         assert all("--runtime=2.5 " in b for b in block)
         assert all(f"--bs={run.WORKLOADS[i].bs} " in b for b in block)
-    raw = [line for line in lines if "bench/rawnvme.py" in line]
-    if "RAW" in order:
-        assert len(raw) == 1 and raw[0].split()[2:5] == [
-            str(run.GUEST_TARGETS["raw"]),
+    responders = [line for line in lines if "bench/rawnvme.py" in line]
+    expected = [t for t in ("raw", "native") if t.upper() in order]
+    assert len(responders) == len(expected)
+    for line, target in zip(responders, expected, strict=True):
+        flags = ["--native"] if target == "native" else []
+        assert line.split()[2:][: 3 + len(flags)] == [
+            *flags,
+            str(run.GUEST_TARGETS[target]),
             str(run.GUEST_RAW_SIZE),
-            run.GUEST_NQN["raw"],
+            run.GUEST_NQN[target],
         ]
-        started = lines.index(raw[0])
-        assert lines[started + 1] == "RAWPID=$!" and "kill $RAWPID" in lines
-    else:
-        assert raw == []
+        pid = f"{target.upper() if target == 'native' else 'RAW'}PID"
+        started = lines.index(line)
+        assert lines[started + 1] == f"{pid}=$!" and f"kill ${pid}" in lines
 
 
 def _client_lines(lines: list[str], target: str) -> list[str]:
@@ -271,3 +277,24 @@ def test_the_cpu_table_judges_our_own_cpu_against_the_raw_responder_s(
     first = rows[run.WORKLOADS[0].name]
     assert first[0] == ["100", "91%"]  # the kernel target: no processes of its own
     assert first[1] == ["900", "(", "150)", "50%"]
+
+
+def test_with_the_native_responder_the_guest_report_sets_it_beside_the_kernel_target(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--guest-native``: its own table, kernel target against the C loop, whose ratio reads
+    beside nvmf's; the order names four targets."""
+    n = len(run.WORKLOADS)
+    table = {
+        f"{t}/{c}": [run.Measurement(iops, iops / 10, 50.0, 90.0)] * n
+        for t, iops in (("kernel", 1000.0), ("nvmf", 600.0), ("raw", 500.0), ("native", 700.0))
+        for c in ("host", "fio")
+    }
+    cpu = {t: [None] * n for t in ("kernel", "nvmf", "raw", "native")}
+    run.print_guest({"tcp": run.GuestRun(table, cpu, "tsc", "ram", "shared", native=True)})
+    out = capsys.readouterr().out
+    assert "runs in the order A B C D D C B A" in out
+    native = out.split("bench/rawnvme.py --native")[1:]
+    assert len(native) == 2  # one table per client
+    rows = [line for line in native[0].splitlines() if line.startswith(run.WORKLOADS[0].name)]
+    assert rows[0].split("|")[-1].strip() == "0.70"  # native / kernel
