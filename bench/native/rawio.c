@@ -36,6 +36,7 @@ enum { CH_LEN = 8, CMD_HLEN = 72, DATA_HLEN = 24, RSP_LEN = 24, BLOCK_SIZE = 512
 /* Generic command status: Data SGL Length Invalid, LBA Out of Range. */
 enum { SC_SGL_LENGTH_INVALID = 0x0F, SC_LBA_RANGE = 0x80 };
 #define RX_BUFFER (64 * 1024)   /* as the Python responder's receive buffer */
+#define OUT_PDUS 64             /* answers gathered into one sendmsg() at most */
 
 struct queue {
     int fd;
@@ -47,6 +48,10 @@ struct queue {
     uint64_t r2t_at[65536];
     uint32_t r2t_len[65536];
     uint8_t rx[RX_BUFFER];
+    /* Answers not sent yet: their headers, and the pieces of each (header, data, response). */
+    uint8_t out_hdr[OUT_PDUS][DATA_HLEN + RSP_LEN];
+    struct iovec out[3 * OUT_PDUS];
+    int out_pdus, out_pieces;
 };
 
 static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -106,6 +111,27 @@ static int send_all(int fd, struct iovec *iov, int n)
     return 0;
 }
 
+/* Send every answer gathered so far, in one sendmsg() when the socket takes it all. */
+static int flush(struct queue *q)
+{
+    int failed = q->out_pieces ? send_all(q->fd, q->out, q->out_pieces) : 0;
+    q->out_pdus = q->out_pieces = 0;
+    return failed;
+}
+
+/* Room for one more answer's headers (sending what is gathered when there is none). */
+static uint8_t *answer(struct queue *q)
+{
+    if (q->out_pdus == OUT_PDUS && flush(q))
+        return NULL;
+    return q->out_hdr[q->out_pdus++];
+}
+
+static void piece(struct queue *q, void *base, size_t len)
+{
+    q->out[q->out_pieces++] = (struct iovec){base, len};
+}
+
 static int recv_all(int fd, uint8_t *p, size_t len)
 {
     while (len) {
@@ -133,7 +159,7 @@ static int take_payload(struct queue *q, size_t *start, size_t *end, size_t hlen
     *start += hlen + have;
     if (have < len) {
         *start = *end = 0;  /* the buffer held no more than this PDU */
-        return recv_all(q->fd, dst + have, len - have);
+        return flush(q) || recv_all(q->fd, dst + have, len - have);
     }
     return 0;
 }
@@ -148,24 +174,30 @@ static int command(struct queue *q, size_t *start, size_t *end, uint32_t plen)
     uint64_t offset = ((uint64_t)get32(sqe + 40) | (uint64_t)get32(sqe + 44) << 32) * BLOCK_SIZE;
     uint32_t incapsule = plen - CMD_HLEN;
     int outside = offset > q->ns_size || length > q->ns_size - offset;
-    uint8_t hdr[DATA_HLEN + RSP_LEN];
+    uint8_t *hdr;  /* taken once the payload is in: receiving it may send what is gathered */
     q->sqhd = (uint16_t)((q->sqhd + 1) % q->sqsize);
     if ((opcode & 3) == 2 && length && !outside) {  /* Read */
         *start += plen;
+        if (!(hdr = answer(q)))
+            return -1;
         uint8_t flags = FLAG_LAST_PDU | (q->sq_flow_disabled ? FLAG_SUCCESS : 0);
         data_header(hdr, PDU_C2H_DATA, flags, cid, length);
         capsule_resp(q, hdr + DATA_HLEN, cid, 0);
-        struct iovec iov[3] = {
-            {hdr, DATA_HLEN}, {q->ns + offset, length}, {hdr + DATA_HLEN, RSP_LEN}};
-        return send_all(q->fd, iov, q->sq_flow_disabled ? 2 : 3);
+        piece(q, hdr, DATA_HLEN);
+        piece(q, q->ns + offset, length);
+        if (!q->sq_flow_disabled)
+            piece(q, hdr + DATA_HLEN, RSP_LEN);
+        return 0;
     }
     if ((opcode & 3) == 1 && length && !outside && !incapsule) {  /* Write: R2T for it all */
         *start += plen;
+        if (!(hdr = answer(q)))
+            return -1;
         q->r2t_at[cid] = offset;
         q->r2t_len[cid] = length;
         data_header(hdr, PDU_R2T, 0, cid, length);
-        struct iovec iov[1] = {{hdr, DATA_HLEN}};
-        return send_all(q->fd, iov, 1);
+        piece(q, hdr, DATA_HLEN);
+        return 0;
     }
     uint16_t sc = 0;
     if (incapsule) {
@@ -189,9 +221,11 @@ static int command(struct queue *q, size_t *start, size_t *end, uint32_t plen)
         *start += plen;
         sc = outside && (opcode & 3) ? SC_LBA_RANGE : 0;
     }
+    if (!(hdr = answer(q)))
+        return -1;
     capsule_resp(q, hdr, cid, sc);
-    struct iovec iov[1] = {{hdr, RSP_LEN}};
-    return send_all(q->fd, iov, 1);
+    piece(q, hdr, RSP_LEN);
+    return 0;
 }
 
 /* One H2CData whose header is in the buffer: its data into the R2T's place. */
@@ -208,10 +242,12 @@ static int h2c_data(struct queue *q, size_t *start, size_t *end)
     if (!(flags & FLAG_LAST_PDU))
         return 0;
     q->r2t_len[ttag] = 0;
-    uint8_t rsp[RSP_LEN];
+    uint8_t *rsp = answer(q);
+    if (!rsp)
+        return -1;
     capsule_resp(q, rsp, cccid, 0);
-    struct iovec iov[1] = {{rsp, RSP_LEN}};
-    return send_all(q->fd, iov, 1);
+    piece(q, rsp, RSP_LEN);
+    return 0;
 }
 
 /*
@@ -249,6 +285,8 @@ long rawio_serve(int fd, uint8_t *ns, uint64_t ns_size, int qid, int sqsize, int
                 memmove(q->rx, q->rx + start, avail);
                 start = 0, end = avail;
             }
+            if (flush(q))  /* every PDU received so far answered before waiting for more */
+                break;
             ssize_t got = recv(fd, q->rx + end, RX_BUFFER - end, 0);
             if (got < 0 && errno == EINTR)
                 continue;
