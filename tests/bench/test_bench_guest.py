@@ -60,7 +60,8 @@ DEV=${{DEV%%/*}}
 for bs in 4k 128k; do
   fio --name=verify-$bs --filename=/dev/$DEV --ioengine=libaio --direct=1 --rw=randwrite \
     --bs=$bs --iodepth=16 --numjobs=2 --group_reporting --size=16m --offset_increment=16m \
-    --verify=crc32c --output-format=json > "$OUT/verify-$bs.json" 2> "$OUT/verify-$bs.err"
+    --verify=crc32c --verify_fatal=1 --verify_state_save=0 --output-format=json \\
+    > "$OUT/verify-$bs.json" 2> "$OUT/verify-$bs.err"
   echo $? > "$OUT/verify-$bs.rc"
 done
 nvme disconnect -n {VERIFY_NQN} > "$OUT/disconnect.txt" 2>&1
