@@ -156,13 +156,17 @@ dmesg -C
 nvme connect -t tcp -a 127.0.0.1 -s 4420 -n ${NQN}ram -i 2 --reconnect-delay=1 --ctrl-loss-tmo=120
 echo "connect kill rc=$?" >> $OUT/results.txt
 dev=$(newdev)
+# Writes at most 1000 IOPS, so 8 s or more of writing: a kill 3 s in lands while the job still
+# writes, however fast the guest runs (unthrottled, the job was seen to end, verify included,
+# before a kill 4 s after its start).
 fio --name=kill --filename=$dev --ioengine=libaio --direct=1 --iodepth=16 --rw=write --bs=4k \
-    --size=32m --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
-    --output-format=json --output=$OUT/fio-kill.json &
+    --size=32m --rate_iops=,1000 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --verify_state_save=0 --output-format=json --output=$OUT/fio-kill.json &
 fio_pid=$!
-sleep 4
+sleep 3
 victim=$(sed -n 's/.*offload workers (pids \([0-9]*\) .*/\1/p' $OUT/target.log | head -1)
 echo "$victim" > $OUT/victim.txt
+kill -0 $fio_pid && echo "fio writing at kill=1" >> $OUT/results.txt
 kill -9 $victim
 echo "kill rc=$?" >> $OUT/results.txt
 wait $fio_pid
@@ -442,6 +446,7 @@ def test_io_queues_were_served_by_the_workers(guest: GuestResult) -> None:
 def test_killed_worker_is_replaced_and_fio_verify_passes(guest: GuestResult) -> None:
     res = guest.results()
     assert res["connect kill rc"] == "0" and res["kill rc"] == "0"
+    assert res.get("fio writing at kill") == "1", "the job ended before the worker was killed"
     victim = guest.read("victim.txt").strip()
     log = guest.read("target.log")
     assert re.search(rf"offload worker \d \(pid {victim}\) died .*starting another", log), log[
