@@ -52,8 +52,9 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from nvmf.media.ram import RamMedia
 from nvmf.wire.fabrics import CATTR_DISABLE_SQFLOW, CC, CSTS, Cap, Prop, vs
@@ -463,16 +464,18 @@ def main() -> None:
     parser.add_argument("size", type=int, nargs="?", default=256 << 20)
     parser.add_argument("subnqn", nargs="?", default=SUBNQN)
     args = parser.parse_args()
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
-        if args.native:
-            native_library()  # a missing compiler says so before anything listens
         import uvloop
 
-        uvloop.run(_main(args.port, args.size, args.subnqn, args.native))
+        run = uvloop.run
+    except ImportError:
+        pass
+    try:
+        # serve() loads the C loop before it listens: a missing compiler says so first
+        run(_main(args.port, args.size, args.subnqn, args.native))
     except NativeUnavailable as exc:
         sys.exit(f"rawnvme: {exc}")
-    except ImportError:
-        asyncio.run(_main(args.port, args.size, args.subnqn, args.native))
     except KeyboardInterrupt:
         pass
 

@@ -616,8 +616,12 @@ class GuestRun:
     media: str = "null"
     #: Where the Python targets and their clients ran: one of :data:`GUEST_CPUS`.
     cpus: str = "shared"
-    #: Whether the raw responder with its I/O queues in C was a target (``--guest-native``).
-    native: bool = False
+
+    @property
+    def native(self) -> bool:
+        """Whether the raw responder with its I/O queues in C was a target (``--guest-native``):
+        :attr:`cpu` has a row for each target measured."""
+        return "native" in self.cpu
 
 
 def measure_guest(
@@ -644,7 +648,6 @@ def measure_guest(
         result.read("clocksource.txt").strip() or "unknown",
         media,
         cpus,
-        native and trtype == "tcp",
     )
 
 

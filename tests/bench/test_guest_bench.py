@@ -291,7 +291,7 @@ def test_with_the_native_responder_the_guest_report_sets_it_beside_the_kernel_ta
         for c in ("host", "fio")
     }
     cpu = {t: [None] * n for t in ("kernel", "nvmf", "raw", "native")}
-    run.print_guest({"tcp": run.GuestRun(table, cpu, "tsc", "ram", "shared", native=True)})
+    run.print_guest({"tcp": run.GuestRun(table, cpu, "tsc", "ram", "shared")})
     out = capsys.readouterr().out
     assert "runs in the order A B C D D C B A" in out
     native = out.split("bench/rawnvme.py --native")[1:]
