@@ -320,6 +320,14 @@ GUEST_AFFINITY = (
     'for p in $SERVE $(pgrep -P $SERVE) ${RAWPID:-} ${NATIVEPID:-}; do echo "$p $(awk '
     '\'/^Cpus_allowed_list/ {print $2}\' /proc/$p/status)"; done > "$OUT/affinity.txt"'
 )
+#: The guest shell function that prints the namespace's block device: ``nvmeXn1`` whose
+#: controller or subsystem has NQN ``$1`` (a multipath head's device is the subsystem; its hidden
+#: ``nvmeXcYn1`` paths are skipped).
+GUEST_FIND_DEV = (
+    "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
+    '[[ $n =~ ^nvme[0-9]+n1$ ]] && [ "$(cat $b/device/subsysnqn 2>/dev/null)" = "$1" ] '
+    "&& echo $n; done | head -1; }"
+)
 #: Where the guest's clock comes from: the TSC, as the guest boots with ``tsc=reliable``
 #: (``tests/vm/guest.py``, ``BOOT_APPEND``).  Without it the 6.1 kernel marked the TSC unstable
 #: under TCG and every clock read was an emulated HPET access, dearer for fio and the kernel's
@@ -384,11 +392,7 @@ def guest_script(
         'nproc > "$OUT/nproc.txt"',
         f'cat {GUEST_CLOCKSOURCE} > "$OUT/clocksource.txt"',
         GUEST_SNAP,
-        # the namespace's block device: nvmeXn1 whose controller or subsystem has NQN $1
-        # (a multipath head's device is the subsystem; its hidden nvmeXcYn1 paths are skipped)
-        "find_dev() { for b in /sys/block/nvme*; do n=$(basename $b); "
-        '[[ $n =~ ^nvme[0-9]+n1$ ]] && [ "$(cat $b/device/subsysnqn 2>/dev/null)" = "$1" ] '
-        "&& echo $n; done | head -1; }",
+        GUEST_FIND_DEV,
     ]
     for i, w in enumerate(WORKLOADS):
         for k, target in enumerate(order):

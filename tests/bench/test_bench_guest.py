@@ -55,8 +55,8 @@ PID=$!
 {run._until_listening("native.log")}
 nvme connect -t tcp -a 127.0.0.1 -s 4430 -n {VERIFY_NQN} -i 2 > "$OUT/connect.txt" 2>&1
 sleep 1
-F=$(grep -lx {VERIFY_NQN} /sys/block/nvme*n1/device/subsysnqn); DEV=${{F#/sys/block/}}
-DEV=${{DEV%%/*}}
+{run.GUEST_FIND_DEV}
+DEV=$(find_dev {VERIFY_NQN})
 for bs in 4k 128k; do
   fio --name=verify-$bs --filename=/dev/$DEV --ioengine=libaio --direct=1 --rw=randwrite \
     --bs=$bs --iodepth=16 --numjobs=2 --group_reporting --size=16m --offset_increment=16m \
